@@ -1,0 +1,18 @@
+//! Rally's database migrations: one module per change, applied in order, never edited once released.
+//!
+//! Every migration is written against SeaORM's schema builder so that the same code creates the same
+//! tables on SQLite (the embedded default) and PostgreSQL (production).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_accounts;
+
+/// The ordered list of Rally's migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_accounts::Migration)]
+    }
+}

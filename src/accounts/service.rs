@@ -1,0 +1,396 @@
+//! Account rules with storage: the only code that touches `users` and `refresh_tokens`.
+
+use std::net::IpAddr;
+
+use chrono::{Duration, Utc};
+use sea_orm::prelude::Expr;
+use sea_orm::sea_query::{Func, LikeExpr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::model::{Bio, BodyWeightKg, DisplayName, Email, Handle, Login, Password};
+use crate::auth::{AccessToken, RefreshToken};
+use crate::entity::user::{BodyType, Role};
+use crate::entity::{refresh_token, user};
+use crate::error::{Error, Result};
+use crate::media::prepare_picture;
+use crate::state::AppState;
+
+/// Longest side of a stored avatar, in pixels.
+pub const AVATAR_SIDE: u32 = 512;
+
+/// A signed-in session: what signup, login and refresh hand back.
+pub struct Session {
+    /// The short-lived JWT.
+    pub access: AccessToken,
+    /// The opaque refresh token (shown once).
+    pub refresh_token: String,
+    /// Who signed in.
+    pub user: user::Model,
+}
+
+/// A new account, parsed.
+#[derive(Debug)]
+pub struct NewAccount {
+    /// Unique handle.
+    pub handle: Handle,
+    /// Unique email.
+    pub email: Email,
+    /// To hash.
+    pub password: Password,
+    /// Defaults to the handle.
+    pub display_name: Option<DisplayName>,
+}
+
+/// Profile changes, parsed; `None` keeps a field, `Some(None)` clears a clearable one.
+#[derive(Debug, Default)]
+pub struct ProfileChanges {
+    /// New display name.
+    pub display_name: Option<DisplayName>,
+    /// New or cleared bio.
+    pub bio: Option<Bio>,
+    /// New or cleared body weight.
+    pub body_weight_kg: Option<Option<BodyWeightKg>>,
+    /// New or cleared body type.
+    pub body_type: Option<Option<BodyType>>,
+}
+
+/// Creates an account and signs it in. Duplicate handle or email: CONFLICT naming the field.
+#[tracing::instrument(skip_all, fields(handle = account.handle.as_str()))]
+pub async fn signup(
+    state: &AppState,
+    client: Option<IpAddr>,
+    account: NewAccount,
+) -> Result<Session> {
+    if let Some(address) = client {
+        state.auth_limits.check_address(address)?;
+    }
+    let taken = user::Entity::find()
+        .filter(
+            user::Column::Handle
+                .eq(account.handle.as_str())
+                .or(user::Column::Email.eq(account.email.as_str())),
+        )
+        .one(&state.db)
+        .await?;
+    if let Some(existing) = taken {
+        return Err(taken_error(existing.handle == account.handle.as_str()));
+    }
+    let password_hash = state.passwords.hash(account.password.into_inner()).await?;
+    let now = Utc::now();
+    let role = if state.config.is_admin_handle(account.handle.as_str()) {
+        Role::Admin
+    } else {
+        Role::User
+    };
+    let display_name = account
+        .display_name
+        .map(DisplayName::into_inner)
+        .unwrap_or_else(|| account.handle.as_str().to_owned());
+    let row = user::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        handle: Set(account.handle.as_str().to_owned()),
+        email: Set(account.email.as_str().to_owned()),
+        password_hash: Set(password_hash),
+        display_name: Set(display_name),
+        bio: Set(None),
+        avatar_key: Set(None),
+        role: Set(role),
+        body_weight_kg: Set(None),
+        body_type: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    // The check above gives a friendly answer; the unique indexes settle races.
+    let created = row.insert(&state.db).await.map_err(|err| {
+        Error::from_db_unique(err, |detail| {
+            if detail.contains("handle") {
+                Some(taken_error(true))
+            } else if detail.contains("email") {
+                Some(taken_error(false))
+            } else {
+                None
+            }
+        })
+    })?;
+    start_session(state, created, None).await
+}
+
+fn taken_error(handle: bool) -> Error {
+    if handle {
+        Error::conflict("input.handle", "this handle is taken")
+    } else {
+        Error::conflict("input.email", "this email is already registered")
+    }
+}
+
+/// Signs in with a handle or an email. An unknown login and a wrong password fail alike.
+#[tracing::instrument(skip_all)]
+pub async fn login(
+    state: &AppState,
+    client: Option<IpAddr>,
+    login: Login,
+    password: String,
+) -> Result<Session> {
+    if let Some(address) = client {
+        state.auth_limits.check_address(address)?;
+    }
+    state.auth_limits.check_login(login.as_str())?;
+    let column = match &login {
+        Login::Email(_) => user::Column::Email,
+        Login::Handle(_) => user::Column::Handle,
+    };
+    let found = user::Entity::find()
+        .filter(column.eq(login.as_str()))
+        .one(&state.db)
+        .await?;
+    let stored = found.as_ref().map(|u| u.password_hash.clone());
+    if !state.passwords.verify(password, stored).await? {
+        return Err(Error::Unauthenticated("wrong login or password"));
+    }
+    let Some(mut found) = found else {
+        return Err(Error::Unauthenticated("wrong login or password"));
+    };
+    if found.role != Role::Admin && state.config.is_admin_handle(&found.handle) {
+        let mut promote: user::ActiveModel = found.into();
+        promote.role = Set(Role::Admin);
+        found = promote.update(&state.db).await?;
+    }
+    start_session(state, found, None).await
+}
+
+/// Exchanges a refresh token for a new session in the same family. A used token presented again
+/// revokes its whole family: either the client or a thief replayed it, and we cannot tell which.
+#[tracing::instrument(skip_all)]
+pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
+    let txn = state.db.begin().await?;
+    let token = live_token(&txn, presented).await?;
+    let now = Utc::now();
+    if token.used_at.is_some() {
+        revoke_family(&txn, token.family_id).await?;
+        txn.commit().await?;
+        tracing::warn!(family = %token.family_id, "refresh token reused; family revoked");
+        return Err(bad_refresh());
+    }
+    // Conditional update: of two concurrent refreshes with one token, exactly one wins.
+    let marked = refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+        .filter(refresh_token::Column::Id.eq(token.id))
+        .filter(refresh_token::Column::UsedAt.is_null())
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?;
+    if marked.rows_affected != 1 {
+        revoke_family(&txn, token.family_id).await?;
+        txn.commit().await?;
+        return Err(bad_refresh());
+    }
+    let owner = user::Entity::find_by_id(token.user_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(bad_refresh)?;
+    let session = issue_session(state, &txn, owner, Some(token.family_id)).await?;
+    txn.commit().await?;
+    Ok(session)
+}
+
+/// Ends the session the refresh token belongs to (its whole family).
+#[tracing::instrument(skip_all)]
+pub async fn logout(state: &AppState, presented: &str) -> Result<()> {
+    let txn = state.db.begin().await?;
+    let token = live_token(&txn, presented).await?;
+    revoke_family(&txn, token.family_id).await?;
+    txn.commit().await?;
+    if token.used_at.is_some() {
+        return Err(bad_refresh());
+    }
+    Ok(())
+}
+
+/// The stored token for `presented`, if it is neither revoked nor expired.
+async fn live_token(db: &impl ConnectionTrait, presented: &str) -> Result<refresh_token::Model> {
+    let hash = RefreshToken::hash(presented.trim());
+    let token = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(hash))
+        .one(db)
+        .await?
+        .ok_or_else(bad_refresh)?;
+    if token.revoked_at.is_some() || token.expires_at <= Utc::now() {
+        return Err(bad_refresh());
+    }
+    Ok(token)
+}
+
+fn bad_refresh() -> Error {
+    Error::Unauthenticated("invalid refresh token")
+}
+
+async fn revoke_family(db: &impl ConnectionTrait, family: Uuid) -> Result<()> {
+    refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(refresh_token::Column::FamilyId.eq(family))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+async fn start_session(
+    state: &AppState,
+    user: user::Model,
+    family: Option<Uuid>,
+) -> Result<Session> {
+    issue_session(state, &state.db, user, family).await
+}
+
+/// Stores a new refresh token (in `family`, or a new one) and signs an access token.
+async fn issue_session(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    user: user::Model,
+    family: Option<Uuid>,
+) -> Result<Session> {
+    let refresh = RefreshToken::generate();
+    let now = Utc::now();
+    let ttl_days =
+        i64::try_from(state.config.refresh_token_ttl_days).unwrap_or(i64::MAX / 86_400_000);
+    refresh_token::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user.id),
+        family_id: Set(family.unwrap_or_else(Uuid::now_v7)),
+        token_hash: Set(refresh.hash),
+        created_at: Set(now),
+        expires_at: Set(now + Duration::days(ttl_days)),
+        used_at: Set(None),
+        revoked_at: Set(None),
+    }
+    .insert(db)
+    .await?;
+    let access = state.tokens.issue(user.id, user.role)?;
+    Ok(Session {
+        access,
+        refresh_token: refresh.token,
+        user,
+    })
+}
+
+/// The user with this id, if any.
+pub async fn find_by_id(state: &AppState, id: Uuid) -> Result<Option<user::Model>> {
+    Ok(user::Entity::find_by_id(id).one(&state.db).await?)
+}
+
+/// The user with this handle, if any.
+pub async fn find_by_handle(state: &AppState, handle: &Handle) -> Result<Option<user::Model>> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Handle.eq(handle.as_str()))
+        .one(&state.db)
+        .await?)
+}
+
+/// Users by handle, optionally matching `search` in handle or display name (case-insensitive),
+/// after the handle `after`; at most `limit`, plus whether more follow.
+#[tracing::instrument(skip(state))]
+pub async fn list(
+    state: &AppState,
+    search: Option<&str>,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<(Vec<user::Model>, bool)> {
+    let mut query = user::Entity::find().order_by_asc(user::Column::Handle);
+    if let Some(search) = search.map(str::trim).filter(|s| !s.is_empty()) {
+        let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
+        query = query.filter(
+            Expr::expr(Func::lower(Expr::col(user::Column::Handle)))
+                .like(LikeExpr::new(pattern.clone()).escape('\\'))
+                .or(
+                    Expr::expr(Func::lower(Expr::col(user::Column::DisplayName)))
+                        .like(LikeExpr::new(pattern).escape('\\')),
+                ),
+        );
+    }
+    if let Some(after) = after {
+        query = query.filter(user::Column::Handle.gt(after));
+    }
+    let mut rows = query.limit(limit + 1).all(&state.db).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok((rows, more))
+}
+
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Applies profile changes and returns the updated user.
+#[tracing::instrument(skip(state))]
+pub async fn update_profile(
+    state: &AppState,
+    user_id: Uuid,
+    changes: ProfileChanges,
+) -> Result<user::Model> {
+    let current = user::Entity::find_by_id(user_id)
+        .one(&state.db)
+        .await?
+        .ok_or(Error::Unauthenticated("this account no longer exists"))?;
+    let mut row: user::ActiveModel = current.into();
+    if let Some(name) = changes.display_name {
+        row.display_name = Set(name.into_inner());
+    }
+    if let Some(bio) = changes.bio {
+        row.bio = Set(bio.into_inner());
+    }
+    if let Some(weight) = changes.body_weight_kg {
+        row.body_weight_kg = Set(weight.map(BodyWeightKg::get));
+    }
+    if let Some(body_type) = changes.body_type {
+        row.body_type = Set(body_type);
+    }
+    row.updated_at = Set(Utc::now());
+    Ok(row.update(&state.db).await?)
+}
+
+/// Checks, re-encodes and stores a new avatar; the old picture is deleted afterwards.
+#[tracing::instrument(skip(state, bytes), fields(bytes = bytes.len()))]
+pub async fn set_avatar(state: &AppState, user_id: Uuid, bytes: Vec<u8>) -> Result<user::Model> {
+    let current = user::Entity::find_by_id(user_id)
+        .one(&state.db)
+        .await?
+        .ok_or(Error::Unauthenticated("this account no longer exists"))?;
+    let picture = prepare_picture(bytes, state.image_limits(), AVATAR_SIDE, "file").await?;
+    let key = state.media.put_picture(picture).await?;
+    let old = current.avatar_key.clone();
+    let mut row: user::ActiveModel = current.into();
+    row.avatar_key = Set(Some(key.clone()));
+    row.updated_at = Set(Utc::now());
+    let updated = match row.update(&state.db).await {
+        Ok(updated) => updated,
+        Err(err) => {
+            state.media.delete(&key).await;
+            return Err(err.into());
+        }
+    };
+    if let Some(old) = old {
+        state.media.delete(&old).await;
+    }
+    Ok(updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_like;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(escape_like("50%_a\\b"), "50\\%\\_a\\\\b");
+    }
+}

@@ -1,0 +1,89 @@
+//! argon2id password hashing, run on the blocking pool so hashing never stalls the async workers.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::error::{Error, Result};
+
+/// Hashes and verifies passwords with the configured argon2id cost.
+#[derive(Clone)]
+pub struct Passwords {
+    hasher: Arc<Argon2<'static>>,
+    /// A hash of a random password, verified against when a login names nobody, so that an unknown
+    /// login costs the same time as a wrong password.
+    decoy: Arc<str>,
+}
+
+impl Passwords {
+    /// argon2id with `memory_kib` of memory and `iterations` passes, one lane.
+    pub fn new(memory_kib: u32, iterations: u32) -> anyhow::Result<Self> {
+        let params = Params::new(memory_kib, iterations, 1, None)
+            .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+        let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let decoy = hasher
+            .hash_password(uuid::Uuid::new_v4().as_bytes(), &salt)
+            .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?
+            .to_string();
+        Ok(Self {
+            hasher: Arc::new(hasher),
+            decoy: decoy.into(),
+        })
+    }
+
+    /// The PHC string of `password` (salted, argon2id).
+    #[tracing::instrument(skip_all)]
+    pub async fn hash(&self, password: String) -> Result<String> {
+        let hasher = self.hasher.clone();
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut rand::rngs::OsRng);
+            hasher
+                .hash_password(password.as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+                .map_err(|e| Error::internal(anyhow::anyhow!("argon2 hash failed: {e}")))
+        })
+        .await?
+    }
+
+    /// Whether `password` matches `stored`; `None` verifies against the decoy and is always false.
+    #[tracing::instrument(skip_all)]
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool> {
+        let hasher = self.hasher.clone();
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| self.decoy.to_string());
+        tokio::task::spawn_blocking(move || {
+            let parsed = PasswordHash::new(&stored)
+                .map_err(|e| Error::internal(anyhow::anyhow!("stored hash unreadable: {e}")))?;
+            let matches = hasher.verify_password(password.as_bytes(), &parsed).is_ok();
+            Ok(known && matches)
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hash_verifies_only_its_password() {
+        let passwords = Passwords::new(1024, 1).unwrap();
+        let hash = passwords.hash("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(
+            passwords
+                .verify("correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !passwords
+                .verify("wrong horse".into(), Some(hash))
+                .await
+                .unwrap()
+        );
+        assert!(!passwords.verify("anything".into(), None).await.unwrap());
+    }
+}

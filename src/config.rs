@@ -1,0 +1,432 @@
+//! Every setting of Rally, read from flags and `RALLY_*` environment variables, with embedded defaults.
+//!
+//! With nothing set, Rally keeps everything under `./rally-data`: a SQLite file, the media folder and a
+//! JWT secret generated on first start. `RALLY_ENV=production` turns the defaults that are only safe on a
+//! laptop into start-up errors (see [`Config::check`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use clap::{Args, ValueEnum};
+use rand::RngCore;
+
+/// Where Rally runs: development is forgiving, production is strict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    /// Local defaults: generated secret, introspection on, any CORS origin.
+    Development,
+    /// Explicit secret (>= 32 bytes), introspection off unless asked, CORS origins listed.
+    Production,
+}
+
+/// Format of log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Every setting; each flag is also a `RALLY_*` environment variable.
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "RALLY_BIND",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub bind: SocketAddr,
+
+    /// Where the embedded defaults keep their files (SQLite database, media, JWT secret).
+    #[arg(
+        long,
+        env = "RALLY_DATA_DIR",
+        default_value = "./rally-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// `sqlite://…` or `postgres://…`; default: `sqlite://<data dir>/rally.db?mode=rwc`.
+    #[arg(
+        long,
+        env = "RALLY_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Largest number of pooled database connections.
+    #[arg(
+        long,
+        env = "RALLY_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub database_max_connections: u32,
+
+    /// HS256 secret for access tokens (>= 32 bytes); default: generated once into the data dir.
+    #[arg(long, env = "RALLY_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Local media folder; default: `<data dir>/media`.
+    #[arg(long, env = "RALLY_MEDIA_DIR", global = true)]
+    pub media_dir: Option<PathBuf>,
+
+    /// `development` or `production` (strict checks).
+    #[arg(
+        long = "env",
+        env = "RALLY_ENV",
+        value_enum,
+        default_value = "development",
+        global = true
+    )]
+    pub environment: Environment,
+
+    /// Tracing filter, e.g. `info` or `rally=debug,tower_http=info`.
+    #[arg(long, env = "RALLY_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// `text` or `json` log lines.
+    #[arg(
+        long,
+        env = "RALLY_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Public base URL used in media links (e.g. `https://api.example.com`); default: relative links.
+    #[arg(long, env = "RALLY_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
+    /// Allowed CORS origins, comma separated; empty allows any origin (development only).
+    #[arg(long, env = "RALLY_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
+
+    /// Serve schema introspection; default: on in development, off in production.
+    #[arg(long, env = "RALLY_INTROSPECTION", global = true)]
+    pub introspection: Option<bool>,
+
+    /// Trust `X-Forwarded-For` for the client address (only behind a proxy that sets it).
+    #[arg(
+        long,
+        env = "RALLY_TRUST_PROXY_HEADERS",
+        default_value_t = false,
+        global = true
+    )]
+    pub trust_proxy_headers: bool,
+
+    /// Handles that hold the ADMIN role (granted at sign-up and at login), comma separated.
+    #[arg(long, env = "RALLY_ADMINS", value_delimiter = ',', global = true)]
+    pub admins: Vec<String>,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(
+        long,
+        env = "RALLY_ACCESS_TOKEN_TTL_SECONDS",
+        default_value_t = 900,
+        global = true
+    )]
+    pub access_token_ttl_seconds: u64,
+
+    /// Lifetime of refresh tokens, in days.
+    #[arg(
+        long,
+        env = "RALLY_REFRESH_TOKEN_TTL_DAYS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub refresh_token_ttl_days: u64,
+
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    #[arg(
+        long,
+        env = "RALLY_ARGON2_MEMORY_KIB",
+        default_value_t = 19_456,
+        global = true
+    )]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations (OWASP: 2).
+    #[arg(
+        long,
+        env = "RALLY_ARGON2_ITERATIONS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub argon2_iterations: u32,
+
+    /// Failed-or-not login attempts allowed per login name per window.
+    #[arg(
+        long,
+        env = "RALLY_AUTH_ATTEMPTS_PER_LOGIN",
+        default_value_t = 10,
+        global = true
+    )]
+    pub auth_attempts_per_login: u32,
+
+    /// Sign-up and login attempts allowed per client address per window.
+    #[arg(
+        long,
+        env = "RALLY_AUTH_ATTEMPTS_PER_ADDRESS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub auth_attempts_per_address: u32,
+
+    /// The window of the two limits above, in seconds; attempts come back evenly over it.
+    #[arg(
+        long,
+        env = "RALLY_AUTH_WINDOW_SECONDS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub auth_window_seconds: u64,
+
+    /// Largest request body, in bytes, for JSON and GET requests.
+    #[arg(long, env = "RALLY_MAX_BODY_BYTES", default_value_t = 1 << 20, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Largest uploaded file, in bytes (multipart requests may be this much larger than the body limit).
+    #[arg(long, env = "RALLY_MAX_UPLOAD_BYTES", default_value_t = 10 << 20, global = true)]
+    pub max_upload_bytes: usize,
+
+    /// Largest uploaded image, in pixels (width x height).
+    #[arg(
+        long,
+        env = "RALLY_MAX_IMAGE_PIXELS",
+        default_value_t = 40_000_000,
+        global = true
+    )]
+    pub max_image_pixels: u64,
+
+    /// Deepest query nesting accepted.
+    #[arg(
+        long,
+        env = "RALLY_QUERY_MAX_DEPTH",
+        default_value_t = 12,
+        global = true
+    )]
+    pub query_max_depth: usize,
+
+    /// Highest query complexity accepted (a list of `first: n` costs n times its fields).
+    #[arg(
+        long,
+        env = "RALLY_QUERY_MAX_COMPLEXITY",
+        default_value_t = 5_000,
+        global = true
+    )]
+    pub query_max_complexity: usize,
+
+    /// Most aliases in one document.
+    #[arg(
+        long,
+        env = "RALLY_QUERY_MAX_ALIASES",
+        default_value_t = 50,
+        global = true
+    )]
+    pub query_max_aliases: usize,
+
+    /// Longest time one HTTP request may take, in seconds.
+    #[arg(
+        long,
+        env = "RALLY_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub request_timeout_seconds: u64,
+
+    /// How long shutdown waits for requests in flight, in seconds.
+    #[arg(
+        long,
+        env = "RALLY_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Name of the generated secret inside the data dir.
+const SECRET_FILE: &str = "jwt-secret";
+/// Shortest accepted JWT secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// A configuration with every default, rooted at `data_dir` (tests and tools start from it).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = <Only as clap::Parser>::parse_from(["rally"]).config;
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// Refuses settings that are unsafe for the environment, saying why.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            bail!("RALLY_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long");
+        }
+        if self.environment == Environment::Production {
+            if self.jwt_secret.is_none() {
+                bail!(
+                    "RALLY_ENV=production requires RALLY_JWT_SECRET (at least {MIN_SECRET_BYTES} bytes): \
+                     a secret generated into the data dir is not shared by other instances"
+                );
+            }
+            if self.cors_origins.is_empty() {
+                bail!(
+                    "RALLY_ENV=production requires RALLY_CORS_ORIGINS (comma-separated origins, or * to allow any)"
+                );
+            }
+        }
+        if self.argon2_memory_kib < 8 || self.argon2_iterations < 1 {
+            bail!("argon2 needs at least 8 KiB of memory and 1 iteration");
+        }
+        if self.auth_attempts_per_login == 0 || self.auth_attempts_per_address == 0 {
+            bail!("auth attempt limits must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("rally.db").display()
+            ),
+        }
+    }
+
+    /// The local media folder.
+    pub fn media_dir(&self) -> PathBuf {
+        self.media_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("media"))
+    }
+
+    /// Whether introspection is served.
+    pub fn introspection_enabled(&self) -> bool {
+        self.introspection
+            .unwrap_or(self.environment == Environment::Development)
+    }
+
+    /// Whether the (canonical) `handle` is listed in `RALLY_ADMINS`.
+    pub fn is_admin_handle(&self, handle: &str) -> bool {
+        self.admins
+            .iter()
+            .any(|admin| admin.trim().eq_ignore_ascii_case(handle))
+    }
+
+    /// Lifetime of access tokens.
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_seconds)
+    }
+
+    /// The JWT secret: the configured one, or the one generated once into the data dir.
+    pub fn load_jwt_secret(&self) -> anyhow::Result<Vec<u8>> {
+        if let Some(secret) = &self.jwt_secret {
+            return Ok(secret.as_bytes().to_vec());
+        }
+        load_or_generate_secret(&self.data_dir.join(SECRET_FILE))
+    }
+
+    /// Creates the data dir when the embedded defaults use it.
+    pub fn prepare_data_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data dir {}", self.data_dir.display()))
+    }
+}
+
+fn load_or_generate_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let secret = text.trim().as_bytes().to_vec();
+            if secret.len() < MIN_SECRET_BYTES {
+                bail!(
+                    "{} holds a secret shorter than {MIN_SECRET_BYTES} bytes",
+                    path.display()
+                );
+            }
+            Ok(secret)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 48];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            write_private(path, &secret)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(secret.into_bytes())
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_embedded() {
+        let config = Config::with_data_dir("/tmp/x");
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url(), "sqlite:///tmp/x/rally.db?mode=rwc");
+        assert_eq!(config.media_dir(), PathBuf::from("/tmp/x/media"));
+        assert!(config.introspection_enabled());
+        assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn production_requires_a_long_secret() {
+        let mut config = Config::with_data_dir("/tmp/x");
+        config.environment = Environment::Production;
+        config.cors_origins = vec!["https://app.example".into()];
+        let err = config.check().expect_err("no secret");
+        assert!(err.to_string().contains("RALLY_JWT_SECRET"));
+        config.jwt_secret = Some("short".into());
+        assert!(config.check().is_err());
+        config.jwt_secret = Some("x".repeat(32));
+        assert!(config.check().is_ok());
+        assert!(!config.introspection_enabled());
+    }
+
+    #[test]
+    fn the_generated_secret_is_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(SECRET_FILE);
+        let first = load_or_generate_secret(&path).expect("generated");
+        let second = load_or_generate_secret(&path).expect("read back");
+        assert!(first.len() >= MIN_SECRET_BYTES);
+        assert_eq!(first, second);
+    }
+}

@@ -1,0 +1,5 @@
+//! SeaORM entities, one file per table. Generated-style code only: no behaviour lives here; domain
+//! services own every read and write, and GraphQL types convert from these models in each domain.
+
+pub mod refresh_token;
+pub mod user;

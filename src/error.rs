@@ -1,0 +1,217 @@
+//! The one error type of Rally, and the policy it carries.
+//!
+//! Every failure a client can see is one [`Error`] variant, and every variant maps to exactly one
+//! `extensions.code` of the API contract (see [`code`]). Domain services return `Result<T, Error>`;
+//! resolvers return `async_graphql::Result<T>` and convert with `?`.
+//!
+//! Policy:
+//! - Expected failures (validation, authorization, conflicts) carry a message written for the client.
+//! - Unexpected failures ([`Error::Internal`]) carry their cause for the logs only. The cause is logged
+//!   once, inside the request's span (so the line carries the request id), and the client sees
+//!   `INTERNAL` with a fixed message: no SQL, no paths, no secrets.
+//!
+//! `Error` deliberately does not implement `Display`: async-graphql converts any `Display` type into
+//! its own error without extensions, so a `Display` impl would let `?` silently drop the code. Without
+//! it, our own `From<Error> for async_graphql::Error` is the only conversion and the code always
+//! survives.
+
+use async_graphql::ErrorExtensions;
+use sea_orm::{DbErr, SqlErr};
+
+/// Stable values of `extensions.code`, as written in the API contract.
+pub mod code {
+    /// No token, or a bad one.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// Signed in, but not allowed.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// The id or handle names nothing visible to the caller.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// Input fails validation; `extensions.field` names the input.
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    /// The state changed under the caller (taken, closed, already used).
+    pub const CONFLICT: &str = "CONFLICT";
+    /// Too many attempts; `extensions.retryAfterSeconds` says when to try again.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// Anything else. The message never leaks internals.
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// The message every internal failure shows to clients.
+pub const INTERNAL_MESSAGE: &str = "internal server error";
+
+/// A failure of a Rally operation, with the code the client sees.
+#[derive(Debug)]
+pub enum Error {
+    /// No valid credentials.
+    Unauthenticated(&'static str),
+    /// Signed in, but this operation is not theirs to do.
+    Forbidden(&'static str),
+    /// Nothing the caller may see has this id or handle.
+    NotFound(&'static str),
+    /// An input failed validation; `field` is the argument path as the client wrote it.
+    BadInput {
+        /// e.g. `input.handle`, `first`.
+        field: String,
+        /// What is wrong, for a person.
+        message: String,
+    },
+    /// The state changed under the caller.
+    Conflict {
+        /// What is taken or already done; `None` when not about one input.
+        field: Option<String>,
+        /// What happened, for a person.
+        message: String,
+    },
+    /// Too many attempts.
+    RateLimited {
+        /// Whole seconds until the next attempt may succeed (at least 1).
+        retry_after_seconds: u64,
+    },
+    /// Anything unexpected; the cause goes to the logs only.
+    Internal(anyhow::Error),
+}
+
+/// Result of a domain operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A validation failure of one input field.
+    pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A conflict about one input field (e.g. a handle that is taken).
+    pub fn conflict(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// A conflict about the state of a thing rather than one input.
+    pub fn state_conflict(message: impl Into<String>) -> Self {
+        Self::Conflict {
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// An unexpected failure with its cause (logged, never shown).
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(cause.into())
+    }
+
+    /// The contract's `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => code::UNAUTHENTICATED,
+            Self::Forbidden(_) => code::FORBIDDEN,
+            Self::NotFound(_) => code::NOT_FOUND,
+            Self::BadInput { .. } => code::BAD_USER_INPUT,
+            Self::Conflict { .. } => code::CONFLICT,
+            Self::RateLimited { .. } => code::RATE_LIMITED,
+            Self::Internal(_) => code::INTERNAL,
+        }
+    }
+
+    /// The message a client sees.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unauthenticated(m) | Self::Forbidden(m) | Self::NotFound(m) => (*m).to_owned(),
+            Self::BadInput { message, .. } | Self::Conflict { message, .. } => message.clone(),
+            Self::RateLimited {
+                retry_after_seconds,
+            } => format!("too many attempts; retry in {retry_after_seconds} s"),
+            Self::Internal(_) => INTERNAL_MESSAGE.to_owned(),
+        }
+    }
+
+    /// Maps a database error from an insert or update: a unique-constraint violation becomes a
+    /// CONFLICT through `on_unique` (which reads the constraint's message), anything else is internal.
+    pub fn from_db_unique(err: DbErr, on_unique: impl FnOnce(&str) -> Option<Error>) -> Self {
+        if let Some(SqlErr::UniqueConstraintViolation(detail)) = err.sql_err()
+            && let Some(mapped) = on_unique(&detail)
+        {
+            return mapped;
+        }
+        Self::internal(err)
+    }
+}
+
+impl From<DbErr> for Error {
+    fn from(err: DbErr) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(err: tokio::task::JoinError) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<Error> for async_graphql::Error {
+    fn from(err: Error) -> Self {
+        if let Error::Internal(cause) = &err {
+            // Inside the request's span: the log line carries the request id.
+            tracing::error!(error = format!("{cause:#}"), "internal error");
+            metrics::counter!("rally_internal_errors_total").increment(1);
+        }
+        let message = err.message();
+        async_graphql::Error::new(message).extend_with(|_, ext| {
+            ext.set("code", err.code());
+            match &err {
+                Error::BadInput { field, .. }
+                | Error::Conflict {
+                    field: Some(field), ..
+                } => ext.set("field", field.as_str()),
+                Error::RateLimited {
+                    retry_after_seconds,
+                } => ext.set("retryAfterSeconds", *retry_after_seconds),
+                _ => {}
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extensions(err: Error) -> async_graphql::ErrorExtensionValues {
+        async_graphql::Error::from(err)
+            .extensions
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_error_carries_its_code() {
+        let ext = extensions(Error::bad_input("input.handle", "too short"));
+        assert_eq!(
+            ext.get("code"),
+            Some(&async_graphql::Value::from("BAD_USER_INPUT"))
+        );
+        assert_eq!(
+            ext.get("field"),
+            Some(&async_graphql::Value::from("input.handle"))
+        );
+        let ext = extensions(Error::RateLimited {
+            retry_after_seconds: 7,
+        });
+        assert_eq!(
+            ext.get("retryAfterSeconds"),
+            Some(&async_graphql::Value::from(7))
+        );
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let err = async_graphql::Error::from(Error::internal(anyhow::anyhow!(
+            "SELECT secret FROM users"
+        )));
+        assert_eq!(err.message, INTERNAL_MESSAGE);
+    }
+}

@@ -1,0 +1,106 @@
+//! Limits on documents: depth, complexity, directives (async-graphql's own) and aliases (ours), so a
+//! single request cannot make the server do unbounded work.
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{ServerError, ServerResult, Variables};
+
+use crate::config::Config;
+
+/// The configured limits.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryLimits {
+    /// Deepest nesting.
+    pub max_depth: usize,
+    /// Highest complexity.
+    pub max_complexity: usize,
+    /// Most aliases in a document.
+    pub max_aliases: usize,
+    /// Most directives on one field.
+    pub max_directives: usize,
+    /// Whether introspection is served.
+    pub introspection: bool,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 12,
+            max_complexity: 5_000,
+            max_aliases: 50,
+            max_directives: 8,
+            introspection: true,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// The limits from the configuration.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_depth: config.query_max_depth,
+            max_complexity: config.query_max_complexity,
+            max_aliases: config.query_max_aliases,
+            introspection: config.introspection_enabled(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Refuses documents with more than N aliased fields (alias batching multiplies work, e.g. many
+/// `login` attempts in one request).
+pub struct AliasLimit(pub usize);
+
+impl ExtensionFactory for AliasLimit {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(AliasLimitExtension(self.0))
+    }
+}
+
+struct AliasLimitExtension(usize);
+
+#[async_trait::async_trait]
+impl Extension for AliasLimitExtension {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        let mut aliases = 0;
+        for (_, operation) in document.operations.iter() {
+            aliases += count_aliases(&operation.node.selection_set.node);
+        }
+        for fragment in document.fragments.values() {
+            aliases += count_aliases(&fragment.node.selection_set.node);
+        }
+        if aliases > self.0 {
+            return Err(ServerError::new(
+                format!(
+                    "the document has {aliases} aliases; at most {} are allowed",
+                    self.0
+                ),
+                None,
+            ));
+        }
+        Ok(document)
+    }
+}
+
+fn count_aliases(set: &SelectionSet) -> usize {
+    set.items
+        .iter()
+        .map(|selection| match &selection.node {
+            Selection::Field(field) => {
+                usize::from(field.node.alias.is_some())
+                    + count_aliases(&field.node.selection_set.node)
+            }
+            Selection::InlineFragment(fragment) => count_aliases(&fragment.node.selection_set.node),
+            Selection::FragmentSpread(_) => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,160 @@
+//! Upload checks and re-encoding: only real PNG, JPEG, GIF or WebP pictures within the size and pixel
+//! limits are accepted; each is decoded, scaled down to fit and encoded afresh, so no metadata
+//! (EXIF location, comments) of the original survives.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, ImageReader};
+
+use crate::error::{Error, Result};
+
+/// Bounds on what an upload may be.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageLimits {
+    /// Largest encoded file, in bytes.
+    pub max_bytes: usize,
+    /// Largest decoded picture, in pixels.
+    pub max_pixels: u64,
+}
+
+/// An encoded picture ready to store.
+pub struct Picture {
+    /// The encoded bytes.
+    pub bytes: Vec<u8>,
+    /// `png` (pictures with transparency) or `jpg`.
+    pub extension: &'static str,
+    /// Width after scaling.
+    pub width: u32,
+    /// Height after scaling.
+    pub height: u32,
+}
+
+/// Checks and re-encodes `bytes` on the blocking pool, scaled to fit in `max_side` x `max_side`.
+/// `field` names the upload argument in validation errors.
+pub async fn prepare_picture(
+    bytes: Vec<u8>,
+    limits: ImageLimits,
+    max_side: u32,
+    field: &'static str,
+) -> Result<Picture> {
+    tokio::task::spawn_blocking(move || prepare_blocking(&bytes, limits, max_side, field)).await?
+}
+
+fn prepare_blocking(
+    bytes: &[u8],
+    limits: ImageLimits,
+    max_side: u32,
+    field: &'static str,
+) -> Result<Picture> {
+    if bytes.len() > limits.max_bytes {
+        return Err(Error::bad_input(
+            field,
+            format!("the file is larger than {} bytes", limits.max_bytes),
+        ));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(Error::internal)?;
+    match reader.format() {
+        Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP) => {}
+        _ => {
+            return Err(Error::bad_input(
+                field,
+                "the file is not a PNG, JPEG, GIF or WebP picture",
+            ));
+        }
+    }
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|_| Error::bad_input(field, "the picture cannot be read"))?;
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(Error::bad_input(
+            field,
+            format!("the picture has more than {} pixels", limits.max_pixels),
+        ));
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(Error::internal)?;
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(width);
+    decoder_limits.max_image_height = Some(height);
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8));
+    reader.limits(decoder_limits);
+    let decoded = reader
+        .decode()
+        .map_err(|_| Error::bad_input(field, "the picture cannot be read"))?;
+    let scaled = if decoded.width() > max_side || decoded.height() > max_side {
+        decoded.thumbnail(max_side, max_side)
+    } else {
+        decoded
+    };
+    encode(scaled)
+}
+
+fn encode(picture: DynamicImage) -> Result<Picture> {
+    let (width, height) = (picture.width(), picture.height());
+    let mut out = Cursor::new(Vec::new());
+    let extension = if picture.color().has_alpha() {
+        picture
+            .to_rgba8()
+            .write_to(&mut out, ImageFormat::Png)
+            .map_err(Error::internal)?;
+        "png"
+    } else {
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
+        picture
+            .to_rgb8()
+            .write_with_encoder(encoder)
+            .map_err(Error::internal)?;
+        "jpg"
+    };
+    Ok(Picture {
+        bytes: out.into_inner(),
+        extension,
+        width,
+        height,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ImageLimits = ImageLimits {
+        max_bytes: 1 << 20,
+        max_pixels: 1_000_000,
+    };
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        DynamicImage::new_rgb8(width, height)
+            .write_to(&mut out, ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_picture_is_reencoded_and_scaled() {
+        let picture = prepare_blocking(&png(1000, 500), LIMITS, 256, "file").unwrap();
+        assert_eq!((picture.width, picture.height), (256, 128));
+        assert_eq!(picture.extension, "jpg");
+        assert!(picture.bytes.starts_with(&[0xFF, 0xD8]));
+    }
+
+    #[test]
+    fn text_is_not_a_picture() {
+        let err = prepare_blocking(b"hello, world", LIMITS, 256, "file")
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::BadInput { ref field, .. } if field == "file"));
+    }
+
+    #[test]
+    fn too_many_pixels_are_refused_before_decoding() {
+        let err = prepare_blocking(&png(2000, 1000), LIMITS, 256, "file")
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::BadInput { ref message, .. } if message.contains("pixels")));
+    }
+}

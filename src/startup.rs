@@ -1,0 +1,157 @@
+//! Start-up: [`App::build`] wires configuration, storage, keys and the router and binds the port;
+//! [`App::run_until_stopped`] serves until the shutdown future resolves, then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::auth::{AuthLimits, Passwords, TokenKeys};
+use crate::config::Config;
+use crate::graphql::{QueryLimits, schema_builder};
+use crate::media::MediaStore;
+use crate::state::{AppState, Inner};
+use crate::{db, http};
+
+/// A built, bound, not yet serving Rally.
+pub struct App {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+    router: Router,
+}
+
+impl App {
+    /// Checks the configuration, connects and migrates the database, prepares media and keys, and
+    /// binds the listener (port 0 picks a free port; see [`App::address`]).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.check()?;
+        config.prepare_data_dir()?;
+        let db = db::connect(&config).await?;
+        db::migrate_up(&db).await?;
+        let media = MediaStore::local(&config.media_dir(), config.public_url.as_deref())
+            .context("cannot open the media folder")?;
+        let tokens = TokenKeys::new(&config.load_jwt_secret()?, config.access_token_ttl());
+        let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
+        let auth_limits = AuthLimits::new(
+            config.auth_attempts_per_login,
+            config.auth_attempts_per_address,
+            Duration::from_secs(config.auth_window_seconds),
+        );
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let address = listener.local_addr()?;
+        let limits = QueryLimits::from_config(&config);
+        let state = AppState::new(Inner {
+            config,
+            db,
+            media,
+            tokens,
+            passwords,
+            auth_limits,
+        });
+        let schema = schema_builder(limits).data(state.clone()).finish();
+        http::prometheus();
+        let router = http::router(state.clone(), schema);
+        Ok(Self {
+            listener,
+            address,
+            state,
+            router,
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The shared state (tests use it to reach the database directly).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in flight finish for up to the configured
+    /// grace period.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            address,
+            state,
+            router,
+        } = self;
+        let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        tracing::info!(%address, "rally is listening");
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests");
+            let _ = stopping_tx.send(true);
+        };
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let deadline = async move {
+            let mut stopping = stopping_rx;
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = serve => result.context("server failed")?,
+            () = deadline => tracing::warn!("grace period over; closing remaining connections"),
+        }
+        housekeeping.abort();
+        state.db.clone().close().await.ok();
+        tracing::info!("rally stopped");
+        Ok(())
+    }
+}
+
+/// Periodic upkeep: bounded rate-limit memory, histogram upkeep.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        state.auth_limits.shrink();
+        http::prometheus().run_upkeep();
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}

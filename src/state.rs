@@ -1,0 +1,53 @@
+//! The application state every request shares: one [`AppState`], cheap to clone (one `Arc`).
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::auth::{AuthLimits, Passwords, TokenKeys};
+use crate::config::Config;
+use crate::media::{ImageLimits, MediaStore};
+
+/// Shared handles to storage, keys and settings.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// Every setting, as resolved at start-up.
+    pub config: Config,
+    /// The connection pool (SQLite or PostgreSQL).
+    pub db: DatabaseConnection,
+    /// Uploaded pictures.
+    pub media: MediaStore,
+    /// Signs and checks access tokens.
+    pub tokens: TokenKeys,
+    /// argon2id hashing on the blocking pool.
+    pub passwords: Passwords,
+    /// Login and sign-up rate limits.
+    pub auth_limits: AuthLimits,
+}
+
+impl AppState {
+    /// Wraps the parts.
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    /// The limits uploads are checked against.
+    pub fn image_limits(&self) -> ImageLimits {
+        ImageLimits {
+            max_bytes: self.config.max_upload_bytes,
+            max_pixels: self.config.max_image_pixels,
+        }
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

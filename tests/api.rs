@@ -1,0 +1,22 @@
+//! Rally's black-box suite: one binary, every test against a real server on port 0 with its own
+//! database. Tests run on SQLite always and on PostgreSQL when `RALLY_TEST_DATABASE_URL` is set.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a test that cannot do its setup must fail loudly"
+)]
+
+mod common;
+
+#[path = "api/accounts.rs"]
+mod accounts;
+#[path = "api/auth.rs"]
+mod auth;
+#[path = "api/cli.rs"]
+mod cli;
+#[path = "api/http_surface.rs"]
+mod http_surface;
+#[path = "api/limits.rs"]
+mod limits;
+#[path = "api/media.rs"]
+mod media;

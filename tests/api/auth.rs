@@ -1,0 +1,382 @@
+//! Sign-up, login, refresh rotation and reuse, logout, token tampering, rate limits.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use crate::common::gql::{AUTH_FIELDS, session_from};
+use crate::common::{Backend, TEST_SECRET, TestApp};
+use crate::on_every_backend;
+
+on_every_backend!(
+    signup_signs_the_new_user_in,
+    signup_names_each_invalid_field,
+    a_taken_handle_or_email_is_a_conflict_whatever_its_case,
+    login_accepts_a_handle_or_an_email,
+    an_unknown_login_and_a_wrong_password_fail_alike,
+    repeated_failed_logins_are_rate_limited,
+    signups_from_one_address_are_rate_limited,
+    refresh_rotates_the_token,
+    reusing_a_refresh_token_revokes_the_whole_session,
+    garbage_refresh_tokens_are_unauthenticated,
+    logout_ends_the_session,
+    tampered_access_tokens_are_refused,
+    an_expired_access_token_is_refused,
+    refresh_tokens_are_stored_only_as_hashes,
+    listed_handles_are_admins,
+);
+
+const ME: &str = "{ me { id handle email role } }";
+
+async fn signup_signs_the_new_user_in(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = app
+        .gql(
+            &format!("mutation {{ signup(input: {{ handle: \"Alice\", email: \"Alice@Example.com\", password: \"long enough\", displayName: \"Alice A.\" }}) {{ {AUTH_FIELDS} user {{ displayName email }} }} }}"),
+            json!({}),
+        )
+        .await;
+    let payload = &response.data()["signup"];
+    assert_eq!(payload["user"]["handle"], "alice");
+    assert_eq!(payload["user"]["email"], "alice@example.com");
+    assert_eq!(payload["user"]["displayName"], "Alice A.");
+    assert_eq!(payload["user"]["role"], "USER");
+    let session = session_from(payload);
+    let me = app.gql_as(&session, ME, json!({})).await;
+    assert_eq!(me.data()["me"]["id"], session.id.as_str());
+    assert_eq!(app.gql(ME, json!({})).await.data()["me"], json!(null));
+}
+
+async fn signup_names_each_invalid_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let cases = [
+        (
+            json!({"handle": "ab", "email": "a@b.co", "password": "12345678"}),
+            "input.handle",
+        ),
+        (
+            json!({"handle": "no-dashes", "email": "a@b.co", "password": "12345678"}),
+            "input.handle",
+        ),
+        (
+            json!({"handle": "good_one", "email": "not-an-email", "password": "12345678"}),
+            "input.email",
+        ),
+        (
+            json!({"handle": "good_one", "email": "a@b.co", "password": "short"}),
+            "input.password",
+        ),
+        (
+            json!({"handle": "good_one", "email": "a@b.co", "password": "x".repeat(129)}),
+            "input.password",
+        ),
+        (
+            json!({"handle": "good_one", "email": "a@b.co", "password": "12345678", "displayName": " "}),
+            "input.displayName",
+        ),
+    ];
+    for (input, field) in cases {
+        let response = app
+            .gql(
+                "mutation($input: SignupInput!) { signup(input: $input) { accessToken } }",
+                json!({ "input": input }),
+            )
+            .await;
+        response.assert_error("BAD_USER_INPUT", Some(field));
+    }
+    // Nothing was created by the refused attempts.
+    let fine = app.signup("good_one").await;
+    assert_eq!(fine.handle, "good_one");
+}
+
+async fn a_taken_handle_or_email_is_a_conflict_whatever_its_case(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signup("carol").await;
+    let taken_handle = app
+        .gql(
+            "mutation { signup(input: { handle: \"CAROL\", email: \"other@example.com\", password: \"12345678\" }) { accessToken } }",
+            json!({}),
+        )
+        .await;
+    taken_handle.assert_error("CONFLICT", Some("input.handle"));
+    let taken_email = app
+        .gql(
+            "mutation { signup(input: { handle: \"carol2\", email: \"CAROL@example.com\", password: \"12345678\" }) { accessToken } }",
+            json!({}),
+        )
+        .await;
+    taken_email.assert_error("CONFLICT", Some("input.email"));
+}
+
+async fn login_accepts_a_handle_or_an_email(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let dave = app.signup("dave").await;
+    for login in ["dave", "DAVE", "dave@example.com", "Dave@Example.com"] {
+        let response = app.login(login, "password-dave").await;
+        let session = session_from(&response.data()["login"]);
+        assert_eq!(session.id, dave.id);
+        assert_ne!(session.refresh, dave.refresh);
+    }
+}
+
+async fn an_unknown_login_and_a_wrong_password_fail_alike(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signup("erin").await;
+    let wrong_password = app.login("erin", "password-wrong").await;
+    let unknown_login = app.login("nobody_here", "password-erin").await;
+    wrong_password.assert_error("UNAUTHENTICATED", None);
+    unknown_login.assert_error("UNAUTHENTICATED", None);
+    assert_eq!(wrong_password.message(), unknown_login.message());
+    assert!(wrong_password.body["data"].is_null());
+}
+
+async fn repeated_failed_logins_are_rate_limited(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signup("frank").await;
+    let mut limited = None;
+    for attempt in 1..=50 {
+        let response = app.login("frank", "not-the-password").await;
+        if response.code() == "RATE_LIMITED" {
+            limited = Some((attempt, response));
+            break;
+        }
+        response.assert_error("UNAUTHENTICATED", None);
+    }
+    let (attempt, response) = limited.expect("rate limited before 50 attempts");
+    assert!(attempt <= 11, "limited only after {attempt} attempts");
+    let retry = response.body["errors"][0]["extensions"]["retryAfterSeconds"]
+        .as_u64()
+        .expect("retryAfterSeconds");
+    assert!(retry >= 1);
+    // The right password is refused too while the login is limited.
+    app.login("frank", "password-frank")
+        .await
+        .assert_error("RATE_LIMITED", None);
+}
+
+async fn signups_from_one_address_are_rate_limited(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| config.auth_attempts_per_address = 3).await;
+    for handle in ["ann", "bob", "cyd"] {
+        app.signup(handle).await;
+    }
+    let response = app
+        .gql(
+            "mutation { signup(input: { handle: \"dan\", email: \"dan@example.com\", password: \"12345678\" }) { accessToken } }",
+            json!({}),
+        )
+        .await;
+    response.assert_error("RATE_LIMITED", None);
+}
+
+async fn refresh_rotates_the_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let gina = app.signup("gina").await;
+    let rotated = session_from(&app.refresh(&gina.refresh).await.data()["refreshSession"]);
+    assert_eq!(rotated.id, gina.id);
+    assert_ne!(rotated.refresh, gina.refresh);
+    let me = app.gql_as(&rotated, ME, json!({})).await;
+    assert_eq!(me.data()["me"]["handle"], "gina");
+    // The new token rotates again.
+    let again = session_from(&app.refresh(&rotated.refresh).await.data()["refreshSession"]);
+    assert_ne!(again.refresh, rotated.refresh);
+}
+
+async fn reusing_a_refresh_token_revokes_the_whole_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let hank = app.signup("hank").await;
+    let rotated = session_from(&app.refresh(&hank.refresh).await.data()["refreshSession"]);
+    // Someone replays the first token: refused, and the family is revoked...
+    app.refresh(&hank.refresh)
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    // ...so the token the legitimate client holds stops working too.
+    app.refresh(&rotated.refresh)
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    // Another login is a separate family and keeps working.
+    let other = session_from(&app.login("hank", "password-hank").await.data()["login"]);
+    app.refresh(&other.refresh).await.data();
+}
+
+async fn garbage_refresh_tokens_are_unauthenticated(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for token in ["", "garbage", &"x".repeat(5000)] {
+        app.refresh(token)
+            .await
+            .assert_error("UNAUTHENTICATED", None);
+        app.gql(
+            "mutation($t: String!) { logout(refreshToken: $t) }",
+            json!({ "t": token }),
+        )
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    }
+}
+
+async fn logout_ends_the_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ivy = app.signup("ivy").await;
+    let response = app
+        .gql(
+            "mutation($t: String!) { logout(refreshToken: $t) }",
+            json!({ "t": ivy.refresh }),
+        )
+        .await;
+    assert_eq!(response.data()["logout"], true);
+    app.refresh(&ivy.refresh)
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    app.gql(
+        "mutation($t: String!) { logout(refreshToken: $t) }",
+        json!({ "t": ivy.refresh }),
+    )
+    .await
+    .assert_error("UNAUTHENTICATED", None);
+}
+
+fn forge(claims: serde_json::Value, secret: &[u8], alg: Algorithm) -> String {
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("token")
+}
+
+fn claims_for(id: &str, offset_seconds: i64) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({ "sub": id, "role": "ADMIN", "iss": "rally", "aud": "rally-api", "iat": now, "exp": now + offset_seconds })
+}
+
+async fn tampered_access_tokens_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let jack = app.signup("jack").await;
+    let valid = forge(
+        claims_for(&jack.id, 600),
+        TEST_SECRET.as_bytes(),
+        Algorithm::HS256,
+    );
+    assert_eq!(
+        app.gql_with(Some(&valid), ME, json!({})).await.data()["me"]["handle"],
+        "jack"
+    );
+
+    let mut wrong_audience = claims_for(&jack.id, 600);
+    wrong_audience["aud"] = json!("someone-else");
+    let mut wrong_issuer = claims_for(&jack.id, 600);
+    wrong_issuer["iss"] = json!("evil");
+    let mut no_expiry = claims_for(&jack.id, 600);
+    no_expiry.as_object_mut().expect("object").remove("exp");
+    let header_none = base64_url(r#"{"alg":"none","typ":"JWT"}"#);
+    let body = base64_url(&claims_for(&jack.id, 600).to_string());
+    let mut flipped = jack.access.clone().into_bytes();
+    let last = flipped.len() - 2;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+
+    let tokens = [
+        (
+            "bad signature",
+            forge(
+                claims_for(&jack.id, 600),
+                b"another-secret-another-secret-0123456789",
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "altered signature",
+            String::from_utf8(flipped).expect("ascii"),
+        ),
+        ("alg none", format!("{header_none}.{body}.")),
+        (
+            "HS512",
+            forge(
+                claims_for(&jack.id, 600),
+                TEST_SECRET.as_bytes(),
+                Algorithm::HS512,
+            ),
+        ),
+        (
+            "wrong audience",
+            forge(wrong_audience, TEST_SECRET.as_bytes(), Algorithm::HS256),
+        ),
+        (
+            "wrong issuer",
+            forge(wrong_issuer, TEST_SECRET.as_bytes(), Algorithm::HS256),
+        ),
+        (
+            "no expiry",
+            forge(no_expiry, TEST_SECRET.as_bytes(), Algorithm::HS256),
+        ),
+        ("garbage", "not.a.token".to_owned()),
+    ];
+    for (what, token) in tokens {
+        let response = app.gql_with(Some(&token), ME, json!({})).await;
+        assert_eq!(
+            response.code(),
+            "UNAUTHENTICATED",
+            "{what}: {}",
+            response.body
+        );
+        let response = app
+            .gql_with(
+                Some(&token),
+                "mutation { updateProfile(input: { bio: \"x\" }) { id } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            response.code(),
+            "UNAUTHENTICATED",
+            "{what}: {}",
+            response.body
+        );
+    }
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+async fn an_expired_access_token_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let kim = app.signup("kim").await;
+    let mut claims = claims_for(&kim.id, -3600);
+    claims["iat"] = json!(chrono::Utc::now().timestamp() - 7200);
+    let expired = forge(claims, TEST_SECRET.as_bytes(), Algorithm::HS256);
+    app.gql_with(Some(&expired), ME, json!({}))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    // The refresh token still gets a new access token.
+    let fresh = session_from(&app.refresh(&kim.refresh).await.data()["refreshSession"]);
+    assert_eq!(
+        app.gql_as(&fresh, ME, json!({})).await.data()["me"]["handle"],
+        "kim"
+    );
+}
+
+async fn refresh_tokens_are_stored_only_as_hashes(backend: Backend) {
+    use rally::entity::refresh_token;
+    use sea_orm::EntityTrait;
+    let app = TestApp::spawn(backend).await;
+    let lea = app.signup("lea").await;
+    let stored = refresh_token::Entity::find()
+        .all(&app.state.db)
+        .await
+        .expect("rows");
+    assert_eq!(stored.len(), 1);
+    assert_ne!(stored[0].token_hash, lea.refresh);
+    assert!(!stored[0].token_hash.contains(&lea.refresh));
+    assert_eq!(stored[0].token_hash.len(), 64);
+}
+
+async fn listed_handles_are_admins(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let root = app.signup("root_admin").await;
+    let me = app.gql_as(&root, ME, json!({})).await;
+    assert_eq!(me.data()["me"]["role"], "ADMIN");
+    let user = app.signup("plain_user").await;
+    assert_eq!(
+        app.gql_as(&user, ME, json!({})).await.data()["me"]["role"],
+        "USER"
+    );
+}

@@ -1,0 +1,98 @@
+//! The `rally` binary itself: the committed schema, start-up checks, and a real start with defaults.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const RALLY: &str = env!("CARGO_BIN_EXE_rally");
+
+/// `schema.graphql` is what `rally schema` prints. Set `RALLY_UPDATE_SCHEMA=1` to rewrite it.
+#[test]
+fn the_committed_schema_matches_the_code() {
+    let output = Command::new(RALLY)
+        .arg("schema")
+        .output()
+        .expect("rally schema runs");
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).expect("utf-8");
+    assert_eq!(printed, rally::graphql::sdl());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
+    if std::env::var_os("RALLY_UPDATE_SCHEMA").is_some() {
+        std::fs::write(path, &printed).expect("schema.graphql written");
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == printed,
+        "schema.graphql is stale: run `RALLY_UPDATE_SCHEMA=1 cargo test --test api schema` (or `rally schema > schema.graphql`)"
+    );
+}
+
+#[test]
+fn production_refuses_to_start_without_a_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(RALLY)
+        .arg("serve")
+        .env_clear()
+        .env("RALLY_ENV", "production")
+        .env("RALLY_CORS_ORIGINS", "https://app.example")
+        .env("RALLY_DATA_DIR", dir.path())
+        .env("RALLY_BIND", "127.0.0.1:0")
+        .output()
+        .expect("rally runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RALLY_JWT_SECRET"), "{stderr}");
+
+    let short = Command::new(RALLY)
+        .arg("serve")
+        .env_clear()
+        .env("RALLY_ENV", "production")
+        .env("RALLY_CORS_ORIGINS", "https://app.example")
+        .env("RALLY_JWT_SECRET", "too-short")
+        .env("RALLY_DATA_DIR", dir.path())
+        .output()
+        .expect("rally runs");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("32 bytes"));
+}
+
+/// With nothing configured, `rally` makes its data dir, SQLite file, media folder and secret, serves,
+/// and stops cleanly on SIGTERM.
+#[tokio::test]
+async fn the_binary_starts_with_embedded_defaults_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut child = Command::new(RALLY)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("RALLY_BIND", format!("127.0.0.1:{port}"))
+        .env("RALLY_ARGON2_MEMORY_KIB", "256")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rally starts");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(response) = client.get(&url).send().await {
+            ready = response.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let data = dir.path().join("rally-data");
+    let made = (
+        data.join("rally.db").exists(),
+        data.join("media").is_dir(),
+        data.join("jwt-secret").exists(),
+    );
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = child.wait().expect("rally exits");
+    assert!(ready, "rally did not become ready");
+    assert_eq!(made, (true, true, true));
+    assert!(status.success(), "rally exited with {status}");
+}

@@ -1,0 +1,205 @@
+//! GraphQL over HTTP (methods, media types, status codes), health, metrics, GraphiQL, request ids.
+
+use serde_json::{Value, json};
+
+use crate::common::{Backend, TestApp};
+use crate::on_every_backend;
+
+on_every_backend!(
+    get_runs_queries_but_not_mutations,
+    responses_follow_the_accepted_media_type,
+    malformed_requests_get_a_clean_400,
+    health_readiness_and_metrics_answer,
+    graphiql_is_served_at_the_root,
+    every_response_carries_a_request_id,
+    every_error_carries_a_contract_code,
+);
+
+async fn get_runs_queries_but_not_mutations(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = app
+        .http
+        .get(app.url("/graphql"))
+        .query(&[("query", "{ __typename }")])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["data"]["__typename"], "Query");
+
+    let mutation = app
+        .http
+        .get(app.url("/graphql"))
+        .query(&[("query", "mutation { logout(refreshToken: \"x\") }")])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(mutation.status(), 405);
+    assert_eq!(mutation.headers()["allow"], "POST");
+}
+
+async fn responses_follow_the_accepted_media_type(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let send = |accept: &'static str, query: &'static str| {
+        app.http
+            .post(app.url("/graphql"))
+            .header("accept", accept)
+            .json(&json!({ "query": query }))
+            .send()
+    };
+    let modern = send("application/graphql-response+json", "{ __typename }")
+        .await
+        .expect("sent");
+    assert_eq!(modern.status(), 200);
+    assert_eq!(
+        modern.headers()["content-type"],
+        "application/graphql-response+json"
+    );
+    let legacy = send("application/json", "{ __typename }")
+        .await
+        .expect("sent");
+    assert_eq!(legacy.headers()["content-type"], "application/json");
+    // A document that fails validation: 400 in the new media type, 200 in the legacy one.
+    let invalid_modern = send("application/graphql-response+json", "{ nope }")
+        .await
+        .expect("sent");
+    assert_eq!(invalid_modern.status(), 400);
+    let invalid_legacy = send("application/json", "{ nope }").await.expect("sent");
+    assert_eq!(invalid_legacy.status(), 200);
+    let refused = send("text/html", "{ __typename }").await.expect("sent");
+    assert_eq!(refused.status(), 406);
+}
+
+async fn malformed_requests_get_a_clean_400(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bodies = [
+        "{not json",
+        r#"{"query": 42}"#,
+        r#"{"variables": {}}"#,
+        r#"{"query": "{ __typename }", "variables": "x"}"#,
+    ];
+    for body in bodies {
+        let response = app
+            .http
+            .post(app.url("/graphql"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 400, "{body}");
+        let json: Value = response.json().await.expect("json");
+        assert_eq!(
+            json["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+    }
+    let wrong_type = app
+        .http
+        .post(app.url("/graphql"))
+        .header("content-type", "text/plain")
+        .body("{ __typename }")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(wrong_type.status(), 415);
+    let syntax = app.gql("{ __typename", json!({})).await;
+    assert_eq!(syntax.status, 400);
+    syntax.assert_error("BAD_USER_INPUT", None);
+}
+
+async fn health_readiness_and_metrics_answer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let health = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(health.status(), 200);
+    let ready = app.http.get(app.url("/readyz")).send().await.expect("sent");
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.expect("json");
+    assert_eq!(ready["database"], "ok");
+    app.gql("query Probe { __typename }", json!({}))
+        .await
+        .data();
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("rally_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("operation=\"Probe\""), "{metrics}");
+}
+
+async fn graphiql_is_served_at_the_root(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let page = app.http.get(app.url("/")).send().await.expect("sent");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    let html = page.text().await.expect("text");
+    assert!(html.to_lowercase().contains("graphiql"));
+    assert!(html.contains("/graphql"));
+}
+
+async fn every_response_carries_a_request_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let generated = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let echoed = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(echoed.headers()["x-request-id"], "trace-me-42");
+}
+
+async fn every_error_carries_a_contract_code(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let codes = [
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "BAD_USER_INPUT",
+        "CONFLICT",
+        "RATE_LIMITED",
+        "INTERNAL",
+    ];
+    let documents = [
+        "{ nope }",
+        "query($n: Int!) { users(first: $n) { edges { cursor } } }",
+        "{ users(first: \"ten\") { edges { cursor } } }",
+        "mutation { signup(input: { handle: \"x\" }) { accessToken } }",
+        "{ me { id } } { me { id } }",
+    ];
+    for document in documents {
+        let response = app.gql(document, json!({ "n": "not a number" })).await;
+        let errors = response.body["errors"].as_array().expect("errors");
+        for error in errors {
+            let code = error["extensions"]["code"].as_str().unwrap_or("");
+            assert!(codes.contains(&code), "{document}: {error}");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Avatars: multipart uploads, checks, re-encoding and the cacheable media route.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::common::{Backend, Session, TestApp};
+use crate::on_every_backend;
+
+on_every_backend!(
+    an_avatar_is_reencoded_without_metadata_and_served_cacheable,
+    a_new_avatar_replaces_the_old_one,
+    non_pictures_and_oversized_uploads_are_refused,
+);
+
+const UPLOAD: &str = r#"{"query":"mutation($f: Upload!) { uploadAvatar(file: $f) { avatarUrl } }","variables":{"f":null}}"#;
+
+async fn upload(app: &TestApp, session: &Session, bytes: Vec<u8>, name: &str) -> (u16, Value) {
+    let form = Form::new()
+        .text("operations", UPLOAD)
+        .text("map", r#"{"0":["variables.f"]}"#)
+        .part("0", Part::bytes(bytes).file_name(name.to_owned()));
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&session.access)
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+/// A JPEG carrying an EXIF segment with a recognisable secret.
+fn jpeg_with_exif(width: u32, height: u32) -> Vec<u8> {
+    let mut encoded = Cursor::new(Vec::new());
+    DynamicImage::new_rgb8(width, height)
+        .write_to(&mut encoded, ImageFormat::Jpeg)
+        .expect("encode");
+    let jpeg = encoded.into_inner();
+    let payload = b"Exif\0\0GPS-SECRET-48.8584N-2.2945E";
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(
+        &u16::try_from(payload.len() + 2)
+            .expect("short")
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+async fn an_avatar_is_reencoded_without_metadata_and_served_cacheable(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let wes = app.signup("wes").await;
+    let original = jpeg_with_exif(1200, 600);
+    assert!(original.windows(10).any(|w| w == b"GPS-SECRET"));
+    let (status, body) = upload(&app, &wes, original, "me.jpg").await;
+    assert_eq!(status, 200, "{body}");
+    let url = body["data"]["uploadAvatar"]["avatarUrl"]
+        .as_str()
+        .expect("avatarUrl")
+        .to_owned();
+    assert!(url.starts_with("/media/"), "{url}");
+
+    let served = app.http.get(app.url(&url)).send().await.expect("sent");
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["content-type"], "image/jpeg");
+    assert!(
+        served.headers()["cache-control"]
+            .to_str()
+            .expect("ascii")
+            .contains("immutable")
+    );
+    let etag = served.headers()["etag"].clone();
+    let bytes = served.bytes().await.expect("bytes");
+    assert!(
+        !bytes.windows(10).any(|w| w == b"GPS-SECRET"),
+        "metadata survived"
+    );
+    let picture = image::load_from_memory(&bytes).expect("a picture");
+    assert_eq!((picture.width(), picture.height()), (512, 256));
+
+    let revalidated = app
+        .http
+        .get(app.url(&url))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(revalidated.status(), 304);
+    let me = app.gql_as(&wes, "{ me { avatarUrl } }", json!({})).await;
+    assert_eq!(me.data()["me"]["avatarUrl"], url.as_str());
+}
+
+async fn a_new_avatar_replaces_the_old_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let xia = app.signup("xia").await;
+    let mut png = Cursor::new(Vec::new());
+    DynamicImage::new_rgba8(64, 64)
+        .write_to(&mut png, ImageFormat::Png)
+        .expect("encode");
+    let (_, first) = upload(&app, &xia, png.into_inner(), "a.png").await;
+    let first = first["data"]["uploadAvatar"]["avatarUrl"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    assert!(
+        first.ends_with(".png"),
+        "transparent pictures stay PNG: {first}"
+    );
+    let (_, second) = upload(&app, &xia, jpeg_with_exif(32, 32), "b.jpg").await;
+    let second = second["data"]["uploadAvatar"]["avatarUrl"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    assert_ne!(first, second);
+    assert_eq!(
+        app.http
+            .get(app.url(&second))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.http
+            .get(app.url(&first))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        404
+    );
+    for junk in [
+        "/media/../../etc/passwd",
+        "/media/nothing.png",
+        "/media/0193a0b0-0000-7000-8000-000000000000.png",
+    ] {
+        assert_eq!(
+            app.http
+                .get(app.url(junk))
+                .send()
+                .await
+                .expect("sent")
+                .status(),
+            404,
+            "{junk}"
+        );
+    }
+}
+
+async fn non_pictures_and_oversized_uploads_are_refused(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.max_upload_bytes = 64 * 1024;
+        c.max_image_pixels = 1_000_000;
+    })
+    .await;
+    let yan = app.signup("yan").await;
+    let (_, text) = upload(&app, &yan, b"#!/bin/sh\necho hi\n".to_vec(), "evil.png").await;
+    assert_eq!(
+        text["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{text}"
+    );
+    assert_eq!(text["errors"][0]["extensions"]["field"], "file");
+
+    // 2000 x 1000 is within the byte limit (a flat JPEG is small) but over the pixel limit.
+    let (_, huge) = upload(&app, &yan, jpeg_with_exif(2000, 1000), "big.jpg").await;
+    assert_eq!(huge["errors"][0]["extensions"]["field"], "file", "{huge}");
+    assert!(
+        huge["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("pixels")
+    );
+
+    let (status, big) = upload(&app, &yan, vec![0u8; 200 * 1024], "big.png").await;
+    assert_eq!(status, 413, "{big}");
+    assert_eq!(big["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
+    // Nothing changed, and the server still serves.
+    let me = app.gql_as(&yan, "{ me { avatarUrl } }", json!({})).await;
+    assert_eq!(me.data()["me"]["avatarUrl"], json!(null));
+}

@@ -1,0 +1,239 @@
+//! The test app: a real Rally on port 0 with its own database (a SQLite file in a temp dir, or a
+//! fresh PostgreSQL database dropped afterwards), and typed helpers to talk to it over HTTP.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the helpers")]
+
+pub mod gql;
+
+use std::sync::Once;
+
+use rally::{App, Config};
+use sea_orm::{ConnectionTrait, Database};
+use tokio::sync::oneshot;
+
+pub use gql::{Gql, Session};
+
+/// The HS256 secret every test server signs with, so tests can forge tokens.
+pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the test's temp dir (always).
+    Sqlite,
+    /// A fresh database on `RALLY_TEST_DATABASE_URL`.
+    Postgres,
+}
+
+impl Backend {
+    /// PostgreSQL when configured; otherwise a printed skip, or a failure under
+    /// `RALLY_REQUIRE_SERVICES`.
+    pub fn postgres_or_skip(test: &str) -> Option<Self> {
+        if std::env::var_os("RALLY_TEST_DATABASE_URL").is_some() {
+            return Some(Self::Postgres);
+        }
+        if std::env::var_os("RALLY_REQUIRE_SERVICES").is_some() {
+            panic!("{test}: RALLY_REQUIRE_SERVICES is set but RALLY_TEST_DATABASE_URL is not");
+        }
+        eprintln!("skipping {test} on PostgreSQL: RALLY_TEST_DATABASE_URL is not set");
+        None
+    }
+}
+
+/// A running Rally and what it needs to be torn down.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// Shares cookies with nobody; one per app.
+    pub http: reqwest::Client,
+    /// The server's state (for tests that must look behind the API, e.g. at stored hashes).
+    pub state: rally::state::AppState,
+    /// The database the app runs on.
+    pub backend: Backend,
+    _dir: tempfile::TempDir,
+    postgres: Option<PostgresDb>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("RALLY_TEST_LOG").unwrap_or_else(|_| "off".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+impl TestApp {
+    /// A server with test defaults on `backend`.
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// A server with test defaults changed by `tweak`.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        init_logs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::with_data_dir(dir.path());
+        config.bind = "127.0.0.1:0".parse().expect("address");
+        config.jwt_secret = Some(TEST_SECRET.into());
+        // Cheap hashing keeps the suite fast; the production cost is the configured default.
+        config.argon2_memory_kib = 256;
+        config.argon2_iterations = 1;
+        config.database_max_connections = 5;
+        config.admins = vec!["root_admin".into()];
+        let postgres = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let db = PostgresDb::create().await;
+                config.database_url = Some(db.url.clone());
+                Some(db)
+            }
+        };
+        tweak(&mut config);
+        let app = App::build(config).await.expect("app builds");
+        let address = format!("http://{}", app.address());
+        let state = app.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            http: reqwest::Client::new(),
+            state,
+            backend,
+            _dir: dir,
+            postgres,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// `address` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        if let Some(db) = self.postgres.take() {
+            db.drop_blocking();
+        }
+    }
+}
+
+/// A PostgreSQL database made for one test and dropped after it.
+struct PostgresDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDb {
+    async fn create() -> Self {
+        let admin_url = std::env::var("RALLY_TEST_DATABASE_URL").expect("RALLY_TEST_DATABASE_URL");
+        let name = format!("rally_t_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url)
+            .await
+            .expect("PostgreSQL at RALLY_TEST_DATABASE_URL is reachable");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = with_database(&admin_url, &name);
+        Self {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    /// Drops the database from a thread of its own (Drop cannot await).
+    fn drop_blocking(self) {
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(admin) = Database::connect(&self.admin_url).await {
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                            self.name
+                        ))
+                        .await;
+                    admin.close().await.ok();
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let prefix = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{prefix}/{name}?{query}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend for each named `async fn(Backend)` of the module.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::common::Backend::postgres_or_skip(stringify!($name)) {
+                        super::$name(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
