@@ -70,6 +70,10 @@ pub struct Config {
     )]
     pub database_max_connections: u32,
 
+    /// `redis://…` to share live updates between instances; unset: the in-process broker.
+    #[arg(long, env = "RALLY_REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+
     /// HS256 secret for access tokens (>= 32 bytes); default: generated once into the data dir.
     #[arg(long, env = "RALLY_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -233,6 +237,33 @@ pub struct Config {
         global = true
     )]
     pub query_max_aliases: usize,
+
+    /// Seconds a websocket client has to send `connection_init` (then 4408).
+    #[arg(
+        long,
+        env = "RALLY_WS_INIT_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub ws_init_timeout_seconds: u64,
+
+    /// Seconds between server keep-alive pings on websockets.
+    #[arg(
+        long,
+        env = "RALLY_WS_KEEPALIVE_SECONDS",
+        default_value_t = 15,
+        global = true
+    )]
+    pub ws_keepalive_seconds: u64,
+
+    /// Most active subscriptions on one websocket.
+    #[arg(
+        long,
+        env = "RALLY_WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 50,
+        global = true
+    )]
+    pub ws_max_subscriptions: usize,
 
     /// Longest time one HTTP request may take, in seconds.
     #[arg(

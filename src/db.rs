@@ -1,13 +1,15 @@
 //! The database connection and its migrations, for SQLite (the embedded default) and PostgreSQL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    TransactionTrait,
+    DatabaseTransaction, DbErr, TransactionTrait,
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
 
@@ -49,4 +51,58 @@ pub async fn migrate_up(db: &DatabaseConnection) -> anyhow::Result<()> {
         Migrator::up(db, None).await.context("migration failed")?;
     }
     Ok(())
+}
+
+/// Opens write transactions the way each database needs.
+///
+/// PostgreSQL locks rows, so concurrent transactions simply queue on the rows they touch. SQLite's
+/// deferred transactions cannot queue: two that both read and then write fail with SQLITE_BUSY when
+/// the second tries to upgrade its lock. So on SQLite (one process by design) write transactions
+/// take turns behind an in-process lock; single-statement writes need no transaction and no lock.
+#[derive(Clone)]
+pub struct Writes {
+    turn: Option<Arc<Mutex<()>>>,
+}
+
+impl Writes {
+    /// The policy for `db`'s backend.
+    pub fn for_backend(db: &DatabaseConnection) -> Self {
+        let sqlite = db.get_database_backend() == DatabaseBackend::Sqlite;
+        Self {
+            turn: sqlite.then(|| Arc::new(Mutex::new(()))),
+        }
+    }
+
+    /// Begins a transaction that will write.
+    pub async fn begin(&self, db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
+        let turn = match &self.turn {
+            Some(turn) => Some(turn.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(WriteTxn {
+            txn: db.begin().await?,
+            _turn: turn,
+        })
+    }
+}
+
+/// A write transaction (holding SQLite's turn until it ends).
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTxn {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
 }

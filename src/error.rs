@@ -64,6 +64,8 @@ pub enum Error {
     },
     /// Too many attempts.
     RateLimited {
+        /// What there were too many of, for the message.
+        what: &'static str,
         /// Whole seconds until the next attempt may succeed (at least 1).
         retry_after_seconds: u64,
     },
@@ -123,8 +125,9 @@ impl Error {
             Self::Unauthenticated(m) | Self::Forbidden(m) | Self::NotFound(m) => (*m).to_owned(),
             Self::BadInput { message, .. } | Self::Conflict { message, .. } => message.clone(),
             Self::RateLimited {
+                what,
                 retry_after_seconds,
-            } => format!("too many attempts; retry in {retry_after_seconds} s"),
+            } => format!("{what}; retry in {retry_after_seconds} s"),
             Self::Internal(_) => INTERNAL_MESSAGE.to_owned(),
         }
     }
@@ -170,6 +173,7 @@ impl From<Error> for async_graphql::Error {
                 } => ext.set("field", field.as_str()),
                 Error::RateLimited {
                     retry_after_seconds,
+                    ..
                 } => ext.set("retryAfterSeconds", *retry_after_seconds),
                 _ => {}
             }
@@ -199,6 +203,7 @@ mod tests {
             Some(&async_graphql::Value::from("input.handle"))
         );
         let ext = extensions(Error::RateLimited {
+            what: "too many attempts",
             retry_after_seconds: 7,
         });
         assert_eq!(

@@ -29,9 +29,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use async_graphql_axum::GraphQLProtocol;
+use axum::extract::ws::WebSocketUpgrade;
+
 use crate::auth::{ClientAddr, Viewer};
 use crate::error::code;
 use crate::graphql::RallySchema;
+use crate::graphql::ws::Sockets;
 use crate::state::AppState;
 
 /// The header carrying each request's id (set when the client sent none, echoed back).
@@ -45,10 +49,11 @@ const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 struct HttpState {
     app: AppState,
     schema: RallySchema,
+    sockets: Sockets,
 }
 
 /// The whole HTTP application.
-pub fn router(app: AppState, schema: RallySchema) -> Router {
+pub fn router(app: AppState, schema: RallySchema, sockets: Sockets) -> Router {
     let config = &app.config;
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -67,7 +72,18 @@ pub fn router(app: AppState, schema: RallySchema) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.request_timeout_seconds),
         ));
-    let state = HttpState { app, schema };
+    let state = HttpState {
+        app,
+        schema,
+        sockets,
+    };
+    // The websocket route sits outside the timeout and compression layers: a socket lives long.
+    let live = Router::new()
+        .route("/graphql/ws", get(graphql_ws))
+        .route_layer(middleware::from_fn(track_requests))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .with_state(state.clone());
     Router::new()
         .route("/graphql", get(graphql).post(graphql))
         .route("/", get(graphiql))
@@ -78,6 +94,27 @@ pub fn router(app: AppState, schema: RallySchema) -> Router {
         .route_layer(middleware::from_fn(track_requests))
         .layer(layers)
         .with_state(state)
+        .merge(live)
+}
+
+async fn graphql_ws(
+    State(http): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // async-graphql picks the first protocol it knows; so do we, to know which keep-alive to send.
+    let legacy = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .map(str::trim)
+                .find(|p| *p == "graphql-transport-ws" || *p == "graphql-ws")
+        })
+        == Some("graphql-ws");
+    http.sockets.upgrade(upgrade, protocol, legacy, peer)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -413,6 +450,7 @@ async fn graphiql() -> Html<String> {
     Html(
         GraphiQLSource::build()
             .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
             .title("Rally")
             .finish(),
     )
@@ -422,14 +460,24 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Ready when the database answers. The broker's state is reported but does not make the instance
+/// unready: while Redis is away, queries, mutations and local live updates still work.
 async fn readyz(State(http): State<HttpState>) -> Response {
+    let broker = http.app.live.status();
+    let broker = serde_json::json!({
+        "kind": broker.kind,
+        "state": if broker.connected { "connected" } else { "reconnecting" },
+    });
     match http.app.db.ping().await {
-        Ok(()) => Json(serde_json::json!({ "status": "ready", "database": "ok" })).into_response(),
+        Ok(()) => {
+            Json(serde_json::json!({ "status": "ready", "database": "ok", "broker": broker }))
+                .into_response()
+        }
         Err(err) => {
             tracing::warn!(error = %err, "database not reachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "unavailable", "database": "unreachable" })),
+                Json(serde_json::json!({ "status": "unavailable", "database": "unreachable", "broker": broker })),
             )
                 .into_response()
         }

@@ -10,8 +10,10 @@ pub mod config; // every setting, from flags and RALLY_* env, with embedded defa
 pub mod db; // connecting to SQLite or PostgreSQL, running migrations
 pub mod entity; // SeaORM entities, one file per table
 pub mod error; // the one error type and its extensions.code
+pub mod events; // events, likes, staff, the template catalogue
 pub mod graphql; // schema builder, merged roots, context helpers, limits, pagination
 pub mod http; // axum router, layers, health, metrics, media, GraphQL over HTTP
+pub mod live; // typed topics, the per-instance hub, in-process and Redis brokers
 pub mod media; // object store, upload checks, re-encoding
 pub mod startup; // App::build -> port -> run_until_stopped
 pub mod state; // AppState: db, media, keys, config

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 
 use crate::auth::{AuthLimits, Passwords, TokenKeys};
 use crate::config::Config;
-use crate::graphql::{QueryLimits, schema_builder};
+use crate::graphql::ws::{SocketSettings, Sockets};
+use crate::graphql::{self, QueryLimits};
+use crate::live::Live;
 use crate::media::MediaStore;
 use crate::state::{AppState, Inner};
 use crate::{db, http};
@@ -22,6 +24,8 @@ pub struct App {
     address: SocketAddr,
     state: AppState,
     router: Router,
+    sockets: Sockets,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -34,6 +38,10 @@ impl App {
         db::migrate_up(&db).await?;
         let media = MediaStore::local(&config.media_dir(), config.public_url.as_deref())
             .context("cannot open the media folder")?;
+        let live = match &config.redis_url {
+            Some(url) => Live::redis(url)?,
+            None => Live::in_process(),
+        };
         let tokens = TokenKeys::new(&config.load_jwt_secret()?, config.access_token_ttl());
         let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
         let auth_limits = AuthLimits::new(
@@ -41,6 +49,7 @@ impl App {
             config.auth_attempts_per_address,
             Duration::from_secs(config.auth_window_seconds),
         );
+        let writes = db::Writes::for_backend(&db);
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -50,18 +59,29 @@ impl App {
             config,
             db,
             media,
+            live,
             tokens,
             passwords,
             auth_limits,
+            writes,
         });
-        let schema = schema_builder(limits).data(state.clone()).finish();
+        let schema = graphql::build(limits, &state);
         http::prometheus();
-        let router = http::router(state.clone(), schema);
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let settings = SocketSettings {
+            init_timeout: Duration::from_secs(state.config.ws_init_timeout_seconds),
+            keepalive: Duration::from_secs(state.config.ws_keepalive_seconds.max(1)),
+            max_subscriptions: state.config.ws_max_subscriptions,
+        };
+        let sockets = Sockets::new(schema.clone(), state.clone(), settings, stopping_rx);
+        let router = http::router(state.clone(), schema, sockets.clone());
         Ok(Self {
             listener,
             address,
             state,
             router,
+            sockets,
+            stopping,
         })
     }
 
@@ -91,15 +111,19 @@ impl App {
             address,
             state,
             router,
+            sockets,
+            stopping,
         } = self;
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         tracing::info!(%address, "rally is listening");
-        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let stopping_rx = stopping.subscribe();
         let signal = async move {
             shutdown.await;
-            tracing::info!("shutting down: draining requests");
-            let _ = stopping_tx.send(true);
+            tracing::info!("shutting down: closing websockets, draining requests");
+            // Websockets get a close frame with a reconnect hint (they are not tracked by the
+            // HTTP server's graceful shutdown).
+            let _ = stopping.send(true);
         };
         let serve = axum::serve(
             listener,
@@ -115,6 +139,14 @@ impl App {
             result = serve => result.context("server failed")?,
             () = deadline => tracing::warn!("grace period over; closing remaining connections"),
         }
+        let drained = tokio::time::timeout(Duration::from_secs(2), async {
+            while sockets.open() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        if drained.await.is_err() {
+            tracing::warn!(open = sockets.open(), "websockets still open at exit");
+        }
         housekeeping.abort();
         state.db.clone().close().await.ok();
         tracing::info!("rally stopped");
@@ -128,6 +160,7 @@ async fn housekeeping(state: AppState) {
     loop {
         tick.tick().await;
         state.auth_limits.shrink();
+        state.live.sweep();
         http::prometheus().run_upkeep();
     }
 }

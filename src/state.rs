@@ -7,6 +7,8 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::{AuthLimits, Passwords, TokenKeys};
 use crate::config::Config;
+use crate::db::{WriteTxn, Writes};
+use crate::live::Live;
 use crate::media::{ImageLimits, MediaStore};
 
 /// Shared handles to storage, keys and settings.
@@ -21,18 +23,27 @@ pub struct Inner {
     pub db: DatabaseConnection,
     /// Uploaded pictures.
     pub media: MediaStore,
+    /// Publishing and subscribing to live updates.
+    pub live: Live,
     /// Signs and checks access tokens.
     pub tokens: TokenKeys,
     /// argon2id hashing on the blocking pool.
     pub passwords: Passwords,
     /// Login and sign-up rate limits.
     pub auth_limits: AuthLimits,
+    /// How write transactions are opened (see [`Writes`]).
+    pub writes: Writes,
 }
 
 impl AppState {
     /// Wraps the parts.
     pub fn new(inner: Inner) -> Self {
         Self(Arc::new(inner))
+    }
+
+    /// Begins a transaction that will write.
+    pub async fn begin_write(&self) -> Result<WriteTxn, sea_orm::DbErr> {
+        self.writes.begin(&self.db).await
     }
 
     /// The limits uploads are checked against.

@@ -14,9 +14,14 @@ mod accounts;
 mod auth;
 #[path = "api/cli.rs"]
 mod cli;
+#[path = "api/events.rs"]
+mod events;
+use events as api_events;
 #[path = "api/http_surface.rs"]
 mod http_surface;
 #[path = "api/limits.rs"]
 mod limits;
+#[path = "api/live.rs"]
+mod live;
 #[path = "api/media.rs"]
 mod media;

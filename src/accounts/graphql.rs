@@ -211,13 +211,13 @@ impl AccountsQuery {
     /// Signed-in users only.
     #[graphql(
         guard = "SignedIn",
-        complexity = "first.max(0) as usize * child_complexity"
+        complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity"
     )]
     async fn users(
         &self,
         ctx: &Context<'_>,
         search: Option<String>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default = 20)] first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, User>> {
         let page = PageRequest::parse(first, after.as_deref())?;

@@ -7,7 +7,7 @@ use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -166,11 +166,11 @@ pub async fn login(
 /// revokes its whole family: either the client or a thief replayed it, and we cannot tell which.
 #[tracing::instrument(skip_all)]
 pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
-    let txn = state.db.begin().await?;
-    let token = live_token(&txn, presented).await?;
+    let txn = state.begin_write().await?;
+    let token = live_token(&*txn, presented).await?;
     let now = Utc::now();
     if token.used_at.is_some() {
-        revoke_family(&txn, token.family_id).await?;
+        revoke_family(&*txn, token.family_id).await?;
         txn.commit().await?;
         tracing::warn!(family = %token.family_id, "refresh token reused; family revoked");
         return Err(bad_refresh());
@@ -181,18 +181,18 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
         .filter(refresh_token::Column::Id.eq(token.id))
         .filter(refresh_token::Column::UsedAt.is_null())
         .filter(refresh_token::Column::RevokedAt.is_null())
-        .exec(&txn)
+        .exec(&*txn)
         .await?;
     if marked.rows_affected != 1 {
-        revoke_family(&txn, token.family_id).await?;
+        revoke_family(&*txn, token.family_id).await?;
         txn.commit().await?;
         return Err(bad_refresh());
     }
     let owner = user::Entity::find_by_id(token.user_id)
-        .one(&txn)
+        .one(&*txn)
         .await?
         .ok_or_else(bad_refresh)?;
-    let session = issue_session(state, &txn, owner, Some(token.family_id)).await?;
+    let session = issue_session(state, &*txn, owner, Some(token.family_id)).await?;
     txn.commit().await?;
     Ok(session)
 }
@@ -200,9 +200,9 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
 /// Ends the session the refresh token belongs to (its whole family).
 #[tracing::instrument(skip_all)]
 pub async fn logout(state: &AppState, presented: &str) -> Result<()> {
-    let txn = state.db.begin().await?;
-    let token = live_token(&txn, presented).await?;
-    revoke_family(&txn, token.family_id).await?;
+    let txn = state.begin_write().await?;
+    let token = live_token(&*txn, presented).await?;
+    revoke_family(&*txn, token.family_id).await?;
     txn.commit().await?;
     if token.used_at.is_some() {
         return Err(bad_refresh());
@@ -282,6 +282,14 @@ pub async fn find_by_id(state: &AppState, id: Uuid) -> Result<Option<user::Model
     Ok(user::Entity::find_by_id(id).one(&state.db).await?)
 }
 
+/// The users with these ids (in no particular order).
+pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<user::Model>> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Id.is_in(ids.iter().copied()))
+        .all(&state.db)
+        .await?)
+}
+
 /// The user with this handle, if any.
 pub async fn find_by_handle(state: &AppState, handle: &Handle) -> Result<Option<user::Model>> {
     Ok(user::Entity::find()
@@ -320,7 +328,8 @@ pub async fn list(
     Ok((rows, more))
 }
 
-fn escape_like(text: &str) -> String {
+/// Escapes `%`, `_` and `\` for a LIKE pattern with `\` as the escape character.
+pub fn escape_like(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {

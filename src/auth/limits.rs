@@ -56,6 +56,7 @@ impl AuthLimits {
 
     fn limited(&self, wait: Duration) -> Error {
         Error::RateLimited {
+            what: "too many attempts",
             retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
         }
     }
@@ -82,6 +83,7 @@ mod tests {
         match limits.check_login("alice") {
             Err(Error::RateLimited {
                 retry_after_seconds,
+                ..
             }) => {
                 assert!((1..=20).contains(&retry_after_seconds));
             }

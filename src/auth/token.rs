@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -68,7 +68,8 @@ impl TokenKeys {
     /// A new access token for `user_id`.
     pub fn issue(&self, user_id: Uuid, role: Role) -> Result<AccessToken> {
         let now = Utc::now();
-        let expires_at = now + self.ttl;
+        // Whole seconds, as in the token itself, so the reported expiry is exactly `exp`.
+        let expires_at = (now + self.ttl).trunc_subsecs(0);
         let claims = Claims {
             sub: user_id,
             role: match role {

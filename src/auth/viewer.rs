@@ -15,6 +15,8 @@ pub struct Identity {
     pub user_id: Uuid,
     /// Whether the token was issued to an admin.
     pub is_admin: bool,
+    /// When the token expires, seconds since the epoch.
+    pub expires_at: i64,
 }
 
 /// Who is calling.
@@ -49,6 +51,7 @@ impl Viewer {
             Ok(claims) => Self::User(Identity {
                 user_id: claims.sub,
                 is_admin: claims.role == "ADMIN",
+                expires_at: claims.exp,
             }),
             Err(_) => Self::Invalid,
         }

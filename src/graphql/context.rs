@@ -3,6 +3,9 @@
 
 use async_graphql::Context;
 
+use std::sync::Arc;
+
+use super::ws::{SlotGuard, SubscriptionSlots};
 use crate::auth::{ClientAddr, Identity, Viewer};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -19,6 +22,8 @@ pub trait ContextExt {
     }
     /// The client's network address, when the transport knows it.
     fn client_addr(&self) -> Option<std::net::IpAddr>;
+    /// A slot for a subscription to `field`; RATE_LIMITED when the connection has too many.
+    fn subscription_slot(&self, field: &'static str) -> Result<SlotGuard>;
 }
 
 impl ContextExt for Context<'_> {
@@ -34,5 +39,12 @@ impl ContextExt for Context<'_> {
 
     fn client_addr(&self) -> Option<std::net::IpAddr> {
         self.data_opt::<ClientAddr>().map(|addr| addr.0)
+    }
+
+    fn subscription_slot(&self, field: &'static str) -> Result<SlotGuard> {
+        match self.data_opt::<Arc<SubscriptionSlots>>() {
+            Some(slots) => slots.take(field),
+            None => Ok(SlotGuard::new(None, field)),
+        }
     }
 }

@@ -2,43 +2,61 @@
 //! builder shared by the server and `rally schema` (so `schema.graphql` is exactly what is served).
 
 mod context;
+pub mod ids;
 mod limits;
+pub mod loaders;
 pub mod pagination;
 mod telemetry;
+pub mod ws;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 pub use context::ContextExt;
 pub use limits::{AliasLimit, QueryLimits};
 pub use telemetry::OperationMetrics;
 
 use crate::accounts::graphql::{AccountsMutation, AccountsQuery};
+use crate::events::graphql::{EventsMutation, EventsQuery, EventsSubscription};
+use crate::state::AppState;
 
 /// Every query root, merged.
 #[derive(MergedObject, Default)]
-pub struct Query(AccountsQuery);
+pub struct Query(AccountsQuery, EventsQuery);
 
 /// Every mutation root, merged.
 #[derive(MergedObject, Default)]
-pub struct Mutation(AccountsMutation);
+pub struct Mutation(AccountsMutation, EventsMutation);
+
+/// Every subscription root, merged.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(EventsSubscription);
 
 /// Rally's schema type.
-pub type RallySchema = Schema<Query, Mutation, EmptySubscription>;
+pub type RallySchema = Schema<Query, Mutation, Subscription>;
 
 /// The schema with its limits, before app-wide data is attached.
-pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .limit_recursive_depth(limits.max_depth.max(32))
-        .limit_directives(limits.max_directives)
-        .extension(AliasLimit(limits.max_aliases))
-        .extension(OperationMetrics);
+pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Subscription> {
+    let builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .limit_recursive_depth(limits.max_depth.max(32))
+    .limit_directives(limits.max_directives)
+    .extension(AliasLimit(limits.max_aliases))
+    .extension(OperationMetrics);
     if limits.introspection {
         builder
     } else {
         builder.disable_introspection()
     }
+}
+
+/// The served schema: limits, app state and loaders.
+pub fn build(limits: QueryLimits, state: &AppState) -> RallySchema {
+    loaders::register(schema_builder(limits).data(state.clone()), state).finish()
 }
 
 /// The SDL of the schema, as committed in `schema.graphql`.

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 
 /// Largest page a client may ask for.
 pub const MAX_PAGE: i32 = 100;
+/// The page size when the client names none.
+pub const DEFAULT_PAGE: i32 = 20;
 
 /// A checked page request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,8 +23,9 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
-    /// Checks `first` (0..=100) and decodes `after`.
-    pub fn parse(first: i32, after: Option<&str>) -> Result<Self> {
+    /// Checks `first` (0..=100; null means the default) and decodes `after`.
+    pub fn parse(first: Option<i32>, after: Option<&str>) -> Result<Self> {
+        let first = first.unwrap_or(DEFAULT_PAGE);
         if !(0..=MAX_PAGE).contains(&first) {
             return Err(Error::bad_input(
                 "first",
@@ -55,7 +58,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip() {
-        let page = PageRequest::parse(5, Some(&encode_cursor("alice"))).unwrap();
+        let page = PageRequest::parse(Some(5), Some(&encode_cursor("alice"))).unwrap();
         assert_eq!(page.after.as_deref(), Some("alice"));
         assert_eq!(page.limit, 5);
     }
@@ -67,7 +70,7 @@ mod tests {
             (-1, None, "first"),
             (5, Some("zz!"), "after"),
         ] {
-            match PageRequest::parse(first, after) {
+            match PageRequest::parse(Some(first), after) {
                 Err(Error::BadInput { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("expected BAD_USER_INPUT, got {other:?}"),
             }

@@ -1,9 +1,13 @@
 //! The test app: a real Rally on port 0 with its own database (a SQLite file in a temp dir, or a
 //! fresh PostgreSQL database dropped afterwards), and typed helpers to talk to it over HTTP.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the helpers"
+)]
 
 pub mod gql;
+pub mod ws;
 
 use std::sync::Once;
 
@@ -12,6 +16,7 @@ use sea_orm::{ConnectionTrait, Database};
 use tokio::sync::oneshot;
 
 pub use gql::{Gql, Session};
+pub use ws::{LEGACY_WS, TRANSPORT_WS, WsClient};
 
 /// The HS256 secret every test server signs with, so tests can forge tokens.
 pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
@@ -38,6 +43,18 @@ impl Backend {
         eprintln!("skipping {test} on PostgreSQL: RALLY_TEST_DATABASE_URL is not set");
         None
     }
+}
+
+/// `RALLY_TEST_REDIS_URL`, or a printed skip (a failure under `RALLY_REQUIRE_SERVICES`).
+pub fn redis_url_or_skip(test: &str) -> Option<String> {
+    if let Ok(url) = std::env::var("RALLY_TEST_REDIS_URL") {
+        return Some(url);
+    }
+    if std::env::var_os("RALLY_REQUIRE_SERVICES").is_some() {
+        panic!("{test}: RALLY_REQUIRE_SERVICES is set but RALLY_TEST_REDIS_URL is not");
+    }
+    eprintln!("skipping {test}: RALLY_TEST_REDIS_URL is not set");
+    None
 }
 
 /// A running Rally and what it needs to be torn down.
@@ -118,6 +135,27 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// A websocket client on `/graphql/ws` speaking `protocol`.
+    pub async fn ws(&self, protocol: &'static str) -> WsClient {
+        WsClient::connect(
+            &format!("{}/graphql/ws", self.address.replace("http://", "ws://")),
+            protocol,
+        )
+        .await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Stops the server and waits until it has drained.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -147,14 +185,16 @@ impl Drop for TestApp {
 }
 
 /// A PostgreSQL database made for one test and dropped after it.
-struct PostgresDb {
+pub struct PostgresDb {
     admin_url: String,
     name: String,
-    url: String,
+    /// Its URL.
+    pub url: String,
 }
 
 impl PostgresDb {
-    async fn create() -> Self {
+    /// A fresh database on `RALLY_TEST_DATABASE_URL`.
+    pub async fn create() -> Self {
         let admin_url = std::env::var("RALLY_TEST_DATABASE_URL").expect("RALLY_TEST_DATABASE_URL");
         let name = format!("rally_t_{}", uuid::Uuid::new_v4().simple());
         let admin = Database::connect(&admin_url)
@@ -174,7 +214,7 @@ impl PostgresDb {
     }
 
     /// Drops the database from a thread of its own (Drop cannot await).
-    fn drop_blocking(self) {
+    pub fn drop_blocking(self) {
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

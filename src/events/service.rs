@@ -1,0 +1,636 @@
+//! Event rules with storage: the only code touching the event tables, and the publisher of
+//! `event:{id}` and `events:status`.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sea_orm::prelude::Expr;
+use sea_orm::sea_query::{Func, LikeExpr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
+use uuid::Uuid;
+
+use super::model::{ChangeKind, EventChange, TemplateSpec, can_move, check_times, to_second};
+use crate::accounts;
+use crate::accounts::model::Handle;
+use crate::auth::Identity;
+use crate::entity::event::{self, Status};
+use crate::entity::event_staff::{self, StaffRole};
+use crate::entity::{event_like, event_template};
+use crate::error::{Error, Result};
+use crate::live::Topic;
+use crate::media::prepare_picture;
+use crate::state::AppState;
+
+/// Longest side of a stored event picture, in pixels.
+pub const IMAGE_SIDE: u32 = 1600;
+
+/// A new event, parsed.
+#[derive(Debug)]
+pub struct NewEvent {
+    /// 1-200 characters.
+    pub title: String,
+    /// Defaults to the template's.
+    pub description: Option<String>,
+    /// Where.
+    pub venue: Option<String>,
+    /// When (to the second).
+    pub starts_at: DateTime<Utc>,
+    /// Defaults to start + the template's duration.
+    pub ends_at: Option<DateTime<Utc>>,
+    /// The catalogue entry to take defaults from.
+    pub template_id: Option<Uuid>,
+}
+
+/// Event changes, parsed; `None` keeps a field, `Some(None)` clears a clearable one.
+#[derive(Debug, Default)]
+pub struct EventChanges {
+    /// New title.
+    pub title: Option<String>,
+    /// New or cleared description.
+    pub description: Option<Option<String>>,
+    /// New or cleared venue.
+    pub venue: Option<Option<String>>,
+    /// New start.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// New or cleared end.
+    pub ends_at: Option<Option<DateTime<Utc>>>,
+    /// New status (checked against the life-cycle).
+    pub status: Option<Status>,
+}
+
+/// A listing filter, parsed.
+#[derive(Debug, Default)]
+pub struct EventQuery {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Starting at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Starting before.
+    pub to: Option<DateTime<Utc>>,
+    /// In title, venue or description (case-insensitive).
+    pub search: Option<String>,
+    /// Organized by this handle.
+    pub organizer: Option<Handle>,
+}
+
+/// The event with this id, if any.
+pub async fn find(state: &AppState, id: Uuid) -> Result<Option<event::Model>> {
+    Ok(event::Entity::find_by_id(id).one(&state.db).await?)
+}
+
+async fn find_or_404(db: &impl ConnectionTrait, id: Uuid) -> Result<event::Model> {
+    event::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("no such event"))
+}
+
+/// Whether `actor` may change `event`: its organizer, or an admin.
+fn ensure_organizer(actor: Identity, event: &event::Model) -> Result<()> {
+    if actor.user_id == event.organizer_id || actor.is_admin {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("only the organizer may do this"))
+    }
+}
+
+/// Announces a committed change.
+fn announce(
+    state: &AppState,
+    event: &event::Model,
+    kind: ChangeKind,
+    actor: Option<Uuid>,
+    status_changed: bool,
+) {
+    state.live.publish(
+        &Topic::event(event.id),
+        &EventChange {
+            event: event.clone(),
+            kind,
+            actor,
+        },
+    );
+    if status_changed {
+        state.live.publish(&Topic::event_status(), event);
+    }
+}
+
+/// Creates an event organized by `organizer`; a template fills the description and end.
+#[tracing::instrument(skip(state))]
+pub async fn create(state: &AppState, organizer: Uuid, new: NewEvent) -> Result<event::Model> {
+    let template = match new.template_id {
+        Some(id) => Some(
+            event_template::Entity::find_by_id(id)
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| Error::bad_input("input.templateId", "no such event template"))?,
+        ),
+        None => None,
+    };
+    let starts_at = to_second(new.starts_at);
+    let ends_at = new.ends_at.map(to_second).or_else(|| {
+        template.as_ref().map(|t| {
+            TemplateSpec {
+                name: t.name.clone(),
+                description: None,
+                default_duration_minutes: t.default_duration_minutes,
+                capacity: t.capacity,
+            }
+            .default_end(starts_at)
+        })
+    });
+    check_times(starts_at, ends_at, "input.endsAt")?;
+    let now = Utc::now();
+    let row = event::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        title: Set(new.title),
+        description: Set(new
+            .description
+            .or_else(|| template.as_ref().and_then(|t| t.description.clone()))),
+        venue: Set(new.venue),
+        starts_at: Set(starts_at),
+        ends_at: Set(ends_at),
+        status: Set(Status::Scheduled),
+        image_key: Set(None),
+        organizer_id: Set(organizer),
+        template_id: Set(template.map(|t| t.id)),
+        like_count: Set(0),
+        version: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    Ok(row.insert(&state.db).await?)
+}
+
+/// Applies `changes` to an event; organizer (or admin) only; illegal status moves are
+/// BAD_USER_INPUT on `input.status`.
+#[tracing::instrument(skip(state))]
+pub async fn update(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    changes: EventChanges,
+) -> Result<event::Model> {
+    let txn = state.begin_write().await?;
+    let current = find_or_404(&*txn, id).await?;
+    ensure_organizer(actor, &current)?;
+    let starts_at = changes
+        .starts_at
+        .map(to_second)
+        .unwrap_or(current.starts_at);
+    let ends_at = match changes.ends_at {
+        Some(end) => end.map(to_second),
+        None => current.ends_at,
+    };
+    check_times(starts_at, ends_at, "input.endsAt")?;
+    let mut status_changed = false;
+    if let Some(status) = changes.status {
+        if !can_move(current.status, status) {
+            return Err(Error::bad_input(
+                "input.status",
+                format!(
+                    "an event cannot move from {:?} to {:?}",
+                    current.status, status
+                )
+                .to_uppercase(),
+            ));
+        }
+        status_changed = status != current.status;
+    }
+    let version = current.version;
+    let mut row: event::ActiveModel = current.into();
+    if let Some(title) = changes.title {
+        row.title = Set(title);
+    }
+    if let Some(description) = changes.description {
+        row.description = Set(description);
+    }
+    if let Some(venue) = changes.venue {
+        row.venue = Set(venue);
+    }
+    row.starts_at = Set(starts_at);
+    row.ends_at = Set(ends_at);
+    if let Some(status) = changes.status {
+        row.status = Set(status);
+    }
+    row.version = Set(version + 1);
+    row.updated_at = Set(Utc::now());
+    let updated = row.update(&*txn).await?;
+    txn.commit().await?;
+    announce(
+        state,
+        &updated,
+        ChangeKind::Updated,
+        Some(actor.user_id),
+        status_changed,
+    );
+    Ok(updated)
+}
+
+/// Moves an event to `status` on behalf of the system (the nightly finisher); returns it when it moved.
+pub async fn set_status_system(
+    state: &AppState,
+    id: Uuid,
+    status: Status,
+) -> Result<Option<event::Model>> {
+    let moved = event::Entity::update_many()
+        .col_expr(event::Column::Status, Expr::value(status))
+        .col_expr(
+            event::Column::Version,
+            Expr::col(event::Column::Version).add(1),
+        )
+        .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(event::Column::Id.eq(id))
+        .filter(event::Column::Status.ne(status))
+        .exec(&state.db)
+        .await?;
+    if moved.rows_affected == 0 {
+        return Ok(None);
+    }
+    let event = find_or_404(&state.db, id).await?;
+    announce(state, &event, ChangeKind::Updated, None, true);
+    Ok(Some(event))
+}
+
+/// Deletes an event with its likes and staff; organizer (or admin) only.
+#[tracing::instrument(skip(state))]
+pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
+    let current = find_or_404(&state.db, id).await?;
+    ensure_organizer(actor, &current)?;
+    event::Entity::delete_by_id(id).exec(&state.db).await?;
+    if let Some(key) = &current.image_key {
+        state.media.delete(key).await;
+    }
+    announce(
+        state,
+        &current,
+        ChangeKind::Deleted,
+        Some(actor.user_id),
+        false,
+    );
+    Ok(())
+}
+
+/// Stores a new picture for an event; organizer (or admin) only.
+#[tracing::instrument(skip(state, bytes), fields(bytes = bytes.len()))]
+pub async fn set_image(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    bytes: Vec<u8>,
+) -> Result<event::Model> {
+    let current = find_or_404(&state.db, id).await?;
+    ensure_organizer(actor, &current)?;
+    let picture = prepare_picture(bytes, state.image_limits(), IMAGE_SIDE, "file").await?;
+    let key = state.media.put_picture(picture).await?;
+    let updated = event::Entity::update_many()
+        .col_expr(event::Column::ImageKey, Expr::value(key.clone()))
+        .col_expr(
+            event::Column::Version,
+            Expr::col(event::Column::Version).add(1),
+        )
+        .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(event::Column::Id.eq(id))
+        .exec(&state.db)
+        .await;
+    if let Err(err) = updated {
+        state.media.delete(&key).await;
+        return Err(err.into());
+    }
+    if let Some(old) = &current.image_key {
+        state.media.delete(old).await;
+    }
+    let event = find_or_404(&state.db, id).await?;
+    announce(
+        state,
+        &event,
+        ChangeKind::Updated,
+        Some(actor.user_id),
+        false,
+    );
+    Ok(event)
+}
+
+/// Likes an event (idempotent: a second like changes nothing).
+#[tracing::instrument(skip(state))]
+pub async fn like(state: &AppState, user: Uuid, id: Uuid) -> Result<event::Model> {
+    let txn = state.begin_write().await?;
+    find_or_404(&*txn, id).await?;
+    let inserted = event_like::Entity::insert(event_like::ActiveModel {
+        event_id: Set(id),
+        user_id: Set(user),
+        created_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::columns([event_like::Column::EventId, event_like::Column::UserId])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(&*txn)
+    .await?;
+    if inserted == 0 {
+        let event = find_or_404(&*txn, id).await?;
+        txn.commit().await?;
+        return Ok(event);
+    }
+    let event = bump_likes(&*txn, id, 1).await?;
+    txn.commit().await?;
+    announce(state, &event, ChangeKind::Liked, Some(user), false);
+    Ok(event)
+}
+
+/// Takes a like back (idempotent).
+#[tracing::instrument(skip(state))]
+pub async fn unlike(state: &AppState, user: Uuid, id: Uuid) -> Result<event::Model> {
+    let txn = state.begin_write().await?;
+    find_or_404(&*txn, id).await?;
+    let removed = event_like::Entity::delete_many()
+        .filter(event_like::Column::EventId.eq(id))
+        .filter(event_like::Column::UserId.eq(user))
+        .exec(&*txn)
+        .await?;
+    if removed.rows_affected == 0 {
+        let event = find_or_404(&*txn, id).await?;
+        txn.commit().await?;
+        return Ok(event);
+    }
+    let event = bump_likes(&*txn, id, -1).await?;
+    txn.commit().await?;
+    announce(state, &event, ChangeKind::Unliked, Some(user), false);
+    Ok(event)
+}
+
+/// Atomically moves the like counter (and the version) and reads the event back.
+async fn bump_likes(db: &impl ConnectionTrait, id: Uuid, by: i32) -> Result<event::Model> {
+    event::Entity::update_many()
+        .col_expr(
+            event::Column::LikeCount,
+            Expr::col(event::Column::LikeCount).add(by),
+        )
+        .col_expr(
+            event::Column::Version,
+            Expr::col(event::Column::Version).add(1),
+        )
+        .filter(event::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    find_or_404(db, id).await
+}
+
+/// Whether `user` likes `event`.
+pub async fn is_liked(state: &AppState, user: Uuid, event: Uuid) -> Result<bool> {
+    Ok(event_like::Entity::find_by_id((event, user))
+        .one(&state.db)
+        .await?
+        .is_some())
+}
+
+/// Which of `pairs` (event, user) are likes.
+pub async fn likes_among(
+    state: &AppState,
+    pairs: &[(Uuid, Uuid)],
+) -> Result<HashSet<(Uuid, Uuid)>> {
+    if pairs.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let users: HashSet<Uuid> = pairs.iter().map(|(_, u)| *u).collect();
+    let events: HashSet<Uuid> = pairs.iter().map(|(e, _)| *e).collect();
+    let rows = event_like::Entity::find()
+        .filter(event_like::Column::UserId.is_in(users))
+        .filter(event_like::Column::EventId.is_in(events))
+        .all(&state.db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.event_id, row.user_id))
+        .collect())
+}
+
+/// Events matching `query` in start order, after the `(starts_at, id)` key `after`; at most `limit`,
+/// plus whether more follow.
+#[tracing::instrument(skip(state))]
+pub async fn list(
+    state: &AppState,
+    query: EventQuery,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: u64,
+) -> Result<(Vec<event::Model>, bool)> {
+    let mut select = event::Entity::find()
+        .order_by_asc(event::Column::StartsAt)
+        .order_by_asc(event::Column::Id);
+    if let Some(status) = query.status {
+        select = select.filter(event::Column::Status.eq(status));
+    }
+    if let Some(from) = query.from {
+        select = select.filter(event::Column::StartsAt.gte(to_second(from)));
+    }
+    if let Some(to) = query.to {
+        // Exclusive bound, in whole seconds: the first second not before `to`.
+        let bound = if to == to_second(to) {
+            to
+        } else {
+            to_second(to) + chrono::Duration::seconds(1)
+        };
+        select = select.filter(event::Column::StartsAt.lt(bound));
+    }
+    if let Some(handle) = &query.organizer {
+        match accounts::service::find_by_handle(state, handle).await? {
+            Some(user) => select = select.filter(event::Column::OrganizerId.eq(user.id)),
+            None => return Ok((Vec::new(), false)),
+        }
+    }
+    if let Some(search) = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let pattern = format!(
+            "%{}%",
+            crate::accounts::service::escape_like(&search.to_lowercase())
+        );
+        let mut any = Condition::any();
+        for column in [
+            event::Column::Title,
+            event::Column::Venue,
+            event::Column::Description,
+        ] {
+            any = any.add(
+                Expr::expr(Func::lower(Expr::col(column)))
+                    .like(LikeExpr::new(pattern.clone()).escape('\\')),
+            );
+        }
+        select = select.filter(any);
+    }
+    if let Some((starts_at, id)) = after {
+        select = select.filter(
+            Condition::any()
+                .add(event::Column::StartsAt.gt(starts_at))
+                .add(
+                    Condition::all()
+                        .add(event::Column::StartsAt.eq(starts_at))
+                        .add(event::Column::Id.gt(id)),
+                ),
+        );
+    }
+    let mut rows = select.limit(limit + 1).all(&state.db).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok((rows, more))
+}
+
+/// The staff of each of `events`.
+pub async fn staff_of(state: &AppState, events: &[Uuid]) -> Result<Vec<event_staff::Model>> {
+    Ok(event_staff::Entity::find()
+        .filter(event_staff::Column::EventId.is_in(events.iter().copied()))
+        .order_by_asc(event_staff::Column::CreatedAt)
+        .all(&state.db)
+        .await?)
+}
+
+/// The role of `user` at `event`, if they are staff.
+pub async fn staff_role(state: &AppState, event: Uuid, user: Uuid) -> Result<Option<StaffRole>> {
+    Ok(event_staff::Entity::find_by_id((event, user))
+        .one(&state.db)
+        .await?
+        .map(|row| row.role))
+}
+
+/// Adds (or re-roles) a staff member by handle; organizer (or admin) only.
+#[tracing::instrument(skip(state))]
+pub async fn add_staff(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    handle: &Handle,
+    role: StaffRole,
+) -> Result<event::Model> {
+    let current = find_or_404(&state.db, id).await?;
+    ensure_organizer(actor, &current)?;
+    let member = accounts::service::find_by_handle(state, handle)
+        .await?
+        .ok_or(Error::NotFound("no user with this handle"))?;
+    event_staff::Entity::insert(event_staff::ActiveModel {
+        event_id: Set(id),
+        user_id: Set(member.id),
+        role: Set(role),
+        created_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::columns([event_staff::Column::EventId, event_staff::Column::UserId])
+            .update_column(event_staff::Column::Role)
+            .to_owned(),
+    )
+    .exec_without_returning(&state.db)
+    .await?;
+    touch(state, actor, id).await
+}
+
+/// Removes a staff member by handle (a no-op when they are not staff); organizer (or admin) only.
+#[tracing::instrument(skip(state))]
+pub async fn remove_staff(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    handle: &Handle,
+) -> Result<event::Model> {
+    let current = find_or_404(&state.db, id).await?;
+    ensure_organizer(actor, &current)?;
+    let member = accounts::service::find_by_handle(state, handle)
+        .await?
+        .ok_or(Error::NotFound("no user with this handle"))?;
+    event_staff::Entity::delete_by_id((id, member.id))
+        .exec(&state.db)
+        .await?;
+    touch(state, actor, id).await
+}
+
+/// Bumps the version of an event whose related rows changed, and announces it.
+async fn touch(state: &AppState, actor: Identity, id: Uuid) -> Result<event::Model> {
+    event::Entity::update_many()
+        .col_expr(
+            event::Column::Version,
+            Expr::col(event::Column::Version).add(1),
+        )
+        .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(event::Column::Id.eq(id))
+        .exec(&state.db)
+        .await?;
+    let event = find_or_404(&state.db, id).await?;
+    announce(
+        state,
+        &event,
+        ChangeKind::Updated,
+        Some(actor.user_id),
+        false,
+    );
+    Ok(event)
+}
+
+/// The catalogue, by name.
+pub async fn templates(state: &AppState) -> Result<Vec<event_template::Model>> {
+    Ok(event_template::Entity::find()
+        .order_by_asc(event_template::Column::Name)
+        .order_by_asc(event_template::Column::Id)
+        .all(&state.db)
+        .await?)
+}
+
+/// The template with this id, if any.
+pub async fn template(state: &AppState, id: Uuid) -> Result<Option<event_template::Model>> {
+    Ok(event_template::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?)
+}
+
+/// Adds a catalogue entry (the guard checks the admin role).
+pub async fn create_template(
+    state: &AppState,
+    spec: TemplateSpec,
+) -> Result<event_template::Model> {
+    let now = Utc::now();
+    Ok(event_template::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(spec.name),
+        description: Set(spec.description),
+        default_duration_minutes: Set(spec.default_duration_minutes),
+        capacity: Set(spec.capacity),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&state.db)
+    .await?)
+}
+
+/// Replaces a catalogue entry.
+pub async fn update_template(
+    state: &AppState,
+    id: Uuid,
+    spec: TemplateSpec,
+) -> Result<event_template::Model> {
+    let current = event_template::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or(Error::NotFound("no such event template"))?;
+    let mut row: event_template::ActiveModel = current.into();
+    row.name = Set(spec.name);
+    row.description = Set(spec.description);
+    row.default_duration_minutes = Set(spec.default_duration_minutes);
+    row.capacity = Set(spec.capacity);
+    row.updated_at = Set(Utc::now());
+    Ok(row.update(&state.db).await?)
+}
+
+/// Removes a catalogue entry; events made from it keep their values and lose the link.
+pub async fn delete_template(state: &AppState, id: Uuid) -> Result<()> {
+    let deleted = event_template::Entity::delete_by_id(id)
+        .exec(&state.db)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(Error::NotFound("no such event template"));
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! DataLoaders, one per kind of lookup, registered in [`register`]. They are app-wide (schema data,
+//! no cache): every lookup made within the same millisecond, by any request or subscriber, is batched
+//! into one query. That keeps lists free of N+1 queries and makes a pushed change cost one query per
+//! instance, not one per subscriber.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{Context, SchemaBuilder};
+use uuid::Uuid;
+
+use crate::entity::{event_staff, user};
+use crate::error::Error;
+use crate::state::AppState;
+use crate::{accounts, events};
+
+/// Users by id.
+pub struct UserLoader(AppState);
+
+impl Loader<Uuid> for UserLoader {
+    type Value = user::Model;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, user::Model>, Self::Error> {
+        let users = accounts::service::find_many(&self.0, keys)
+            .await
+            .map_err(|e| Arc::new(async_graphql::Error::from(e)))?;
+        Ok(users.into_iter().map(|user| (user.id, user)).collect())
+    }
+}
+
+/// Staff of events, by event id.
+pub struct StaffLoader(AppState);
+
+impl Loader<Uuid> for StaffLoader {
+    type Value = Vec<event_staff::Model>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let rows = events::service::staff_of(&self.0, keys)
+            .await
+            .map_err(|e| Arc::new(async_graphql::Error::from(e)))?;
+        let mut by_event: HashMap<Uuid, Self::Value> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
+        for row in rows {
+            by_event.entry(row.event_id).or_default().push(row);
+        }
+        Ok(by_event)
+    }
+}
+
+/// Whether (event, user) is a like.
+pub struct LikeLoader(AppState);
+
+impl Loader<(Uuid, Uuid)> for LikeLoader {
+    type Value = bool;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(
+        &self,
+        keys: &[(Uuid, Uuid)],
+    ) -> Result<HashMap<(Uuid, Uuid), bool>, Self::Error> {
+        let liked = events::service::likes_among(&self.0, keys)
+            .await
+            .map_err(|e| Arc::new(async_graphql::Error::from(e)))?;
+        Ok(keys.iter().map(|key| (*key, liked.contains(key))).collect())
+    }
+}
+
+/// Adds every loader to the schema.
+pub fn register<Q, M, S>(
+    builder: SchemaBuilder<Q, M, S>,
+    state: &AppState,
+) -> SchemaBuilder<Q, M, S> {
+    builder
+        .data(DataLoader::new(UserLoader(state.clone()), tokio::spawn))
+        .data(DataLoader::new(StaffLoader(state.clone()), tokio::spawn))
+        .data(DataLoader::new(LikeLoader(state.clone()), tokio::spawn))
+}
+
+/// The loader `T` from the context.
+pub fn loader<'a, T: Send + Sync + 'static>(
+    ctx: &'a Context<'_>,
+) -> Result<&'a DataLoader<T>, Error> {
+    ctx.data::<DataLoader<T>>()
+        .map_err(|_| Error::internal(anyhow::anyhow!("a DataLoader is not registered")))
+}
+
+/// Maps a loader's shared error back into a GraphQL error.
+pub fn loader_error(err: Arc<async_graphql::Error>) -> async_graphql::Error {
+    (*err).clone()
+}

@@ -1,0 +1,589 @@
+//! Events: creating, finding, listing, changing, liking, staff, pictures and the template catalogue,
+//! each with its authorization rule.
+
+use serde_json::{Value, json};
+
+use crate::common::{Backend, Session, TestApp};
+use crate::on_every_backend;
+
+on_every_backend!(
+    an_event_is_created_and_found_by_anyone,
+    create_event_names_each_invalid_field,
+    only_the_organizer_or_an_admin_changes_an_event,
+    status_follows_the_life_cycle,
+    deleting_an_event_removes_it,
+    likes_are_idempotent_and_counted_exactly,
+    concurrent_likes_are_all_counted,
+    events_are_filtered_and_paginated,
+    staff_is_kept_by_the_organizer,
+    the_catalogue_is_kept_by_admins_and_gives_defaults,
+    an_event_picture_is_the_organizers_to_set,
+);
+
+const EVENT_FIELDS: &str = "id title description venue startsAt endsAt status likeCount likedByMe organizer { handle } template { name } staff { user { handle } role }";
+
+/// Creates an event starting at `starts_at` as `session`; returns its JSON.
+pub async fn create_event(app: &TestApp, session: &Session, title: &str, starts_at: &str) -> Value {
+    let response = app
+        .gql_as(
+            session,
+            &format!("mutation($input: CreateEventInput!) {{ createEvent(input: $input) {{ {EVENT_FIELDS} }} }}"),
+            json!({ "input": { "title": title, "startsAt": starts_at, "venue": "The Anchor" } }),
+        )
+        .await;
+    response.data()["createEvent"].clone()
+}
+
+async fn update(app: &TestApp, session: &Session, id: &str, input: Value) -> crate::common::Gql {
+    app.gql_as(
+        session,
+        "mutation($id: ID!, $input: UpdateEventInput!) { updateEvent(id: $id, input: $input) { id title status endsAt } }",
+        json!({ "id": id, "input": input }),
+    )
+    .await
+}
+
+async fn an_event_is_created_and_found_by_anyone(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let olga = app.signup("olga").await;
+    let event = create_event(&app, &olga, " Quiz night ", "2030-05-01T19:00:00.750Z").await;
+    assert_eq!(event["title"], "Quiz night");
+    assert_eq!(event["status"], "SCHEDULED");
+    assert_eq!(
+        event["startsAt"], "2030-05-01T19:00:00+00:00",
+        "kept to the second"
+    );
+    assert_eq!(event["organizer"]["handle"], "olga");
+    assert_eq!(event["likeCount"], 0);
+    let anonymous = app
+        .gql(
+            &format!("query($id: ID!) {{ event(id: $id) {{ {EVENT_FIELDS} }} }}"),
+            json!({ "id": event["id"] }),
+        )
+        .await;
+    assert_eq!(anonymous.data()["event"], event);
+    for missing in ["not-a-uuid", "0193a0b0-0000-7000-8000-000000000000"] {
+        let response = app
+            .gql(
+                "query($id: ID!) { event(id: $id) { id } }",
+                json!({ "id": missing }),
+            )
+            .await;
+        assert_eq!(response.data()["event"], Value::Null);
+    }
+    app.gql(
+        "mutation { createEvent(input: { title: \"x\", startsAt: \"2030-01-01T00:00:00Z\" }) { id } }",
+        json!({}),
+    )
+    .await
+    .assert_error("UNAUTHENTICATED", None);
+}
+
+async fn create_event_names_each_invalid_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let pat = app.signup("pat").await;
+    let cases = [
+        (
+            json!({ "title": "  ", "startsAt": "2030-01-01T10:00:00Z" }),
+            "input.title",
+        ),
+        (
+            json!({ "title": "x".repeat(201), "startsAt": "2030-01-01T10:00:00Z" }),
+            "input.title",
+        ),
+        (
+            json!({ "title": "ok", "startsAt": "2030-01-01T10:00:00Z", "endsAt": "2030-01-01T09:00:00Z" }),
+            "input.endsAt",
+        ),
+        (
+            json!({ "title": "ok", "startsAt": "2030-01-01T10:00:00Z", "venue": "v".repeat(201) }),
+            "input.venue",
+        ),
+        (
+            json!({ "title": "ok", "startsAt": "2030-01-01T10:00:00Z", "templateId": "0193a0b0-0000-7000-8000-000000000000" }),
+            "input.templateId",
+        ),
+    ];
+    for (input, field) in cases {
+        app.gql_as(
+            &pat,
+            "mutation($i: CreateEventInput!) { createEvent(input: $i) { id } }",
+            json!({ "i": input }),
+        )
+        .await
+        .assert_error("BAD_USER_INPUT", Some(field));
+    }
+    let listed = app
+        .gql("{ events { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(
+        listed.data()["events"]["edges"],
+        json!([]),
+        "nothing was created"
+    );
+}
+
+async fn only_the_organizer_or_an_admin_changes_an_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let quentin = app.signup("quentin").await;
+    let stranger = app.signup("stranger").await;
+    let admin = app.signup("root_admin").await;
+    let event = create_event(&app, &quentin, "Darts", "2030-02-01T18:00:00Z").await;
+    let id = event["id"].as_str().expect("id");
+    update(&app, &stranger, id, json!({ "title": "Mine now" }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    app.gql(
+        "mutation($id: ID!) { updateEvent(id: $id, input: { title: \"x\" }) { id } }",
+        json!({ "id": id }),
+    )
+    .await
+    .assert_error("UNAUTHENTICATED", None);
+    update(
+        &app,
+        &quentin,
+        "0193a0b0-0000-7000-8000-000000000000",
+        json!({ "title": "x" }),
+    )
+    .await
+    .assert_error("NOT_FOUND", None);
+    let changed = update(
+        &app,
+        &quentin,
+        id,
+        json!({ "title": "Darts final", "endsAt": "2030-02-01T22:00:00Z" }),
+    )
+    .await;
+    assert_eq!(changed.data()["updateEvent"]["title"], "Darts final");
+    update(
+        &app,
+        &quentin,
+        id,
+        json!({ "endsAt": "2030-02-01T17:00:00Z" }),
+    )
+    .await
+    .assert_error("BAD_USER_INPUT", Some("input.endsAt"));
+    let by_admin = update(&app, &admin, id, json!({ "endsAt": null })).await;
+    assert_eq!(by_admin.data()["updateEvent"]["endsAt"], Value::Null);
+    app.gql_as(
+        &stranger,
+        "mutation($id: ID!) { deleteEvent(id: $id) }",
+        json!({ "id": id }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+}
+
+async fn status_follows_the_life_cycle(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let rosa = app.signup("rosa").await;
+    let id = create_event(&app, &rosa, "Karaoke", "2030-03-01T20:00:00Z").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    update(&app, &rosa, &id, json!({ "status": "FINISHED" }))
+        .await
+        .assert_error("BAD_USER_INPUT", Some("input.status"));
+    for status in ["LIVE", "FINISHED"] {
+        let moved = update(&app, &rosa, &id, json!({ "status": status })).await;
+        assert_eq!(moved.data()["updateEvent"]["status"], status);
+    }
+    for status in ["LIVE", "SCHEDULED", "CANCELLED"] {
+        update(&app, &rosa, &id, json!({ "status": status }))
+            .await
+            .assert_error("BAD_USER_INPUT", Some("input.status"));
+    }
+    let other = create_event(&app, &rosa, "Bingo", "2030-03-02T20:00:00Z").await;
+    let cancelled = update(
+        &app,
+        &rosa,
+        other["id"].as_str().expect("id"),
+        json!({ "status": "CANCELLED" }),
+    )
+    .await;
+    assert_eq!(cancelled.data()["updateEvent"]["status"], "CANCELLED");
+}
+
+async fn deleting_an_event_removes_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let sid = app.signup("sid").await;
+    let fan = app.signup("fan").await;
+    let id = create_event(&app, &sid, "Pool", "2030-04-01T20:00:00Z").await["id"].clone();
+    app.gql_as(
+        &fan,
+        "mutation($id: ID!) { likeEvent(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await
+    .data();
+    let deleted = app
+        .gql_as(
+            &sid,
+            "mutation($id: ID!) { deleteEvent(id: $id) }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(deleted.data()["deleteEvent"], true);
+    let gone = app
+        .gql(
+            "query($id: ID!) { event(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(gone.data()["event"], Value::Null);
+    app.gql_as(
+        &sid,
+        "mutation($id: ID!) { deleteEvent(id: $id) }",
+        json!({ "id": id }),
+    )
+    .await
+    .assert_error("NOT_FOUND", None);
+}
+
+async fn likes_are_idempotent_and_counted_exactly(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tia = app.signup("tia").await;
+    let ugo = app.signup("ugo").await;
+    let id = create_event(&app, &tia, "Trivia", "2030-06-01T20:00:00Z").await["id"].clone();
+    let like = "mutation($id: ID!) { likeEvent(id: $id) { likeCount likedByMe } }";
+    let unlike = "mutation($id: ID!) { unlikeEvent(id: $id) { likeCount likedByMe } }";
+    for _ in 0..2 {
+        let liked = app.gql_as(&ugo, like, json!({ "id": id })).await;
+        assert_eq!(
+            liked.data()["likeEvent"],
+            json!({ "likeCount": 1, "likedByMe": true })
+        );
+    }
+    let seen_by_tia = app
+        .gql_as(
+            &tia,
+            "query($id: ID!) { event(id: $id) { likeCount likedByMe } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        seen_by_tia.data()["event"],
+        json!({ "likeCount": 1, "likedByMe": false })
+    );
+    let seen_by_ugo = app
+        .gql_as(
+            &ugo,
+            "query($id: ID!) { event(id: $id) { likedByMe } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(seen_by_ugo.data()["event"]["likedByMe"], true);
+    for _ in 0..2 {
+        let unliked = app.gql_as(&ugo, unlike, json!({ "id": id })).await;
+        assert_eq!(
+            unliked.data()["unlikeEvent"],
+            json!({ "likeCount": 0, "likedByMe": false })
+        );
+    }
+    app.gql(like, json!({ "id": id }))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    app.gql_as(
+        &ugo,
+        like,
+        json!({ "id": "0193a0b0-0000-7000-8000-000000000000" }),
+    )
+    .await
+    .assert_error("NOT_FOUND", None);
+}
+
+async fn concurrent_likes_are_all_counted(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.auth_attempts_per_address = 1000).await;
+    let host = app.signup("host").await;
+    let id = create_event(&app, &host, "Crowd", "2030-07-01T20:00:00Z").await["id"].clone();
+    let mut fans = Vec::new();
+    for n in 0..20 {
+        fans.push(app.signup(&format!("fan_{n}")).await);
+    }
+    let likes = fans.iter().flat_map(|fan| {
+        let app = &app;
+        let id = id.clone();
+        (0..2).map(move |_| {
+            let id = id.clone();
+            async move {
+                app.gql_as(
+                    fan,
+                    "mutation($id: ID!) { likeEvent(id: $id) { id } }",
+                    json!({ "id": id }),
+                )
+                .await
+            }
+        })
+    });
+    for response in futures_util::future::join_all(likes).await {
+        response.data();
+    }
+    let event = app
+        .gql(
+            "query($id: ID!) { event(id: $id) { likeCount } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(event.data()["event"]["likeCount"], 20);
+}
+
+async fn events_are_filtered_and_paginated(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let vera = app.signup("vera").await;
+    let walt = app.signup("walt").await;
+    for (who, title, at) in [
+        (&vera, "Salsa class", "2030-01-03T19:00:00Z"),
+        (&vera, "Jazz jam", "2030-01-01T19:00:00Z"),
+        (&walt, "Board games", "2030-01-02T19:00:00Z"),
+        (&walt, "Jazz brunch", "2030-01-05T11:00:00Z"),
+        (&vera, "100% pure fun", "2030-01-04T19:00:00Z"),
+    ] {
+        create_event(&app, who, title, at).await;
+    }
+    let titles = |response: &crate::common::Gql| -> Vec<String> {
+        response.data()["events"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|edge| edge["node"]["title"].as_str().expect("title").to_owned())
+            .collect()
+    };
+    let query = "query($f: EventFilter, $first: Int, $after: String) { events(filter: $f, first: $first, after: $after) { edges { node { title } } pageInfo { hasNextPage endCursor } } }";
+    let all = app.gql(query, json!({ "f": null })).await;
+    assert_eq!(
+        titles(&all),
+        [
+            "Jazz jam",
+            "Board games",
+            "Salsa class",
+            "100% pure fun",
+            "Jazz brunch"
+        ]
+    );
+    assert_eq!(
+        titles(&app.gql(query, json!({ "f": { "search": "JAZZ" } })).await),
+        ["Jazz jam", "Jazz brunch"]
+    );
+    assert_eq!(
+        titles(&app.gql(query, json!({ "f": { "search": "%" } })).await),
+        ["100% pure fun"]
+    );
+    assert_eq!(
+        titles(
+            &app.gql(query, json!({ "f": { "organizer": "WALT" } }))
+                .await
+        ),
+        ["Board games", "Jazz brunch"]
+    );
+    assert!(
+        titles(
+            &app.gql(query, json!({ "f": { "organizer": "nobody_x" } }))
+                .await
+        )
+        .is_empty()
+    );
+    let window = app
+        .gql(
+            query,
+            json!({ "f": { "from": "2030-01-02T19:00:00Z", "to": "2030-01-04T19:00:00Z" } }),
+        )
+        .await;
+    assert_eq!(titles(&window), ["Board games", "Salsa class"]);
+    let scheduled = app.gql(query, json!({ "f": { "status": "LIVE" } })).await;
+    assert!(titles(&scheduled).is_empty());
+
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = app.gql(query, json!({ "first": 2, "after": after })).await;
+        seen.extend(titles(&page));
+        let info = &page.data()["events"]["pageInfo"];
+        if info["hasNextPage"] == false {
+            break;
+        }
+        after = info["endCursor"].clone();
+    }
+    assert_eq!(seen, titles(&all));
+    app.gql(query, json!({ "first": 101 }))
+        .await
+        .assert_error("BAD_USER_INPUT", Some("first"));
+}
+
+async fn staff_is_kept_by_the_organizer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let xena = app.signup("xena").await;
+    app.signup("barkeep").await;
+    let stranger = app.signup("stranger").await;
+    let id = create_event(&app, &xena, "Cocktails", "2030-08-01T20:00:00Z").await["id"].clone();
+    let add = "mutation($id: ID!, $h: String!, $r: StaffRole!) { addEventStaff(eventId: $id, handle: $h, role: $r) { staff { user { handle } role } } }";
+    let added = app
+        .gql_as(
+            &xena,
+            add,
+            json!({ "id": id, "h": "Barkeep", "r": "BARTENDER" }),
+        )
+        .await;
+    assert_eq!(
+        added.data()["addEventStaff"]["staff"],
+        json!([{ "user": { "handle": "barkeep" }, "role": "BARTENDER" }])
+    );
+    let rerole = app
+        .gql_as(
+            &xena,
+            add,
+            json!({ "id": id, "h": "barkeep", "r": "GAME_MASTER" }),
+        )
+        .await;
+    assert_eq!(
+        rerole.data()["addEventStaff"]["staff"][0]["role"],
+        "GAME_MASTER"
+    );
+    app.gql_as(
+        &stranger,
+        add,
+        json!({ "id": id, "h": "stranger", "r": "BARTENDER" }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+    app.gql_as(
+        &xena,
+        add,
+        json!({ "id": id, "h": "nobody_here", "r": "BARTENDER" }),
+    )
+    .await
+    .assert_error("NOT_FOUND", None);
+    let remove = "mutation($id: ID!, $h: String!) { removeEventStaff(eventId: $id, handle: $h) { staff { user { handle } } } }";
+    app.gql_as(&stranger, remove, json!({ "id": id, "h": "barkeep" }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    let removed = app
+        .gql_as(&xena, remove, json!({ "id": id, "h": "barkeep" }))
+        .await;
+    assert_eq!(removed.data()["removeEventStaff"]["staff"], json!([]));
+}
+
+async fn the_catalogue_is_kept_by_admins_and_gives_defaults(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signup("root_admin").await;
+    let user = app.signup("yuri").await;
+    let create = "mutation($i: EventTemplateInput!) { createEventTemplate(input: $i) { id name description defaultDurationMinutes capacity } }";
+    let input = json!({ "name": "Beer pong", "description": "Cups and balls", "defaultDurationMinutes": 90, "capacity": 16 });
+    app.gql_as(&user, create, json!({ "i": input }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    app.gql(create, json!({ "i": input }))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    app.gql_as(
+        &admin,
+        create,
+        json!({ "i": { "name": "x", "defaultDurationMinutes": 0 } }),
+    )
+    .await
+    .assert_error("BAD_USER_INPUT", Some("input.defaultDurationMinutes"));
+    let template = app
+        .gql_as(&admin, create, json!({ "i": input }))
+        .await
+        .data()["createEventTemplate"]
+        .clone();
+    let template_id = template["id"].clone();
+    let listed = app
+        .gql("{ eventTemplates { name capacity } }", json!({}))
+        .await;
+    assert_eq!(
+        listed.data()["eventTemplates"],
+        json!([{ "name": "Beer pong", "capacity": 16 }])
+    );
+
+    let event = app
+        .gql_as(
+            &user,
+            "mutation($t: ID!) { createEvent(input: { title: \"Pong night\", startsAt: \"2030-09-01T20:00:00Z\", templateId: $t }) { description endsAt template { name } } }",
+            json!({ "t": template_id }),
+        )
+        .await;
+    assert_eq!(
+        event.data()["createEvent"],
+        json!({ "description": "Cups and balls", "endsAt": "2030-09-01T21:30:00+00:00", "template": { "name": "Beer pong" } })
+    );
+
+    let update = "mutation($id: ID!, $i: EventTemplateInput!) { updateEventTemplate(id: $id, input: $i) { name } }";
+    app.gql_as(&user, update, json!({ "id": template_id, "i": input }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    let renamed = app
+        .gql_as(
+            &admin,
+            update,
+            json!({ "id": template_id, "i": { "name": "Pong", "defaultDurationMinutes": 60 } }),
+        )
+        .await;
+    assert_eq!(renamed.data()["updateEventTemplate"]["name"], "Pong");
+    let delete = "mutation($id: ID!) { deleteEventTemplate(id: $id) }";
+    app.gql_as(&user, delete, json!({ "id": template_id }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    assert_eq!(
+        app.gql_as(&admin, delete, json!({ "id": template_id }))
+            .await
+            .data()["deleteEventTemplate"],
+        true
+    );
+    app.gql_as(&admin, delete, json!({ "id": template_id }))
+        .await
+        .assert_error("NOT_FOUND", None);
+    let kept = app
+        .gql(
+            "{ events { edges { node { description template { name } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        kept.data()["events"]["edges"][0]["node"],
+        json!({ "description": "Cups and balls", "template": null })
+    );
+}
+
+async fn an_event_picture_is_the_organizers_to_set(backend: Backend) {
+    use reqwest::multipart::{Form, Part};
+    let app = TestApp::spawn(backend).await;
+    let zoe = app.signup("zoe").await;
+    let stranger = app.signup("stranger").await;
+    let id = create_event(&app, &zoe, "Gallery", "2030-10-01T20:00:00Z").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::new_rgb8(40, 30)
+        .write_to(&mut png, image::ImageFormat::Png)
+        .expect("png");
+    let png = png.into_inner();
+    let send = |who: &Session| {
+        let form = Form::new()
+            .text("operations", json!({ "query": "mutation($id: ID!, $f: Upload!) { uploadEventImage(id: $id, file: $f) { imageUrl } }", "variables": { "id": id, "f": null } }).to_string())
+            .text("map", r#"{"0":["variables.f"]}"#)
+            .part("0", Part::bytes(png.clone()).file_name("e.png"));
+        app.http
+            .post(app.url("/graphql"))
+            .bearer_auth(&who.access)
+            .multipart(form)
+            .send()
+    };
+    let refused: Value = send(&stranger)
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    let done: Value = send(&zoe).await.expect("sent").json().await.expect("json");
+    let url = done["data"]["uploadEventImage"]["imageUrl"]
+        .as_str()
+        .expect("imageUrl");
+    let served = app.http.get(app.url(url)).send().await.expect("sent");
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["content-type"], "image/jpeg");
+}

@@ -1,0 +1,404 @@
+//! The websocket endpoint and live subscriptions, with a real client for both protocols.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::api_events::create_event;
+use crate::common::{Backend, LEGACY_WS, TRANSPORT_WS, TestApp};
+use crate::on_every_backend;
+
+on_every_backend!(
+    event_updated_sends_a_snapshot_then_every_change_on_both_protocols,
+    event_status_changed_sends_each_committed_change_once,
+    a_client_that_never_initialises_is_closed_with_4408,
+    a_bad_token_in_connection_init_is_closed_with_4403,
+    every_spelling_of_the_token_is_accepted,
+    an_expired_token_closes_the_socket_unless_refreshed_in_a_ping,
+    subscriptions_per_connection_are_capped,
+    queries_and_mutations_also_run_over_the_websocket,
+    shutdown_closes_sockets_with_a_reconnect_hint,
+    metrics_show_websockets_and_subscriptions_coming_and_going,
+    redis_carries_updates_within_one_instance_too,
+);
+
+const EVENT_UPDATED: &str = "subscription($id: ID!) { eventUpdated(eventId: $id) { title status likeCount likedByMe version organizer { handle } } }";
+
+async fn event_updated_sends_a_snapshot_then_every_change_on_both_protocols(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let ben = app.signup("ben").await;
+    let id = create_event(&app, &ann, "Open mic", "2030-01-01T20:00:00Z").await["id"].clone();
+    for protocol in [TRANSPORT_WS, LEGACY_WS] {
+        let mut client = app.ws(protocol).await;
+        client
+            .init(json!({ "authorization": format!("Bearer {}", ben.access) }))
+            .await;
+        client
+            .subscribe("1", EVENT_UPDATED, json!({ "id": id }))
+            .await;
+        let snapshot = client.next_data("1").await;
+        assert_eq!(snapshot["eventUpdated"]["organizer"]["handle"], "ann");
+        assert_eq!(snapshot["eventUpdated"]["likedByMe"], false);
+        let title = format!("Open mic ({protocol})");
+        app.gql_as(
+            &ann,
+            "mutation($id: ID!, $t: String!) { updateEvent(id: $id, input: { title: $t }) { id } }",
+            json!({ "id": id, "t": title }),
+        )
+        .await
+        .data();
+        let renamed = client.next_data("1").await;
+        assert_eq!(renamed["eventUpdated"]["title"], title.as_str());
+        app.gql_as(
+            &ben,
+            "mutation($id: ID!) { likeEvent(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await
+        .data();
+        let liked = client.next_data("1").await;
+        assert_eq!(liked["eventUpdated"]["likeCount"], 1);
+        assert_eq!(
+            liked["eventUpdated"]["likedByMe"], true,
+            "the subscriber's own like"
+        );
+        assert!(
+            liked["eventUpdated"]["version"].as_i64() > renamed["eventUpdated"]["version"].as_i64()
+        );
+        app.gql_as(
+            &ben,
+            "mutation($id: ID!) { unlikeEvent(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await
+        .data();
+        let unliked = client.next_data("1").await;
+        assert_eq!(unliked["eventUpdated"]["likedByMe"], false);
+        // A reconnecting client is whole again from the snapshot alone.
+        let mut again = app.ws(protocol).await;
+        again.init(json!({})).await;
+        again
+            .subscribe("9", EVENT_UPDATED, json!({ "id": id }))
+            .await;
+        assert_eq!(
+            again.next_data("9").await["eventUpdated"]["title"],
+            title.as_str()
+        );
+    }
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe(
+            "x",
+            EVENT_UPDATED,
+            json!({ "id": "0193a0b0-0000-7000-8000-000000000000" }),
+        )
+        .await;
+    let missing = client.next_of("x").await;
+    assert_eq!(
+        missing["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{missing}"
+    );
+}
+
+async fn event_status_changed_sends_each_committed_change_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let cat = app.signup("cat").await;
+    let id = create_event(&app, &cat, "Run club", "2030-01-01T07:00:00Z").await["id"].clone();
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe(
+            "s",
+            "subscription { eventStatusChanged { id status } }",
+            json!({}),
+        )
+        .await;
+    // Give the subscription a moment to be registered before the change it must see.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let update =
+        "mutation($id: ID!, $i: UpdateEventInput!) { updateEvent(id: $id, input: $i) { id } }";
+    app.gql_as(
+        &cat,
+        update,
+        json!({ "id": id, "i": { "title": "Run club!" } }),
+    )
+    .await
+    .data();
+    for status in ["LIVE", "FINISHED"] {
+        app.gql_as(&cat, update, json!({ "id": id, "i": { "status": status } }))
+            .await
+            .data();
+        let changed = client.next_data("s").await;
+        assert_eq!(
+            changed["eventStatusChanged"],
+            json!({ "id": id, "status": status })
+        );
+    }
+    client.assert_quiet(Duration::from_millis(300)).await;
+}
+
+async fn a_client_that_never_initialises_is_closed_with_4408(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.ws_init_timeout_seconds = 1).await;
+    for protocol in [TRANSPORT_WS, LEGACY_WS] {
+        let mut client = app.ws(protocol).await;
+        let closed = client.closed().await;
+        assert_eq!(closed.code, 4408, "{protocol}: {closed:?}");
+    }
+}
+
+async fn a_bad_token_in_connection_init_is_closed_with_4403(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for protocol in [TRANSPORT_WS, LEGACY_WS] {
+        let mut client = app.ws(protocol).await;
+        client
+            .send(json!({ "type": "connection_init", "payload": { "authorization": "Bearer not-a-token" } }))
+            .await;
+        assert_eq!(client.closed().await.code, 4403, "{protocol}");
+    }
+}
+
+async fn every_spelling_of_the_token_is_accepted(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let dan = app.signup("dan").await;
+    let payloads = [
+        json!({ "authorization": format!("Bearer {}", dan.access) }),
+        json!({ "Authorization": format!("bearer {}", dan.access) }),
+        json!({ "token": dan.access }),
+        json!({ "token": format!("Bearer {}", dan.access) }),
+    ];
+    for payload in payloads {
+        let mut client = app.ws(TRANSPORT_WS).await;
+        client.init(payload.clone()).await;
+        client.subscribe("me", "{ me { handle } }", json!({})).await;
+        assert_eq!(
+            client.next_data("me").await["me"]["handle"],
+            "dan",
+            "{payload}"
+        );
+    }
+}
+
+async fn an_expired_token_closes_the_socket_unless_refreshed_in_a_ping(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.access_token_ttl_seconds = 4).await;
+    let eve = app.signup("eve").await;
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {}", eve.access) }))
+        .await;
+    assert_eq!(
+        client.closed().await.code,
+        4403,
+        "closed when the token expired"
+    );
+
+    // The same, but the client refreshes its token and sends it in a ping before expiry.
+    let login = app.login("eve", "password-eve").await;
+    let eve = crate::common::gql::session_from(&login.data()["login"]);
+    let expires_at = chrono::DateTime::parse_from_rfc3339(
+        login.data()["login"]["accessTokenExpiresAt"]
+            .as_str()
+            .expect("time"),
+    )
+    .expect("RFC 3339");
+    let until = |offset_ms: i64| {
+        let wait = (expires_at + chrono::Duration::milliseconds(offset_ms))
+            .signed_duration_since(chrono::Utc::now());
+        Duration::from_millis(u64::try_from(wait.num_milliseconds().max(0)).unwrap_or(0))
+    };
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {}", eve.access) }))
+        .await;
+    tokio::time::sleep(until(-1500)).await;
+    let fresh =
+        crate::common::gql::session_from(&app.refresh(&eve.refresh).await.data()["refreshSession"]);
+    client.send(json!({ "type": "ping", "payload": { "authorization": format!("Bearer {}", fresh.access) } })).await;
+    // Past the first token's expiry the socket is still open and serving.
+    tokio::time::sleep(until(500)).await;
+    client.subscribe("me", "{ me { handle } }", json!({})).await;
+    assert_eq!(client.next_data("me").await["me"]["handle"], "eve");
+    assert_eq!(
+        client.closed().await.code,
+        4403,
+        "and closed once the fresh token expires"
+    );
+}
+
+async fn subscriptions_per_connection_are_capped(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.ws_max_subscriptions = 2).await;
+    let fay = app.signup("fay").await;
+    let id = create_event(&app, &fay, "Cap", "2030-01-01T20:00:00Z").await["id"].clone();
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    for n in ["1", "2"] {
+        client
+            .subscribe(n, EVENT_UPDATED, json!({ "id": id }))
+            .await;
+        client.next_data(n).await;
+    }
+    client
+        .subscribe("3", EVENT_UPDATED, json!({ "id": id }))
+        .await;
+    let refused = client.next_of("3").await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    assert!(
+        refused["payload"]["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("subscriptions"),
+        "{refused}"
+    );
+    assert_eq!(client.next_of("3").await["type"], "complete");
+    // Ending one frees its slot.
+    client.unsubscribe("1").await;
+    assert_eq!(client.next_of("1").await["type"], "complete");
+    client
+        .subscribe("4", EVENT_UPDATED, json!({ "id": id }))
+        .await;
+    client.next_data("4").await;
+}
+
+async fn queries_and_mutations_also_run_over_the_websocket(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let gil = app.signup("gil").await;
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {}", gil.access) }))
+        .await;
+    client
+        .subscribe("m", "mutation { createEvent(input: { title: \"Over ws\", startsAt: \"2030-01-01T20:00:00Z\" }) { title organizer { handle } } }", json!({}))
+        .await;
+    let created = client.next_data("m").await;
+    assert_eq!(
+        created["createEvent"],
+        json!({ "title": "Over ws", "organizer": { "handle": "gil" } })
+    );
+    let complete = client.next_of("m").await;
+    assert_eq!(complete["type"], "complete");
+}
+
+async fn shutdown_closes_sockets_with_a_reconnect_hint(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe("s", "subscription { eventStatusChanged { id } }", json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let closing = tokio::spawn(async move { client.closed().await });
+    app.stop().await;
+    let closed = closing.await.expect("client task");
+    assert_eq!(closed.code, 1012, "{closed:?}");
+    assert!(closed.reason.contains("reconnect"), "{closed:?}");
+}
+
+fn gauge(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(name) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics_show_websockets_and_subscriptions_coming_and_going(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let hal = app.signup("hal").await;
+    let id = create_event(&app, &hal, "Metrics", "2030-01-01T20:00:00Z").await["id"].clone();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = app.ws(TRANSPORT_WS).await;
+        client.init(json!({})).await;
+        client
+            .subscribe("1", EVENT_UPDATED, json!({ "id": id }))
+            .await;
+        client.next_data("1").await;
+        clients.push(client);
+    }
+    // The recorder is shared by every app of the test process: compare against a baseline of
+    // other tests' sockets by reading before and after within this test.
+    let with = app.metrics().await;
+    let sockets_with = gauge(&with, "rally_websockets_open", "");
+    let subs_with = gauge(
+        &with,
+        "rally_subscriptions_active",
+        "field=\"eventUpdated\"",
+    );
+    drop(clients);
+    let mut dropped = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let after = app.metrics().await;
+        if gauge(&after, "rally_websockets_open", "") <= sockets_with - 3.0
+            && gauge(
+                &after,
+                "rally_subscriptions_active",
+                "field=\"eventUpdated\"",
+            ) <= subs_with - 3.0
+        {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(sockets_with >= 3.0 && subs_with >= 3.0, "{with}");
+    assert!(dropped, "gauges did not come down");
+    app.gql_as(
+        &hal,
+        "mutation($id: ID!) { likeEvent(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await
+    .data();
+    let text = app.metrics().await;
+    for name in [
+        "rally_live_published_total",
+        "rally_live_delivery_latency_seconds",
+        "rally_graphql_operations_total",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
+
+async fn redis_carries_updates_within_one_instance_too(backend: Backend) {
+    let Some(redis) =
+        crate::common::redis_url_or_skip("redis_carries_updates_within_one_instance_too")
+    else {
+        return;
+    };
+    let app = TestApp::spawn_with(backend, |c| c.redis_url = Some(redis)).await;
+    let ida = app.signup("ida").await;
+    let id = create_event(&app, &ida, "Via Redis", "2030-01-01T20:00:00Z").await["id"].clone();
+    let ready: Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["broker"]["kind"], "redis");
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe("1", EVENT_UPDATED, json!({ "id": id }))
+        .await;
+    client.next_data("1").await;
+    app.gql_as(
+        &ida,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { title: \"Renamed\" }) { id } }",
+        json!({ "id": id }),
+    )
+    .await
+    .data();
+    assert_eq!(
+        client.next_data("1").await["eventUpdated"]["title"],
+        "Renamed"
+    );
+    // Its own message comes back from Redis too, and is not delivered twice.
+    client.assert_quiet(Duration::from_millis(300)).await;
+}
