@@ -25,3 +25,5 @@ mod limits;
 mod live;
 #[path = "api/media.rs"]
 mod media;
+#[path = "api/scale_out.rs"]
+mod scale_out;
