@@ -265,6 +265,24 @@ pub struct Config {
     )]
     pub ws_max_subscriptions: usize,
 
+    /// Estimated blood alcohol (percent) above which staff see `bacWarning` on a cup session.
+    #[arg(
+        long,
+        env = "RALLY_BAC_WARNING_THRESHOLD",
+        default_value_t = 0.08,
+        global = true
+    )]
+    pub bac_warning_threshold: f64,
+
+    /// Milliseconds a leaderboard waits after a change to coalesce a burst into one computation.
+    #[arg(
+        long,
+        env = "RALLY_LEADERBOARD_WINDOW_MS",
+        default_value_t = 75,
+        global = true
+    )]
+    pub leaderboard_window_ms: u64,
+
     /// Longest time one HTTP request may take, in seconds.
     #[arg(
         long,

@@ -7,6 +7,7 @@
 pub mod accounts; // sign-up, sessions, profiles, avatars
 pub mod auth; // passwords, access and refresh tokens, the viewer, guards, login limits
 pub mod config; // every setting, from flags and RALLY_* env, with embedded defaults
+pub mod cups; // cup sessions, drinks, live leaderboards
 pub mod db; // connecting to SQLite or PostgreSQL, running migrations
 pub mod entity; // SeaORM entities, one file per table
 pub mod error; // the one error type and its extensions.code

@@ -50,6 +50,7 @@ impl App {
             Duration::from_secs(config.auth_window_seconds),
         );
         let writes = db::Writes::for_backend(&db);
+        let config_window = config.leaderboard_window_ms;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -64,6 +65,7 @@ impl App {
             passwords,
             auth_limits,
             writes,
+            boards: crate::cups::Leaderboards::new(Duration::from_millis(config_window)),
         });
         let schema = graphql::build(limits, &state);
         http::prometheus();

@@ -7,6 +7,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::{AuthLimits, Passwords, TokenKeys};
 use crate::config::Config;
+use crate::cups::Leaderboards;
 use crate::db::{WriteTxn, Writes};
 use crate::live::Live;
 use crate::media::{ImageLimits, MediaStore};
@@ -33,6 +34,8 @@ pub struct Inner {
     pub auth_limits: AuthLimits,
     /// How write transactions are opened (see [`Writes`]).
     pub writes: Writes,
+    /// This instance's live leaderboard feeds.
+    pub boards: Leaderboards,
 }
 
 impl AppState {

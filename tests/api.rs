@@ -14,6 +14,8 @@ mod accounts;
 mod auth;
 #[path = "api/cli.rs"]
 mod cli;
+#[path = "api/cups.rs"]
+mod cups;
 #[path = "api/events.rs"]
 mod events;
 use events as api_events;

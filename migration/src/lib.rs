@@ -7,6 +7,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_accounts;
 mod m20261121_000002_events;
+mod m20261121_000003_cups;
+mod m20261121_000004_games;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -17,6 +19,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_accounts::Migration),
             Box::new(m20261121_000002_events::Migration),
+            Box::new(m20261121_000003_cups::Migration),
+            Box::new(m20261121_000004_games::Migration),
         ]
     }
 }

@@ -156,6 +156,15 @@ impl Event {
         Ok(rows.into_iter().map(EventStaff).collect())
     }
 
+    /// Top cup sessions by score; ties broken by earliest reach of that score.
+    async fn leaderboard(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 10)] first: Option<i32>,
+    ) -> async_graphql::Result<crate::cups::graphql::Leaderboard> {
+        crate::cups::graphql::leaderboard_now(ctx, self.model.id, first).await
+    }
+
     /// Grows by one with every committed change (likes included); live clients can use it to
     /// order what they receive.
     async fn version(&self) -> i64 {

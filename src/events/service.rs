@@ -81,6 +81,14 @@ pub async fn find(state: &AppState, id: Uuid) -> Result<Option<event::Model>> {
     Ok(event::Entity::find_by_id(id).one(&state.db).await?)
 }
 
+/// The events with these ids (in no particular order).
+pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<event::Model>> {
+    Ok(event::Entity::find()
+        .filter(event::Column::Id.is_in(ids.iter().copied()))
+        .all(&state.db)
+        .await?)
+}
+
 async fn find_or_404(db: &impl ConnectionTrait, id: Uuid) -> Result<event::Model> {
     event::Entity::find_by_id(id)
         .one(db)
@@ -497,6 +505,27 @@ pub async fn staff_role(state: &AppState, event: Uuid, user: Uuid) -> Result<Opt
         .one(&state.db)
         .await?
         .map(|row| row.role))
+}
+
+/// Whether `actor` runs `event`: its organizer, an admin, or a staff member with one of `roles`
+/// (any role when `roles` is empty).
+pub async fn is_crew(
+    state: &AppState,
+    actor: Identity,
+    event: &event::Model,
+    roles: &[StaffRole],
+) -> Result<bool> {
+    if actor.user_id == event.organizer_id || actor.is_admin {
+        return Ok(true);
+    }
+    Ok(staff_role(state, event.id, actor.user_id)
+        .await?
+        .is_some_and(|role| roles.is_empty() || roles.contains(&role)))
+}
+
+/// The event, or NOT_FOUND.
+pub async fn require(state: &AppState, id: Uuid) -> Result<event::Model> {
+    find_or_404(&state.db, id).await
 }
 
 /// Adds (or re-roles) a staff member by handle; organizer (or admin) only.

@@ -10,10 +10,10 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, SchemaBuilder};
 use uuid::Uuid;
 
-use crate::entity::{event_staff, user};
+use crate::entity::{drink_order, event, event_staff, user};
 use crate::error::Error;
 use crate::state::AppState;
-use crate::{accounts, events};
+use crate::{accounts, cups, events};
 
 /// Users by id.
 pub struct UserLoader(AppState);
@@ -27,6 +27,41 @@ impl Loader<Uuid> for UserLoader {
             .await
             .map_err(|e| Arc::new(async_graphql::Error::from(e)))?;
         Ok(users.into_iter().map(|user| (user.id, user)).collect())
+    }
+}
+
+/// Events by id.
+pub struct EventLoader(AppState);
+
+impl Loader<Uuid> for EventLoader {
+    type Value = event::Model;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, event::Model>, Self::Error> {
+        let found = events::service::find_many(&self.0, keys)
+            .await
+            .map_err(|e| Arc::new(async_graphql::Error::from(e)))?;
+        Ok(found.into_iter().map(|event| (event.id, event)).collect())
+    }
+}
+
+/// Drinks of cup sessions, by session id, oldest first.
+pub struct DrinksLoader(AppState);
+
+impl Loader<Uuid> for DrinksLoader {
+    type Value = Vec<drink_order::Model>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let rows = cups::service::drinks_of(&self.0, keys)
+            .await
+            .map_err(|e| Arc::new(async_graphql::Error::from(e)))?;
+        let mut by_session: HashMap<Uuid, Self::Value> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
+        for row in rows {
+            by_session.entry(row.session_id).or_default().push(row);
+        }
+        Ok(by_session)
     }
 }
 
@@ -77,6 +112,8 @@ pub fn register<Q, M, S>(
         .data(DataLoader::new(UserLoader(state.clone()), tokio::spawn))
         .data(DataLoader::new(StaffLoader(state.clone()), tokio::spawn))
         .data(DataLoader::new(LikeLoader(state.clone()), tokio::spawn))
+        .data(DataLoader::new(EventLoader(state.clone()), tokio::spawn))
+        .data(DataLoader::new(DrinksLoader(state.clone()), tokio::spawn))
 }
 
 /// The loader `T` from the context.

@@ -16,20 +16,21 @@ pub use limits::{AliasLimit, QueryLimits};
 pub use telemetry::OperationMetrics;
 
 use crate::accounts::graphql::{AccountsMutation, AccountsQuery};
+use crate::cups::graphql::{CupsMutation, CupsQuery, CupsSubscription};
 use crate::events::graphql::{EventsMutation, EventsQuery, EventsSubscription};
 use crate::state::AppState;
 
 /// Every query root, merged.
 #[derive(MergedObject, Default)]
-pub struct Query(AccountsQuery, EventsQuery);
+pub struct Query(AccountsQuery, EventsQuery, CupsQuery);
 
 /// Every mutation root, merged.
 #[derive(MergedObject, Default)]
-pub struct Mutation(AccountsMutation, EventsMutation);
+pub struct Mutation(AccountsMutation, EventsMutation, CupsMutation);
 
 /// Every subscription root, merged.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(EventsSubscription);
+pub struct Subscription(EventsSubscription, CupsSubscription);
 
 /// Rally's schema type.
 pub type RallySchema = Schema<Query, Mutation, Subscription>;

@@ -151,6 +151,16 @@ impl Subscription {
     }
 }
 
+impl Subscription {
+    /// Discards everything already queued (a consumer that only needs to know "something changed").
+    pub fn drain(&mut self) {
+        while !matches!(
+            self.receiver.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+        ) {}
+    }
+}
+
 /// Microseconds since the epoch.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()

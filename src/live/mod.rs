@@ -34,6 +34,16 @@ impl Topic {
         Self(format!("event:{id}"))
     }
 
+    /// A stream about one event, e.g. `event:{id}:scores`.
+    pub fn event_stream(id: Uuid, stream: &str) -> Self {
+        Self(format!("event:{id}:{stream}"))
+    }
+
+    /// Changes of one game.
+    pub fn game(id: Uuid) -> Self {
+        Self(format!("game:{id}"))
+    }
+
     /// Status changes of every event.
     pub fn event_status() -> Self {
         Self("events:status".to_owned())

@@ -1,0 +1,402 @@
+//! Cup rules with storage: the only code touching `cup_sessions` and `drink_orders`, and the
+//! publisher of `event:{id}:sessions` and `event:{id}:scores`.
+
+use chrono::Utc;
+use sea_orm::prelude::Expr;
+use sea_orm::sea_query::Func;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, SqlErr,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::model::Drink;
+use crate::accounts;
+use crate::accounts::model::Handle;
+use crate::auth::Identity;
+use crate::entity::cup_session::{self, Status};
+use crate::entity::event::{self, Status as EventStatus};
+use crate::entity::{drink_order, user};
+use crate::error::{Error, Result};
+use crate::events;
+use crate::live::Topic;
+use crate::state::AppState;
+
+/// Payload of `event:{id}:scores`: the event's scores changed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScoresChanged {
+    /// The event.
+    pub event_id: Uuid,
+}
+
+/// The topic of every session change at an event.
+pub fn sessions_topic(event: Uuid) -> Topic {
+    Topic::event_stream(event, "sessions")
+}
+
+/// The topic of score changes at an event.
+pub fn scores_topic(event: Uuid) -> Topic {
+    Topic::event_stream(event, "scores")
+}
+
+fn announce(state: &AppState, session: &cup_session::Model, score_changed: bool) {
+    state
+        .live
+        .publish(&sessions_topic(session.event_id), session);
+    if score_changed {
+        state.live.publish(
+            &scores_topic(session.event_id),
+            &ScoresChanged {
+                event_id: session.event_id,
+            },
+        );
+    }
+}
+
+/// The session with this id, if any.
+pub async fn find(state: &AppState, id: Uuid) -> Result<Option<cup_session::Model>> {
+    Ok(cup_session::Entity::find_by_id(id).one(&state.db).await?)
+}
+
+async fn require(state: &AppState, id: Uuid) -> Result<cup_session::Model> {
+    find(state, id)
+        .await?
+        .ok_or(Error::NotFound("no such cup session"))
+}
+
+/// The session and its event, after checking `actor` is staff (any role) or the organizer.
+async fn as_crew(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+) -> Result<(cup_session::Model, event::Model)> {
+    let session = require(state, id).await?;
+    let event = events::service::require(state, session.event_id).await?;
+    if !events::service::is_crew(state, actor, &event, &[]).await? {
+        return Err(Error::Forbidden(
+            "only the event's staff may record on cups",
+        ));
+    }
+    Ok((session, event))
+}
+
+/// Whether `viewer` may see the private side of `session` (bill, drinks, alcohol): the guest, the
+/// event's staff and organizer, admins.
+pub async fn can_see(
+    state: &AppState,
+    viewer: Option<Identity>,
+    session: &cup_session::Model,
+) -> Result<bool> {
+    let Some(viewer) = viewer else {
+        return Ok(false);
+    };
+    if viewer.user_id == session.user_id || viewer.is_admin {
+        return Ok(true);
+    }
+    let event = events::service::require(state, session.event_id).await?;
+    events::service::is_crew(state, viewer, &event, &[]).await
+}
+
+/// The guest's OPEN session at the event, if any.
+pub async fn open_session_of(
+    db: &impl ConnectionTrait,
+    event: Uuid,
+    user: Uuid,
+) -> Result<Option<cup_session::Model>> {
+    Ok(cup_session::Entity::find()
+        .filter(cup_session::Column::EventId.eq(event))
+        .filter(cup_session::Column::UserId.eq(user))
+        .filter(cup_session::Column::Status.eq(Status::Open))
+        .one(db)
+        .await?)
+}
+
+/// The guest's newest session at the event (open or closed), if any.
+pub async fn latest_session_of(
+    db: &impl ConnectionTrait,
+    event: Uuid,
+    user: Uuid,
+) -> Result<Option<cup_session::Model>> {
+    Ok(cup_session::Entity::find()
+        .filter(cup_session::Column::EventId.eq(event))
+        .filter(cup_session::Column::UserId.eq(user))
+        .order_by_desc(cup_session::Column::OpenedAt)
+        .one(db)
+        .await?)
+}
+
+/// Staff: who a handle is, and their open session at the event.
+pub async fn event_guest(
+    state: &AppState,
+    actor: Identity,
+    event_id: Uuid,
+    handle: &Handle,
+) -> Result<Option<(user::Model, Option<cup_session::Model>)>> {
+    let event = events::service::require(state, event_id).await?;
+    if !events::service::is_crew(state, actor, &event, &[]).await? {
+        return Err(Error::Forbidden(
+            "only the event's staff may look guests up",
+        ));
+    }
+    let Some(guest) = accounts::service::find_by_handle(state, handle).await? else {
+        return Ok(None);
+    };
+    let open = open_session_of(&state.db, event_id, guest.id).await?;
+    Ok(Some((guest, open)))
+}
+
+/// Staff: returns the guest's OPEN session at a LIVE event, opening one if there is none. The partial
+/// unique index settles two gateways opening at once: the loser reads the winner's session.
+#[tracing::instrument(skip(state))]
+pub async fn open(
+    state: &AppState,
+    actor: Identity,
+    event_id: Uuid,
+    handle: &Handle,
+) -> Result<cup_session::Model> {
+    let event = events::service::require(state, event_id).await?;
+    if !events::service::is_crew(state, actor, &event, &[]).await? {
+        return Err(Error::Forbidden("only the event's staff may hand out cups"));
+    }
+    if event.status != EventStatus::Live {
+        return Err(Error::state_conflict(
+            "cups are handed out only while the event is LIVE",
+        ));
+    }
+    let guest = accounts::service::find_by_handle(state, handle)
+        .await?
+        .ok_or(Error::NotFound("no user with this handle"))?;
+    if let Some(open) = open_session_of(&state.db, event_id, guest.id).await? {
+        return Ok(open);
+    }
+    let now = Utc::now();
+    let inserted = cup_session::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        event_id: Set(event_id),
+        user_id: Set(guest.id),
+        status: Set(Status::Open),
+        cheers: Set(0),
+        orders: Set(0),
+        game_points: Set(0),
+        score: Set(0),
+        score_reached_at: Set(now),
+        alcohol_grams: Set(0.0),
+        bill_cents: Set(0),
+        calories: Set(0),
+        first_drink_at: Set(None),
+        opened_at: Set(now),
+        closed_at: Set(None),
+        version: Set(1),
+    }
+    .insert(&state.db)
+    .await;
+    match inserted {
+        Ok(session) => {
+            announce(state, &session, true);
+            Ok(session)
+        }
+        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            open_session_of(&state.db, event_id, guest.id)
+                .await?
+                .ok_or_else(|| Error::state_conflict("the session changed; try again"))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Whether a conditional update of an OPEN session missed because it is closed (CONFLICT).
+fn closed() -> Error {
+    Error::state_conflict("this cup session is closed")
+}
+
+/// Staff: counts cheers, atomically.
+#[tracing::instrument(skip(state))]
+pub async fn record_cheers(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    count: i32,
+) -> Result<cup_session::Model> {
+    as_crew(state, actor, id).await?;
+    let updated = cup_session::Entity::update_many()
+        .col_expr(
+            cup_session::Column::Cheers,
+            Expr::col(cup_session::Column::Cheers).add(count),
+        )
+        .col_expr(
+            cup_session::Column::Score,
+            Expr::col(cup_session::Column::Score).add(count),
+        )
+        .col_expr(cup_session::Column::ScoreReachedAt, Expr::value(Utc::now()))
+        .col_expr(
+            cup_session::Column::Version,
+            Expr::col(cup_session::Column::Version).add(1),
+        )
+        .filter(cup_session::Column::Id.eq(id))
+        .filter(cup_session::Column::Status.eq(Status::Open))
+        .exec(&state.db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(closed());
+    }
+    let session = require(state, id).await?;
+    announce(state, &session, true);
+    Ok(session)
+}
+
+/// Staff: records a drink; the totals move atomically with the order row.
+#[tracing::instrument(skip(state))]
+pub async fn record_drink(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    drink: Drink,
+) -> Result<cup_session::Model> {
+    as_crew(state, actor, id).await?;
+    let now = Utc::now();
+    let grams = drink.alcohol_grams();
+    let txn = state.begin_write().await?;
+    // The update first: it locks the row and checks the session is still OPEN.
+    let updated = cup_session::Entity::update_many()
+        .col_expr(
+            cup_session::Column::Orders,
+            Expr::col(cup_session::Column::Orders).add(1),
+        )
+        .col_expr(
+            cup_session::Column::BillCents,
+            Expr::col(cup_session::Column::BillCents).add(drink.price_cents),
+        )
+        .col_expr(
+            cup_session::Column::Calories,
+            Expr::col(cup_session::Column::Calories).add(drink.calories),
+        )
+        .col_expr(
+            cup_session::Column::AlcoholGrams,
+            Expr::col(cup_session::Column::AlcoholGrams).add(grams),
+        )
+        .col_expr(
+            cup_session::Column::FirstDrinkAt,
+            Func::coalesce([
+                Expr::col(cup_session::Column::FirstDrinkAt).into(),
+                Expr::value(now),
+            ])
+            .into(),
+        )
+        .col_expr(
+            cup_session::Column::Version,
+            Expr::col(cup_session::Column::Version).add(1),
+        )
+        .filter(cup_session::Column::Id.eq(id))
+        .filter(cup_session::Column::Status.eq(Status::Open))
+        .exec(&*txn)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(closed());
+    }
+    drink_order::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        session_id: Set(id),
+        name: Set(drink.name),
+        volume_ml: Set(drink.volume_ml),
+        abv: Set(drink.abv),
+        price_cents: Set(drink.price_cents),
+        calories: Set(drink.calories),
+        alcohol_grams: Set(grams),
+        ordered_at: Set(now),
+    }
+    .insert(&*txn)
+    .await?;
+    txn.commit().await?;
+    let session = require(state, id).await?;
+    announce(state, &session, false);
+    Ok(session)
+}
+
+/// Staff or the guest: closes the session; later updates get CONFLICT.
+#[tracing::instrument(skip(state))]
+pub async fn close(state: &AppState, actor: Identity, id: Uuid) -> Result<cup_session::Model> {
+    let session = require(state, id).await?;
+    if session.user_id != actor.user_id {
+        as_crew(state, actor, id).await?;
+    }
+    let updated = cup_session::Entity::update_many()
+        .col_expr(cup_session::Column::Status, Expr::value(Status::Closed))
+        .col_expr(cup_session::Column::ClosedAt, Expr::value(Utc::now()))
+        .col_expr(
+            cup_session::Column::Version,
+            Expr::col(cup_session::Column::Version).add(1),
+        )
+        .filter(cup_session::Column::Id.eq(id))
+        .filter(cup_session::Column::Status.eq(Status::Open))
+        .exec(&state.db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(closed());
+    }
+    let session = require(state, id).await?;
+    announce(state, &session, false);
+    Ok(session)
+}
+
+/// Adds game points to the player's newest session at the event, inside the caller's transaction;
+/// returns the session, or `None` when the player has no session there.
+pub async fn add_game_points(
+    db: &impl ConnectionTrait,
+    event: Uuid,
+    user: Uuid,
+    points: i32,
+) -> Result<Option<cup_session::Model>> {
+    let Some(session) = latest_session_of(db, event, user).await? else {
+        return Ok(None);
+    };
+    cup_session::Entity::update_many()
+        .col_expr(
+            cup_session::Column::GamePoints,
+            Expr::col(cup_session::Column::GamePoints).add(points),
+        )
+        .col_expr(
+            cup_session::Column::Score,
+            Expr::col(cup_session::Column::Score).add(points),
+        )
+        .col_expr(cup_session::Column::ScoreReachedAt, Expr::value(Utc::now()))
+        .col_expr(
+            cup_session::Column::Version,
+            Expr::col(cup_session::Column::Version).add(1),
+        )
+        .filter(cup_session::Column::Id.eq(session.id))
+        .exec(db)
+        .await?;
+    Ok(cup_session::Entity::find_by_id(session.id).one(db).await?)
+}
+
+/// Announces a session changed by another domain (game points), after its commit.
+pub fn announce_score(state: &AppState, session: &cup_session::Model) {
+    announce(state, session, true);
+}
+
+/// The drinks of these sessions, oldest first.
+pub async fn drinks_of(state: &AppState, sessions: &[Uuid]) -> Result<Vec<drink_order::Model>> {
+    Ok(drink_order::Entity::find()
+        .filter(drink_order::Column::SessionId.is_in(sessions.iter().copied()))
+        .order_by_asc(drink_order::Column::OrderedAt)
+        .order_by_asc(drink_order::Column::Id)
+        .all(&state.db)
+        .await?)
+}
+
+/// The top `limit` sessions of an event: score, then who reached it first.
+pub async fn top_sessions(
+    state: &AppState,
+    event: Uuid,
+    limit: u64,
+) -> Result<Vec<cup_session::Model>> {
+    Ok(cup_session::Entity::find()
+        .filter(cup_session::Column::EventId.eq(event))
+        .order_by_desc(cup_session::Column::Score)
+        .order_by_asc(cup_session::Column::ScoreReachedAt)
+        .order_by_asc(cup_session::Column::Id)
+        .limit(limit)
+        .all(&state.db)
+        .await?)
+}

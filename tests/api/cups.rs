@@ -1,0 +1,585 @@
+//! Cup sessions at the bar: the gateway's mutations, totals that never lose an update, privacy, and
+//! live leaderboards.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::api_events::create_event;
+use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
+use crate::on_every_backend;
+
+on_every_backend!(
+    a_guest_has_one_open_cup_per_live_event,
+    only_staff_hand_out_cups_and_record,
+    drinks_add_up_bill_calories_alcohol_and_bac,
+    drink_input_names_each_invalid_field,
+    concurrent_cheers_are_all_counted,
+    a_closed_session_refuses_updates,
+    private_fields_stay_private,
+    the_leaderboard_ranks_by_score_then_time,
+    live_leaderboard_sends_a_snapshot_then_changes,
+    cup_session_updates_reach_staff_and_the_guest_only,
+    a_thousand_subscribers_share_one_leaderboard_computation,
+);
+
+/// An organizer, a bartender and a LIVE event.
+pub struct Bar {
+    pub organizer: Session,
+    pub bartender: Session,
+    pub event: String,
+}
+
+pub async fn open_bar(app: &TestApp) -> Bar {
+    let organizer = app.signup("boss").await;
+    let bartender = app.signup("tender").await;
+    let event = create_event(app, &organizer, "Bar night", "2030-01-01T20:00:00Z").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.gql_as(
+        &organizer,
+        "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"tender\", role: BARTENDER) { id } }",
+        json!({ "id": event }),
+    )
+    .await
+    .data();
+    app.gql_as(
+        &organizer,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
+        json!({ "id": event }),
+    )
+    .await
+    .data();
+    Bar {
+        organizer,
+        bartender,
+        event,
+    }
+}
+
+pub const SESSION_FIELDS: &str = "id status cheers orders score alcoholGrams estimatedBac bacWarning billCents calories user { handle } drinks { name volumeMl abv priceCents calories }";
+
+pub async fn open_cup(app: &TestApp, staff: &Session, event: &str, handle: &str) -> Value {
+    app.gql_as(
+        staff,
+        &format!("mutation($e: ID!, $h: String!) {{ openCupSession(eventId: $e, handle: $h) {{ {SESSION_FIELDS} }} }}"),
+        json!({ "e": event, "h": handle }),
+    )
+    .await
+    .data()["openCupSession"]
+        .clone()
+}
+
+pub async fn cheers(
+    app: &TestApp,
+    staff: &Session,
+    session: &str,
+    count: i32,
+) -> crate::common::Gql {
+    app.gql_as(
+        staff,
+        "mutation($s: ID!, $n: Int) { recordCheers(sessionId: $s, count: $n) { cheers score } }",
+        json!({ "s": session, "n": count }),
+    )
+    .await
+}
+
+async fn a_guest_has_one_open_cup_per_live_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    app.signup("guest").await;
+    let first = open_cup(&app, &bar.bartender, &bar.event, "guest").await;
+    let again = open_cup(&app, &bar.bartender, &bar.event, "GUEST").await;
+    assert_eq!(first["id"], again["id"], "idempotent");
+    assert_eq!(first["status"], "OPEN");
+    // Many gateways at once still make one session.
+    app.signup("rush").await;
+    let opens = (0..8).map(|_| open_cup(&app, &bar.bartender, &bar.event, "rush"));
+    let ids: std::collections::HashSet<String> = futures_util::future::join_all(opens)
+        .await
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    // After closing, the next cup is a new session.
+    app.gql_as(
+        &bar.bartender,
+        "mutation($s: ID!) { closeCupSession(sessionId: $s) { id } }",
+        json!({ "s": first["id"] }),
+    )
+    .await
+    .data();
+    let next = open_cup(&app, &bar.bartender, &bar.event, "guest").await;
+    assert_ne!(next["id"], first["id"]);
+
+    let scheduled = create_event(&app, &bar.organizer, "Not yet", "2030-02-01T20:00:00Z").await;
+    app.gql_as(
+        &bar.organizer,
+        "mutation($e: ID!) { openCupSession(eventId: $e, handle: \"guest\") { id } }",
+        json!({ "e": scheduled["id"] }),
+    )
+    .await
+    .assert_error("CONFLICT", None);
+    app.gql_as(
+        &bar.bartender,
+        "mutation($e: ID!) { openCupSession(eventId: $e, handle: \"nobody_here\") { id } }",
+        json!({ "e": bar.event }),
+    )
+    .await
+    .assert_error("NOT_FOUND", None);
+}
+
+async fn only_staff_hand_out_cups_and_record(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let guest = app.signup("guest").await;
+    let stranger = app.signup("stranger").await;
+    let open = "mutation($e: ID!) { openCupSession(eventId: $e, handle: \"guest\") { id } }";
+    app.gql_as(&stranger, open, json!({ "e": bar.event }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    app.gql_as(&guest, open, json!({ "e": bar.event }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    app.gql(open, json!({ "e": bar.event }))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    let session = open_cup(&app, &bar.organizer, &bar.event, "guest").await;
+    let id = session["id"].as_str().expect("id");
+    cheers(&app, &stranger, id, 1)
+        .await
+        .assert_error("FORBIDDEN", None);
+    cheers(&app, &guest, id, 1)
+        .await
+        .assert_error("FORBIDDEN", None);
+    let drink = "mutation($s: ID!) { recordDrink(sessionId: $s, drink: { name: \"Beer\", volumeMl: 500, abv: 5, priceCents: 600 }) { orders } }";
+    app.gql_as(&stranger, drink, json!({ "s": id }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    let guest_lookup = "query($e: ID!) { eventGuest(eventId: $e, handle: \"guest\") { user { handle } openSession { id } } }";
+    app.gql_as(&stranger, guest_lookup, json!({ "e": bar.event }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    let seen = app
+        .gql_as(&bar.bartender, guest_lookup, json!({ "e": bar.event }))
+        .await;
+    assert_eq!(
+        seen.data()["eventGuest"],
+        json!({ "user": { "handle": "guest" }, "openSession": { "id": id } })
+    );
+    let nobody = app.gql_as(&bar.bartender, "query($e: ID!) { eventGuest(eventId: $e, handle: \"nobody_here\") { user { handle } } }", json!({ "e": bar.event })).await;
+    assert_eq!(nobody.data()["eventGuest"], Value::Null);
+    app.gql_as(
+        &stranger,
+        "mutation($s: ID!) { closeCupSession(sessionId: $s) { id } }",
+        json!({ "s": id }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+    let closed = app
+        .gql_as(
+            &guest,
+            "mutation($s: ID!) { closeCupSession(sessionId: $s) { status } }",
+            json!({ "s": id }),
+        )
+        .await;
+    assert_eq!(
+        closed.data()["closeCupSession"]["status"],
+        "CLOSED",
+        "the guest closes their own cup"
+    );
+}
+
+async fn drinks_add_up_bill_calories_alcohol_and_bac(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let guest = app.signup("guest").await;
+    app.gql_as(
+        &guest,
+        "mutation { updateProfile(input: { bodyWeightKg: 60, bodyType: FEMALE }) { id } }",
+        json!({}),
+    )
+    .await
+    .data();
+    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"].clone();
+    let record = format!(
+        "mutation($s: ID!, $d: DrinkInput!) {{ recordDrink(sessionId: $s, drink: $d) {{ {SESSION_FIELDS} }} }}"
+    );
+    app.gql_as(
+        &bar.bartender,
+        &record,
+        json!({ "s": id, "d": { "name": "IPA", "volumeMl": 500, "abv": 6.0, "priceCents": 700 } }),
+    )
+    .await
+    .data();
+    let after = app
+        .gql_as(&bar.bartender, &record, json!({ "s": id, "d": { "name": "Water", "volumeMl": 300, "abv": 0, "priceCents": 0, "calories": 0 } }))
+        .await;
+    let session = &after.data()["recordDrink"];
+    let grams = 500.0 * 0.06 * 0.789;
+    assert_eq!(session["orders"], 2);
+    assert_eq!(session["billCents"], 700);
+    assert_eq!(session["calories"], (grams * 7.0_f64).round() as i64);
+    assert!((session["alcoholGrams"].as_f64().expect("grams") - grams).abs() < 1e-9);
+    let bac = session["estimatedBac"]
+        .as_f64()
+        .expect("bac with body weight");
+    let peak = grams / (0.55 * 60_000.0) * 100.0;
+    assert!(
+        bac <= peak && bac > peak - 0.001,
+        "bac {bac} vs peak {peak}"
+    );
+    assert_eq!(
+        session["bacWarning"], false,
+        "0.07 is under the 0.08 threshold"
+    );
+    assert_eq!(session["drinks"].as_array().expect("drinks").len(), 2);
+    assert_eq!(session["drinks"][0]["name"], "IPA");
+    // One more strong drink passes the threshold.
+    let strong = app
+        .gql_as(&bar.bartender, &record, json!({ "s": id, "d": { "name": "Double gin", "volumeMl": 50, "abv": 40, "priceCents": 900 } }))
+        .await;
+    assert_eq!(strong.data()["recordDrink"]["bacWarning"], true);
+    // Without body weight there is no estimate.
+    app.signup("light").await;
+    let other = open_cup(&app, &bar.bartender, &bar.event, "light").await;
+    assert_eq!(other["estimatedBac"], Value::Null);
+}
+
+async fn drink_input_names_each_invalid_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    app.signup("guest").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"].clone();
+    let cases = [
+        (
+            json!({ "name": "", "volumeMl": 500, "abv": 5, "priceCents": 1 }),
+            "drink.name",
+        ),
+        (
+            json!({ "name": "x", "volumeMl": 0, "abv": 5, "priceCents": 1 }),
+            "drink.volumeMl",
+        ),
+        (
+            json!({ "name": "x", "volumeMl": 500, "abv": 120, "priceCents": 1 }),
+            "drink.abv",
+        ),
+        (
+            json!({ "name": "x", "volumeMl": 500, "abv": 5, "priceCents": -1 }),
+            "drink.priceCents",
+        ),
+    ];
+    for (drink, field) in cases {
+        app.gql_as(
+            &bar.bartender,
+            "mutation($s: ID!, $d: DrinkInput!) { recordDrink(sessionId: $s, drink: $d) { id } }",
+            json!({ "s": id, "d": drink }),
+        )
+        .await
+        .assert_error("BAD_USER_INPUT", Some(field));
+    }
+    cheers(&app, &bar.bartender, id.as_str().expect("id"), 0)
+        .await
+        .assert_error("BAD_USER_INPUT", Some("count"));
+    let session = app
+        .gql_as(
+            &bar.bartender,
+            "query($s: ID!) { cupSession(id: $s) { orders cheers billCents } }",
+            json!({ "s": id }),
+        )
+        .await;
+    assert_eq!(
+        session.data()["cupSession"],
+        json!({ "orders": 0, "cheers": 0, "billCents": 0 }),
+        "nothing was lost or added"
+    );
+}
+
+async fn concurrent_cheers_are_all_counted(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    app.signup("guest").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let calls = (0..200).map(|_| cheers(&app, &bar.bartender, &id, 1));
+    for response in futures_util::future::join_all(calls).await {
+        response.data();
+    }
+    let session = app
+        .gql_as(
+            &bar.bartender,
+            "query($s: ID!) { cupSession(id: $s) { cheers score } }",
+            json!({ "s": id }),
+        )
+        .await;
+    assert_eq!(
+        session.data()["cupSession"],
+        json!({ "cheers": 200, "score": 200 })
+    );
+}
+
+async fn a_closed_session_refuses_updates(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    app.signup("guest").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    cheers(&app, &bar.bartender, &id, 3).await.data();
+    app.gql_as(
+        &bar.bartender,
+        "mutation($s: ID!) { closeCupSession(sessionId: $s) { id } }",
+        json!({ "s": id }),
+    )
+    .await
+    .data();
+    cheers(&app, &bar.bartender, &id, 1)
+        .await
+        .assert_error("CONFLICT", None);
+    app.gql_as(&bar.bartender, "mutation($s: ID!) { recordDrink(sessionId: $s, drink: { name: \"x\", volumeMl: 1, abv: 1, priceCents: 1 }) { id } }", json!({ "s": id }))
+        .await
+        .assert_error("CONFLICT", None);
+    app.gql_as(
+        &bar.bartender,
+        "mutation($s: ID!) { closeCupSession(sessionId: $s) { id } }",
+        json!({ "s": id }),
+    )
+    .await
+    .assert_error("CONFLICT", None);
+    let session = app
+        .gql_as(
+            &bar.bartender,
+            "query($s: ID!) { cupSession(id: $s) { cheers orders status } }",
+            json!({ "s": id }),
+        )
+        .await;
+    assert_eq!(
+        session.data()["cupSession"],
+        json!({ "cheers": 3, "orders": 0, "status": "CLOSED" })
+    );
+}
+
+async fn private_fields_stay_private(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let guest = app.signup("guest").await;
+    let stranger = app.signup("stranger").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"].clone();
+    let query = "query($s: ID!) { cupSession(id: $s) { billCents } }";
+    assert_eq!(
+        app.gql_as(&stranger, query, json!({ "s": id }))
+            .await
+            .data()["cupSession"],
+        Value::Null
+    );
+    assert_eq!(
+        app.gql(query, json!({ "s": id })).await.data()["cupSession"],
+        Value::Null
+    );
+    assert_eq!(
+        app.gql_as(&guest, query, json!({ "s": id })).await.data()["cupSession"]["billCents"],
+        0
+    );
+    assert_eq!(
+        app.gql_as(&bar.organizer, query, json!({ "s": id }))
+            .await
+            .data()["cupSession"]["billCents"],
+        0
+    );
+    // The public leaderboard shows scores, not bills.
+    let board = "query($e: ID!) { event(id: $e) { leaderboard { entries { score session { billCents } } } } }";
+    let refused = app
+        .gql_as(&stranger, board, json!({ "e": bar.event }))
+        .await;
+    assert_eq!(refused.code(), "FORBIDDEN", "{}", refused.body);
+    let public = app.gql("query($e: ID!) { event(id: $e) { leaderboard { entries { score user { handle } } } } }", json!({ "e": bar.event })).await;
+    assert_eq!(
+        public.data()["event"]["leaderboard"]["entries"],
+        json!([{ "score": 0, "user": { "handle": "guest" } }])
+    );
+}
+
+async fn the_leaderboard_ranks_by_score_then_time(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.auth_attempts_per_address = 100).await;
+    let bar = open_bar(&app).await;
+    let mut sessions = Vec::new();
+    for handle in ["amy", "bob", "cal", "dee"] {
+        app.signup(handle).await;
+        sessions.push(
+            open_cup(&app, &bar.bartender, &bar.event, handle).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    // bob reaches 5 before amy does; cal has 7; dee 0.
+    cheers(&app, &bar.bartender, &sessions[1], 5).await.data();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cheers(&app, &bar.bartender, &sessions[0], 5).await.data();
+    cheers(&app, &bar.bartender, &sessions[2], 7).await.data();
+    let board = app
+        .gql("query($e: ID!) { event(id: $e) { leaderboard(first: 3) { entries { rank score user { handle } } } } }", json!({ "e": bar.event }))
+        .await;
+    assert_eq!(
+        board.data()["event"]["leaderboard"]["entries"],
+        json!([
+            { "rank": 1, "score": 7, "user": { "handle": "cal" } },
+            { "rank": 2, "score": 5, "user": { "handle": "bob" } },
+            { "rank": 3, "score": 5, "user": { "handle": "amy" } },
+        ])
+    );
+    app.gql(
+        "query($e: ID!) { event(id: $e) { leaderboard(first: 0) { updatedAt } } }",
+        json!({ "e": bar.event }),
+    )
+    .await
+    .assert_error("BAD_USER_INPUT", Some("first"));
+}
+
+const LIVE_BOARD: &str = "subscription($e: ID!) { leaderboard(eventId: $e, first: 5) { entries { rank score user { handle } } updatedAt } }";
+
+async fn live_leaderboard_sends_a_snapshot_then_changes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    app.signup("eli").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, "eli").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut phone = app.ws(TRANSPORT_WS).await;
+    phone.init(json!({})).await;
+    phone
+        .subscribe("b", LIVE_BOARD, json!({ "e": bar.event }))
+        .await;
+    let snapshot = phone.next_data("b").await;
+    assert_eq!(
+        snapshot["leaderboard"]["entries"],
+        json!([{ "rank": 1, "score": 0, "user": { "handle": "eli" } }])
+    );
+    cheers(&app, &bar.bartender, &id, 4).await.data();
+    let mut board = phone.next_data("b").await;
+    // Bursts may coalesce, but the board only ever moves forward and ends at the truth.
+    while board["leaderboard"]["entries"][0]["score"] != 4 {
+        assert!(board["leaderboard"]["entries"][0]["score"].as_i64() < Some(4));
+        board = phone.next_data("b").await;
+    }
+    for _ in 0..10 {
+        cheers(&app, &bar.bartender, &id, 1).await.data();
+    }
+    let mut last = 4;
+    while last < 14 {
+        let board = phone.next_data("b").await;
+        let score = board["leaderboard"]["entries"][0]["score"]
+            .as_i64()
+            .expect("score");
+        assert!(score >= last, "went back from {last} to {score}");
+        last = score;
+    }
+}
+
+async fn cup_session_updates_reach_staff_and_the_guest_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let fin = app.signup("fin").await;
+    let gus = app.signup("gus").await;
+    let stranger = app.signup("stranger").await;
+    let fin_cup = open_cup(&app, &bar.bartender, &bar.event, "fin").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let gus_cup = open_cup(&app, &bar.bartender, &bar.event, "gus").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let mut refused = app.ws(TRANSPORT_WS).await;
+    refused
+        .init(json!({ "authorization": format!("Bearer {}", stranger.access) }))
+        .await;
+    refused
+        .subscribe(
+            "x",
+            "subscription($e: ID!) { cupSessionUpdated(eventId: $e) { id } }",
+            json!({ "e": bar.event }),
+        )
+        .await;
+    let frame = refused.next_of("x").await;
+    assert_eq!(
+        frame["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{frame}"
+    );
+
+    let mut screen = app.ws(TRANSPORT_WS).await;
+    screen
+        .init(json!({ "authorization": format!("Bearer {}", bar.organizer.access) }))
+        .await;
+    screen.subscribe("all", "subscription($e: ID!) { cupSessionUpdated(eventId: $e) { user { handle } cheers billCents } }", json!({ "e": bar.event })).await;
+    let mut phone = app.ws(TRANSPORT_WS).await;
+    phone
+        .init(json!({ "authorization": format!("Bearer {}", fin.access) }))
+        .await;
+    phone.subscribe("mine", "subscription($e: ID!) { myCupSession(eventId: $e) { user { handle } cheers billCents } }", json!({ "e": bar.event })).await;
+    let current = phone.next_data("mine").await;
+    assert_eq!(
+        current["myCupSession"],
+        json!({ "user": { "handle": "fin" }, "cheers": 0, "billCents": 0 })
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    cheers(&app, &bar.bartender, &gus_cup, 2).await.data();
+    cheers(&app, &bar.bartender, &fin_cup, 1).await.data();
+    let first = screen.next_data("all").await;
+    let second = screen.next_data("all").await;
+    assert_eq!(
+        first["cupSessionUpdated"],
+        json!({ "user": { "handle": "gus" }, "cheers": 2, "billCents": 0 })
+    );
+    assert_eq!(second["cupSessionUpdated"]["user"]["handle"], "fin");
+    let mine = phone.next_data("mine").await;
+    assert_eq!(
+        mine["myCupSession"],
+        json!({ "user": { "handle": "fin" }, "cheers": 1, "billCents": 0 }),
+        "only fin's own cup"
+    );
+    let _ = gus;
+}
+
+async fn a_thousand_subscribers_share_one_leaderboard_computation(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    app.signup("star").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, "star").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut phones = Vec::new();
+    for _ in 0..1000 {
+        let mut phone = app.ws(TRANSPORT_WS).await;
+        phone.init(json!({})).await;
+        phone
+            .subscribe("b", LIVE_BOARD, json!({ "e": bar.event }))
+            .await;
+        phones.push(phone);
+    }
+    for phone in &mut phones {
+        assert_eq!(
+            phone.next_data("b").await["leaderboard"]["entries"][0]["score"],
+            0
+        );
+    }
+    let before = app.state.boards.computations();
+    cheers(&app, &bar.bartender, &id, 3).await.data();
+    for phone in &mut phones {
+        let board = phone.next_data("b").await;
+        assert_eq!(board["leaderboard"]["entries"][0]["score"], 3);
+    }
+    let per_change = app.state.boards.computations() - before;
+    assert_eq!(
+        per_change, 1,
+        "one leaderboard computation for 1,000 subscribers"
+    );
+}
