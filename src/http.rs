@@ -91,6 +91,7 @@ pub fn router(app: AppState, schema: RallySchema, sockets: Sockets) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .route("/media/{key}", get(media))
+        .route("/media/rounds/{round}/{file}", get(round_photo))
         .route_layer(middleware::from_fn(track_requests))
         .layer(layers)
         .with_state(state)
@@ -522,6 +523,36 @@ async fn media(
         Ok(None) => (StatusCode::NOT_FOUND, "no such media").into_response(),
         Err(err) => {
             // Logged through the error's own policy; the client learns nothing more.
+            let _ = async_graphql::Error::from(err);
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// A blur round's photo at a level (`/media/rounds/{round}/{level}.jpg`), rendered server-side.
+async fn round_photo(
+    State(http): State<HttpState>,
+    Path((round, file)): Path<(String, String)>,
+) -> Response {
+    let parsed = uuid::Uuid::parse_str(&round).ok().zip(
+        file.strip_suffix(".jpg")
+            .and_then(|level| level.parse::<i32>().ok()),
+    );
+    let Some((round, level)) = parsed else {
+        return (StatusCode::NOT_FOUND, "no such media").into_response();
+    };
+    match crate::games::service::blurred_photo(&http.app, round, level).await {
+        Ok(Some(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            Body::from(bytes),
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such media").into_response(),
+        Err(err) => {
             let _ = async_graphql::Error::from(err);
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }

@@ -12,6 +12,7 @@ pub mod db; // connecting to SQLite or PostgreSQL, running migrations
 pub mod entity; // SeaORM entities, one file per table
 pub mod error; // the one error type and its extensions.code
 pub mod events; // events, likes, staff, the template catalogue
+pub mod games; // score games and the photo blur game
 pub mod graphql; // schema builder, merged roots, context helpers, limits, pagination
 pub mod http; // axum router, layers, health, metrics, media, GraphQL over HTTP
 pub mod live; // typed topics, the per-instance hub, in-process and Redis brokers

@@ -16,9 +16,12 @@ mod auth;
 mod cli;
 #[path = "api/cups.rs"]
 mod cups;
+use cups as api_cups;
 #[path = "api/events.rs"]
 mod events;
 use events as api_events;
+#[path = "api/games.rs"]
+mod games;
 #[path = "api/http_surface.rs"]
 mod http_surface;
 #[path = "api/limits.rs"]

@@ -156,6 +156,21 @@ impl Event {
         Ok(rows.into_iter().map(EventStaff).collect())
     }
 
+    /// Games at this event, oldest first.
+    async fn games(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<crate::games::graphql::Game>> {
+        Ok(loader::<crate::graphql::loaders::GamesLoader>(ctx)?
+            .load_one(self.model.id)
+            .await
+            .map_err(loader_error)?
+            .unwrap_or_default()
+            .into_iter()
+            .map(crate::games::graphql::Game)
+            .collect())
+    }
+
     /// Top cup sessions by score; ties broken by earliest reach of that score.
     async fn leaderboard(
         &self,

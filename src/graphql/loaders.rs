@@ -10,10 +10,10 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, SchemaBuilder};
 use uuid::Uuid;
 
-use crate::entity::{drink_order, event, event_staff, user};
+use crate::entity::{blur_round, drink_order, event, event_staff, game, game_player, user};
 use crate::error::Error;
 use crate::state::AppState;
-use crate::{accounts, cups, events};
+use crate::{accounts, cups, events, games};
 
 /// Users by id.
 pub struct UserLoader(AppState);
@@ -62,6 +62,64 @@ impl Loader<Uuid> for DrinksLoader {
             by_session.entry(row.session_id).or_default().push(row);
         }
         Ok(by_session)
+    }
+}
+
+/// Groups rows by a key, with an empty list for every asked key.
+fn group<K: std::hash::Hash + Eq + Copy, V>(
+    keys: &[K],
+    rows: Vec<V>,
+    key: impl Fn(&V) -> K,
+) -> HashMap<K, Vec<V>> {
+    let mut grouped: HashMap<K, Vec<V>> = keys.iter().map(|k| (*k, Vec::new())).collect();
+    for row in rows {
+        grouped.entry(key(&row)).or_default().push(row);
+    }
+    grouped
+}
+
+/// Games of events, by event id.
+pub struct GamesLoader(AppState);
+
+impl Loader<Uuid> for GamesLoader {
+    type Value = Vec<game::Model>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let rows = games::service::for_events(&self.0, keys)
+            .await
+            .map_err(|e| Arc::new(async_graphql::Error::from(e)))?;
+        Ok(group(keys, rows, |g| g.event_id))
+    }
+}
+
+/// Players of games, by game id.
+pub struct PlayersLoader(AppState);
+
+impl Loader<Uuid> for PlayersLoader {
+    type Value = Vec<game_player::Model>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let rows = games::service::players_of(&self.0, keys)
+            .await
+            .map_err(|e| Arc::new(async_graphql::Error::from(e)))?;
+        Ok(group(keys, rows, |p| p.game_id))
+    }
+}
+
+/// Blur rounds of games, by game id, newest first.
+pub struct RoundsLoader(AppState);
+
+impl Loader<Uuid> for RoundsLoader {
+    type Value = Vec<blur_round::Model>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let rows = games::service::rounds_of(&self.0, keys)
+            .await
+            .map_err(|e| Arc::new(async_graphql::Error::from(e)))?;
+        Ok(group(keys, rows, |r| r.game_id))
     }
 }
 
@@ -114,6 +172,9 @@ pub fn register<Q, M, S>(
         .data(DataLoader::new(LikeLoader(state.clone()), tokio::spawn))
         .data(DataLoader::new(EventLoader(state.clone()), tokio::spawn))
         .data(DataLoader::new(DrinksLoader(state.clone()), tokio::spawn))
+        .data(DataLoader::new(GamesLoader(state.clone()), tokio::spawn))
+        .data(DataLoader::new(PlayersLoader(state.clone()), tokio::spawn))
+        .data(DataLoader::new(RoundsLoader(state.clone()), tokio::spawn))
 }
 
 /// The loader `T` from the context.

@@ -18,19 +18,25 @@ pub use telemetry::OperationMetrics;
 use crate::accounts::graphql::{AccountsMutation, AccountsQuery};
 use crate::cups::graphql::{CupsMutation, CupsQuery, CupsSubscription};
 use crate::events::graphql::{EventsMutation, EventsQuery, EventsSubscription};
+use crate::games::graphql::{GamesMutation, GamesQuery, GamesSubscription};
 use crate::state::AppState;
 
 /// Every query root, merged.
 #[derive(MergedObject, Default)]
-pub struct Query(AccountsQuery, EventsQuery, CupsQuery);
+pub struct Query(AccountsQuery, EventsQuery, CupsQuery, GamesQuery);
 
 /// Every mutation root, merged.
 #[derive(MergedObject, Default)]
-pub struct Mutation(AccountsMutation, EventsMutation, CupsMutation);
+pub struct Mutation(
+    AccountsMutation,
+    EventsMutation,
+    CupsMutation,
+    GamesMutation,
+);
 
 /// Every subscription root, merged.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(EventsSubscription, CupsSubscription);
+pub struct Subscription(EventsSubscription, CupsSubscription, GamesSubscription);
 
 /// Rally's schema type.
 pub type RallySchema = Schema<Query, Mutation, Subscription>;

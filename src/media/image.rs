@@ -92,6 +92,23 @@ fn prepare_blocking(
     encode(scaled)
 }
 
+/// Renders `original` blurred for `level` (0 sharp .. 10 unrecognisable) as a JPEG, at most
+/// `max_side` px, on the blocking pool.
+pub async fn render_blurred(original: bytes::Bytes, level: i32, max_side: u32) -> Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        let decoded = image::load_from_memory(&original).map_err(Error::internal)?;
+        let scaled = decoded.thumbnail(max_side, max_side);
+        let sigma = level.clamp(0, 10) as f32 * 2.5;
+        let blurred = if sigma > 0.0 {
+            DynamicImage::ImageRgb8(image::imageops::fast_blur(&scaled.to_rgb8(), sigma))
+        } else {
+            DynamicImage::ImageRgb8(scaled.to_rgb8())
+        };
+        Ok(encode(blurred)?.bytes)
+    })
+    .await?
+}
+
 fn encode(picture: DynamicImage) -> Result<Picture> {
     let (width, height) = (picture.width(), picture.height());
     let mut out = Cursor::new(Vec::new());

@@ -14,7 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 use uuid::Uuid;
 
-pub use self::image::{ImageLimits, Picture, prepare_picture};
+pub use self::image::{ImageLimits, Picture, prepare_picture, render_blurred};
 use crate::error::{Error, Result};
 
 /// Where media objects live, and how clients reach them.
@@ -44,6 +44,37 @@ impl MediaStore {
             .await
             .map_err(Error::internal)?;
         Ok(key)
+    }
+
+    /// Stores an encoded picture under a new key that `/media/{key}` never serves (originals whose
+    /// content is a secret, like the answer of a blur round).
+    pub async fn put_private(&self, picture: Picture) -> Result<String> {
+        let key = format!("private/{}.{}", Uuid::now_v7(), picture.extension);
+        self.put_raw(&key, picture.bytes).await?;
+        Ok(key)
+    }
+
+    /// Stores `bytes` under `key` (derived renderings, caches).
+    pub async fn put_raw(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&Path::from(key), PutPayload::from(bytes))
+            .await
+            .map_err(Error::internal)?;
+        Ok(())
+    }
+
+    /// The bytes under `key`, whatever it is, or `None`.
+    pub async fn get_raw(&self, key: &str) -> Result<Option<Bytes>> {
+        match self.store.get(&Path::from(key)).await {
+            Ok(found) => Ok(Some(found.bytes().await.map_err(Error::internal)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(Error::internal(err)),
+        }
+    }
+
+    /// The public base URL (empty for relative links).
+    pub fn public_base(&self) -> &str {
+        &self.public_base
     }
 
     /// The bytes and content type of `key`, or `None` when there is no such object.

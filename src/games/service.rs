@@ -1,0 +1,495 @@
+//! Game rules with storage: the only code touching `games`, `game_players` and `blur_rounds`.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use chrono::Utc;
+use sea_orm::prelude::Expr;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+};
+use uuid::Uuid;
+
+use super::model::{START_LEVEL, guess_points};
+use crate::accounts::model::Handle;
+use crate::auth::Identity;
+use crate::entity::event_staff::StaffRole;
+use crate::entity::game::{self, Kind, Status};
+use crate::entity::{blur_round, cup_session, game_player, user};
+use crate::error::{Error, Result};
+use crate::live::Topic;
+use crate::media::{prepare_picture, render_blurred};
+use crate::state::AppState;
+use crate::{accounts, cups, events};
+
+/// Longest side of a blur photo, in pixels.
+pub const PHOTO_SIDE: u32 = 640;
+
+fn announce(state: &AppState, game: &game::Model) {
+    state.live.publish(&Topic::game(game.id), game);
+}
+
+/// The game with this id, if any.
+pub async fn find(state: &AppState, id: Uuid) -> Result<Option<game::Model>> {
+    Ok(game::Entity::find_by_id(id).one(&state.db).await?)
+}
+
+async fn require(db: &impl ConnectionTrait, id: Uuid) -> Result<game::Model> {
+    game::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("no such game"))
+}
+
+/// The game, after checking `actor` is its event's game master or organizer.
+async fn as_master(state: &AppState, actor: Identity, id: Uuid) -> Result<game::Model> {
+    let game = require(&state.db, id).await?;
+    let event = events::service::require(state, game.event_id).await?;
+    if !events::service::is_crew(state, actor, &event, &[StaffRole::GameMaster]).await? {
+        return Err(Error::Forbidden(
+            "only the event's game master or organizer runs games",
+        ));
+    }
+    Ok(game)
+}
+
+fn not_finished(game: &game::Model) -> Result<()> {
+    if game.status == Status::Finished {
+        Err(Error::state_conflict("this game is finished"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Resolves player handles: each must name a guest with a cup session at the event.
+async fn resolve_players(
+    state: &AppState,
+    event: Uuid,
+    handles: &[String],
+) -> Result<Vec<user::Model>> {
+    if handles.len() > 200 {
+        return Err(Error::bad_input("players", "at most 200 players"));
+    }
+    let mut seen = HashSet::new();
+    let mut players = Vec::new();
+    for raw in handles {
+        let handle = Handle::parse(raw, "players")
+            .map_err(|_| Error::bad_input("players", format!("{raw} is not a handle")))?;
+        if !seen.insert(handle.as_str().to_owned()) {
+            continue;
+        }
+        let player = accounts::service::find_by_handle(state, &handle)
+            .await?
+            .ok_or_else(|| Error::bad_input("players", format!("no user {}", handle.as_str())))?;
+        if cups::service::latest_session_of(&state.db, event, player.id)
+            .await?
+            .is_none()
+        {
+            return Err(Error::bad_input(
+                "players",
+                format!("{} has no cup at this event", handle.as_str()),
+            ));
+        }
+        players.push(player);
+    }
+    Ok(players)
+}
+
+async fn add_players(db: &impl ConnectionTrait, game: Uuid, players: &[user::Model]) -> Result<()> {
+    if players.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    game_player::Entity::insert_many(players.iter().map(|p| game_player::ActiveModel {
+        game_id: Set(game),
+        user_id: Set(p.id),
+        points: Set(0),
+        added_at: Set(now),
+    }))
+    .on_conflict(
+        OnConflict::columns([game_player::Column::GameId, game_player::Column::UserId])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+async fn bump(db: &impl ConnectionTrait, id: Uuid, running: bool) -> Result<game::Model> {
+    let mut update = game::Entity::update_many()
+        .col_expr(
+            game::Column::Version,
+            Expr::col(game::Column::Version).add(1),
+        )
+        .filter(game::Column::Id.eq(id));
+    if running {
+        update = update.col_expr(
+            game::Column::Status,
+            Expr::case(
+                Expr::col(game::Column::Status).eq(Status::Pending),
+                Expr::value(Status::Running),
+            )
+            .finally(Expr::col(game::Column::Status))
+            .into(),
+        );
+    }
+    update.exec(db).await?;
+    require(db, id).await
+}
+
+/// Game master or organizer: creates a game with its players (guests with a cup at the event).
+#[tracing::instrument(skip(state))]
+pub async fn create(
+    state: &AppState,
+    actor: Identity,
+    event_id: Uuid,
+    kind: Kind,
+    title: String,
+    handles: &[String],
+) -> Result<game::Model> {
+    let event = events::service::require(state, event_id).await?;
+    if !events::service::is_crew(state, actor, &event, &[StaffRole::GameMaster]).await? {
+        return Err(Error::Forbidden(
+            "only the event's game master or organizer runs games",
+        ));
+    }
+    let players = resolve_players(state, event_id, handles).await?;
+    let txn = state.begin_write().await?;
+    let game = game::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        event_id: Set(event_id),
+        kind: Set(kind),
+        title: Set(title),
+        status: Set(Status::Pending),
+        version: Set(1),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&*txn)
+    .await?;
+    add_players(&*txn, game.id, &players).await?;
+    txn.commit().await?;
+    announce(state, &game);
+    Ok(game)
+}
+
+/// Replaces the players; those who stay keep their points.
+#[tracing::instrument(skip(state))]
+pub async fn set_players(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    handles: &[String],
+) -> Result<game::Model> {
+    let game = as_master(state, actor, id).await?;
+    not_finished(&game)?;
+    let players = resolve_players(state, game.event_id, handles).await?;
+    let keep: Vec<Uuid> = players.iter().map(|p| p.id).collect();
+    let txn = state.begin_write().await?;
+    game_player::Entity::delete_many()
+        .filter(game_player::Column::GameId.eq(id))
+        .filter(game_player::Column::UserId.is_not_in(keep))
+        .exec(&*txn)
+        .await?;
+    add_players(&*txn, id, &players).await?;
+    let game = bump(&*txn, id, false).await?;
+    txn.commit().await?;
+    announce(state, &game);
+    Ok(game)
+}
+
+/// Adds `points` to a player's game points and cup session score, in one transaction.
+async fn credit(
+    db: &impl ConnectionTrait,
+    game: &game::Model,
+    player: Uuid,
+    points: i32,
+) -> Result<Option<cup_session::Model>> {
+    let updated = game_player::Entity::update_many()
+        .col_expr(
+            game_player::Column::Points,
+            Expr::col(game_player::Column::Points).add(points),
+        )
+        .filter(game_player::Column::GameId.eq(game.id))
+        .filter(game_player::Column::UserId.eq(player))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(Error::bad_input("handle", "not a player of this game"));
+    }
+    cups::service::add_game_points(db, game.event_id, player, points).await
+}
+
+/// Game master or organizer: awards points to a player (they go into the player's score).
+#[tracing::instrument(skip(state))]
+pub async fn award(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    handle: &Handle,
+    points: i32,
+) -> Result<game::Model> {
+    let game = as_master(state, actor, id).await?;
+    not_finished(&game)?;
+    let player = accounts::service::find_by_handle(state, handle)
+        .await?
+        .ok_or_else(|| Error::bad_input("handle", "not a player of this game"))?;
+    let txn = state.begin_write().await?;
+    let session = credit(&*txn, &game, player.id, points).await?;
+    let game = bump(&*txn, id, true).await?;
+    txn.commit().await?;
+    announce(state, &game);
+    if let Some(session) = session {
+        cups::service::announce_score(state, &session);
+    }
+    Ok(game)
+}
+
+/// Game master or organizer: ends the game; later points get CONFLICT.
+#[tracing::instrument(skip(state))]
+pub async fn finish(state: &AppState, actor: Identity, id: Uuid) -> Result<game::Model> {
+    as_master(state, actor, id).await?;
+    let updated = game::Entity::update_many()
+        .col_expr(game::Column::Status, Expr::value(Status::Finished))
+        .col_expr(
+            game::Column::Version,
+            Expr::col(game::Column::Version).add(1),
+        )
+        .filter(game::Column::Id.eq(id))
+        .filter(game::Column::Status.ne(Status::Finished))
+        .exec(&state.db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(Error::state_conflict("this game is finished"));
+    }
+    let game = require(&state.db, id).await?;
+    announce(state, &game);
+    Ok(game)
+}
+
+/// The games of these events, oldest first.
+pub async fn for_events(state: &AppState, events: &[Uuid]) -> Result<Vec<game::Model>> {
+    Ok(game::Entity::find()
+        .filter(game::Column::EventId.is_in(events.iter().copied()))
+        .order_by_asc(game::Column::CreatedAt)
+        .all(&state.db)
+        .await?)
+}
+
+/// The players of these games, in joining order.
+pub async fn players_of(state: &AppState, games: &[Uuid]) -> Result<Vec<game_player::Model>> {
+    Ok(game_player::Entity::find()
+        .filter(game_player::Column::GameId.is_in(games.iter().copied()))
+        .order_by_asc(game_player::Column::AddedAt)
+        .order_by_asc(game_player::Column::UserId)
+        .all(&state.db)
+        .await?)
+}
+
+/// The rounds of these games, newest first.
+pub async fn rounds_of(state: &AppState, games: &[Uuid]) -> Result<Vec<blur_round::Model>> {
+    Ok(blur_round::Entity::find()
+        .filter(blur_round::Column::GameId.is_in(games.iter().copied()))
+        .order_by_desc(blur_round::Column::CreatedAt)
+        .order_by_desc(blur_round::Column::Id)
+        .all(&state.db)
+        .await?)
+}
+
+/// The round with this id, if any.
+pub async fn round(state: &AppState, id: Uuid) -> Result<Option<blur_round::Model>> {
+    Ok(blur_round::Entity::find_by_id(id).one(&state.db).await?)
+}
+
+async fn require_round(db: &impl ConnectionTrait, id: Uuid) -> Result<blur_round::Model> {
+    blur_round::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("no such round"))
+}
+
+/// Game master or organizer: starts a blur round with a photo of one player (the answer).
+#[tracing::instrument(skip(state, photo), fields(bytes = photo.len()))]
+pub async fn start_round(
+    state: &AppState,
+    actor: Identity,
+    game_id: Uuid,
+    photo: Vec<u8>,
+    answer: &Handle,
+) -> Result<blur_round::Model> {
+    let game = as_master(state, actor, game_id).await?;
+    if game.kind != Kind::Blur {
+        return Err(Error::bad_input("gameId", "rounds are for BLUR games"));
+    }
+    not_finished(&game)?;
+    let answer = accounts::service::find_by_handle(state, answer)
+        .await?
+        .ok_or_else(|| Error::bad_input("answer", "the answer must be a player of this game"))?;
+    let is_player = game_player::Entity::find_by_id((game_id, answer.id))
+        .one(&state.db)
+        .await?
+        .is_some();
+    if !is_player {
+        return Err(Error::bad_input(
+            "answer",
+            "the answer must be a player of this game",
+        ));
+    }
+    let picture = prepare_picture(photo, state.image_limits(), PHOTO_SIDE, "photo").await?;
+    let photo_key = state.media.put_private(picture).await?;
+    let txn = state.begin_write().await?;
+    let round = blur_round::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        game_id: Set(game_id),
+        photo_key: Set(photo_key),
+        answer_id: Set(answer.id),
+        level: Set(START_LEVEL),
+        solved_by: Set(None),
+        solved_at: Set(None),
+        points_awarded: Set(0),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&*txn)
+    .await?;
+    let game = bump(&*txn, game_id, true).await?;
+    txn.commit().await?;
+    announce(state, &game);
+    Ok(round)
+}
+
+/// Game master or organizer: one step sharper. A solved or already sharp round is CONFLICT.
+#[tracing::instrument(skip(state))]
+pub async fn reveal(
+    state: &AppState,
+    actor: Identity,
+    round_id: Uuid,
+) -> Result<blur_round::Model> {
+    let round = require_round(&state.db, round_id).await?;
+    as_master(state, actor, round.game_id).await?;
+    let updated = blur_round::Entity::update_many()
+        .col_expr(
+            blur_round::Column::Level,
+            Expr::col(blur_round::Column::Level).sub(1),
+        )
+        .filter(blur_round::Column::Id.eq(round_id))
+        .filter(blur_round::Column::Level.gt(0))
+        .filter(blur_round::Column::SolvedBy.is_null())
+        .exec(&state.db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(Error::state_conflict(
+            "this round is solved or already sharp",
+        ));
+    }
+    let game = bump(&state.db, round.game_id, false).await?;
+    announce(state, &game);
+    require_round(&state.db, round_id).await
+}
+
+/// What a guess did.
+pub struct Guess {
+    /// Whether it named the person in the photo.
+    pub correct: bool,
+    /// Points won (only by the first right guess).
+    pub points: i32,
+    /// The round after the guess.
+    pub round: blur_round::Model,
+}
+
+/// A player guesses who is in the photo. The first right guess solves the round and wins
+/// [`guess_points`]; exactly one wins under any concurrency (a conditional update), and a right
+/// guess after that is CONFLICT. Wrong guesses score nothing.
+#[tracing::instrument(skip(state))]
+pub async fn guess(
+    state: &AppState,
+    actor: Identity,
+    round_id: Uuid,
+    handle: &str,
+) -> Result<Guess> {
+    let round = require_round(&state.db, round_id).await?;
+    let game = require(&state.db, round.game_id).await?;
+    let is_player = game_player::Entity::find_by_id((game.id, actor.user_id))
+        .one(&state.db)
+        .await?
+        .is_some();
+    if !is_player {
+        return Err(Error::Forbidden("only players guess"));
+    }
+    if actor.user_id == round.answer_id {
+        return Err(Error::Forbidden("you are in the photo"));
+    }
+    not_finished(&game)?;
+    if round.solved_by.is_some() {
+        return Err(Error::state_conflict("this round is already solved"));
+    }
+    let guessed = match Handle::parse(handle, "handle") {
+        Ok(handle) => accounts::service::find_by_handle(state, &handle).await?,
+        Err(_) => None,
+    };
+    if guessed.map(|u| u.id) != Some(round.answer_id) {
+        return Ok(Guess {
+            correct: false,
+            points: 0,
+            round,
+        });
+    }
+    let txn = state.begin_write().await?;
+    let won = blur_round::Entity::update_many()
+        .col_expr(blur_round::Column::SolvedBy, Expr::value(actor.user_id))
+        .col_expr(blur_round::Column::SolvedAt, Expr::value(Utc::now()))
+        .col_expr(
+            blur_round::Column::PointsAwarded,
+            Expr::col(blur_round::Column::Level).add(1),
+        )
+        .filter(blur_round::Column::Id.eq(round_id))
+        .filter(blur_round::Column::SolvedBy.is_null())
+        .exec(&*txn)
+        .await?;
+    if won.rows_affected == 0 {
+        return Err(Error::state_conflict("this round is already solved"));
+    }
+    let solved = require_round(&*txn, round_id).await?;
+    let points = guess_points(solved.level);
+    let session = credit(&*txn, &game, actor.user_id, points).await?;
+    let game = bump(&*txn, game.id, false).await?;
+    txn.commit().await?;
+    announce(state, &game);
+    if let Some(session) = session {
+        cups::service::announce_score(state, &session);
+    }
+    Ok(Guess {
+        correct: true,
+        points,
+        round: solved,
+    })
+}
+
+/// The photo of a round blurred for `level`, rendered once per level and cached in the media store.
+/// Only the current level or blurrier is served until the round is solved (no peeking ahead).
+pub async fn blurred_photo(state: &AppState, round_id: Uuid, level: i32) -> Result<Option<Bytes>> {
+    let Some(round) = round(state, round_id).await? else {
+        return Ok(None);
+    };
+    if !(0..=START_LEVEL).contains(&level) || (level < round.level && round.solved_by.is_none()) {
+        return Ok(None);
+    }
+    let cache_key = format!("private/blur/{round_id}/{level}.jpg");
+    if let Some(cached) = state.media.get_raw(&cache_key).await? {
+        return Ok(Some(cached));
+    }
+    let Some(original) = state.media.get_raw(&round.photo_key).await? else {
+        return Ok(None);
+    };
+    let rendered = render_blurred(original, level, PHOTO_SIDE).await?;
+    state.media.put_raw(&cache_key, rendered.clone()).await?;
+    Ok(Some(Bytes::from(rendered)))
+}
+
+/// The URL of a round's photo at `level`.
+pub fn photo_url(state: &AppState, round_id: Uuid, level: i32) -> String {
+    format!(
+        "{}/media/rounds/{round_id}/{level}.jpg",
+        state.media.public_base()
+    )
+}

@@ -1,0 +1,565 @@
+//! Games: score games and the photo blur game, their authorization, exactly-once wins, and a scripted
+//! bar night where every phone's live leaderboard ends where a fresh query does.
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::api_cups::{cheers, open_bar, open_cup};
+use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
+use crate::on_every_backend;
+
+on_every_backend!(
+    a_score_game_moves_the_leaderboard,
+    games_are_run_by_game_masters_and_organizers,
+    a_blur_round_gets_sharper_and_the_first_right_guess_wins,
+    concurrent_right_guesses_have_exactly_one_winner,
+    game_updated_sends_a_snapshot_then_changes,
+    a_scripted_bar_night_ends_with_every_phone_in_the_same_state,
+);
+
+const GAME_FIELDS: &str =
+    "id kind title status players { user { handle } points } rounds { level }";
+
+async fn create_game(
+    app: &TestApp,
+    who: &Session,
+    event: &str,
+    kind: &str,
+    players: &[&str],
+) -> crate::common::Gql {
+    app.gql_as(
+        who,
+        &format!("mutation($e: ID!, $k: GameKind!, $p: [String!]!) {{ createGame(eventId: $e, kind: $k, title: \"Round one\", players: $p) {{ {GAME_FIELDS} }} }}"),
+        json!({ "e": event, "k": kind, "p": players }),
+    )
+    .await
+}
+
+async fn award(
+    app: &TestApp,
+    who: &Session,
+    game: &str,
+    handle: &str,
+    points: i32,
+) -> crate::common::Gql {
+    app.gql_as(
+        who,
+        &format!("mutation($g: ID!, $h: String!, $p: Int!) {{ awardPoints(gameId: $g, handle: $h, points: $p) {{ {GAME_FIELDS} }} }}"),
+        json!({ "g": game, "h": handle, "p": points }),
+    )
+    .await
+}
+
+async fn score_of(app: &TestApp, event: &str, handle: &str) -> i64 {
+    let board = app
+        .gql("query($e: ID!) { event(id: $e) { leaderboard(first: 100) { entries { score user { handle } } } } }", json!({ "e": event }))
+        .await;
+    board.data()["event"]["leaderboard"]["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["user"]["handle"] == handle)
+        .and_then(|e| e["score"].as_i64())
+        .expect("on the board")
+}
+
+async fn a_score_game_moves_the_leaderboard(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    for guest in ["ann", "bea"] {
+        app.signup(guest).await;
+        open_cup(&app, &bar.bartender, &bar.event, guest).await;
+    }
+    let game = create_game(
+        &app,
+        &bar.organizer,
+        &bar.event,
+        "SCORE",
+        &["ann", "BEA", "ann"],
+    )
+    .await;
+    let game = &game.data()["createGame"];
+    assert_eq!(game["status"], "PENDING");
+    assert_eq!(
+        game["players"],
+        json!([{ "user": { "handle": "ann" }, "points": 0 }, { "user": { "handle": "bea" }, "points": 0 }])
+    );
+    let id = game["id"].as_str().expect("id");
+    let awarded = award(&app, &bar.organizer, id, "ann", 15).await;
+    assert_eq!(awarded.data()["awardPoints"]["status"], "RUNNING");
+    assert_eq!(awarded.data()["awardPoints"]["players"][0]["points"], 15);
+    assert_eq!(score_of(&app, &bar.event, "ann").await, 15);
+    award(&app, &bar.organizer, id, "ann", 0)
+        .await
+        .assert_error("BAD_USER_INPUT", Some("points"));
+    award(&app, &bar.organizer, id, "boss", 5)
+        .await
+        .assert_error("BAD_USER_INPUT", Some("handle"));
+    // Changing the players keeps the points of those who stay.
+    let reset = app
+        .gql_as(&bar.organizer, "mutation($g: ID!) { setGamePlayers(gameId: $g, players: [\"ann\"]) { players { user { handle } points } } }", json!({ "g": id }))
+        .await;
+    assert_eq!(
+        reset.data()["setGamePlayers"]["players"],
+        json!([{ "user": { "handle": "ann" }, "points": 15 }])
+    );
+    let finished = app
+        .gql_as(
+            &bar.organizer,
+            "mutation($g: ID!) { finishGame(gameId: $g) { status } }",
+            json!({ "g": id }),
+        )
+        .await;
+    assert_eq!(finished.data()["finishGame"]["status"], "FINISHED");
+    award(&app, &bar.organizer, id, "ann", 5)
+        .await
+        .assert_error("CONFLICT", None);
+    let public = app
+        .gql(
+            "query($e: ID!) { event(id: $e) { games { title status } } }",
+            json!({ "e": bar.event }),
+        )
+        .await;
+    assert_eq!(
+        public.data()["event"]["games"],
+        json!([{ "title": "Round one", "status": "FINISHED" }])
+    );
+    let by_id = app
+        .gql(
+            "query($g: ID!) { game(id: $g) { kind players { points } } }",
+            json!({ "g": id }),
+        )
+        .await;
+    assert_eq!(
+        by_id.data()["game"],
+        json!({ "kind": "SCORE", "players": [{ "points": 15 }] })
+    );
+    // Players need a cup at the event.
+    app.signup("cupless").await;
+    create_game(&app, &bar.organizer, &bar.event, "SCORE", &["cupless"])
+        .await
+        .assert_error("BAD_USER_INPUT", Some("players"));
+}
+
+async fn games_are_run_by_game_masters_and_organizers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let master = app.signup("master").await;
+    let stranger = app.signup("stranger").await;
+    app.signup("ann").await;
+    open_cup(&app, &bar.bartender, &bar.event, "ann").await;
+    app.gql_as(&bar.organizer, "mutation($e: ID!) { addEventStaff(eventId: $e, handle: \"master\", role: GAME_MASTER) { id } }", json!({ "e": bar.event }))
+        .await
+        .data();
+    create_game(&app, &stranger, &bar.event, "SCORE", &["ann"])
+        .await
+        .assert_error("FORBIDDEN", None);
+    create_game(&app, &bar.bartender, &bar.event, "SCORE", &["ann"])
+        .await
+        .assert_error("FORBIDDEN", None);
+    let game = create_game(&app, &master, &bar.event, "SCORE", &["ann"]).await;
+    let id = game.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    award(&app, &stranger, &id, "ann", 5)
+        .await
+        .assert_error("FORBIDDEN", None);
+    app.gql(
+        "mutation($g: ID!) { finishGame(gameId: $g) { id } }",
+        json!({ "g": id }),
+    )
+    .await
+    .assert_error("UNAUTHENTICATED", None);
+    app.gql_as(
+        &stranger,
+        "mutation($g: ID!) { finishGame(gameId: $g) { id } }",
+        json!({ "g": id }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+    app.gql_as(
+        &stranger,
+        "mutation($g: ID!) { setGamePlayers(gameId: $g, players: []) { id } }",
+        json!({ "g": id }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+    award(&app, &master, &id, "ann", 5).await.data();
+}
+
+fn photo() -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    let picture = image::RgbImage::from_fn(200, 150, |x, y| {
+        if (x / 20 + y / 20) % 2 == 0 {
+            image::Rgb([250, 250, 250])
+        } else {
+            image::Rgb([10, 10, 10])
+        }
+    });
+    image::DynamicImage::ImageRgb8(picture)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
+}
+
+async fn start_round(app: &TestApp, who: &Session, game: &str, answer: &str) -> Value {
+    let form = Form::new()
+        .text(
+            "operations",
+            json!({
+                "query": "mutation($g: ID!, $p: Upload!, $a: String!) { startBlurRound(gameId: $g, photo: $p, answer: $a) { id level imageUrl answer { handle } } }",
+                "variables": { "g": game, "p": null, "a": answer },
+            })
+            .to_string(),
+        )
+        .text("map", r#"{"0":["variables.p"]}"#)
+        .part("0", Part::bytes(photo()).file_name("who.png"));
+    app.http
+        .post(app.url("/graphql"))
+        .bearer_auth(&who.access)
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn guess(app: &TestApp, who: &Session, round: &str, handle: &str) -> crate::common::Gql {
+    app.gql_as(
+        who,
+        "mutation($r: ID!, $h: String!) { guessBlurRound(roundId: $r, handle: $h) { correct pointsAwarded round { level solvedBy { handle } answer { handle } } } }",
+        json!({ "r": round, "h": handle }),
+    )
+    .await
+}
+
+async fn a_blur_round_gets_sharper_and_the_first_right_guess_wins(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let mut guests = Vec::new();
+    for handle in ["ann", "bea", "cid"] {
+        guests.push(app.signup(handle).await);
+        open_cup(&app, &bar.bartender, &bar.event, handle).await;
+    }
+    let stranger = app.signup("stranger").await;
+    let score_game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
+    let refused = start_round(
+        &app,
+        &bar.organizer,
+        score_game.data()["createGame"]["id"].as_str().expect("id"),
+        "ann",
+    )
+    .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["field"], "gameId",
+        "{refused}"
+    );
+
+    let game = create_game(
+        &app,
+        &bar.organizer,
+        &bar.event,
+        "BLUR",
+        &["ann", "bea", "cid"],
+    )
+    .await;
+    let game_id = game.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let not_player = start_round(&app, &bar.organizer, &game_id, "stranger").await;
+    assert_eq!(
+        not_player["errors"][0]["extensions"]["field"], "answer",
+        "{not_player}"
+    );
+    let by_stranger = start_round(&app, &stranger, &game_id, "cid").await;
+    assert_eq!(
+        by_stranger["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{by_stranger}"
+    );
+
+    let round = start_round(&app, &bar.organizer, &game_id, "cid").await;
+    let round = &round["data"]["startBlurRound"];
+    assert_eq!(round["level"], 10);
+    assert_eq!(round["answer"], Value::Null, "hidden until solved");
+    let round_id = round["id"].as_str().expect("id").to_owned();
+    let blurry_url = round["imageUrl"].as_str().expect("url").to_owned();
+    let blurry = app
+        .http
+        .get(app.url(&blurry_url))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(blurry.status(), 200);
+    assert_eq!(blurry.headers()["content-type"], "image/jpeg");
+    let blurry = blurry.bytes().await.expect("bytes");
+    let peek = blurry_url.replace("/10.jpg", "/0.jpg");
+    assert_eq!(
+        app.http
+            .get(app.url(&peek))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        404,
+        "no peeking at sharper levels"
+    );
+
+    let reveal = "mutation($r: ID!) { revealBlurRound(roundId: $r) { level imageUrl } }";
+    app.gql_as(&stranger, reveal, json!({ "r": round_id }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    let revealed = app
+        .gql_as(&bar.organizer, reveal, json!({ "r": round_id }))
+        .await;
+    assert_eq!(revealed.data()["revealBlurRound"]["level"], 9);
+    let sharper_url = revealed.data()["revealBlurRound"]["imageUrl"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let sharper = app
+        .http
+        .get(app.url(&sharper_url))
+        .send()
+        .await
+        .expect("sent")
+        .bytes()
+        .await
+        .expect("bytes");
+    // The sharper rendering keeps more contrast: its pixels spread further from grey.
+    let spread = |bytes: &[u8]| {
+        let img = image::load_from_memory(bytes).expect("jpeg").to_luma8();
+        img.pixels()
+            .map(|p| (i64::from(p.0[0]) - 128).abs())
+            .sum::<i64>()
+    };
+    assert!(
+        spread(&sharper) > spread(&blurry),
+        "level 9 is sharper than level 10"
+    );
+
+    guess(&app, &stranger, &round_id, "cid")
+        .await
+        .assert_error("FORBIDDEN", None);
+    guess(&app, &guests[2], &round_id, "cid")
+        .await
+        .assert_error("FORBIDDEN", None);
+    let wrong = guess(&app, &guests[0], &round_id, "bea").await;
+    assert_eq!(
+        wrong.data()["guessBlurRound"],
+        json!({ "correct": false, "pointsAwarded": 0, "round": { "level": 9, "solvedBy": null, "answer": null } })
+    );
+    let right = guess(&app, &guests[1], &round_id, "CID").await;
+    assert_eq!(
+        right.data()["guessBlurRound"],
+        json!({ "correct": true, "pointsAwarded": 10, "round": { "level": 9, "solvedBy": { "handle": "bea" }, "answer": { "handle": "cid" } } })
+    );
+    guess(&app, &guests[0], &round_id, "cid")
+        .await
+        .assert_error("CONFLICT", None);
+    app.gql_as(&bar.organizer, reveal, json!({ "r": round_id }))
+        .await
+        .assert_error("CONFLICT", None);
+    assert_eq!(score_of(&app, &bar.event, "bea").await, 10);
+    assert_eq!(score_of(&app, &bar.event, "ann").await, 0);
+    assert_eq!(
+        app.http
+            .get(app.url(&peek))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        200,
+        "sharp once solved"
+    );
+}
+
+async fn concurrent_right_guesses_have_exactly_one_winner(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.auth_attempts_per_address = 100).await;
+    let bar = open_bar(&app).await;
+    let handles: Vec<String> = (0..8).map(|n| format!("player{n}")).collect();
+    let mut players = Vec::new();
+    for handle in &handles {
+        players.push(app.signup(handle).await);
+        open_cup(&app, &bar.bartender, &bar.event, handle).await;
+    }
+    let names: Vec<&str> = handles.iter().map(String::as_str).collect();
+    let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &names).await;
+    let game_id = game.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let round = start_round(&app, &bar.organizer, &game_id, "player0").await;
+    let round_id = round["data"]["startBlurRound"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let guesses = players[1..]
+        .iter()
+        .map(|p| guess(&app, p, &round_id, "player0"));
+    let results = futures_util::future::join_all(guesses).await;
+    let winners = results
+        .iter()
+        .filter(|r| r.body["data"]["guessBlurRound"]["correct"] == true)
+        .count();
+    let conflicts = results
+        .iter()
+        .filter(|r| r.body["errors"][0]["extensions"]["code"] == "CONFLICT")
+        .count();
+    assert_eq!(
+        (winners, conflicts),
+        (1, 6),
+        "seven right guesses, one winner"
+    );
+    let total: i64 =
+        futures_util::future::join_all(handles.iter().map(|h| score_of(&app, &bar.event, h)))
+            .await
+            .iter()
+            .sum();
+    assert_eq!(total, 11, "one award of level 10 + 1");
+}
+
+async fn game_updated_sends_a_snapshot_then_changes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    app.signup("ann").await;
+    open_cup(&app, &bar.bartender, &bar.event, "ann").await;
+    let game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
+    let id = game.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut screen = app.ws(TRANSPORT_WS).await;
+    screen.init(json!({})).await;
+    screen.subscribe("g", "subscription($g: ID!) { gameUpdated(gameId: $g) { status players { user { handle } points } } }", json!({ "g": id })).await;
+    assert_eq!(
+        screen.next_data("g").await["gameUpdated"]["status"],
+        "PENDING"
+    );
+    award(&app, &bar.organizer, &id, "ann", 7).await.data();
+    let changed = screen.next_data("g").await;
+    assert_eq!(
+        changed["gameUpdated"],
+        json!({ "status": "RUNNING", "players": [{ "user": { "handle": "ann" }, "points": 7 }] })
+    );
+}
+
+const BOARD: &str = "subscription($e: ID!) { leaderboard(eventId: $e, first: 20) { entries { rank score cheers user { handle } } } }";
+
+async fn a_scripted_bar_night_ends_with_every_phone_in_the_same_state(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.auth_attempts_per_address = 100).await;
+    let bar = open_bar(&app).await;
+    let second = app.signup("tender2").await;
+    app.gql_as(&bar.organizer, "mutation($e: ID!) { addEventStaff(eventId: $e, handle: \"tender2\", role: BARTENDER) { id } }", json!({ "e": bar.event }))
+        .await
+        .data();
+    let bartenders = [&bar.bartender, &second];
+    let mut guests = Vec::new();
+    let mut cups = Vec::new();
+    for n in 0..20 {
+        let handle = format!("guest_{n:02}");
+        guests.push(app.signup(&handle).await);
+        let bartender = bartenders[n % 2];
+        cups.push(
+            open_cup(&app, bartender, &bar.event, &handle).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    let mut phones = Vec::new();
+    for guest in &guests {
+        let mut phone = app.ws(TRANSPORT_WS).await;
+        phone
+            .init(json!({ "authorization": format!("Bearer {}", guest.access) }))
+            .await;
+        phone.subscribe("b", BOARD, json!({ "e": bar.event })).await;
+        phone.next_data("b").await;
+        phones.push(phone);
+    }
+    // Drinks and cheers from both bartenders, concurrently.
+    let rounds = cups.iter().enumerate().map(|(n, cup)| {
+        let app = &app;
+        let bartender = bartenders[n % 2];
+        async move {
+            for _ in 0..(n % 4 + 1) {
+                cheers(app, bartender, cup, (n % 3 + 1) as i32).await.data();
+            }
+            app.gql_as(bartender, "mutation($s: ID!) { recordDrink(sessionId: $s, drink: { name: \"Pint\", volumeMl: 500, abv: 5, priceCents: 650 }) { id } }", json!({ "s": cup }))
+                .await
+                .data();
+        }
+    });
+    futures_util::future::join_all(rounds).await;
+    // A score game and a blur round.
+    let game = create_game(
+        &app,
+        &bar.organizer,
+        &bar.event,
+        "SCORE",
+        &["guest_00", "guest_01", "guest_02"],
+    )
+    .await;
+    let game_id = game.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    award(&app, &bar.organizer, &game_id, "guest_02", 12)
+        .await
+        .data();
+    award(&app, &bar.organizer, &game_id, "guest_00", 3)
+        .await
+        .data();
+    let blur = create_game(
+        &app,
+        &bar.organizer,
+        &bar.event,
+        "BLUR",
+        &["guest_05", "guest_06", "guest_07"],
+    )
+    .await;
+    let blur_id = blur.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let round = start_round(&app, &bar.organizer, &blur_id, "guest_05").await;
+    let round_id = round["data"]["startBlurRound"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.gql_as(
+        &bar.organizer,
+        "mutation($r: ID!) { revealBlurRound(roundId: $r) { level } }",
+        json!({ "r": round_id }),
+    )
+    .await
+    .data();
+    assert_eq!(
+        guess(&app, &guests[6], &round_id, "guest_05").await.data()["guessBlurRound"]["correct"],
+        true
+    );
+
+    let fresh = app
+        .gql("query($e: ID!) { event(id: $e) { leaderboard(first: 20) { entries { rank score cheers user { handle } } } } }", json!({ "e": bar.event }))
+        .await;
+    let truth = fresh.data()["event"]["leaderboard"]["entries"].clone();
+    assert_eq!(truth.as_array().expect("entries").len(), 20);
+    for phone in &mut phones {
+        let mut last = Value::Null;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while last != truth {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a phone never reached the final board: {last}"
+            );
+            last = phone.next_data("b").await["leaderboard"]["entries"].clone();
+        }
+        phone.assert_quiet(Duration::from_millis(150)).await;
+    }
+}
