@@ -285,3 +285,85 @@ async fn a_change_on_one_instance_reaches_subscribers_on_another_and_survives_a_
     drop((on_a, on_b, a, b));
     database.drop_blocking();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaderboard_on_one_instance_follows_cheers_recorded_on_another() {
+    let test = "a_leaderboard_on_one_instance_follows_cheers_recorded_on_another";
+    let Some(redis_url) = crate::common::redis_url_or_skip(test) else {
+        return;
+    };
+    if crate::common::Backend::postgres_or_skip(test).is_none() {
+        return;
+    }
+    let database = PostgresDb::create().await;
+    let http = reqwest::Client::new();
+    let a = Instance::start(&database.url, &redis_url);
+    a.wait_for_broker(&http, "connected").await;
+    let b = Instance::start(&database.url, &redis_url);
+    b.wait_for_broker(&http, "connected").await;
+
+    let mut sessions = Vec::new();
+    for handle in ["organizer", "guest"] {
+        let signup = b
+            .gql(
+                &http,
+                None,
+                &format!("mutation {{ signup(input: {{ handle: \"{handle}\", email: \"{handle}@example.com\", password: \"12345678\" }}) {{ {AUTH_FIELDS} }} }}"),
+                json!({}),
+            )
+            .await;
+        sessions.push(session_from(&signup["signup"]));
+    }
+    let token = Some(sessions[0].access.as_str());
+    let created = b
+        .gql(&http, token, "mutation { createEvent(input: { title: \"Bar\", startsAt: \"2030-01-01T20:00:00Z\" }) { id } }", json!({}))
+        .await;
+    let id = created["createEvent"]["id"].clone();
+    b.gql(
+        &http,
+        token,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    let cup = b
+        .gql(
+            &http,
+            token,
+            "mutation($id: ID!) { openCupSession(eventId: $id, handle: \"guest\") { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let cup = cup["openCupSession"]["id"].clone();
+
+    let mut phone = a.ws().await;
+    phone.init(json!({})).await;
+    phone
+        .subscribe("b", "subscription($e: ID!) { leaderboard(eventId: $e) { entries { score user { handle } } } }", json!({ "e": id }))
+        .await;
+    assert_eq!(
+        phone.next_data("b").await["leaderboard"]["entries"][0]["score"],
+        0
+    );
+    // Concurrent cheers on B, from many requests at once: none lost, and A's board ends at the total.
+    let calls = (0..50).map(|_| {
+        b.gql(
+            &http,
+            token,
+            "mutation($s: ID!) { recordCheers(sessionId: $s, count: 2) { id } }",
+            json!({ "s": cup }),
+        )
+    });
+    futures_util::future::join_all(calls).await;
+    let mut score = 0;
+    while score != 100 {
+        let board = phone.next_data("b").await;
+        let now = board["leaderboard"]["entries"][0]["score"]
+            .as_i64()
+            .expect("score");
+        assert!(now >= score, "the board went back from {score} to {now}");
+        score = now;
+    }
+    drop((phone, a, b));
+    database.drop_blocking();
+}
