@@ -205,6 +205,22 @@ pub async fn open(
     }
 }
 
+/// An atomic update adding `by` to `counter` (cheers or game points) and to the score, which is
+/// reached now (the leaderboard's tie-break).
+fn add_to_score(counter: cup_session::Column, by: i32) -> sea_orm::UpdateMany<cup_session::Entity> {
+    cup_session::Entity::update_many()
+        .col_expr(counter, Expr::col(counter).add(by))
+        .col_expr(
+            cup_session::Column::Score,
+            Expr::col(cup_session::Column::Score).add(by),
+        )
+        .col_expr(cup_session::Column::ScoreReachedAt, Expr::value(Utc::now()))
+        .col_expr(
+            cup_session::Column::Version,
+            Expr::col(cup_session::Column::Version).add(1),
+        )
+}
+
 /// Whether a conditional update of an OPEN session missed because it is closed (CONFLICT).
 fn closed() -> Error {
     Error::state_conflict("this cup session is closed")
@@ -219,20 +235,7 @@ pub async fn record_cheers(
     count: i32,
 ) -> Result<cup_session::Model> {
     as_crew(state, actor, id).await?;
-    let updated = cup_session::Entity::update_many()
-        .col_expr(
-            cup_session::Column::Cheers,
-            Expr::col(cup_session::Column::Cheers).add(count),
-        )
-        .col_expr(
-            cup_session::Column::Score,
-            Expr::col(cup_session::Column::Score).add(count),
-        )
-        .col_expr(cup_session::Column::ScoreReachedAt, Expr::value(Utc::now()))
-        .col_expr(
-            cup_session::Column::Version,
-            Expr::col(cup_session::Column::Version).add(1),
-        )
+    let updated = add_to_score(cup_session::Column::Cheers, count)
         .filter(cup_session::Column::Id.eq(id))
         .filter(cup_session::Column::Status.eq(Status::Open))
         .exec(&state.db)
@@ -350,20 +353,7 @@ pub async fn add_game_points(
     let Some(session) = latest_session_of(db, event, user).await? else {
         return Ok(None);
     };
-    cup_session::Entity::update_many()
-        .col_expr(
-            cup_session::Column::GamePoints,
-            Expr::col(cup_session::Column::GamePoints).add(points),
-        )
-        .col_expr(
-            cup_session::Column::Score,
-            Expr::col(cup_session::Column::Score).add(points),
-        )
-        .col_expr(cup_session::Column::ScoreReachedAt, Expr::value(Utc::now()))
-        .col_expr(
-            cup_session::Column::Version,
-            Expr::col(cup_session::Column::Version).add(1),
-        )
+    add_to_score(cup_session::Column::GamePoints, points)
         .filter(cup_session::Column::Id.eq(session.id))
         .exec(db)
         .await?;
