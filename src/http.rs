@@ -416,7 +416,13 @@ fn finish(mut response: async_graphql::Response, mode: Mode) -> Response {
     } else {
         StatusCode::OK
     };
-    match serde_json::to_vec(&response) {
+    let body = if request_error {
+        // A request that never executed has no `data` entry at all (GraphQL over HTTP).
+        serde_json::to_vec(&serde_json::json!({ "errors": response.errors }))
+    } else {
+        serde_json::to_vec(&response)
+    };
+    match body {
         Ok(body) => (status, [(header::CONTENT_TYPE, mode.content_type())], body).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "cannot serialize a GraphQL response");

@@ -1,0 +1,87 @@
+// Apollo Client as apps use it: HttpLink for queries and mutations, GraphQLWsLink (graphql-ws) for
+// subscriptions, split by operation type, with the access token in connectionParams.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { ApolloClient, HttpLink, InMemoryCache, gql, split } from "@apollo/client/core/index.js";
+import { GraphQLWsLink } from "@apollo/client/link/subscriptions/index.js";
+import { getMainDefinition } from "@apollo/client/utilities/index.js";
+import { createClient } from "graphql-ws";
+import WebSocket from "ws";
+import { startRally } from "./rally.js";
+
+let rally;
+before(async () => {
+  rally = await startRally();
+});
+after(async () => {
+  await rally.stop();
+});
+
+function apollo(getToken) {
+  const http = new HttpLink({
+    uri: rally.url,
+    fetch: (uri, options) => {
+      const token = getToken();
+      const headers = { ...options.headers, ...(token ? { authorization: `Bearer ${token}` } : {}) };
+      return fetch(uri, { ...options, headers });
+    },
+  });
+  const wsClient = createClient({
+    url: rally.wsUrl,
+    webSocketImpl: WebSocket,
+    connectionParams: () => ({ authorization: `Bearer ${getToken()}` }),
+  });
+  const link = split(
+    ({ query }) => {
+      const definition = getMainDefinition(query);
+      return definition.kind === "OperationDefinition" && definition.operation === "subscription";
+    },
+    new GraphQLWsLink(wsClient),
+    http,
+  );
+  return { client: new ApolloClient({ link, cache: new InMemoryCache() }), wsClient };
+}
+
+test("Apollo Client signs up, queries, mutates and receives a live event update", async () => {
+  let token = null;
+  const { client, wsClient } = apollo(() => token);
+  const signup = await client.mutate({
+    mutation: gql`mutation Signup($input: SignupInput!) { signup(input: $input) { accessToken user { id handle } } }`,
+    variables: { input: { handle: "apollo_fan", email: "apollo@example.com", password: "correct horse" } },
+  });
+  token = signup.data.signup.accessToken;
+  const me = await client.query({ query: gql`query Me { me { handle email } }`, fetchPolicy: "network-only" });
+  assert.deepEqual({ ...me.data.me }, { __typename: "User", handle: "apollo_fan", email: "apollo@example.com" });
+
+  const created = await client.mutate({
+    mutation: gql`mutation Create { createEvent(input: { title: "Apollo night", startsAt: "2030-01-01T20:00:00Z" }) { id title } }`,
+  });
+  const id = created.data.createEvent.id;
+
+  const titles = [];
+  const received = new Promise((resolve, reject) => {
+    const subscription = client
+      .subscribe({
+        query: gql`subscription Watch($id: ID!) { eventUpdated(eventId: $id) { id title likeCount } }`,
+        variables: { id },
+      })
+      .subscribe({
+        next: ({ data }) => {
+          titles.push(data.eventUpdated.title);
+          if (titles.length === 1) {
+            client.mutate({
+              mutation: gql`mutation Rename($id: ID!) { updateEvent(id: $id, input: { title: "Renamed live" }) { id } }`,
+              variables: { id },
+            });
+          } else {
+            subscription.unsubscribe();
+            resolve();
+          }
+        },
+        error: reject,
+      });
+  });
+  await received;
+  assert.deepEqual(titles, ["Apollo night", "Renamed live"]);
+  await wsClient.dispose();
+});
