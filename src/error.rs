@@ -156,13 +156,20 @@ impl From<tokio::task::JoinError> for Error {
     }
 }
 
-impl From<Error> for async_graphql::Error {
-    fn from(err: Error) -> Self {
-        if let Error::Internal(cause) = &err {
-            // Inside the request's span: the log line carries the request id.
+impl Error {
+    /// Logs an internal cause (inside the current span, so with the request id when there is one);
+    /// expected failures are not logged. Call it where an error ends without reaching GraphQL.
+    pub fn report(&self) {
+        if let Error::Internal(cause) = self {
             tracing::error!(error = format!("{cause:#}"), "internal error");
             metrics::counter!("rally_internal_errors_total").increment(1);
         }
+    }
+}
+
+impl From<Error> for async_graphql::Error {
+    fn from(err: Error) -> Self {
+        err.report();
         let message = err.message();
         async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", err.code());

@@ -528,8 +528,7 @@ async fn media(
             .into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such media").into_response(),
         Err(err) => {
-            // Logged through the error's own policy; the client learns nothing more.
-            let _ = async_graphql::Error::from(err);
+            err.report();
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
@@ -559,7 +558,7 @@ async fn round_photo(
             .into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such media").into_response(),
         Err(err) => {
-            let _ = async_graphql::Error::from(err);
+            err.report();
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }

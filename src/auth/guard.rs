@@ -2,15 +2,15 @@
 
 use async_graphql::{Context, Guard};
 
-use super::Viewer;
 use crate::error::Error;
+use crate::graphql::ContextExt;
 
 /// The caller must hold a valid access token.
 pub struct SignedIn;
 
 impl Guard for SignedIn {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        viewer(ctx).require()?;
+        ctx.identity()?;
         Ok(())
     }
 }
@@ -20,15 +20,10 @@ pub struct AdminOnly;
 
 impl Guard for AdminOnly {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        if viewer(ctx).require()?.is_admin {
+        if ctx.identity()?.is_admin {
             Ok(())
         } else {
             Err(Error::Forbidden("admins only").into())
         }
     }
-}
-
-fn viewer<'a>(ctx: &'a Context<'_>) -> &'a Viewer {
-    static ANONYMOUS: Viewer = Viewer::Anonymous;
-    ctx.data_opt::<Viewer>().unwrap_or(&ANONYMOUS)
 }

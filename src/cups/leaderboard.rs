@@ -111,9 +111,7 @@ impl Leaderboards {
                 feed.send_replace(Some(Arc::new(board)));
             }
             Ok(None) => {}
-            Err(err) => {
-                let _ = async_graphql::Error::from(err);
-            }
+            Err(err) => err.report(),
         }
     }
 

@@ -111,11 +111,11 @@ impl TemplateSpec {
             capacity,
         })
     }
+}
 
-    /// The end of an event starting at `starts_at` made from this template.
-    pub fn default_end(&self, starts_at: DateTime<Utc>) -> DateTime<Utc> {
-        starts_at + Duration::minutes(i64::from(self.default_duration_minutes))
-    }
+/// The end of an event starting at `starts_at` made from a template of `duration_minutes`.
+pub fn default_end(starts_at: DateTime<Utc>, duration_minutes: i32) -> DateTime<Utc> {
+    starts_at + Duration::minutes(i64::from(duration_minutes))
 }
 
 /// What happened to an event: the payload of `event:{id}`.
@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(spec.name, "Pub quiz");
         assert_eq!(spec.description, None);
         let start = Utc::now();
-        assert_eq!(spec.default_end(start) - start, Duration::minutes(90));
+        assert_eq!(
+            default_end(start, spec.default_duration_minutes) - start,
+            Duration::minutes(90)
+        );
         for (duration, capacity, field) in [
             (0, None, "input.defaultDurationMinutes"),
             (60, Some(0), "input.capacity"),

@@ -12,7 +12,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::model::{ChangeKind, EventChange, TemplateSpec, can_move, check_times, to_second};
+use super::model::{
+    ChangeKind, EventChange, TemplateSpec, can_move, check_times, default_end, to_second,
+};
 use crate::accounts;
 use crate::accounts::model::Handle;
 use crate::auth::Identity;
@@ -140,15 +142,9 @@ pub async fn create(state: &AppState, organizer: Uuid, new: NewEvent) -> Result<
     };
     let starts_at = to_second(new.starts_at);
     let ends_at = new.ends_at.map(to_second).or_else(|| {
-        template.as_ref().map(|t| {
-            TemplateSpec {
-                name: t.name.clone(),
-                description: None,
-                default_duration_minutes: t.default_duration_minutes,
-                capacity: t.capacity,
-            }
-            .default_end(starts_at)
-        })
+        template
+            .as_ref()
+            .map(|t| default_end(starts_at, t.default_duration_minutes))
     });
     check_times(starts_at, ends_at, "input.endsAt")?;
     let now = Utc::now();

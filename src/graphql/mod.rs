@@ -66,7 +66,16 @@ pub fn build(limits: QueryLimits, state: &AppState) -> RallySchema {
     loaders::register(schema_builder(limits).data(state.clone()), state).finish()
 }
 
-/// The SDL of the schema, as committed in `schema.graphql`.
+/// The SDL of the schema, as committed in `schema.graphql` (indented with two spaces, as the API
+/// contract is).
 pub fn sdl() -> String {
-    schema_builder(QueryLimits::default()).finish().sdl()
+    let sdl = schema_builder(QueryLimits::default()).finish().sdl();
+    let mut out = String::with_capacity(sdl.len());
+    for line in sdl.lines() {
+        let body = line.trim_start_matches('\t');
+        out.push_str(&"  ".repeat(line.len() - body.len()));
+        out.push_str(body);
+        out.push('\n');
+    }
+    out
 }

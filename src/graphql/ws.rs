@@ -159,15 +159,18 @@ async fn supervise(
     let (engine_in, engine_input) = mpsc::channel::<std::result::Result<Message, axum::Error>>(16);
 
     let slots = Arc::new(SubscriptionSlots::new(settings.max_subscriptions));
-    let init_keys = keys.clone();
+    // The supervisor checks the token of `connection_init` before forwarding it; the driver's init
+    // callback takes that verdict instead of verifying the token a second time.
+    let verdict = Arc::new(std::sync::Mutex::new(Viewer::Anonymous));
+    let init_verdict = verdict.clone();
     let engine = GraphQLWebSocket::new_with_pair(
         PollSender::new(engine_out),
         ReceiverStream::new(engine_input),
         sockets.schema.clone(),
         protocol,
     )
-    .on_connection_init(move |payload| async move {
-        let viewer = viewer_of(Some(&payload), &init_keys);
+    .on_connection_init(move |_payload| async move {
+        let viewer = std::mem::take(&mut *init_verdict.lock().unwrap_or_else(|p| p.into_inner()));
         if matches!(viewer, Viewer::Invalid) {
             return Err(async_graphql::Error::new("Forbidden"));
         }
@@ -206,7 +209,9 @@ async fn supervise(
                             match frame.kind.as_str() {
                                 "connection_init" if !initialised => {
                                     initialised = true;
-                                    match viewer_of(frame.payload.as_ref(), &keys) {
+                                    let viewer = viewer_of(frame.payload.as_ref(), &keys);
+                                    *verdict.lock().unwrap_or_else(|p| p.into_inner()) = viewer.clone();
+                                    match viewer {
                                         Viewer::Invalid => {
                                             let _ = to_socket.send(close(CLOSE_FORBIDDEN, "Forbidden: invalid access token")).await;
                                             break CLOSE_FORBIDDEN;
