@@ -167,6 +167,16 @@ pub struct Config {
     )]
     pub argon2_iterations: u32,
 
+    /// Most password hashes computed at once (0: half the cores, at least one). Hashing is
+    /// CPU-bound; a bound keeps a login rush from starving every other request.
+    #[arg(
+        long,
+        env = "RALLY_ARGON2_CONCURRENCY",
+        default_value_t = 0,
+        global = true
+    )]
+    pub argon2_concurrency: usize,
+
     /// Failed-or-not login attempts allowed per login name per window.
     #[arg(
         long,

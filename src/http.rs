@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use async_graphql::http::{GraphiQLSource, MultipartOptions};
+use async_graphql::http::MultipartOptions;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{ServerError, Value};
 use axum::body::Body;
@@ -87,6 +87,7 @@ pub fn router(app: AppState, schema: RallySchema, sockets: Sockets) -> Router {
     Router::new()
         .route("/graphql", get(graphql).post(graphql))
         .route("/", get(graphiql))
+        .route("/graphiql/{file}", get(graphiql_asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
@@ -102,10 +103,11 @@ async fn graphql_ws(
     State(http): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
+    _protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    // async-graphql picks the first protocol it knows; so do we, to know which keep-alive to send.
+    // The first protocol of the client's list that we speak (`GraphQLProtocol` refuses the upgrade
+    // when there is none).
     let legacy = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
@@ -115,7 +117,7 @@ async fn graphql_ws(
                 .find(|p| *p == "graphql-transport-ws" || *p == "graphql-ws")
         })
         == Some("graphql-ws");
-    http.sockets.upgrade(upgrade, protocol, legacy, peer)
+    http.sockets.upgrade(upgrade, legacy, peer)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -453,14 +455,58 @@ fn quoted_after<'a>(message: &'a str, marker: &str) -> Option<&'a str> {
     rest.find('"').map(|end| &rest[..end])
 }
 
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Rally")
-            .finish(),
+/// GraphiQL's page and scripts, vendored by `scripts/vendor-graphiql` and embedded in the binary so
+/// GraphiQL works without internet access: (name, content type, bytes).
+const GRAPHIQL_ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "graphiql.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/graphiql/graphiql.min.js"),
+    ),
+    (
+        "graphiql.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/graphiql/graphiql.min.css"),
+    ),
+    (
+        "react.production.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/graphiql/react.production.min.js"),
+    ),
+    (
+        "react-dom.production.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+    ),
+    (
+        "graphql-ws.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/graphiql/graphql-ws.min.js"),
+    ),
+    (
+        "LICENSES.txt",
+        "text/plain; charset=utf-8",
+        include_bytes!("../assets/graphiql/LICENSES.txt"),
+    ),
+];
+
+async fn graphiql() -> Html<&'static str> {
+    Html(include_str!("../assets/graphiql/index.html"))
+}
+
+async fn graphiql_asset(Path(file): Path<String>) -> Response {
+    let Some((_, content_type, bytes)) = GRAPHIQL_ASSETS.iter().find(|(name, ..)| *name == file)
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    (
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        *bytes,
     )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

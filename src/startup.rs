@@ -43,7 +43,11 @@ impl App {
             None => Live::in_process(),
         };
         let tokens = TokenKeys::new(&config.load_jwt_secret()?, config.access_token_ttl());
-        let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
+        let passwords = Passwords::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_concurrency,
+        )?;
         let auth_limits = AuthLimits::new(
             config.auth_attempts_per_login,
             config.auth_attempts_per_address,
@@ -75,7 +79,8 @@ impl App {
             keepalive: Duration::from_secs(state.config.ws_keepalive_seconds.max(1)),
             max_subscriptions: state.config.ws_max_subscriptions,
         };
-        let sockets = Sockets::new(schema.clone(), state.clone(), settings, stopping_rx);
+        let fanout = crate::graphql::fanout::Fanout::new(schema.clone());
+        let sockets = Sockets::new(fanout, state.clone(), settings, stopping_rx);
         let router = http::router(state.clone(), schema, sockets.clone());
         Ok(Self {
             listener,

@@ -1,4 +1,6 @@
-//! argon2id password hashing, run on the blocking pool so hashing never stalls the async workers.
+//! argon2id password hashing, run on the blocking pool so hashing never stalls the async workers,
+//! and at most a few at once (by default half the cores), so a login rush leaves CPU for every
+//! other request.
 
 use std::sync::Arc;
 
@@ -11,14 +13,17 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct Passwords {
     hasher: Arc<Argon2<'static>>,
+    /// Hashes allowed to run at once.
+    slots: Arc<tokio::sync::Semaphore>,
     /// A hash of a random password, verified against when a login names nobody, so that an unknown
     /// login costs the same time as a wrong password.
     decoy: Arc<str>,
 }
 
 impl Passwords {
-    /// argon2id with `memory_kib` of memory and `iterations` passes, one lane.
-    pub fn new(memory_kib: u32, iterations: u32) -> anyhow::Result<Self> {
+    /// argon2id with `memory_kib` of memory and `iterations` passes, one lane, at most
+    /// `concurrency` hashes at once (0: half the cores, at least one).
+    pub fn new(memory_kib: u32, iterations: u32, concurrency: usize) -> anyhow::Result<Self> {
         let params = Params::new(memory_kib, iterations, 1, None)
             .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
         let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
@@ -27,8 +32,15 @@ impl Passwords {
             .hash_password(uuid::Uuid::new_v4().as_bytes(), &salt)
             .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?
             .to_string();
+        let concurrency = match concurrency {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 2)
+                .max(1),
+            n => n,
+        };
         Ok(Self {
             hasher: Arc::new(hasher),
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrency)),
             decoy: decoy.into(),
         })
     }
@@ -37,7 +49,9 @@ impl Passwords {
     #[tracing::instrument(skip_all)]
     pub async fn hash(&self, password: String) -> Result<String> {
         let hasher = self.hasher.clone();
+        let slot = self.slot().await?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let salt = SaltString::generate(&mut rand::rngs::OsRng);
             hasher
                 .hash_password(password.as_bytes(), &salt)
@@ -53,13 +67,25 @@ impl Passwords {
         let hasher = self.hasher.clone();
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.decoy.to_string());
+        let slot = self.slot().await?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let parsed = PasswordHash::new(&stored)
                 .map_err(|e| Error::internal(anyhow::anyhow!("stored hash unreadable: {e}")))?;
             let matches = hasher.verify_password(password.as_bytes(), &parsed).is_ok();
             Ok(known && matches)
         })
         .await?
+    }
+
+    /// Waits for a hashing slot.
+    /// Owned, so a hash whose request was cancelled keeps its slot until the hash really ends.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::internal(anyhow::anyhow!("hashing slots closed: {e}")))
     }
 }
 
@@ -69,7 +95,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_only_its_password() {
-        let passwords = Passwords::new(1024, 1).unwrap();
+        let passwords = Passwords::new(1024, 1, 1).unwrap();
         let hash = passwords.hash("correct horse".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(

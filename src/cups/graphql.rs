@@ -536,10 +536,8 @@ impl CupsSubscription {
         let first = parse_first(first)?;
         let event = ids::require(&event_id, "no such event")?;
         events::service::require(&state, event).await?;
-        let slot = ctx.subscription_slot("leaderboard")?;
         let mut boards = state.boards.watch(&state, event);
         Ok(async_stream::stream! {
-            let _slot = slot;
             loop {
                 let board = boards.borrow_and_update().clone();
                 if let Some(board) = board {
@@ -568,10 +566,8 @@ impl CupsSubscription {
                 Error::Forbidden("only the event's staff and organizer follow its cups").into(),
             );
         }
-        let slot = ctx.subscription_slot("cupSessionUpdated")?;
         let mut feed = state.live.subscribe(&sessions_topic(event.id));
         Ok(async_stream::stream! {
-            let _slot = slot;
             while let Some(signal) = feed.next().await {
                 if let Signal::Message(delivery) = signal
                     && let Some(session) = delivery.decode::<cup_session::Model>()
@@ -594,11 +590,9 @@ impl CupsSubscription {
         let me = ctx.identity()?;
         let event =
             events::service::require(&state, ids::require(&event_id, "no such event")?).await?;
-        let slot = ctx.subscription_slot("myCupSession")?;
         let mut feed = state.live.subscribe(&sessions_topic(event.id));
         let current = service::latest_session_of(&state.db, event.id, me.user_id).await?;
         Ok(async_stream::stream! {
-            let _slot = slot;
             let mut version = None;
             if let Some(session) = current {
                 version = Some((session.id, session.version));

@@ -618,55 +618,38 @@ impl EventsSubscription {
         ctx: &Context<'_>,
         event_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Event>> {
+        // Who is calling is read only where a field needs it (`likedByMe`), so subscribers who do
+        // not select it share one execution whoever they are.
         let state = ctx.state()?.clone();
-        let me = ctx.viewer().identity()?.map(|me| me.user_id);
         let id = ids::require(&event_id, "no such event")?;
-        let slot = ctx.subscription_slot("eventUpdated")?;
         // Subscribe before reading the snapshot, so no change falls between the two.
         let mut feed = state.live.subscribe(&Topic::event(id));
         let snapshot = service::find(&state, id)
             .await?
             .ok_or(Error::NotFound("no such event"))?;
-        let mut liked = match me {
-            Some(me) => service::is_liked(&state, me, id).await?,
-            None => false,
-        };
         Ok(async_stream::stream! {
-            let _slot = slot;
             let mut version = snapshot.version;
-            yield Event { model: snapshot, liked_by_me: Some(liked) };
+            yield Event::from(snapshot);
             while let Some(signal) = feed.next().await {
-                match signal {
+                let current = match signal {
                     Signal::Message(delivery) => {
                         let Some(change) = delivery.decode::<EventChange>() else { continue };
                         if change.kind == ChangeKind::Deleted {
                             break;
                         }
-                        if me.is_some() && change.actor == me {
-                            match change.kind {
-                                ChangeKind::Liked => liked = true,
-                                ChangeKind::Unliked => liked = false,
-                                _ => {}
-                            }
-                        }
-                        // Never go back to an older state (deliveries can cross between instances).
-                        if change.event.version <= version {
-                            continue;
-                        }
-                        version = change.event.version;
-                        yield Event { model: change.event.clone(), liked_by_me: Some(liked) };
+                        change.event.clone()
                     }
-                    Signal::Resync => {
-                        let Ok(Some(current)) = service::find(&state, id).await else { break };
-                        if let Some(me) = me {
-                            liked = service::is_liked(&state, me, id).await.unwrap_or(liked);
-                        }
-                        if current.version > version {
-                            version = current.version;
-                            yield Event { model: current, liked_by_me: Some(liked) };
-                        }
-                    }
+                    Signal::Resync => match service::find(&state, id).await {
+                        Ok(Some(current)) => current,
+                        _ => break,
+                    },
+                };
+                // Never go back to an older state (deliveries can cross between instances).
+                if current.version <= version {
+                    continue;
                 }
+                version = current.version;
+                yield Event::from(current);
             }
         })
     }
@@ -678,10 +661,8 @@ impl EventsSubscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = Event>> {
         let state = ctx.state()?.clone();
-        let slot = ctx.subscription_slot("eventStatusChanged")?;
         let mut feed = state.live.subscribe(&Topic::event_status());
         Ok(async_stream::stream! {
-            let _slot = slot;
             while let Some(signal) = feed.next().await {
                 if let Signal::Message(delivery) = signal
                     && let Some(event) = delivery.decode::<event::Model>()

@@ -346,13 +346,11 @@ impl GamesSubscription {
     ) -> async_graphql::Result<impl Stream<Item = Game>> {
         let state = ctx.state()?.clone();
         let id = ids::require(&game_id, "no such game")?;
-        let slot = ctx.subscription_slot("gameUpdated")?;
         let mut feed = state.live.subscribe(&Topic::game(id));
         let snapshot = service::find(&state, id)
             .await?
             .ok_or(Error::NotFound("no such game"))?;
         Ok(async_stream::stream! {
-            let _slot = slot;
             let mut version = snapshot.version;
             yield Game(snapshot);
             while let Some(signal) = feed.next().await {

@@ -5,7 +5,7 @@ use async_graphql::Context;
 
 use std::sync::Arc;
 
-use super::ws::{SlotGuard, SubscriptionSlots};
+use super::fanout::ViewerProbe;
 use crate::auth::{ClientAddr, Identity, Viewer};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -14,7 +14,8 @@ use crate::state::AppState;
 pub trait ContextExt {
     /// The app state.
     fn state(&self) -> Result<&AppState>;
-    /// Who is calling (anonymous when the transport attached no viewer).
+    /// Who is calling (anonymous when the transport attached no viewer). In a shared subscription
+    /// execution this marks the execution as depending on its caller (see `fanout`).
     fn viewer(&self) -> &Viewer;
     /// The signed-in caller, or UNAUTHENTICATED.
     fn identity(&self) -> Result<Identity> {
@@ -22,8 +23,6 @@ pub trait ContextExt {
     }
     /// The client's network address, when the transport knows it.
     fn client_addr(&self) -> Option<std::net::IpAddr>;
-    /// A slot for a subscription to `field`; RATE_LIMITED when the connection has too many.
-    fn subscription_slot(&self, field: &'static str) -> Result<SlotGuard>;
 }
 
 impl ContextExt for Context<'_> {
@@ -34,17 +33,13 @@ impl ContextExt for Context<'_> {
 
     fn viewer(&self) -> &Viewer {
         static ANONYMOUS: Viewer = Viewer::Anonymous;
+        if let Some(probe) = self.data_opt::<Arc<ViewerProbe>>() {
+            probe.touch();
+        }
         self.data_opt::<Viewer>().unwrap_or(&ANONYMOUS)
     }
 
     fn client_addr(&self) -> Option<std::net::IpAddr> {
         self.data_opt::<ClientAddr>().map(|addr| addr.0)
-    }
-
-    fn subscription_slot(&self, field: &'static str) -> Result<SlotGuard> {
-        match self.data_opt::<Arc<SubscriptionSlots>>() {
-            Some(slots) => slots.take(field),
-            None => Ok(SlotGuard::new(None, field)),
-        }
     }
 }

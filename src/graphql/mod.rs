@@ -2,6 +2,7 @@
 //! builder shared by the server and `rally schema` (so `schema.graphql` is exactly what is served).
 
 mod context;
+pub mod fanout;
 pub mod ids;
 mod limits;
 pub mod loaders;
@@ -37,6 +38,14 @@ pub struct Mutation(
 /// Every subscription root, merged.
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(EventsSubscription, CupsSubscription, GamesSubscription);
+
+/// Subscriptions whose stream starts with the current state (then follows its changes): a subscriber
+/// joining a shared execution late gets its latest payload first.
+pub const STATE_SUBSCRIPTIONS: &[&str] =
+    &["eventUpdated", "leaderboard", "gameUpdated", "myCupSession"];
+
+/// Subscriptions that stream events from the moment of subscribing (nothing to replay).
+pub const EVENT_SUBSCRIPTIONS: &[&str] = &["eventStatusChanged", "cupSessionUpdated"];
 
 /// Rally's schema type.
 pub type RallySchema = Schema<Query, Mutation, Subscription>;
@@ -78,4 +87,42 @@ pub fn sdl() -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subscription_is_either_a_state_or_an_event_stream() {
+        let sdl = sdl();
+        let start = sdl
+            .find("type Subscription {")
+            .expect("a subscription root");
+        let body = &sdl[start..];
+        let body = &body[..body.find("\n}").expect("its end")];
+        let mut fields: Vec<&str> = body
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                // A field line starts with its name followed by its arguments or its type.
+                let line = line.trim();
+                let name_end = line.find(|c: char| !c.is_ascii_alphanumeric())?;
+                let (name, rest) = line.split_at(name_end);
+                (!name.is_empty() && (rest.starts_with('(') || rest.starts_with(':')))
+                    .then_some(name)
+            })
+            .collect();
+        fields.sort_unstable();
+        let mut classified: Vec<&str> = STATE_SUBSCRIPTIONS
+            .iter()
+            .chain(EVENT_SUBSCRIPTIONS)
+            .copied()
+            .collect();
+        classified.sort_unstable();
+        assert_eq!(
+            fields, classified,
+            "classify new subscriptions in graphql/mod.rs"
+        );
+    }
 }

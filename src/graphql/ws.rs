@@ -1,37 +1,39 @@
 //! The websocket endpoint `/graphql/ws`: both protocols (`graphql-transport-ws` and the legacy
-//! `graphql-ws` of subscriptions-transport-ws), served by async-graphql's driver behind our own
-//! upgrade and connection supervisor.
+//! `graphql-ws` of subscriptions-transport-ws), spoken by Rally itself behind its own upgrade.
 //!
-//! The supervisor sits between the socket and the driver and owns what the driver does not:
+//! One task per connection reads frames, writes frames and owns:
 //! - small buffers (4 KiB read, unbuffered writes) so an idle socket costs a few KiB;
 //! - authentication in `connection_init` (`authorization`, `Authorization` or `token`, with or
 //!   without `Bearer `); a bad token closes with 4403;
 //! - 4408 for clients that never send `connection_init` within the configured time;
+//! - the protocol's own closes: 4400 for a frame it cannot read, 4401 for `subscribe` before the
+//!   acknowledgement, 4409 for an id already running, 4429 for a second `connection_init`;
 //! - keep-alive pings from the server (`ping` on graphql-transport-ws, `ka` on the legacy protocol);
 //! - access-token expiry: the socket closes with 4403 when the token it was opened with expires,
 //!   unless the client sent a fresh token for the same user in a `ping` payload
 //!   (`{"type":"ping","payload":{"authorization":"Bearer …"}}`) first;
-//! - a cap on active subscriptions per connection ([`SubscriptionSlots`]);
+//! - a cap on running operations per connection (RATE_LIMITED on the extra one);
 //! - on shutdown, a clean close with 1012 (service restart: reconnect) instead of a cut.
+//!
+//! Subscriptions run in shared executions ([`Fanout`]): the connection only wraps each shared
+//! payload in its own frame.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::PollSender;
+use tokio_stream::StreamMap;
 
-use super::RallySchema;
+use super::fanout::{Fanout, Payload, Payloads, Subscribe};
 use crate::auth::{ClientAddr, Identity, TokenKeys, Viewer};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::state::AppState;
 
 /// Close code: the client never initialised the connection.
@@ -40,6 +42,14 @@ pub const CLOSE_INIT_TIMEOUT: u16 = 4408;
 pub const CLOSE_FORBIDDEN: u16 = 4403;
 /// Close code: the server is restarting; reconnect (RFC 6455 "Service Restart").
 pub const CLOSE_RESTART: u16 = 1012;
+/// Close code: a frame the protocol does not know.
+pub const CLOSE_INVALID: u16 = 4400;
+/// Close code: `subscribe` before `connection_ack`.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// Close code: a second operation with an id that is running.
+pub const CLOSE_DUPLICATE_ID: u16 = 4409;
+/// Close code: a second `connection_init`.
+pub const CLOSE_TOO_MANY_INITS: u16 = 4429;
 
 /// Settings of the websocket endpoint.
 #[derive(Clone, Copy, Debug)]
@@ -48,14 +58,15 @@ pub struct SocketSettings {
     pub init_timeout: Duration,
     /// How often the server pings.
     pub keepalive: Duration,
-    /// Most active subscriptions per connection.
+    /// Most running operations per connection.
     pub max_subscriptions: usize,
 }
 
-/// What every websocket shares: the schema, the state, the shutdown signal and the open count.
+/// What every websocket shares: the shared executions, the state, the shutdown signal and the open
+/// count.
 #[derive(Clone)]
 pub struct Sockets {
-    schema: RallySchema,
+    fanout: Fanout,
     app: AppState,
     settings: SocketSettings,
     shutdown: watch::Receiver<bool>,
@@ -65,13 +76,13 @@ pub struct Sockets {
 impl Sockets {
     /// The websocket side of the server.
     pub fn new(
-        schema: RallySchema,
+        fanout: Fanout,
         app: AppState,
         settings: SocketSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            schema,
+            fanout,
             app,
             settings,
             shutdown,
@@ -84,11 +95,11 @@ impl Sockets {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Upgrades the request and serves the socket.
+    /// Upgrades the request and serves the socket (`legacy`: the subscriptions-transport-ws
+    /// protocol).
     pub fn upgrade(
         &self,
         upgrade: WebSocketUpgrade,
-        protocol: GraphQLProtocol,
         legacy: bool,
         peer: SocketAddr,
     ) -> axum::response::Response {
@@ -102,7 +113,15 @@ impl Sockets {
             .on_upgrade(move |socket| async move {
                 sockets.open.fetch_add(1, Ordering::Relaxed);
                 metrics::gauge!("rally_websockets_open").increment(1.0);
-                let code = supervise(socket, protocol, legacy, peer, &sockets).await;
+                let connection = Connection {
+                    sockets: &sockets,
+                    legacy,
+                    addr: ClientAddr(peer.ip()),
+                    viewer: None,
+                    identity: None,
+                    running: StreamMap::new(),
+                };
+                let code = connection.serve(socket).await;
                 metrics::counter!("rally_websocket_closes_total", "code" => code.to_string())
                     .increment(1);
                 metrics::gauge!("rally_websockets_open").decrement(1.0);
@@ -111,13 +130,29 @@ impl Sockets {
     }
 }
 
-/// The frame fields the supervisor reads.
+/// A frame from the client, in either protocol.
 #[derive(Deserialize)]
-struct Frame {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    payload: Option<serde_json::Value>,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<serde_json::Value>,
+    },
+    #[serde(alias = "start")]
+    Subscribe {
+        id: String,
+        payload: Subscribe,
+    },
+    #[serde(alias = "stop")]
+    Complete {
+        id: String,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<serde_json::Value>,
+    },
+    Pong {},
+    ConnectionTerminate,
 }
 
 /// The credentials in a `connection_init` or `ping` payload.
@@ -132,10 +167,10 @@ fn viewer_of(payload: Option<&serde_json::Value>, keys: &TokenKeys) -> Viewer {
     Viewer::from_credentials(credentials(payload), keys)
 }
 
-fn close(code: u16, reason: &'static str) -> Message {
+fn close(code: u16, reason: impl Into<String>) -> Message {
     Message::Close(Some(CloseFrame {
         code,
-        reason: reason.into(),
+        reason: reason.into().into(),
     }))
 }
 
@@ -144,205 +179,247 @@ fn expiry(identity: &Identity) -> Instant {
     Instant::now() + Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0))
 }
 
-/// Runs one connection to its end; returns the close code it ended with (1000 when the client left).
-async fn supervise(
-    socket: WebSocket,
-    protocol: GraphQLProtocol,
+/// What a running operation sends next: a payload, then the end.
+type Outgoing = Option<Arc<Payload>>;
+
+/// Counts a running subscription in the metrics, by root field.
+struct Tracked(&'static str);
+
+impl Tracked {
+    fn start(field: &str) -> Option<Self> {
+        // Bounded labels: only the schema's own subscription fields.
+        let field = *super::STATE_SUBSCRIPTIONS
+            .iter()
+            .chain(super::EVENT_SUBSCRIPTIONS)
+            .find(|known| **known == field)?;
+        metrics::gauge!("rally_subscriptions_active", "field" => field).increment(1.0);
+        Some(Self(field))
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        metrics::gauge!("rally_subscriptions_active", "field" => self.0).decrement(1.0);
+    }
+}
+
+/// One websocket connection's protocol state.
+struct Connection<'a> {
+    sockets: &'a Sockets,
     legacy: bool,
-    peer: SocketAddr,
-    sockets: &Sockets,
-) -> u16 {
-    let settings = sockets.settings;
-    let keys = sockets.app.tokens.clone();
-    let (mut to_socket, mut from_socket) = socket.split();
-    let (engine_out, mut engine_rx) = mpsc::channel::<Message>(16);
-    let (engine_in, engine_input) = mpsc::channel::<std::result::Result<Message, axum::Error>>(16);
+    addr: ClientAddr,
+    /// Set by `connection_init`.
+    viewer: Option<Viewer>,
+    /// The signed-in user, whose token's expiry ends the connection.
+    identity: Option<Identity>,
+    running: StreamMap<String, futures_util::stream::BoxStream<'static, Outgoing>>,
+}
 
-    let slots = Arc::new(SubscriptionSlots::new(settings.max_subscriptions));
-    // The supervisor checks the token of `connection_init` before forwarding it; the driver's init
-    // callback takes that verdict instead of verifying the token a second time.
-    let verdict = Arc::new(std::sync::Mutex::new(Viewer::Anonymous));
-    let init_verdict = verdict.clone();
-    let engine = GraphQLWebSocket::new_with_pair(
-        PollSender::new(engine_out),
-        ReceiverStream::new(engine_input),
-        sockets.schema.clone(),
-        protocol,
-    )
-    .on_connection_init(move |_payload| async move {
-        let viewer = std::mem::take(&mut *init_verdict.lock().unwrap_or_else(|p| p.into_inner()));
-        if matches!(viewer, Viewer::Invalid) {
-            return Err(async_graphql::Error::new("Forbidden"));
-        }
-        let mut data = Data::default();
-        data.insert(viewer);
-        data.insert(ClientAddr(peer.ip()));
-        data.insert(slots);
-        Ok(data)
-    });
-    let engine = tokio::spawn(engine.serve());
+/// What handling one client frame leads to.
+enum Step {
+    Continue,
+    Close(u16, String),
+    Left,
+}
 
-    let far = Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600);
-    let init_deadline = Instant::now() + settings.init_timeout;
-    let mut initialised = false;
-    let mut token_expiry = far;
-    let mut identity: Option<Identity> = None;
-    let mut keepalive = tokio::time::interval(settings.keepalive);
-    keepalive.tick().await;
-    let mut shutdown = sockets.shutdown.clone();
-    let ping = if legacy {
-        r#"{"type":"ka"}"#
-    } else {
-        r#"{"type":"ping"}"#
-    };
+type Sink = SplitSink<WebSocket, Message>;
 
-    let code = loop {
-        tokio::select! {
-            incoming = from_socket.next() => {
-                let message = match incoming {
-                    Some(Ok(message)) => message,
-                    Some(Err(_)) | None => break 1006,
-                };
-                match &message {
-                    Message::Text(text) => {
-                        if let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) {
-                            match frame.kind.as_str() {
-                                "connection_init" if !initialised => {
-                                    initialised = true;
-                                    let viewer = viewer_of(frame.payload.as_ref(), &keys);
-                                    *verdict.lock().unwrap_or_else(|p| p.into_inner()) = viewer.clone();
-                                    match viewer {
-                                        Viewer::Invalid => {
-                                            let _ = to_socket.send(close(CLOSE_FORBIDDEN, "Forbidden: invalid access token")).await;
-                                            break CLOSE_FORBIDDEN;
-                                        }
-                                        Viewer::User(user) => {
-                                            token_expiry = expiry(&user);
-                                            identity = Some(user);
-                                        }
-                                        Viewer::Anonymous => {}
-                                    }
-                                }
-                                "ping" => {
-                                    // A fresh token for the same user extends the connection.
-                                    if let (Some(current), Viewer::User(fresh)) = (identity, viewer_of(frame.payload.as_ref(), &keys))
-                                        && fresh.user_id == current.user_id
-                                    {
-                                        token_expiry = expiry(&fresh);
-                                        identity = Some(fresh);
-                                    }
-                                }
-                                _ => {}
+impl Connection<'_> {
+    /// Runs the connection to its end; returns the close code it ended with (1000 when the client
+    /// left).
+    async fn serve(mut self, socket: WebSocket) -> u16 {
+        let settings = self.sockets.settings;
+        let (mut sink, mut source) = socket.split();
+        let far = Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600);
+        let init_deadline = Instant::now() + settings.init_timeout;
+        let mut token_expiry = far;
+        let mut keepalive = tokio::time::interval(settings.keepalive);
+        keepalive.tick().await;
+        let mut shutdown = self.sockets.shutdown.clone();
+        let ping = if self.legacy {
+            r#"{"type":"ka"}"#
+        } else {
+            r#"{"type":"ping"}"#
+        };
+
+        let code = loop {
+            tokio::select! {
+                incoming = source.next() => {
+                    let step = match incoming {
+                        Some(Ok(Message::Text(text))) => self.handle(text.as_bytes(), &mut sink).await,
+                        Some(Ok(Message::Binary(bytes))) => self.handle(&bytes, &mut sink).await,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
+                        Some(Ok(Message::Close(_))) => break 1000,
+                        Some(Err(_)) | None => break 1006,
+                    };
+                    match step {
+                        Step::Continue => {
+                            if let Some(identity) = &self.identity {
+                                token_expiry = expiry(identity);
                             }
                         }
+                        Step::Close(code, reason) => {
+                            let _ = sink.send(close(code, reason)).await;
+                            break code;
+                        }
+                        Step::Left => break 1000,
                     }
-                    Message::Close(_) => break 1000,
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                    Message::Binary(_) => {}
                 }
-                if engine_in.send(Ok(message)).await.is_err() {
-                    break 1000;
+                Some((id, outgoing)) = self.running.next(), if !self.running.is_empty() => {
+                    let frame = match outgoing {
+                        Some(payload) => self.payload_frame(&id, &payload),
+                        None => {
+                            self.running.remove(&id);
+                            complete_frame(&id)
+                        }
+                    };
+                    if sink.send(Message::Text(frame.into())).await.is_err() {
+                        break 1006;
+                    }
+                }
+                () = sleep_until(init_deadline), if self.viewer.is_none() => {
+                    let _ = sink.send(close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")).await;
+                    break CLOSE_INIT_TIMEOUT;
+                }
+                () = sleep_until(token_expiry), if self.identity.is_some() => {
+                    let _ = sink.send(close(CLOSE_FORBIDDEN, "Forbidden: access token expired")).await;
+                    break CLOSE_FORBIDDEN;
+                }
+                _ = keepalive.tick(), if self.viewer.is_some() => {
+                    if sink.send(Message::Text(ping.into())).await.is_err() {
+                        break 1006;
+                    }
+                }
+                () = async { let _ = shutdown.wait_for(|stopping| *stopping).await; } => {
+                    let _ = sink.send(close(CLOSE_RESTART, "server restarting; reconnect")).await;
+                    break CLOSE_RESTART;
                 }
             }
-            outgoing = engine_rx.recv() => {
-                let Some(message) = outgoing else { break 1000 };
-                let closing = matches!(message, Message::Close(_));
-                if to_socket.send(message).await.is_err() || closing {
-                    break 1000;
-                }
-            }
-            () = sleep_until(init_deadline), if !initialised => {
-                let _ = to_socket.send(close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")).await;
-                break CLOSE_INIT_TIMEOUT;
-            }
-            () = sleep_until(token_expiry), if identity.is_some() => {
-                let _ = to_socket.send(close(CLOSE_FORBIDDEN, "Forbidden: access token expired")).await;
-                break CLOSE_FORBIDDEN;
-            }
-            _ = keepalive.tick(), if initialised => {
-                if to_socket.send(Message::Text(ping.into())).await.is_err() {
-                    break 1006;
-                }
-            }
-            () = async { let _ = shutdown.wait_for(|stopping| *stopping).await; } => {
-                let _ = to_socket.send(close(CLOSE_RESTART, "server restarting; reconnect")).await;
-                break CLOSE_RESTART;
-            }
-        }
-    };
-    engine.abort();
-    let _ = to_socket.close().await;
-    code
-}
+        };
+        let _ = sink.close().await;
+        code
+    }
 
-/// The active subscriptions of one connection, capped.
-pub struct SubscriptionSlots {
-    active: AtomicUsize,
-    cap: usize,
-}
-
-impl SubscriptionSlots {
-    /// Room for `cap` subscriptions.
-    pub fn new(cap: usize) -> Self {
-        Self {
-            active: AtomicUsize::new(0),
-            cap,
+    /// Handles one client frame.
+    async fn handle(&mut self, bytes: &[u8], sink: &mut Sink) -> Step {
+        let Ok(frame) = serde_json::from_slice::<ClientFrame>(bytes) else {
+            return Step::Close(CLOSE_INVALID, "Invalid message received".into());
+        };
+        match frame {
+            ClientFrame::ConnectionInit { payload } => {
+                if self.viewer.is_some() {
+                    return Step::Close(
+                        CLOSE_TOO_MANY_INITS,
+                        "Too many initialisation requests".into(),
+                    );
+                }
+                let viewer = viewer_of(payload.as_ref(), &self.sockets.app.tokens);
+                match &viewer {
+                    Viewer::Invalid => {
+                        return Step::Close(
+                            CLOSE_FORBIDDEN,
+                            "Forbidden: invalid access token".into(),
+                        );
+                    }
+                    Viewer::User(identity) => self.identity = Some(*identity),
+                    Viewer::Anonymous => {}
+                }
+                self.viewer = Some(viewer);
+                send(sink, r#"{"type":"connection_ack"}"#.to_owned()).await
+            }
+            ClientFrame::Subscribe { id, payload } => {
+                let Some(viewer) = &self.viewer else {
+                    return Step::Close(CLOSE_UNAUTHORIZED, "Unauthorized".into());
+                };
+                if self.running.contains_key(&id) {
+                    return Step::Close(
+                        CLOSE_DUPLICATE_ID,
+                        format!("Subscriber for {id} already exists"),
+                    );
+                }
+                if self.running.len() >= self.sockets.settings.max_subscriptions {
+                    let refused = Payload::error(Error::RateLimited {
+                        what: "too many subscriptions on this connection",
+                        retry_after_seconds: 1,
+                    });
+                    self.running.insert(
+                        id,
+                        futures_util::stream::iter([Some(refused), None]).boxed(),
+                    );
+                    return Step::Continue;
+                }
+                let field = payload.subscription_field();
+                let tracked = field.as_deref().and_then(Tracked::start);
+                let payloads: Payloads =
+                    self.sockets
+                        .fanout
+                        .run(payload, field.as_deref(), viewer, self.addr);
+                let outgoing = payloads
+                    .map(Some)
+                    .chain(futures_util::stream::once(async move {
+                        drop(tracked);
+                        None
+                    }))
+                    .boxed();
+                self.running.insert(id, outgoing);
+                Step::Continue
+            }
+            ClientFrame::Complete { id } => {
+                if self.running.remove(&id).is_some() {
+                    return send(sink, complete_frame(&id)).await;
+                }
+                Step::Continue
+            }
+            ClientFrame::Ping { payload } => {
+                // A fresh token for the same user extends the connection.
+                if let (Some(current), Viewer::User(fresh)) = (
+                    self.identity,
+                    viewer_of(payload.as_ref(), &self.sockets.app.tokens),
+                ) && fresh.user_id == current.user_id
+                {
+                    self.identity = Some(fresh);
+                }
+                if self.legacy {
+                    return Step::Continue;
+                }
+                send(sink, r#"{"type":"pong"}"#.to_owned()).await
+            }
+            ClientFrame::Pong {} => Step::Continue,
+            ClientFrame::ConnectionTerminate => Step::Left,
         }
     }
 
-    /// Takes a slot for a subscription to `field`, or RATE_LIMITED when the connection is full.
-    pub fn take(self: &Arc<Self>, field: &'static str) -> Result<SlotGuard> {
-        let taken = self
-            .active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |active| {
-                (active < self.cap).then_some(active + 1)
-            });
-        if taken.is_err() {
-            return Err(Error::RateLimited {
-                what: "too many subscriptions on this connection",
-                retry_after_seconds: 1,
-            });
-        }
-        Ok(SlotGuard::new(Some(self.clone()), field))
+    /// `{"type":"next","id":…,"payload":…}` (`data` on the legacy protocol) around a shared payload.
+    fn payload_frame(&self, id: &str, payload: &Payload) -> String {
+        let kind = if self.legacy { "data" } else { "next" };
+        let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
+        let mut frame = String::with_capacity(payload.json.len() + id.len() + 40);
+        frame.push_str(r#"{"type":""#);
+        frame.push_str(kind);
+        frame.push_str(r#"","id":"#);
+        frame.push_str(&id);
+        frame.push_str(r#","payload":"#);
+        frame.push_str(&payload.json);
+        frame.push('}');
+        frame
     }
 }
 
-/// Held by a running subscription; frees its slot (and counts it out of the metrics) when dropped.
-pub struct SlotGuard {
-    slots: Option<Arc<SubscriptionSlots>>,
-    field: &'static str,
-}
-
-impl SlotGuard {
-    /// A guard for `field` (without slots: not capped, e.g. a stream not served over a websocket).
-    pub fn new(slots: Option<Arc<SubscriptionSlots>>, field: &'static str) -> Self {
-        metrics::gauge!("rally_subscriptions_active", "field" => field).increment(1.0);
-        Self { slots, field }
+async fn send(sink: &mut Sink, frame: String) -> Step {
+    match sink.send(Message::Text(frame.into())).await {
+        Ok(()) => Step::Continue,
+        Err(_) => Step::Left,
     }
 }
 
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if let Some(slots) = &self.slots {
-            slots.active.fetch_sub(1, Ordering::AcqRel);
-        }
-        metrics::gauge!("rally_subscriptions_active", "field" => self.field).decrement(1.0);
-    }
+fn complete_frame(id: &str) -> String {
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
+    format!(r#"{{"type":"complete","id":{id}}}"#)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_are_capped_and_freed() {
-        let slots = Arc::new(SubscriptionSlots::new(2));
-        let a = slots.take("x").unwrap();
-        let _b = slots.take("x").unwrap();
-        assert!(matches!(slots.take("x"), Err(Error::RateLimited { .. })));
-        drop(a);
-        assert!(slots.take("x").is_ok());
-    }
 
     #[test]
     fn credentials_come_from_any_of_three_keys() {

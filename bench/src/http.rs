@@ -1,0 +1,153 @@
+//! HTTP scenarios: a fixed-concurrency load loop and the two baselines (bare axum, bare
+//! async-graphql), each served by its own process like Rally.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// One scenario's figures.
+pub struct Figures {
+    pub requests: u64,
+    pub errors: u64,
+    pub per_second: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+pub const TRIVIAL: &str = r#"{"query":"{ __typename }"}"#;
+
+struct BareQuery;
+
+#[Object]
+impl BareQuery {
+    async fn ping(&self) -> bool {
+        true
+    }
+}
+
+/// Starts a baseline in its own process (as Rally runs in its own), so every server under test
+/// competes with the load generator the same way; returns its URL and the child.
+pub async fn baseline(kind: &str) -> anyhow::Result<(String, Child)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(std::env::current_exe()?)
+        .args(["--serve-baseline", kind, "--port", &port.to_string()])
+        .kill_on_drop(true)
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}/graphql");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(TRIVIAL)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok((url, child));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("baseline {kind} did not start")
+}
+
+pub async fn bare_axum(port: u16) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let app = axum::Router::new().route(
+        "/graphql",
+        axum::routing::post(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                r#"{"data":{"__typename":"Query"}}"#,
+            )
+        }),
+    );
+    Ok(axum::serve(listener, app).await?)
+}
+
+pub async fn bare_engine(port: u16) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let schema = Schema::new(BareQuery, EmptyMutation, EmptySubscription);
+    let app =
+        axum::Router::new().route_service("/graphql", async_graphql_axum::GraphQL::new(schema));
+    Ok(axum::serve(listener, app).await?)
+}
+
+/// Sends `body` to `url` from `concurrency` loops for `duration`.
+pub async fn load(
+    url: &str,
+    body: String,
+    token: Option<String>,
+    concurrency: usize,
+    duration: Duration,
+) -> Figures {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap_or_default();
+    let body = Arc::new(body);
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let (http, body, token, url) = (http.clone(), body.clone(), token.clone(), url.to_owned());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let mut request = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.as_str().to_owned());
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                match request.send().await {
+                    Ok(response) if response.status().is_success() => {
+                        match response.bytes().await {
+                            Ok(bytes) if !bytes.windows(9).any(|w| w == b"\"errors\":") => {
+                                latencies.push(
+                                    u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX),
+                                );
+                            }
+                            _ => errors += 1,
+                        }
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        })
+    });
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for worker in futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        latencies.extend(worker.0);
+        errors += worker.1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Figures {
+        requests: latencies.len() as u64,
+        errors,
+        per_second: latencies.len() as f64 / elapsed,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    }
+}

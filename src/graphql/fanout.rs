@@ -1,0 +1,549 @@
+//! Shared execution of identical subscriptions.
+//!
+//! Ten thousand phones watching one leaderboard send the same document with the same variables.
+//! Running the selection and serializing the result ten thousand times per change is the naive
+//! fan-out. Here subscribers of the same operation, variables and permission scope join one
+//! *cohort*: one execution of the subscription, one serialized payload per change, handed to every
+//! member, which only wraps it in its own `{"type":"next","id":…}` frame.
+//!
+//! **Permission scope.** An anonymous subscriber joins the public cohort, which runs as anonymous.
+//! A signed-in subscriber joins a cohort of its own user (its sockets share it) until the operation
+//! is known to be impersonal: every cohort execution carries a [`ViewerProbe`], which
+//! [`ContextExt::viewer`](super::ContextExt::viewer) marks whenever a resolver asks who is calling.
+//! When a personal execution produced its first payload without asking, the operation is learned as
+//! impersonal and later signed-in subscribers join the public cohort. Should a public execution ask
+//! later (a field that only now resolves), that payload is marked, signed-in members move to cohorts
+//! of their own before it reaches them, and the operation is personal from then on. The public
+//! cohort runs as anonymous, so sharing can only ever show someone less than their own view, never
+//! another person's.
+//!
+//! **Late joiners.** State streams ([`STATE_SUBSCRIPTIONS`]) begin with the current state, so a
+//! member joining a running cohort gets its latest payload first; event streams start at the next
+//! event. A member that falls behind skips to the newest state (state streams) or loses the oldest
+//! events (counted in `rally_live_lagged_total`), as a hub subscriber does.
+//!
+//! Queries, mutations and documents that are not a single-field subscription run per subscriber.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_graphql::parser::parse_query;
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::{Request, Response, Variables};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use super::{RallySchema, STATE_SUBSCRIPTIONS};
+use crate::auth::{ClientAddr, Viewer};
+
+/// How many payloads a member may fall behind its cohort.
+const MEMBER_BACKLOG: usize = 64;
+
+/// Operations remembered as impersonal; the memory is cleared when it would grow past this (a
+/// client sending endless distinct documents costs sharing, not memory).
+const MAX_LEARNED: usize = 10_000;
+
+/// One serialized GraphQL response (`{"data":…}`), shared by every member of a cohort.
+#[derive(Debug)]
+pub struct Payload {
+    /// The response's JSON.
+    pub json: String,
+    /// Produced by a public execution that asked who is calling: not for signed-in members.
+    viewer_sensitive: bool,
+}
+
+impl Payload {
+    fn of(response: &Response, viewer_sensitive: bool) -> Self {
+        let json = serde_json::to_string(response).unwrap_or_else(|err| {
+            tracing::error!(error = %err, "cannot serialize a GraphQL response");
+            r#"{"errors":[{"message":"Internal server error","extensions":{"code":"INTERNAL"}}]}"#
+                .to_owned()
+        });
+        Self {
+            json,
+            viewer_sensitive,
+        }
+    }
+
+    /// A payload carrying only `error`.
+    pub fn error(error: impl Into<async_graphql::Error>) -> Arc<Self> {
+        let error: async_graphql::Error = error.into();
+        Arc::new(Self::of(
+            &Response::from_errors(vec![error.into_server_error(Default::default())]),
+            false,
+        ))
+    }
+}
+
+/// Marked when a resolver of the execution carrying it asks who is calling.
+#[derive(Debug, Default)]
+pub struct ViewerProbe(AtomicBool);
+
+impl ViewerProbe {
+    /// Notes that the viewer was read.
+    pub fn touch(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn touched(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a subscriber sends: the `payload` of `subscribe` (graphql-transport-ws) or `start` (legacy).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscribe {
+    query: String,
+    #[serde(default)]
+    operation_name: Option<String>,
+    #[serde(default)]
+    variables: Option<serde_json::Value>,
+}
+
+impl Subscribe {
+    /// The root field when this is a single-field subscription (the kind that can be shared).
+    pub fn subscription_field(&self) -> Option<String> {
+        subscription_field(&self.query, self.operation_name.as_deref())
+    }
+}
+
+/// A running operation's payloads, ending when the operation does.
+pub type Payloads = Pin<Box<dyn Stream<Item = Arc<Payload>> + Send>>;
+
+/// Who may see what a cohort computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Scope {
+    Public,
+    User { id: Uuid, admin: bool },
+}
+
+/// The operation's identity: the same text, operation and variables give the same results.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Operation {
+    query: Arc<str>,
+    operation_name: Option<Arc<str>>,
+    variables: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    operation: Operation,
+    scope: Scope,
+}
+
+/// The subscriptions of this instance, grouped into cohorts.
+#[derive(Clone)]
+pub struct Fanout {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    schema: RallySchema,
+    cohorts: Mutex<HashMap<Key, Arc<Cohort>>>,
+    impersonal: Mutex<HashSet<Operation>>,
+}
+
+struct Cohort {
+    key: Key,
+    /// Whether late joiners get the latest payload first.
+    replays: bool,
+    /// Changed only under the registry lock.
+    members: std::sync::atomic::AtomicUsize,
+    feed: Mutex<Feed>,
+    task: Mutex<Option<AbortHandle>>,
+}
+
+struct Feed {
+    latest: Option<Arc<Payload>>,
+    sender: Option<broadcast::Sender<Arc<Payload>>>,
+}
+
+/// The root field of a single-field subscription operation; `None` for anything else.
+fn subscription_field(query: &str, operation_name: Option<&str>) -> Option<String> {
+    let document = parse_query(query).ok()?;
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), _) => operation,
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
+        (DocumentOperations::Multiple(_), None) => return None,
+    };
+    if operation.node.ty != OperationType::Subscription {
+        return None;
+    }
+    match operation.node.selection_set.node.items.as_slice() {
+        [only] => match &only.node {
+            Selection::Field(field) => Some(field.node.name.node.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Fanout {
+    /// Cohorts executing on `schema`.
+    pub fn new(schema: RallySchema) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                schema,
+                cohorts: Mutex::new(HashMap::new()),
+                impersonal: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// How many shared executions run now.
+    pub fn executions(&self) -> usize {
+        lock(&self.inner.cohorts).len()
+    }
+
+    /// Starts `request` for a subscriber: joins (or starts) its cohort when it is a subscription,
+    /// runs it alone otherwise. `field` is the request's [`Subscribe::subscription_field`].
+    pub fn run(
+        &self,
+        request: Subscribe,
+        field: Option<&str>,
+        viewer: &Viewer,
+        addr: ClientAddr,
+    ) -> Payloads {
+        let Some(field) = field else {
+            return self.run_alone(request, viewer, addr);
+        };
+        let operation = Operation {
+            variables: request
+                .variables
+                .as_ref()
+                .map_or_else(|| "{}".to_owned(), serde_json::Value::to_string)
+                .into(),
+            query: request.query.into(),
+            operation_name: request.operation_name.map(Into::into),
+        };
+        let member = Member {
+            fanout: self.clone(),
+            operation,
+            viewer: viewer.clone(),
+            replays: STATE_SUBSCRIPTIONS.contains(&field),
+        };
+        Box::pin(member.payloads())
+    }
+
+    fn run_alone(&self, request: Subscribe, viewer: &Viewer, addr: ClientAddr) -> Payloads {
+        let request = build_request(
+            &request.query,
+            request.operation_name.as_deref(),
+            request.variables,
+        )
+        .data(viewer.clone())
+        .data(addr);
+        Box::pin(
+            self.inner
+                .schema
+                .execute_stream(request)
+                .map(|response| Arc::new(Payload::of(&response, false))),
+        )
+    }
+
+    fn scope_for(&self, operation: &Operation, viewer: &Viewer) -> Scope {
+        match viewer {
+            Viewer::User(me) if !lock(&self.inner.impersonal).contains(operation) => Scope::User {
+                id: me.user_id,
+                admin: me.is_admin,
+            },
+            _ => Scope::Public,
+        }
+    }
+
+    /// Joins the cohort of `key`, starting it if needed; returns it, the payload to replay and the
+    /// receiver of what follows.
+    fn join(
+        &self,
+        key: Key,
+        viewer: &Viewer,
+        replays: bool,
+    ) -> (
+        Arc<Cohort>,
+        Option<Arc<Payload>>,
+        broadcast::Receiver<Arc<Payload>>,
+    ) {
+        let mut cohorts = lock(&self.inner.cohorts);
+        let cohort = match cohorts.get(&key) {
+            Some(cohort) => cohort.clone(),
+            None => {
+                let (sender, _) = broadcast::channel(MEMBER_BACKLOG);
+                let cohort = Arc::new(Cohort {
+                    key: key.clone(),
+                    replays,
+                    members: 0.into(),
+                    feed: Mutex::new(Feed {
+                        latest: None,
+                        sender: Some(sender),
+                    }),
+                    task: Mutex::new(None),
+                });
+                let runs_as = match key.scope {
+                    Scope::Public => Viewer::Anonymous,
+                    Scope::User { .. } => viewer.clone(),
+                };
+                let task = tokio::spawn(execute(self.clone(), cohort.clone(), runs_as));
+                *lock(&cohort.task) = Some(task.abort_handle());
+                cohorts.insert(key, cohort.clone());
+                cohort
+            }
+        };
+        cohort.members.fetch_add(1, Ordering::Relaxed);
+        let feed = lock(&cohort.feed);
+        let replay = if cohort.replays {
+            feed.latest.clone()
+        } else {
+            None
+        };
+        let receiver = match &feed.sender {
+            Some(sender) => sender.subscribe(),
+            // Ended between lookup and now cannot happen under the registry lock; an empty,
+            // closed receiver is the safe answer anyway.
+            None => broadcast::channel(1).1,
+        };
+        drop(feed);
+        (cohort, replay, receiver)
+    }
+
+    /// A member left; the last one out stops the execution.
+    fn leave(&self, cohort: &Arc<Cohort>) {
+        let mut cohorts = lock(&self.inner.cohorts);
+        if cohort.members.fetch_sub(1, Ordering::Relaxed) > 1 {
+            return;
+        }
+        if cohorts
+            .get(&cohort.key)
+            .is_some_and(|current| Arc::ptr_eq(current, cohort))
+        {
+            cohorts.remove(&cohort.key);
+        }
+        if let Some(task) = lock(&cohort.task).take() {
+            task.abort();
+        }
+    }
+
+    /// The execution ended: later subscribers start a new one; members get what is queued, then
+    /// the end.
+    fn end(&self, cohort: &Arc<Cohort>) {
+        let mut cohorts = lock(&self.inner.cohorts);
+        if cohorts
+            .get(&cohort.key)
+            .is_some_and(|current| Arc::ptr_eq(current, cohort))
+        {
+            cohorts.remove(&cohort.key);
+        }
+        lock(&cohort.feed).sender = None;
+    }
+
+    fn learn(&self, operation: &Operation, impersonal: bool) {
+        let mut known = lock(&self.inner.impersonal);
+        if impersonal {
+            if known.len() >= MAX_LEARNED {
+                known.clear();
+            }
+            known.insert(operation.clone());
+        } else {
+            known.remove(operation);
+        }
+    }
+}
+
+/// One subscriber's membership, moving between cohorts when its scope changes.
+struct Member {
+    fanout: Fanout,
+    operation: Operation,
+    viewer: Viewer,
+    replays: bool,
+}
+
+/// Leaves the cohort when the member's stream is dropped.
+struct Seat {
+    fanout: Fanout,
+    cohort: Arc<Cohort>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.fanout.leave(&self.cohort);
+    }
+}
+
+impl Member {
+    fn take_seat(
+        &self,
+        scope: Scope,
+    ) -> (
+        Seat,
+        Option<Arc<Payload>>,
+        broadcast::Receiver<Arc<Payload>>,
+    ) {
+        let key = Key {
+            operation: self.operation.clone(),
+            scope,
+        };
+        let (cohort, replay, receiver) = self.fanout.join(key, &self.viewer, self.replays);
+        let seat = Seat {
+            fanout: self.fanout.clone(),
+            cohort,
+        };
+        (seat, replay, receiver)
+    }
+
+    fn payloads(self) -> impl Stream<Item = Arc<Payload>> + Send {
+        async_stream::stream! {
+            let signed_in = matches!(self.viewer, Viewer::User(_));
+            let mut scope = self.fanout.scope_for(&self.operation, &self.viewer);
+            let (mut seat, replay, mut receiver) = self.take_seat(scope);
+            let mut pending = replay;
+            loop {
+                let payload = match pending.take() {
+                    Some(payload) => payload,
+                    None => match receiver.recv().await {
+                        Ok(payload) => payload,
+                        Err(RecvError::Lagged(missed)) => {
+                            metrics::counter!("rally_live_lagged_total").increment(missed);
+                            if !seat.cohort.replays {
+                                continue;
+                            }
+                            match lock(&seat.cohort.feed).latest.clone() {
+                                Some(latest) => latest,
+                                None => continue,
+                            }
+                        }
+                        Err(RecvError::Closed) => break,
+                    },
+                };
+                if payload.viewer_sensitive && signed_in && scope == Scope::Public {
+                    // This operation turned out to depend on the caller: continue in a cohort of
+                    // our own, which starts with the current state.
+                    scope = self.fanout.scope_for(&self.operation, &self.viewer);
+                    let (next_seat, replay, next_receiver) = self.take_seat(scope);
+                    seat = next_seat;
+                    receiver = next_receiver;
+                    pending = replay;
+                    continue;
+                }
+                yield payload;
+            }
+            drop(seat);
+        }
+    }
+}
+
+/// Runs a cohort's execution, publishing each response once.
+async fn execute(fanout: Fanout, cohort: Arc<Cohort>, runs_as: Viewer) {
+    let _running = Running::start();
+    let operation = &cohort.key.operation;
+    let probe = Arc::new(ViewerProbe::default());
+    let variables = serde_json::from_str(&operation.variables).ok();
+    let request = build_request(
+        &operation.query,
+        operation.operation_name.as_deref(),
+        variables,
+    )
+    .data(runs_as)
+    .data(probe.clone());
+    let mut responses = fanout.inner.schema.execute_stream(request);
+    let mut first = true;
+    while let Some(response) = responses.next().await {
+        let asked = probe.touched();
+        let public = cohort.key.scope == Scope::Public;
+        if public && asked {
+            fanout.learn(operation, false);
+        } else if first && !public && !asked && response.errors.is_empty() {
+            fanout.learn(operation, true);
+        }
+        first = false;
+        let payload = Arc::new(Payload::of(&response, public && asked));
+        metrics::counter!("rally_subscription_payloads_total").increment(1);
+        let mut feed = lock(&cohort.feed);
+        if cohort.replays {
+            feed.latest = Some(payload.clone());
+        }
+        if let Some(sender) = &feed.sender {
+            let _ = sender.send(payload);
+        }
+    }
+    fanout.end(&cohort);
+}
+
+fn build_request(
+    query: &str,
+    operation_name: Option<&str>,
+    variables: Option<serde_json::Value>,
+) -> Request {
+    let mut request = Request::new(query);
+    if let Some(name) = operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = variables {
+        request = request.variables(Variables::from_json(variables));
+    }
+    request
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Counts a running execution in the metrics until dropped (also when its task is aborted).
+struct Running;
+
+impl Running {
+    fn start() -> Self {
+        metrics::gauge!("rally_subscription_executions_active").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        metrics::gauge!("rally_subscription_executions_active").decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_single_field_subscriptions_are_shared() {
+        assert_eq!(
+            subscription_field(
+                "subscription { leaderboard(eventId: 1) { updatedAt } }",
+                None
+            )
+            .as_deref(),
+            Some("leaderboard")
+        );
+        assert_eq!(
+            subscription_field(
+                "query A { me { id } } subscription B { board: leaderboard(eventId: 1) { updatedAt } }",
+                Some("B")
+            )
+            .as_deref(),
+            Some("leaderboard"),
+            "the field, not its alias"
+        );
+        for (query, name) in [
+            ("{ me { id } }", None),
+            ("mutation { likeEvent(id: 1) { id } }", None),
+            ("subscription A { x } subscription B { y }", None),
+            (
+                "subscription { ...F } fragment F on Subscription { x }",
+                None,
+            ),
+            ("subscription {", None),
+        ] {
+            assert_eq!(subscription_field(query, name), None, "{query}");
+        }
+    }
+}
