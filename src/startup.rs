@@ -102,6 +102,11 @@ impl App {
         self.address.port()
     }
 
+    /// The shared subscription executions (tests count them).
+    pub fn fanout(&self) -> crate::graphql::fanout::Fanout {
+        self.sockets.fanout()
+    }
+
     /// The shared state (tests use it to reach the database directly).
     pub fn state(&self) -> &AppState {
         &self.state

@@ -20,6 +20,8 @@ use cups as api_cups;
 #[path = "api/events.rs"]
 mod events;
 use events as api_events;
+#[path = "api/fanout.rs"]
+mod fanout;
 #[path = "api/games.rs"]
 mod games;
 #[path = "api/http_surface.rs"]

@@ -90,6 +90,11 @@ impl Sockets {
         }
     }
 
+    /// The shared subscription executions.
+    pub fn fanout(&self) -> Fanout {
+        self.fanout.clone()
+    }
+
     /// How many websockets are open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)

@@ -38,11 +38,13 @@ after(async () => {
 });
 
 // The query editor is a CodeMirror 5 instance; typing through it is what a person does, but
-// replacing the whole document through its API is exact.
+// replacing the whole document through its API is exact. GraphiQL parses the edited document after
+// a short debounce and picks the transport (HTTP or websocket) from that parse, so wait for it.
 async function setQuery(page, query) {
   await page.evaluate((text) => {
     document.querySelector(".graphiql-query-editor .CodeMirror").CodeMirror.setValue(text);
   }, query);
+  await page.waitForTimeout(500);
 }
 
 async function run(page) {
@@ -70,6 +72,8 @@ test("GraphiQL runs a query and follows a subscription in Chromium", async () =>
   const page = await browser.newPage();
   const failures = [];
   page.on("requestfailed", (request) => failures.push(request.url()));
+  const sockets = [];
+  page.on("websocket", (socket) => sockets.push(socket.url()));
   // The Headers tab's content lives in localStorage; GraphiQL sends it with every HTTP request and
   // Rally's page hands the same Authorization to the websocket.
   await page.addInitScript((auth) => {
@@ -99,6 +103,8 @@ test("GraphiQL runs a query and follows a subscription in Chromium", async () =>
     response(page).getByText('"likeCount": 1').waitFor({ timeout: 10_000 }),
     "the change arrives over the websocket",
   );
+
+  assert.deepEqual(sockets, [rally.wsUrl], "the subscription ran over Rally's websocket");
 
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: join(artifacts, "graphiql.png"), fullPage: true });
