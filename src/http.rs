@@ -8,7 +8,7 @@
 //! an oversized request is refused with 413 before it is buffered whole. Also served: GraphiQL at `/`, `/healthz`, `/readyz`, `/metrics` and `/media/{key}`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_graphql::http::MultipartOptions;
@@ -35,6 +35,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use crate::auth::{ClientAddr, Viewer};
 use crate::error::code;
 use crate::graphql::RallySchema;
+use crate::graphql::documents::Documents;
 use crate::graphql::ws::Sockets;
 use crate::state::AppState;
 
@@ -50,7 +51,11 @@ struct HttpState {
     app: AppState,
     schema: RallySchema,
     sockets: Sockets,
+    documents: Arc<Documents>,
 }
+
+/// Parsed documents kept for reuse (an app sends a few hundred distinct documents at most).
+const DOCUMENT_CACHE: usize = 1024;
 
 /// The whole HTTP application.
 pub fn router(app: AppState, schema: RallySchema, sockets: Sockets) -> Router {
@@ -76,6 +81,7 @@ pub fn router(app: AppState, schema: RallySchema, sockets: Sockets) -> Router {
         app,
         schema,
         sockets,
+        documents: Arc::new(Documents::new(DOCUMENT_CACHE)),
     };
     // The websocket route sits outside the timeout and compression layers: a socket lives long.
     let live = Router::new()
@@ -261,7 +267,7 @@ async fn graphql(
         )
             .into_response();
     };
-    let gql = match read_request(&http.app, &method, &headers, request).await {
+    let mut gql = match read_request(&http.app, &method, &headers, request).await {
         Ok(gql) if gql.query.trim().is_empty() => {
             return Rejection::new(StatusCode::BAD_REQUEST, "query", "the request has no query")
                 .into_response(mode);
@@ -269,7 +275,8 @@ async fn graphql(
         Ok(gql) => gql,
         Err(rejection) => return rejection.into_response(mode),
     };
-    if method == Method::GET && is_mutation(&gql) {
+    http.documents.prepare(&mut gql);
+    if method == Method::GET && is_mutation(&mut gql) {
         let mut response = Rejection::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "query",
@@ -375,11 +382,12 @@ async fn read_request(
 }
 
 /// Whether the operation the request would run is a mutation (or a subscription).
-fn is_mutation(request: &async_graphql::Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+fn is_mutation(request: &mut async_graphql::Request) -> bool {
+    let wanted = request.operation_name.clone();
+    let wanted = wanted.as_deref();
+    let Ok(document) = request.parsed_query() else {
         return false;
     };
-    let wanted = request.operation_name.as_deref();
     document.operations.iter().any(|(name, operation)| {
         let selected = match (wanted, name) {
             (None, _) => true,

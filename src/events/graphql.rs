@@ -14,7 +14,9 @@ use crate::accounts::model::Handle;
 use crate::auth::{AdminOnly, SignedIn};
 use crate::entity::{event, event_staff, event_template};
 use crate::error::Error;
-use crate::graphql::loaders::{LikeLoader, StaffLoader, UserLoader, loader, loader_error};
+use crate::graphql::loaders::{
+    EventLoader, LikeLoader, StaffLoader, UserLoader, loader, loader_error,
+};
 use crate::graphql::pagination::{PageRequest, encode_cursor};
 use crate::graphql::{ContextExt, ids};
 use crate::live::{Signal, Topic};
@@ -352,7 +354,12 @@ impl EventsQuery {
         let Some(id) = ids::parse(&id) else {
             return Ok(None);
         };
-        Ok(service::find(ctx.state()?, id).await?.map(Event::from))
+        // Through the app-wide loader: concurrent lookups share one query.
+        Ok(loader::<EventLoader>(ctx)?
+            .load_one(id)
+            .await
+            .map_err(loader_error)?
+            .map(Event::from))
     }
 
     /// Events in start order, filtered. Public.

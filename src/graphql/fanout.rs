@@ -7,15 +7,17 @@
 //! member, which only wraps it in its own `{"type":"next","id":…}` frame.
 //!
 //! **Permission scope.** An anonymous subscriber joins the public cohort, which runs as anonymous.
-//! A signed-in subscriber joins a cohort of its own user (its sockets share it) until the operation
-//! is known to be impersonal: every cohort execution carries a [`ViewerProbe`], which
-//! [`ContextExt::viewer`](super::ContextExt::viewer) marks whenever a resolver asks who is calling.
-//! When a personal execution produced its first payload without asking, the operation is learned as
-//! impersonal and later signed-in subscribers join the public cohort. Should a public execution ask
-//! later (a field that only now resolves), that payload is marked, signed-in members move to cohorts
-//! of their own before it reaches them, and the operation is personal from then on. The public
-//! cohort runs as anonymous, so sharing can only ever show someone less than their own view, never
-//! another person's.
+//! A signed-in subscriber joins a cohort of its own user (its sockets share it) unless the
+//! operation is a state stream known to be impersonal: every cohort execution carries a
+//! [`ViewerProbe`], which [`ContextExt::viewer`](super::ContextExt::viewer) marks whenever a resolver
+//! asks who is calling. When a personal execution produced its first payload without asking, the
+//! operation is learned as impersonal and later signed-in subscribers join the public cohort.
+//! Should a public execution ask later (a field that only now resolves, e.g. the first staff member's
+//! e-mail), that payload is marked, and signed-in members go on in executions of their own, which
+//! start from the current state, before it reaches them; the operation is personal from then on.
+//! Event streams (nothing to start from) never put signed-in subscribers in the public cohort. The
+//! public cohort runs as anonymous, so sharing can only ever show someone less than their own view,
+//! never another person's.
 //!
 //! **Late joiners.** State streams ([`STATE_SUBSCRIPTIONS`]) begin with the current state, so a
 //! member joining a running cohort gets its latest payload first; event streams start at the next
@@ -226,6 +228,7 @@ impl Fanout {
             fanout: self.clone(),
             operation,
             viewer: viewer.clone(),
+            addr,
             replays: STATE_SUBSCRIPTIONS.contains(&field),
         };
         Box::pin(member.payloads())
@@ -247,12 +250,18 @@ impl Fanout {
         )
     }
 
-    fn scope_for(&self, operation: &Operation, viewer: &Viewer) -> Scope {
+    /// Public for anonymous subscribers; for signed-in ones only when the operation is a state
+    /// stream known to be impersonal (see the module docs).
+    fn scope_for(&self, operation: &Operation, viewer: &Viewer, state_stream: bool) -> Scope {
         match viewer {
-            Viewer::User(me) if !lock(&self.inner.impersonal).contains(operation) => Scope::User {
-                id: me.user_id,
-                admin: me.is_admin,
-            },
+            Viewer::User(me)
+                if !state_stream || !lock(&self.inner.impersonal).contains(operation) =>
+            {
+                Scope::User {
+                    id: me.user_id,
+                    admin: me.is_admin,
+                }
+            }
             _ => Scope::Public,
         }
     }
@@ -359,6 +368,7 @@ struct Member {
     fanout: Fanout,
     operation: Operation,
     viewer: Viewer,
+    addr: ClientAddr,
     replays: bool,
 }
 
@@ -398,8 +408,8 @@ impl Member {
     fn payloads(self) -> impl Stream<Item = Arc<Payload>> + Send {
         async_stream::stream! {
             let signed_in = matches!(self.viewer, Viewer::User(_));
-            let mut scope = self.fanout.scope_for(&self.operation, &self.viewer);
-            let (mut seat, replay, mut receiver) = self.take_seat(scope);
+            let scope = self.fanout.scope_for(&self.operation, &self.viewer, self.replays);
+            let (seat, replay, mut receiver) = self.take_seat(scope);
             let mut pending = replay;
             loop {
                 let payload = match pending.take() {
@@ -420,14 +430,23 @@ impl Member {
                     },
                 };
                 if payload.viewer_sensitive && signed_in && scope == Scope::Public {
-                    // This operation turned out to depend on the caller: continue in a cohort of
-                    // our own, which starts with the current state.
-                    scope = self.fanout.scope_for(&self.operation, &self.viewer);
-                    let (next_seat, replay, next_receiver) = self.take_seat(scope);
-                    seat = next_seat;
-                    receiver = next_receiver;
-                    pending = replay;
-                    continue;
+                    // The operation turned out to depend on the caller (only a state stream can
+                    // get here). Go on in an execution of our own: it starts from the current
+                    // state, read after the change that revealed it.
+                    drop(seat);
+                    let mut alone = self.fanout.run_alone(
+                        Subscribe {
+                            query: self.operation.query.to_string(),
+                            operation_name: self.operation.operation_name.as_deref().map(str::to_owned),
+                            variables: serde_json::from_str(&self.operation.variables).ok(),
+                        },
+                        &self.viewer,
+                        self.addr,
+                    );
+                    while let Some(payload) = alone.next().await {
+                        yield payload;
+                    }
+                    return;
                 }
                 yield payload;
             }

@@ -2,6 +2,7 @@
 //! builder shared by the server and `rally schema` (so `schema.graphql` is exactly what is served).
 
 mod context;
+pub mod documents;
 pub mod fanout;
 pub mod ids;
 mod limits;
