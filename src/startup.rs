@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::auth::{AuthLimits, Passwords, TokenKeys};
@@ -137,6 +138,13 @@ impl App {
             // HTTP server's graceful shutdown).
             let _ = stopping.send(true);
         };
+        // Small frames (a websocket ack after the upgrade, a `next`) go out at once instead of
+        // waiting behind Nagle's algorithm for the peer's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -235,12 +235,19 @@ impl Connection<'_> {
     async fn serve(mut self, socket: WebSocket) -> u16 {
         let settings = self.sockets.settings;
         let (mut sink, mut source) = socket.split();
-        let far = Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600);
-        let init_deadline = Instant::now() + settings.init_timeout;
-        let mut token_expiry = far;
+        // One timer for whichever deadline applies: `connection_init` before it arrived, then the
+        // access token's expiry (none for anonymous sockets). Long-lived timers and a long-lived
+        // shutdown wait keep a delivery from re-registering anything shared between sockets.
+        let deadline = sleep_until(Instant::now() + settings.init_timeout);
+        tokio::pin!(deadline);
+        let mut expires = true;
         let mut keepalive = tokio::time::interval(settings.keepalive);
         keepalive.tick().await;
         let mut shutdown = self.sockets.shutdown.clone();
+        let stopping = async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        };
+        tokio::pin!(stopping);
         let ping = if self.legacy {
             r#"{"type":"ka"}"#
         } else {
@@ -259,8 +266,11 @@ impl Connection<'_> {
                     };
                     match step {
                         Step::Continue => {
-                            if let Some(identity) = &self.identity {
-                                token_expiry = expiry(identity);
+                            if self.viewer.is_some() {
+                                expires = self.identity.is_some();
+                                if let Some(identity) = &self.identity {
+                                    deadline.as_mut().reset(expiry(identity));
+                                }
                             }
                         }
                         Step::Close(code, reason) => {
@@ -282,11 +292,11 @@ impl Connection<'_> {
                         break 1006;
                     }
                 }
-                () = sleep_until(init_deadline), if self.viewer.is_none() => {
-                    let _ = sink.send(close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")).await;
-                    break CLOSE_INIT_TIMEOUT;
-                }
-                () = sleep_until(token_expiry), if self.identity.is_some() => {
+                () = &mut deadline, if expires => {
+                    if self.viewer.is_none() {
+                        let _ = sink.send(close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")).await;
+                        break CLOSE_INIT_TIMEOUT;
+                    }
                     let _ = sink.send(close(CLOSE_FORBIDDEN, "Forbidden: access token expired")).await;
                     break CLOSE_FORBIDDEN;
                 }
@@ -295,7 +305,7 @@ impl Connection<'_> {
                         break 1006;
                     }
                 }
-                () = async { let _ = shutdown.wait_for(|stopping| *stopping).await; } => {
+                () = &mut stopping => {
                     let _ = sink.send(close(CLOSE_RESTART, "server restarting; reconnect")).await;
                     break CLOSE_RESTART;
                 }
