@@ -284,7 +284,8 @@ pub struct Config {
     )]
     pub bac_warning_threshold: f64,
 
-    /// Milliseconds a leaderboard waits after a change to coalesce a burst into one computation.
+    /// At most one leaderboard computation per event per this many milliseconds (a change after a
+    /// quiet spell is computed at once; a burst waits for the window's end and is computed once).
     #[arg(
         long,
         env = "RALLY_LEADERBOARD_WINDOW_MS",

@@ -25,7 +25,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -45,13 +47,41 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Media type of GraphQL-over-HTTP responses.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
-/// What the router's handlers share.
+/// What the router's handlers share, behind one `Arc` so each request clones a pointer.
 #[derive(Clone)]
-struct HttpState {
+struct HttpState(Arc<Handlers>);
+
+impl std::ops::Deref for HttpState {
+    type Target = Handlers;
+
+    fn deref(&self) -> &Handlers {
+        &self.0
+    }
+}
+
+/// The handlers' shared parts.
+struct Handlers {
     app: AppState,
     schema: RallySchema,
     sockets: Sockets,
-    documents: Arc<Documents>,
+    documents: Documents,
+}
+
+/// Request ids: random UUIDs from the thread's generator (seeded by the OS) rather than a system
+/// call per request.
+#[derive(Clone, Copy)]
+struct RandomIds;
+
+impl MakeRequestId for RandomIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        HeaderValue::from_str(
+            id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        )
+        .ok()
+        .map(RequestId::new)
+    }
 }
 
 /// Parsed documents kept for reuse (an app sends a few hundred distinct documents at most).
@@ -61,7 +91,7 @@ const DOCUMENT_CACHE: usize = 1024;
 pub fn router(app: AppState, schema: RallySchema, sockets: Sockets) -> Router {
     let config = &app.config;
     let layers = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomIds))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request
                 .headers()
@@ -77,17 +107,17 @@ pub fn router(app: AppState, schema: RallySchema, sockets: Sockets) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.request_timeout_seconds),
         ));
-    let state = HttpState {
+    let state = HttpState(Arc::new(Handlers {
         app,
         schema,
         sockets,
-        documents: Arc::new(Documents::new(DOCUMENT_CACHE)),
-    };
+        documents: Documents::new(DOCUMENT_CACHE),
+    }));
     // The websocket route sits outside the timeout and compression layers: a socket lives long.
     let live = Router::new()
         .route("/graphql/ws", get(graphql_ws))
         .route_layer(middleware::from_fn(track_requests))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomIds))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .with_state(state.clone());
     Router::new()

@@ -1,11 +1,14 @@
 //! HTTP scenarios: a fixed-concurrency load loop and the two baselines (bare axum, bare
 //! async-graphql), each served by its own process like Rally.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -16,6 +19,18 @@ pub struct Figures {
     pub per_second: f64,
     pub p50_us: u64,
     pub p99_us: u64,
+}
+
+impl Figures {
+    fn failed() -> Self {
+        Self {
+            requests: 0,
+            errors: 1,
+            per_second: 0.0,
+            p50_us: 0,
+            p99_us: 0,
+        }
+    }
 }
 
 pub const TRIVIAL: &str = r#"{"query":"{ __typename }"}"#;
@@ -79,6 +94,19 @@ pub async fn bare_engine(port: u16) -> anyhow::Result<()> {
     Ok(axum::serve(listener, app).await?)
 }
 
+/// One keep-alive HTTP/1.1 connection per loop, driven with hyper directly: the load generator
+/// shares the machine with the server, so the less CPU it spends per request the more of the
+/// server's own cost the figures show.
+async fn connection(url: &http::Uri) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
+    let host = url.host().unwrap_or("127.0.0.1");
+    let port = url.port_u16().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    let (sender, driver) = http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(driver);
+    Ok(sender)
+}
+
 /// Sends `body` to `url` from `concurrency` loops for `duration`.
 pub async fn load(
     url: &str,
@@ -87,39 +115,60 @@ pub async fn load(
     concurrency: usize,
     duration: Duration,
 ) -> Figures {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap_or_default();
-    let body = Arc::new(body);
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return Figures::failed();
+    };
+    let body = Bytes::from(body);
+    let authorization = token.map(|token| format!("Bearer {token}"));
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let workers = (0..concurrency).map(|_| {
-        let (http, body, token, url) = (http.clone(), body.clone(), token.clone(), url.to_owned());
+        let (uri, body, authorization) = (uri.clone(), body.clone(), authorization.clone());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
+            let Ok(mut sender) = connection(&uri).await else {
+                return (latencies, 1);
+            };
+            let host = uri
+                .authority()
+                .map_or("127.0.0.1", |a| a.as_str())
+                .to_owned();
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                let mut request = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.as_str().to_owned());
-                if let Some(token) = &token {
-                    request = request.bearer_auth(token);
+                let mut request = http::Request::post(uri.path())
+                    .header(http::header::HOST, &host)
+                    .header(http::header::CONTENT_TYPE, "application/json");
+                if let Some(authorization) = &authorization {
+                    request = request.header(http::header::AUTHORIZATION, authorization);
                 }
-                match request.send().await {
+                let Ok(request) = request.body(Full::new(body.clone())) else {
+                    errors += 1;
+                    break;
+                };
+                let ok = match sender.send_request(request).await {
                     Ok(response) if response.status().is_success() => {
-                        match response.bytes().await {
-                            Ok(bytes) if !bytes.windows(9).any(|w| w == b"\"errors\":") => {
-                                latencies.push(
-                                    u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX),
-                                );
+                        match response.into_body().collect().await {
+                            Ok(collected) => {
+                                let bytes = collected.to_bytes();
+                                !bytes.windows(9).any(|w| w == b"\"errors\":")
                             }
-                            _ => errors += 1,
+                            Err(_) => false,
                         }
                     }
-                    _ => errors += 1,
+                    _ => false,
+                };
+                if ok {
+                    latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                } else {
+                    errors += 1;
+                    // A broken connection is replaced; an error answer keeps it.
+                    if sender.is_closed() {
+                        match connection(&uri).await {
+                            Ok(fresh) => sender = fresh,
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             (latencies, errors)

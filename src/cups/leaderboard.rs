@@ -1,9 +1,11 @@
 //! Live leaderboards, computed once per event per change window on each instance and shared by all
 //! of that instance's subscribers.
 //!
-//! The first subscriber of an event starts a feed: it listens to `event:{id}:scores`, and after a
-//! change waits one coalescing window (so a burst of cheers costs one computation), computes the top
-//! [`MAX_ENTRIES`] once, and publishes the result into a `watch` channel. Subscribers read the
+//! The first subscriber of an event starts a feed: it listens to `event:{id}:scores` and computes
+//! the top [`MAX_ENTRIES`] once per change, publishing the result into a `watch` channel. Computing
+//! is throttled, not delayed: a change after a quiet spell is computed at once, and changes within
+//! one window of the last computation wait for the window's end and are computed together, so a
+//! burst of cheers costs at most one computation per window. Subscribers read the
 //! channel: the newest board replaces any board they have not sent yet, so a slow subscriber never
 //! builds a backlog and never goes back to an older board. The feed stops when its last subscriber
 //! leaves.
@@ -130,6 +132,7 @@ impl Leaderboards {
 
 async fn run(boards: Leaderboards, state: AppState, event_id: Uuid, feed: Feed) {
     let mut changes = state.live.subscribe(&service::scores_topic(event_id));
+    let mut last = tokio::time::Instant::now();
     boards.refresh(&state, event_id, &feed).await;
     loop {
         tokio::select! {
@@ -137,9 +140,11 @@ async fn run(boards: Leaderboards, state: AppState, event_id: Uuid, feed: Feed) 
                 if signal.is_none() {
                     break;
                 }
-                // Coalesce the burst: wait one window, drop what queued meanwhile, compute once.
-                tokio::time::sleep(boards.inner.window).await;
+                // Within a window of the last computation: wait for its end, then take everything
+                // that queued meanwhile in one computation.
+                tokio::time::sleep_until(last + boards.inner.window).await;
                 changes.drain();
+                last = tokio::time::Instant::now();
                 boards.refresh(&state, event_id, &feed).await;
             }
             () = feed.closed() => {

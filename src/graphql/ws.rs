@@ -184,8 +184,8 @@ fn expiry(identity: &Identity) -> Instant {
     Instant::now() + Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0))
 }
 
-/// What a running operation sends next: a payload, then the end.
-type Outgoing = Option<Arc<Payload>>;
+/// The frames of a running operation, the `complete` frame last.
+type Frames = futures_util::stream::BoxStream<'static, String>;
 
 /// Counts a running subscription in the metrics, by root field.
 struct Tracked(&'static str);
@@ -217,7 +217,7 @@ struct Connection<'a> {
     viewer: Option<Viewer>,
     /// The signed-in user, whose token's expiry ends the connection.
     identity: Option<Identity>,
-    running: StreamMap<String, futures_util::stream::BoxStream<'static, Outgoing>>,
+    running: StreamMap<String, Frames>,
 }
 
 /// What handling one client frame leads to.
@@ -280,14 +280,7 @@ impl Connection<'_> {
                         Step::Left => break 1000,
                     }
                 }
-                Some((id, outgoing)) = self.running.next(), if !self.running.is_empty() => {
-                    let frame = match outgoing {
-                        Some(payload) => self.payload_frame(&id, &payload),
-                        None => {
-                            self.running.remove(&id);
-                            complete_frame(&id)
-                        }
-                    };
+                Some((_, frame)) = self.running.next(), if !self.running.is_empty() => {
                     if sink.send(Message::Text(frame.into())).await.is_err() {
                         break 1006;
                     }
@@ -357,10 +350,12 @@ impl Connection<'_> {
                         what: "too many subscriptions on this connection",
                         retry_after_seconds: 1,
                     });
-                    self.running.insert(
-                        id,
-                        futures_util::stream::iter([Some(refused), None]).boxed(),
-                    );
+                    let frames = [
+                        self.frame_prefix(&id) + &refused.json + "}",
+                        complete_frame(&id),
+                    ];
+                    self.running
+                        .insert(id, futures_util::stream::iter(frames).boxed());
                     return Step::Continue;
                 }
                 let field = payload.subscription_field();
@@ -369,14 +364,24 @@ impl Connection<'_> {
                     self.sockets
                         .fanout
                         .run(payload, field.as_deref(), viewer, self.addr);
-                let outgoing = payloads
-                    .map(Some)
+                // The frame's head is made once; each payload only appends the shared bytes.
+                let prefix = self.frame_prefix(&id);
+                let complete = complete_frame(&id);
+                let frames = payloads
+                    .map(move |payload| {
+                        let mut frame =
+                            String::with_capacity(prefix.len() + payload.json.len() + 1);
+                        frame.push_str(&prefix);
+                        frame.push_str(&payload.json);
+                        frame.push('}');
+                        frame
+                    })
                     .chain(futures_util::stream::once(async move {
                         drop(tracked);
-                        None
+                        complete
                     }))
                     .boxed();
-                self.running.insert(id, outgoing);
+                self.running.insert(id, frames);
                 Step::Continue
             }
             ClientFrame::Complete { id } => {
@@ -404,19 +409,11 @@ impl Connection<'_> {
         }
     }
 
-    /// `{"type":"next","id":…,"payload":…}` (`data` on the legacy protocol) around a shared payload.
-    fn payload_frame(&self, id: &str, payload: &Payload) -> String {
+    /// `{"type":"next","id":…,"payload":` (`data` on the legacy protocol): a payload and `}` follow.
+    fn frame_prefix(&self, id: &str) -> String {
         let kind = if self.legacy { "data" } else { "next" };
         let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
-        let mut frame = String::with_capacity(payload.json.len() + id.len() + 40);
-        frame.push_str(r#"{"type":""#);
-        frame.push_str(kind);
-        frame.push_str(r#"","id":"#);
-        frame.push_str(&id);
-        frame.push_str(r#","payload":"#);
-        frame.push_str(&payload.json);
-        frame.push('}');
-        frame
+        format!(r#"{{"type":"{kind}","id":{id},"payload":"#)
     }
 }
 
