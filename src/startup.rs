@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::serve::ListenerExt as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::auth::{AuthLimits, Passwords, TokenKeys};
 use crate::config::Config;
@@ -56,9 +56,8 @@ impl App {
         );
         let writes = db::Writes::for_backend(&db);
         let config_window = config.leaderboard_window_ms;
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let listener =
+            listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
         let address = listener.local_addr()?;
         let limits = QueryLimits::from_config(&config);
         let state = AppState::new(Inner {
@@ -207,4 +206,21 @@ pub async fn shutdown_signal() {
         () = interrupt => {},
         () = terminate => {},
     }
+}
+
+/// Connections the kernel may hold completed but not yet accepted. Tokio's default (1,024) overflows
+/// when thousands of phones reconnect at once (after a deploy, say); the kernel caps it at
+/// `net.core.somaxconn`.
+const ACCEPT_BACKLOG: u32 = 8192;
+
+/// Binds `address` (with `SO_REUSEADDR`, as `TcpListener::bind` does) with a deep accept queue.
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
