@@ -168,6 +168,7 @@ async fn subscriber(
         connected.store(true, Ordering::Relaxed);
         metrics::gauge!("rally_redis_connected").set(1.0);
         if was_connected {
+            metrics::counter!("rally_redis_reconnects_total").increment(1);
             tracing::info!("redis subscriber reconnected; resynchronising subscribers");
             hub.resync_all();
         } else {
@@ -184,7 +185,8 @@ async fn subscriber(
                     receive(&hub, origin, message.get_payload_bytes());
                 }
                 _ = ping.tick() => {
-                    let answer = tokio::time::timeout(TIMEOUT, sink.ping::<String>()).await;
+                    // In pub/sub mode Redis answers PING with `["pong", ""]`, not `PONG`: any answer will do.
+                    let answer = tokio::time::timeout(TIMEOUT, sink.ping::<redis::Value>()).await;
                     if !matches!(answer, Ok(Ok(_))) {
                         tracing::warn!("redis pub/sub connection stopped answering");
                         break;

@@ -20,6 +20,7 @@ on_every_backend!(
     shutdown_closes_sockets_with_a_reconnect_hint,
     metrics_show_websockets_and_subscriptions_coming_and_going,
     redis_carries_updates_within_one_instance_too,
+    a_healthy_redis_subscription_stays_connected,
 );
 
 const EVENT_UPDATED: &str = "subscription($id: ID!) { eventUpdated(eventId: $id) { title status likeCount likedByMe version organizer { handle } } }";
@@ -401,4 +402,30 @@ async fn redis_carries_updates_within_one_instance_too(backend: Backend) {
     );
     // Its own message comes back from Redis too, and is not delivered twice.
     client.assert_quiet(Duration::from_millis(300)).await;
+}
+
+async fn a_healthy_redis_subscription_stays_connected(backend: Backend) {
+    let Some(redis) =
+        crate::common::redis_url_or_skip("a_healthy_redis_subscription_stays_connected")
+    else {
+        return;
+    };
+    let app = TestApp::spawn_with(backend, |c| c.redis_url = Some(redis)).await;
+    // Past the 5 s health ping: its answer (`["pong", ""]` in pub/sub mode) must count as healthy,
+    // not cut the connection and resynchronise every subscriber. The counter is shared by every app
+    // of this test process; none of them loses Redis, so it must stay at zero.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let metrics = app.metrics().await;
+    let reconnects = gauge(&metrics, "rally_redis_reconnects_total", "");
+    assert_eq!(reconnects, 0.0, "{metrics}");
+    let ready: Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["broker"]["state"], "connected", "{ready}");
 }
