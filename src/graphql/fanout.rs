@@ -72,13 +72,12 @@ impl Payload {
         }
     }
 
-    /// A payload carrying only `error`.
+    /// A payload carrying only `error` (raised outside any document: no location, no path).
     pub fn error(error: impl Into<async_graphql::Error>) -> Arc<Self> {
         let error: async_graphql::Error = error.into();
-        Arc::new(Self::of(
-            &Response::from_errors(vec![error.into_server_error(Default::default())]),
-            false,
-        ))
+        let mut server_error = async_graphql::ServerError::new(error.message, None);
+        server_error.extensions = error.extensions;
+        Arc::new(Self::of(&Response::from_errors(vec![server_error]), false))
     }
 }
 
