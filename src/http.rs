@@ -153,7 +153,8 @@ async fn graphql_ws(
                 .find(|p| *p == "graphql-transport-ws" || *p == "graphql-ws")
         })
         == Some("graphql-ws");
-    http.sockets.upgrade(upgrade, legacy, peer)
+    let client = client_addr(&headers, peer, http.app.config.trust_proxy_headers);
+    http.sockets.upgrade(upgrade, legacy, client)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

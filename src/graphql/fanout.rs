@@ -147,7 +147,10 @@ pub struct Fanout {
 struct Inner {
     schema: RallySchema,
     cohorts: Mutex<HashMap<Key, Arc<Cohort>>>,
-    impersonal: Mutex<HashSet<Operation>>,
+    /// Hashes of operations known to be impersonal (a collision can only put a signed-in member in
+    /// the public cohort, which runs as anonymous and moves it out when the caller matters).
+    impersonal: Mutex<HashSet<u64>>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 struct Cohort {
@@ -193,6 +196,7 @@ impl Fanout {
                 schema,
                 cohorts: Mutex::new(HashMap::new()),
                 impersonal: Mutex::new(HashSet::new()),
+                hasher: std::collections::hash_map::RandomState::new(),
             }),
         }
     }
@@ -241,12 +245,23 @@ impl Fanout {
         )
         .data(viewer.clone())
         .data(addr);
-        Box::pin(
-            self.inner
-                .schema
-                .execute_stream(request)
-                .map(|response| Arc::new(Payload::of(&response, false))),
-        )
+        // In a task of its own: a mutation runs to its end even when the client completes the
+        // operation or leaves first (only the result is dropped then). A subscription run this way
+        // stops at its next payload once nobody reads it.
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let mut responses = self.inner.schema.execute_stream(request);
+        tokio::spawn(async move {
+            while let Some(response) = responses.next().await {
+                if sender
+                    .send(Arc::new(Payload::of(&response, false)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
     }
 
     /// Public for anonymous subscribers; for signed-in ones only when the operation is a state
@@ -254,7 +269,8 @@ impl Fanout {
     fn scope_for(&self, operation: &Operation, viewer: &Viewer, state_stream: bool) -> Scope {
         match viewer {
             Viewer::User(me)
-                if !state_stream || !lock(&self.inner.impersonal).contains(operation) =>
+                if !state_stream
+                    || !lock(&self.inner.impersonal).contains(&self.fingerprint(operation)) =>
             {
                 Scope::User {
                     id: me.user_id,
@@ -278,45 +294,44 @@ impl Fanout {
         broadcast::Receiver<Arc<Payload>>,
     ) {
         let mut cohorts = lock(&self.inner.cohorts);
-        let cohort = match cohorts.get(&key) {
-            Some(cohort) => cohort.clone(),
-            None => {
-                let (sender, _) = broadcast::channel(MEMBER_BACKLOG);
-                let cohort = Arc::new(Cohort {
-                    key: key.clone(),
-                    replays,
-                    members: 0.into(),
-                    feed: Mutex::new(Feed {
-                        latest: None,
-                        sender: Some(sender),
-                    }),
-                    task: Mutex::new(None),
-                });
-                let runs_as = match key.scope {
-                    Scope::Public => Viewer::Anonymous,
-                    Scope::User { .. } => viewer.clone(),
-                };
-                let task = tokio::spawn(execute(self.clone(), cohort.clone(), runs_as));
-                *lock(&cohort.task) = Some(task.abort_handle());
-                cohorts.insert(key, cohort.clone());
-                cohort
-            }
+        if let Some(cohort) = cohorts.get(&key).cloned() {
+            cohort.members.fetch_add(1, Ordering::Relaxed);
+            let feed = lock(&cohort.feed);
+            let replay = if cohort.replays {
+                feed.latest.clone()
+            } else {
+                None
+            };
+            let receiver = match &feed.sender {
+                Some(sender) => sender.subscribe(),
+                // An ended cohort leaves the registry under this lock, so this cannot happen; an
+                // empty, closed receiver is the safe answer anyway.
+                None => broadcast::channel(1).1,
+            };
+            drop(feed);
+            return (cohort, replay, receiver);
+        }
+        // The first member's receiver exists before the execution starts, so an event published
+        // by its very first step is not lost.
+        let (sender, receiver) = broadcast::channel(MEMBER_BACKLOG);
+        let cohort = Arc::new(Cohort {
+            key: key.clone(),
+            replays,
+            members: 1.into(),
+            feed: Mutex::new(Feed {
+                latest: None,
+                sender: Some(sender),
+            }),
+            task: Mutex::new(None),
+        });
+        let runs_as = match key.scope {
+            Scope::Public => Viewer::Anonymous,
+            Scope::User { .. } => viewer.clone(),
         };
-        cohort.members.fetch_add(1, Ordering::Relaxed);
-        let feed = lock(&cohort.feed);
-        let replay = if cohort.replays {
-            feed.latest.clone()
-        } else {
-            None
-        };
-        let receiver = match &feed.sender {
-            Some(sender) => sender.subscribe(),
-            // Ended between lookup and now cannot happen under the registry lock; an empty,
-            // closed receiver is the safe answer anyway.
-            None => broadcast::channel(1).1,
-        };
-        drop(feed);
-        (cohort, replay, receiver)
+        let task = tokio::spawn(execute(self.clone(), cohort.clone(), runs_as));
+        *lock(&cohort.task) = Some(task.abort_handle());
+        cohorts.insert(key, cohort.clone());
+        (cohort, None, receiver)
     }
 
     /// A member left; the last one out stops the execution.
@@ -350,15 +365,21 @@ impl Fanout {
     }
 
     fn learn(&self, operation: &Operation, impersonal: bool) {
+        let fingerprint = self.fingerprint(operation);
         let mut known = lock(&self.inner.impersonal);
         if impersonal {
             if known.len() >= MAX_LEARNED {
                 known.clear();
             }
-            known.insert(operation.clone());
+            known.insert(fingerprint);
         } else {
-            known.remove(operation);
+            known.remove(&fingerprint);
         }
+    }
+
+    fn fingerprint(&self, operation: &Operation) -> u64 {
+        use std::hash::BuildHasher;
+        self.inner.hasher.hash_one(operation)
     }
 }
 
@@ -420,7 +441,11 @@ impl Member {
                             if !seat.cohort.replays {
                                 continue;
                             }
-                            match lock(&seat.cohort.feed).latest.clone() {
+                            // Skip to the newest state and listen from there: the older payloads
+                            // still queued must not follow it.
+                            let feed = lock(&seat.cohort.feed);
+                            receiver = receiver.resubscribe();
+                            match feed.latest.clone() {
                                 Some(latest) => latest,
                                 None => continue,
                             }
@@ -457,6 +482,12 @@ impl Member {
 /// Runs a cohort's execution, publishing each response once.
 async fn execute(fanout: Fanout, cohort: Arc<Cohort>, runs_as: Viewer) {
     let _running = Running::start();
+    // However the execution stops (its stream ends, it panics, the last member leaves and aborts
+    // it), later subscribers start a new one and members get the end.
+    let _ending = Ending {
+        fanout: fanout.clone(),
+        cohort: cohort.clone(),
+    };
     let operation = &cohort.key.operation;
     let probe = Arc::new(ViewerProbe::default());
     let variables = serde_json::from_str(&operation.variables).ok();
@@ -488,7 +519,18 @@ async fn execute(fanout: Fanout, cohort: Arc<Cohort>, runs_as: Viewer) {
             let _ = sender.send(payload);
         }
     }
-    fanout.end(&cohort);
+}
+
+/// Ends its cohort when dropped.
+struct Ending {
+    fanout: Fanout,
+    cohort: Arc<Cohort>,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.fanout.end(&self.cohort);
+    }
 }
 
 fn build_request(

@@ -18,7 +18,7 @@
 //! Subscriptions run in shared executions ([`Fanout`]): the connection only wraps each shared
 //! payload in its own frame.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -101,12 +101,12 @@ impl Sockets {
     }
 
     /// Upgrades the request and serves the socket (`legacy`: the subscriptions-transport-ws
-    /// protocol).
+    /// protocol; `client`: the caller's address, as the HTTP side determines it behind proxies).
     pub fn upgrade(
         &self,
         upgrade: WebSocketUpgrade,
         legacy: bool,
-        peer: SocketAddr,
+        client: IpAddr,
     ) -> axum::response::Response {
         let sockets = self.clone();
         upgrade
@@ -121,7 +121,7 @@ impl Sockets {
                 let connection = Connection {
                     sockets: &sockets,
                     legacy,
-                    addr: ClientAddr(peer.ip()),
+                    addr: ClientAddr(client),
                     viewer: None,
                     identity: None,
                     running: StreamMap::new(),
@@ -184,8 +184,8 @@ fn expiry(identity: &Identity) -> Instant {
     Instant::now() + Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0))
 }
 
-/// The frames of a running operation, the `complete` frame last.
-type Frames = futures_util::stream::BoxStream<'static, String>;
+/// The frames of a running operation, the `complete` frame last (marked `true`).
+type Frames = futures_util::stream::BoxStream<'static, (String, bool)>;
 
 /// Counts a running subscription in the metrics, by root field.
 struct Tracked(&'static str);
@@ -242,6 +242,7 @@ impl Connection<'_> {
         tokio::pin!(deadline);
         let mut expires = true;
         let mut keepalive = tokio::time::interval(settings.keepalive);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.tick().await;
         let mut shutdown = self.sockets.shutdown.clone();
         let stopping = async move {
@@ -274,37 +275,41 @@ impl Connection<'_> {
                             }
                         }
                         Step::Close(code, reason) => {
-                            let _ = sink.send(close(code, reason)).await;
+                            let _ = write(&mut sink, close(code, reason)).await;
                             break code;
                         }
                         Step::Left => break 1000,
                     }
                 }
-                Some((_, frame)) = self.running.next(), if !self.running.is_empty() => {
-                    if sink.send(Message::Text(frame.into())).await.is_err() {
+                Some((id, (frame, last))) = self.running.next(), if !self.running.is_empty() => {
+                    if last {
+                        // Gone before the client reads `complete`, so it may reuse the id at once.
+                        self.running.remove(&id);
+                    }
+                    if !write(&mut sink, Message::Text(frame.into())).await {
                         break 1006;
                     }
                 }
                 () = &mut deadline, if expires => {
                     if self.viewer.is_none() {
-                        let _ = sink.send(close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")).await;
+                        let _ = write(&mut sink, close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")).await;
                         break CLOSE_INIT_TIMEOUT;
                     }
-                    let _ = sink.send(close(CLOSE_FORBIDDEN, "Forbidden: access token expired")).await;
+                    let _ = write(&mut sink, close(CLOSE_FORBIDDEN, "Forbidden: access token expired")).await;
                     break CLOSE_FORBIDDEN;
                 }
                 _ = keepalive.tick(), if self.viewer.is_some() => {
-                    if sink.send(Message::Text(ping.into())).await.is_err() {
+                    if !write(&mut sink, Message::Text(ping.into())).await {
                         break 1006;
                     }
                 }
                 () = &mut stopping => {
-                    let _ = sink.send(close(CLOSE_RESTART, "server restarting; reconnect")).await;
+                    let _ = write(&mut sink, close(CLOSE_RESTART, "server restarting; reconnect")).await;
                     break CLOSE_RESTART;
                 }
             }
         };
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
         code
     }
 
@@ -340,9 +345,10 @@ impl Connection<'_> {
                     return Step::Close(CLOSE_UNAUTHORIZED, "Unauthorized".into());
                 };
                 if self.running.contains_key(&id) {
+                    // The id is not echoed: a close reason must fit in 123 bytes.
                     return Step::Close(
                         CLOSE_DUPLICATE_ID,
-                        format!("Subscriber for {id} already exists"),
+                        "Subscriber for this id already exists".into(),
                     );
                 }
                 if self.running.len() >= self.sockets.settings.max_subscriptions {
@@ -351,8 +357,8 @@ impl Connection<'_> {
                         retry_after_seconds: 1,
                     });
                     let frames = [
-                        self.frame_prefix(&id) + &refused.json + "}",
-                        complete_frame(&id),
+                        (self.frame_prefix(&id) + &refused.json + "}", false),
+                        (complete_frame(&id), true),
                     ];
                     self.running
                         .insert(id, futures_util::stream::iter(frames).boxed());
@@ -374,11 +380,11 @@ impl Connection<'_> {
                         frame.push_str(&prefix);
                         frame.push_str(&payload.json);
                         frame.push('}');
-                        frame
+                        (frame, false)
                     })
                     .chain(futures_util::stream::once(async move {
                         drop(tracked);
-                        complete
+                        (complete, true)
                     }))
                     .boxed();
                 self.running.insert(id, frames);
@@ -391,11 +397,13 @@ impl Connection<'_> {
                 Step::Continue
             }
             ClientFrame::Ping { payload } => {
-                // A fresh token for the same user extends the connection.
+                // A fresh token of the same user with the same role extends the connection; a
+                // changed role needs a new connection (its operations run with the first token's).
                 if let (Some(current), Viewer::User(fresh)) = (
                     self.identity,
                     viewer_of(payload.as_ref(), &self.sockets.app.tokens),
                 ) && fresh.user_id == current.user_id
+                    && fresh.is_admin == current.is_admin
                 {
                     self.identity = Some(fresh);
                 }
@@ -417,10 +425,24 @@ impl Connection<'_> {
     }
 }
 
+/// How long one frame may take to go out: a client that stops reading is dropped rather than
+/// holding its connection (and its seats in shared executions) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes `message`; false when the socket is gone or the client stopped reading.
+async fn write(sink: &mut Sink, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Writes a text frame from a handler.
 async fn send(sink: &mut Sink, frame: String) -> Step {
-    match sink.send(Message::Text(frame.into())).await {
-        Ok(()) => Step::Continue,
-        Err(_) => Step::Left,
+    if write(sink, Message::Text(frame.into())).await {
+        Step::Continue
+    } else {
+        Step::Left
     }
 }
 

@@ -21,6 +21,8 @@ on_every_backend!(
     metrics_show_websockets_and_subscriptions_coming_and_going,
     redis_carries_updates_within_one_instance_too,
     a_healthy_redis_subscription_stays_connected,
+    a_fresh_token_with_another_role_does_not_extend_the_socket,
+    a_mutation_completes_even_when_its_client_leaves_at_once,
 );
 
 const EVENT_UPDATED: &str = "subscription($id: ID!) { eventUpdated(eventId: $id) { title status likeCount likedByMe version organizer { handle } } }";
@@ -432,4 +434,68 @@ async fn a_healthy_redis_subscription_stays_connected(backend: Backend) {
         .await
         .expect("json");
     assert_eq!(ready["broker"]["state"], "connected", "{ready}");
+}
+
+async fn a_fresh_token_with_another_role_does_not_extend_the_socket(backend: Backend) {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let app = TestApp::spawn(backend).await;
+    let kim = app.signup("kim").await;
+    let token = |role: &str, ttl: i64| {
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({ "sub": kim.id, "role": role, "iss": "rally", "aud": "rally-api", "iat": now, "exp": now + ttl });
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(crate::common::TEST_SECRET.as_bytes()),
+        )
+        .expect("token")
+    };
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {}", token("ADMIN", 3)) }))
+        .await;
+    // A demoted admin's fresh token must not keep the admin connection alive.
+    client
+        .send(json!({ "type": "ping", "payload": { "authorization": format!("Bearer {}", token("USER", 600)) } }))
+        .await;
+    assert_eq!(
+        client.closed().await.code,
+        4403,
+        "closed when the admin token expired"
+    );
+}
+
+async fn a_mutation_completes_even_when_its_client_leaves_at_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let lou = app.signup("lou").await;
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {}", lou.access) }))
+        .await;
+    client
+        .subscribe(
+            "m",
+            "mutation { createEvent(input: { title: \"Left behind\", startsAt: \"2030-01-01T20:00:00Z\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    drop(client);
+    let mut created = false;
+    for _ in 0..100 {
+        let events = app
+            .gql(
+                "{ events(first: 50) { edges { node { title } } } }",
+                json!({}),
+            )
+            .await;
+        if events.data()["events"]["edges"]
+            .as_array()
+            .is_some_and(|edges| edges.iter().any(|e| e["node"]["title"] == "Left behind"))
+        {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(created, "the mutation ran to its end without its client");
 }
