@@ -21,6 +21,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -431,10 +432,15 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes `message`; false when the socket is gone or the client stopped reading.
 async fn write(sink: &mut Sink, message: Message) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
-        Ok(Ok(()))
-    )
+    let mut sending = std::pin::pin!(sink.send(message));
+    // Nearly every write completes at once; only one that has to wait gets a timer.
+    match futures_util::poll!(sending.as_mut()) {
+        Poll::Ready(result) => result.is_ok(),
+        Poll::Pending => matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, sending).await,
+            Ok(Ok(()))
+        ),
+    }
 }
 
 /// Writes a text frame from a handler.
