@@ -124,6 +124,8 @@ pub fn router(app: AppState, schema: RallySchema, sockets: Sockets) -> Router {
         .route("/graphql", get(graphql).post(graphql))
         .route("/", get(graphiql))
         .route("/graphiql/{file}", get(graphiql_asset))
+        // Browsers ask for it on every GraphiQL visit; an empty answer keeps their consoles clean.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))

@@ -72,6 +72,9 @@ test("GraphiQL runs a query and follows a subscription in Chromium", async () =>
   const page = await browser.newPage();
   const failures = [];
   page.on("requestfailed", (request) => failures.push(request.url()));
+  page.on("response", (response) => {
+    if (response.status() >= 400) failures.push(`${response.status()} ${response.url()}`);
+  });
   const sockets = [];
   page.on("websocket", (socket) => sockets.push(socket.url()));
   // The Headers tab's content lives in localStorage; GraphiQL sends it with every HTTP request and
