@@ -384,14 +384,6 @@ async fn bump_likes(db: &impl ConnectionTrait, id: Uuid, by: i32) -> Result<even
     find_or_404(db, id).await
 }
 
-/// Whether `user` likes `event`.
-pub async fn is_liked(state: &AppState, user: Uuid, event: Uuid) -> Result<bool> {
-    Ok(event_like::Entity::find_by_id((event, user))
-        .one(&state.db)
-        .await?
-        .is_some())
-}
-
 /// Which of `pairs` (event, user) are likes.
 pub async fn likes_among(
     state: &AppState,
