@@ -313,6 +313,21 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
 }
 
+/// A count or size as `u64` (saturating: anything past `u64` is out of every bound anyway).
+fn widen(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+/// A BAC threshold in percent as thousandths of a percent, for the bounds check; NaN and
+/// infinities are out of bounds.
+fn bac_thousandths(percent: f64) -> u64 {
+    if percent.is_finite() && percent >= 0.0 {
+        (percent * 1000.0).round().min(u64::MAX as f64) as u64
+    } else {
+        u64::MAX
+    }
+}
+
 /// Name of the generated secret inside the data dir.
 const SECRET_FILE: &str = "jwt-secret";
 /// Shortest accepted JWT secret, in bytes.
@@ -351,11 +366,152 @@ impl Config {
                 );
             }
         }
-        if self.argon2_memory_kib < 8 || self.argon2_iterations < 1 {
-            bail!("argon2 needs at least 8 KiB of memory and 1 iteration");
-        }
-        if self.auth_attempts_per_login == 0 || self.auth_attempts_per_address == 0 {
-            bail!("auth attempt limits must be at least 1");
+        self.check_bounds()
+    }
+
+    /// Every duration, size and count within what Rally can work with, so a setting that would
+    /// overflow later (a token lifetime past the calendar's end, say) fails at start-up, named.
+    fn check_bounds(&self) -> anyhow::Result<()> {
+        const DAY: u64 = 86_400;
+        const GIB: u64 = 1 << 30;
+        let bounds: [(&str, u64, u64, u64); 22] = [
+            (
+                "RALLY_ACCESS_TOKEN_TTL_SECONDS",
+                self.access_token_ttl_seconds,
+                1,
+                7 * DAY,
+            ),
+            (
+                "RALLY_REFRESH_TOKEN_TTL_DAYS",
+                self.refresh_token_ttl_days,
+                1,
+                3650,
+            ),
+            (
+                "RALLY_DATABASE_MAX_CONNECTIONS",
+                self.database_max_connections.into(),
+                1,
+                1000,
+            ),
+            (
+                "RALLY_ARGON2_MEMORY_KIB",
+                self.argon2_memory_kib.into(),
+                8,
+                4 << 20,
+            ),
+            (
+                "RALLY_ARGON2_ITERATIONS",
+                self.argon2_iterations.into(),
+                1,
+                100,
+            ),
+            (
+                "RALLY_ARGON2_CONCURRENCY",
+                widen(self.argon2_concurrency),
+                0,
+                1024,
+            ),
+            (
+                "RALLY_AUTH_ATTEMPTS_PER_LOGIN",
+                self.auth_attempts_per_login.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "RALLY_AUTH_ATTEMPTS_PER_ADDRESS",
+                self.auth_attempts_per_address.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "RALLY_AUTH_WINDOW_SECONDS",
+                self.auth_window_seconds,
+                1,
+                DAY,
+            ),
+            (
+                "RALLY_MAX_BODY_BYTES",
+                widen(self.max_body_bytes),
+                1024,
+                GIB,
+            ),
+            (
+                "RALLY_MAX_UPLOAD_BYTES",
+                widen(self.max_upload_bytes),
+                1024,
+                GIB,
+            ),
+            (
+                "RALLY_MAX_IMAGE_PIXELS",
+                self.max_image_pixels,
+                1,
+                400_000_000,
+            ),
+            (
+                "RALLY_QUERY_MAX_DEPTH",
+                widen(self.query_max_depth),
+                1,
+                1000,
+            ),
+            (
+                "RALLY_QUERY_MAX_COMPLEXITY",
+                widen(self.query_max_complexity),
+                1,
+                10_000_000,
+            ),
+            (
+                "RALLY_QUERY_MAX_ALIASES",
+                widen(self.query_max_aliases),
+                0,
+                100_000,
+            ),
+            (
+                "RALLY_WS_INIT_TIMEOUT_SECONDS",
+                self.ws_init_timeout_seconds,
+                1,
+                3600,
+            ),
+            (
+                "RALLY_WS_KEEPALIVE_SECONDS",
+                self.ws_keepalive_seconds,
+                1,
+                3600,
+            ),
+            (
+                "RALLY_WS_MAX_SUBSCRIPTIONS",
+                widen(self.ws_max_subscriptions),
+                1,
+                100_000,
+            ),
+            (
+                "RALLY_LEADERBOARD_WINDOW_MS",
+                self.leaderboard_window_ms,
+                0,
+                60_000,
+            ),
+            (
+                "RALLY_REQUEST_TIMEOUT_SECONDS",
+                self.request_timeout_seconds,
+                1,
+                DAY,
+            ),
+            (
+                "RALLY_SHUTDOWN_GRACE_SECONDS",
+                self.shutdown_grace_seconds,
+                0,
+                3600,
+            ),
+            (
+                "RALLY_BAC_WARNING_THRESHOLD (in thousandths)",
+                bac_thousandths(self.bac_warning_threshold),
+                1,
+                1000,
+            ),
+        ];
+        for (name, value, min, max) in bounds {
+            if !(min..=max).contains(&value) {
+                bail!("{name} is {value}; it must be between {min} and {max}");
+            }
         }
         Ok(())
     }
@@ -478,6 +634,41 @@ mod tests {
         config.jwt_secret = Some("x".repeat(32));
         assert!(config.check().is_ok());
         assert!(!config.introspection_enabled());
+    }
+
+    #[test]
+    fn settings_out_of_bounds_are_named_at_start_up() {
+        type Tweak = fn(&mut Config);
+        let cases: [(Tweak, &str); 6] = [
+            (
+                |c| c.refresh_token_ttl_days = u64::MAX,
+                "RALLY_REFRESH_TOKEN_TTL_DAYS",
+            ),
+            (
+                |c| c.access_token_ttl_seconds = 1 << 62,
+                "RALLY_ACCESS_TOKEN_TTL_SECONDS",
+            ),
+            (|c| c.auth_window_seconds = 0, "RALLY_AUTH_WINDOW_SECONDS"),
+            (
+                |c| c.max_upload_bytes = usize::MAX,
+                "RALLY_MAX_UPLOAD_BYTES",
+            ),
+            (|c| c.ws_keepalive_seconds = 0, "RALLY_WS_KEEPALIVE_SECONDS"),
+            (
+                |c| c.bac_warning_threshold = f64::NAN,
+                "RALLY_BAC_WARNING_THRESHOLD",
+            ),
+        ];
+        for (tweak, name) in cases {
+            let mut config = Config::with_data_dir("/tmp/x");
+            tweak(&mut config);
+            let err = config.check().expect_err(name).to_string();
+            assert!(err.starts_with(name), "{err} names {name}");
+        }
+        let mut config = Config::with_data_dir("/tmp/x");
+        config.refresh_token_ttl_days = 3650;
+        config.access_token_ttl_seconds = 7 * 86_400;
+        assert!(config.check().is_ok(), "the largest accepted values work");
     }
 
     #[test]

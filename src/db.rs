@@ -1,4 +1,5 @@
-//! The database connection and its migrations, for SQLite (the embedded default) and PostgreSQL.
+//! The database connection and its migrations, for SQLite (the embedded default) and PostgreSQL;
+//! write transactions that publish after their commit; pages of rows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +8,12 @@ use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, TransactionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, QuerySelect, Select, TransactionTrait,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
+use crate::live::{Live, Payload, Prepared, Topic};
 
 /// Key of the PostgreSQL advisory lock held while migrating, so instances starting together take
 /// turns instead of racing on the same DDL.
@@ -73,29 +75,43 @@ impl Writes {
         }
     }
 
-    /// Begins a transaction that will write.
-    pub async fn begin(&self, db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
+    /// Begins a transaction that will write; what it publishes goes out on `live` after the commit.
+    pub async fn begin(&self, db: &DatabaseConnection, live: &Live) -> Result<WriteTxn, DbErr> {
         let turn = match &self.turn {
             Some(turn) => Some(turn.clone().lock_owned().await),
             None => None,
         };
         Ok(WriteTxn {
             txn: db.begin().await?,
+            live: live.clone(),
+            outbox: Vec::new(),
             _turn: turn,
         })
     }
 }
 
-/// A write transaction (holding SQLite's turn until it ends).
+/// A write transaction (holding SQLite's turn until it ends) with the live messages that announce
+/// its changes: they are sent once it commits, and never when it does not.
 pub struct WriteTxn {
     txn: DatabaseTransaction,
+    live: Live,
+    outbox: Vec<Prepared>,
     _turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTxn {
-    /// Commits.
+    /// Announces `payload` on `topic` once this transaction commits (dropped if it does not).
+    pub fn publish<T: Payload>(&mut self, topic: &Topic<T>, payload: &T) {
+        self.outbox.extend(self.live.prepare(topic, payload));
+    }
+
+    /// Commits, then sends what was published.
     pub async fn commit(self) -> Result<(), DbErr> {
-        self.txn.commit().await
+        self.txn.commit().await?;
+        for prepared in self.outbox {
+            self.live.send(prepared);
+        }
+        Ok(())
     }
 }
 
@@ -105,4 +121,17 @@ impl std::ops::Deref for WriteTxn {
     fn deref(&self) -> &DatabaseTransaction {
         &self.txn
     }
+}
+
+/// One page of `select`: at most `limit` rows, and whether more follow (one more row is fetched to
+/// tell).
+pub async fn page<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    select: Select<E>,
+    limit: u64,
+) -> Result<(Vec<E::Model>, bool), DbErr> {
+    let mut rows = select.limit(limit.saturating_add(1)).all(db).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok((rows, more))
 }

@@ -1,8 +1,10 @@
 //! The one error type of Rally, and the policy it carries.
 //!
 //! Every failure a client can see is one [`Error`] variant, and every variant maps to exactly one
-//! `extensions.code` of the API contract (see [`code`]). Domain services return `Result<T, Error>`;
-//! resolvers return `async_graphql::Result<T>` and convert with `?`.
+//! `extensions.code` of the API contract (see [`code`]). Domain services and resolvers alike return
+//! [`Result<T>`]; async-graphql turns a resolver's `Error` into a GraphQL error through our own
+//! conversion only, so no foreign error's text can reach a client as its message. `Error` is cheap
+//! to clone (DataLoaders share one failure among every waiting resolver).
 //!
 //! Policy:
 //! - Expected failures (validation, authorization, conflicts) carry a message written for the client.
@@ -15,8 +17,10 @@
 //! it, our own `From<Error> for async_graphql::Error` is the only conversion and the code always
 //! survives.
 
+use std::sync::Arc;
+
 use async_graphql::ErrorExtensions;
-use sea_orm::{DbErr, SqlErr};
+use sea_orm::{DbErr, RuntimeErr};
 
 /// Stable values of `extensions.code`, as written in the API contract.
 pub mod code {
@@ -40,7 +44,7 @@ pub mod code {
 pub const INTERNAL_MESSAGE: &str = "internal server error";
 
 /// A failure of a Rally operation, with the code the client sees.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Error {
     /// No valid credentials.
     Unauthenticated(&'static str),
@@ -70,7 +74,7 @@ pub enum Error {
         retry_after_seconds: u64,
     },
     /// Anything unexpected; the cause goes to the logs only.
-    Internal(anyhow::Error),
+    Internal(Arc<anyhow::Error>),
 }
 
 /// Result of a domain operation.
@@ -103,7 +107,7 @@ impl Error {
 
     /// An unexpected failure with its cause (logged, never shown).
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
-        Self::Internal(cause.into())
+        Self::Internal(Arc::new(cause.into()))
     }
 
     /// The contract's `extensions.code` of this error.
@@ -132,15 +136,63 @@ impl Error {
         }
     }
 
-    /// Maps a database error from an insert or update: a unique-constraint violation becomes a
-    /// CONFLICT through `on_unique` (which reads the constraint's message), anything else is internal.
-    pub fn from_db_unique(err: DbErr, on_unique: impl FnOnce(&str) -> Option<Error>) -> Self {
-        if let Some(SqlErr::UniqueConstraintViolation(detail)) = err.sql_err()
-            && let Some(mapped) = on_unique(&detail)
-        {
-            return mapped;
+    /// Maps a database error from an insert or update: a violation of one of `known` (by the
+    /// constraint's name) becomes that entry's error; anything else is internal.
+    pub fn on_constraint(err: DbErr, known: &[ConstraintError]) -> Self {
+        match known.iter().find(|(key, _)| key.violated_by(&err)) {
+            Some((_, error)) => error(),
+            None => Self::internal(err),
         }
-        Self::internal(err)
+    }
+}
+
+/// A unique key and the error its violation means.
+pub type ConstraintError = (UniqueKey, fn() -> Error);
+
+/// A unique index, as a migration creates it: its name, table and columns.
+///
+/// PostgreSQL reports a violation with the constraint's name; SQLite reports only
+/// `UNIQUE constraint failed: <table>.<column>, …`, so the key is recognised there by its table and
+/// columns. Either way it is matched against what the database says about the constraint itself,
+/// never by searching a message for a word.
+#[derive(Clone, Copy, Debug)]
+pub struct UniqueKey {
+    /// The index's name (PostgreSQL reports it).
+    pub name: &'static str,
+    /// Its table.
+    pub table: &'static str,
+    /// Its columns, in index order.
+    pub columns: &'static [&'static str],
+}
+
+impl UniqueKey {
+    /// Whether `err` is a violation of this key.
+    pub fn violated_by(&self, err: &DbErr) -> bool {
+        let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) =
+            err
+        else {
+            return false;
+        };
+        let Some(db) = sqlx.as_database_error() else {
+            return false;
+        };
+        if !matches!(db.kind(), sea_orm::sqlx::error::ErrorKind::UniqueViolation) {
+            return false;
+        }
+        if let Some(name) = db.constraint() {
+            return name == self.name;
+        }
+        // SQLite: "UNIQUE constraint failed: users.handle" (the columns of the violated index).
+        db.message()
+            .split_once("constraint failed: ")
+            .is_some_and(|(_, columns)| {
+                let named: Vec<&str> = columns.split(',').map(str::trim).collect();
+                named.len() == self.columns.len()
+                    && named
+                        .iter()
+                        .zip(self.columns)
+                        .all(|(named, column)| named.split_once('.') == Some((self.table, column)))
+            })
     }
 }
 

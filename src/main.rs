@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Schema => {
-            print!("{}", rally::graphql::sdl());
+            print!("{}", rally::graphql::schema::sdl());
             Ok(())
         }
         Command::Serve => {

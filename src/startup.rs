@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,10 +13,14 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::auth::{AuthLimits, Passwords, TokenKeys};
 use crate::config::Config;
+use crate::cups::Leaderboards;
+use crate::games::service::BlurRenditions;
+use crate::graphql::fanout::Fanout;
+use crate::graphql::limits::QueryLimits;
+use crate::graphql::schema;
 use crate::graphql::ws::{SocketSettings, Sockets};
-use crate::graphql::{self, QueryLimits};
 use crate::live::Live;
-use crate::media::MediaStore;
+use crate::media::{self, MediaStore};
 use crate::state::{AppState, Inner};
 use crate::{db, http};
 
@@ -24,6 +29,7 @@ pub struct App {
     listener: TcpListener,
     address: SocketAddr,
     state: AppState,
+    leaderboards: Leaderboards,
     router: Router,
     sockets: Sockets,
     stopping: tokio::sync::watch::Sender<bool>,
@@ -55,7 +61,6 @@ impl App {
             Duration::from_secs(config.auth_window_seconds),
         );
         let writes = db::Writes::for_backend(&db);
-        let config_window = config.leaderboard_window_ms;
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
         let address = listener.local_addr()?;
@@ -69,9 +74,10 @@ impl App {
             passwords,
             auth_limits,
             writes,
-            boards: crate::cups::Leaderboards::new(Duration::from_millis(config_window)),
         });
-        let schema = graphql::build(limits, &state);
+        let leaderboards =
+            Leaderboards::new(Duration::from_millis(state.config.leaderboard_window_ms));
+        let schema = schema::build(limits, &state, leaderboards.clone());
         http::prometheus();
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let settings = SocketSettings {
@@ -79,13 +85,15 @@ impl App {
             keepalive: Duration::from_secs(state.config.ws_keepalive_seconds.max(1)),
             max_subscriptions: state.config.ws_max_subscriptions,
         };
-        let fanout = crate::graphql::fanout::Fanout::new(schema.clone());
+        let fanout = Fanout::new(schema.clone());
         let sockets = Sockets::new(fanout, state.clone(), settings, stopping_rx);
-        let router = http::router(state.clone(), schema, sockets.clone());
+        let media = media::routes(state.media.clone(), Arc::new(BlurRenditions(state.clone())));
+        let router = http::router(state.clone(), schema, sockets.clone(), media);
         Ok(Self {
             listener,
             address,
             state,
+            leaderboards,
             router,
             sockets,
             stopping,
@@ -103,8 +111,13 @@ impl App {
     }
 
     /// The shared subscription executions (tests count them).
-    pub fn fanout(&self) -> crate::graphql::fanout::Fanout {
+    pub fn fanout(&self) -> Fanout {
         self.sockets.fanout()
+    }
+
+    /// This instance's live leaderboard feeds (tests count their computations).
+    pub fn leaderboards(&self) -> Leaderboards {
+        self.leaderboards.clone()
     }
 
     /// The shared state (tests use it to reach the database directly).
@@ -122,6 +135,7 @@ impl App {
             listener,
             address,
             state,
+            leaderboards: _,
             router,
             sockets,
             stopping,

@@ -1,4 +1,7 @@
 //! The application state every request shares: one [`AppState`], cheap to clone (one `Arc`).
+//!
+//! Holds infrastructure only (storage, broker, keys, settings) and knows no domain: what a domain
+//! keeps per instance (live leaderboards, say) is schema data, registered by the GraphQL assembly.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -7,7 +10,6 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::{AuthLimits, Passwords, TokenKeys};
 use crate::config::Config;
-use crate::cups::Leaderboards;
 use crate::db::{WriteTxn, Writes};
 use crate::live::Live;
 use crate::media::{ImageLimits, MediaStore};
@@ -34,8 +36,6 @@ pub struct Inner {
     pub auth_limits: AuthLimits,
     /// How write transactions are opened (see [`Writes`]).
     pub writes: Writes,
-    /// This instance's live leaderboard feeds.
-    pub boards: Leaderboards,
 }
 
 impl AppState {
@@ -44,9 +44,9 @@ impl AppState {
         Self(Arc::new(inner))
     }
 
-    /// Begins a transaction that will write.
+    /// Begins a transaction that will write; what it publishes is sent after its commit.
     pub async fn begin_write(&self) -> Result<WriteTxn, sea_orm::DbErr> {
-        self.writes.begin(&self.db).await
+        self.writes.begin(&self.db, &self.live).await
     }
 
     /// The limits uploads are checked against.

@@ -1,17 +1,36 @@
 //! The accounts part of the schema: `me`, `user`, `users`, sign-up, sessions and profiles.
 //! Resolvers parse arguments, check the guard, call [`service`] and map the result.
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject, Upload};
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::model::{Bio, BodyWeightKg, DisplayName, Email, Handle, Login, Password};
 use super::service::{self, NewAccount, ProfileChanges, Session};
-use crate::auth::SignedIn;
 use crate::entity::user;
-use crate::error::Error;
-use crate::graphql::ContextExt;
-use crate::graphql::pagination::{PageRequest, encode_cursor};
+use crate::error::{Error, Result};
+use crate::graphql::loaders::by_key;
+use crate::graphql::pagination::{self, PageRequest};
+use crate::graphql::{ContextExt, SignedIn, upload};
+use crate::state::AppState;
+
+/// Users by id (registered by the schema assembly).
+pub struct UserLoader(pub AppState);
+
+impl Loader<Uuid> for UserLoader {
+    type Value = user::Model;
+    type Error = Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, user::Model>> {
+        Ok(by_key(service::find_many(&self.0, keys).await?, |user| {
+            user.id
+        }))
+    }
+}
 
 /// A user's permission level.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +93,7 @@ impl User {
     }
 
     /// URL of the avatar picture (re-encoded, cacheable forever).
-    async fn avatar_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+    async fn avatar_url(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         let state = ctx.state()?;
         Ok(self
             .model
@@ -94,14 +113,14 @@ impl User {
     }
 
     /// Only for the user themself (and admins); null for anyone else.
-    async fn email(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<&str>> {
-        let admin = ctx.viewer().identity()?.is_some_and(|me| me.is_admin);
+    async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        let admin = ctx.caller()?.is_some_and(|me| me.is_admin);
         let visible = admin || self.only_for_self(ctx)?;
         Ok(visible.then_some(self.model.email.as_str()))
     }
 
     /// Body weight for the blood alcohol estimate; only for the user themself.
-    async fn body_weight_kg(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<f64>> {
+    async fn body_weight_kg(&self, ctx: &Context<'_>) -> Result<Option<f64>> {
         Ok(self
             .only_for_self(ctx)?
             .then_some(self.model.body_weight_kg)
@@ -109,7 +128,7 @@ impl User {
     }
 
     /// Body type for the blood alcohol estimate; only for the user themself.
-    async fn body_type(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<BodyType>> {
+    async fn body_type(&self, ctx: &Context<'_>) -> Result<Option<BodyType>> {
         Ok(self
             .only_for_self(ctx)?
             .then_some(self.model.body_type.map(Into::into))
@@ -118,12 +137,8 @@ impl User {
 }
 
 impl User {
-    fn only_for_self(&self, ctx: &Context<'_>) -> crate::error::Result<bool> {
-        Ok(self.own_session
-            || ctx
-                .viewer()
-                .identity()?
-                .is_some_and(|me| me.user_id == self.model.id))
+    fn only_for_self(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(self.own_session || ctx.caller()?.is_some_and(|me| me.user_id == self.model.id))
     }
 }
 
@@ -187,8 +202,8 @@ pub struct AccountsQuery;
 #[Object]
 impl AccountsQuery {
     /// The signed-in user; null when anonymous.
-    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
-        let Some(me) = ctx.viewer().identity()? else {
+    async fn me(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        let Some(me) = ctx.caller()? else {
             return Ok(None);
         };
         Ok(service::find_by_id(ctx.state()?, me.user_id)
@@ -198,7 +213,7 @@ impl AccountsQuery {
 
     /// A user by handle (case-insensitive); null when there is none. Signed-in users only.
     #[graphql(guard = "SignedIn")]
-    async fn user(&self, ctx: &Context<'_>, handle: String) -> async_graphql::Result<Option<User>> {
+    async fn user(&self, ctx: &Context<'_>, handle: String) -> Result<Option<User>> {
         let Ok(handle) = Handle::parse(&handle, "handle") else {
             return Ok(None);
         };
@@ -211,7 +226,7 @@ impl AccountsQuery {
     /// Signed-in users only.
     #[graphql(
         guard = "SignedIn",
-        complexity = "first.unwrap_or(20).clamp(0, 100) as usize * child_complexity"
+        complexity = "pagination::complexity(first, child_complexity)"
     )]
     async fn users(
         &self,
@@ -219,10 +234,13 @@ impl AccountsQuery {
         search: Option<String>,
         #[graphql(default = 20)] first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, User>> {
+    ) -> Result<Connection<String, User>> {
         let page = PageRequest::parse(first, after.as_deref())?;
         if search.as_ref().is_some_and(|s| s.chars().count() > 100) {
-            return Err(Error::bad_input("search", "search has at most 100 characters").into());
+            return Err(Error::bad_input(
+                "search",
+                "search has at most 100 characters",
+            ));
         }
         let (rows, more) = service::list(
             ctx.state()?,
@@ -231,12 +249,13 @@ impl AccountsQuery {
             page.limit,
         )
         .await?;
-        let mut connection = Connection::new(page.after.is_some(), more);
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|row| Edge::new(encode_cursor(&row.handle), User::from(row))),
-        );
-        Ok(connection)
+        Ok(pagination::connection(
+            &page,
+            rows,
+            more,
+            |row| row.handle.clone(),
+            User::from,
+        ))
     }
 }
 
@@ -247,11 +266,7 @@ pub struct AccountsMutation;
 #[Object]
 impl AccountsMutation {
     /// Creates an account and signs it in. A taken handle or email is CONFLICT naming the field.
-    async fn signup(
-        &self,
-        ctx: &Context<'_>,
-        input: SignupInput,
-    ) -> async_graphql::Result<AuthPayload> {
+    async fn signup(&self, ctx: &Context<'_>, input: SignupInput) -> Result<AuthPayload> {
         let account = NewAccount {
             handle: Handle::parse(&input.handle, "input.handle")?,
             email: Email::parse(&input.email, "input.email")?,
@@ -272,9 +287,9 @@ impl AccountsMutation {
         ctx: &Context<'_>,
         login: String,
         password: String,
-    ) -> async_graphql::Result<AuthPayload> {
+    ) -> Result<AuthPayload> {
         if login.len() > 254 || password.len() > 1024 {
-            return Err(Error::Unauthenticated("wrong login or password").into());
+            return Err(Error::Unauthenticated("wrong login or password"));
         }
         let session = service::login(
             ctx.state()?,
@@ -292,27 +307,19 @@ impl AccountsMutation {
         &self,
         ctx: &Context<'_>,
         refresh_token: String,
-    ) -> async_graphql::Result<AuthPayload> {
+    ) -> Result<AuthPayload> {
         Ok(service::refresh(ctx.state()?, &refresh_token).await?.into())
     }
 
     /// Ends the session of this refresh token (every token rotated from the same login).
-    async fn logout(
-        &self,
-        ctx: &Context<'_>,
-        refresh_token: String,
-    ) -> async_graphql::Result<bool> {
+    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool> {
         service::logout(ctx.state()?, &refresh_token).await?;
         Ok(true)
     }
 
     /// Changes the caller's profile.
     #[graphql(guard = "SignedIn")]
-    async fn update_profile(
-        &self,
-        ctx: &Context<'_>,
-        input: UpdateProfileInput,
-    ) -> async_graphql::Result<User> {
+    async fn update_profile(&self, ctx: &Context<'_>, input: UpdateProfileInput) -> Result<User> {
         let me = ctx.identity()?;
         let changes = ProfileChanges {
             display_name: input
@@ -346,16 +353,11 @@ impl AccountsMutation {
     /// Sets the caller's avatar from an uploaded PNG, JPEG, GIF or WebP picture; it is scaled to at
     /// most 512 px and re-encoded, so no metadata of the original survives.
     #[graphql(guard = "SignedIn")]
-    async fn upload_avatar(&self, ctx: &Context<'_>, file: Upload) -> async_graphql::Result<User> {
+    async fn upload_avatar(&self, ctx: &Context<'_>, file: Upload) -> Result<User> {
         let me = ctx.identity()?;
-        let upload = file
-            .value(ctx)
-            .map_err(|_| Error::bad_input("file", "the upload is missing"))?;
-        let state = ctx.state()?;
-        Ok(
-            service::set_avatar(state, me.user_id, upload.content.to_vec())
-                .await?
-                .into(),
-        )
+        let bytes = upload::read(ctx, &file, "file")?;
+        Ok(service::set_avatar(ctx.state()?, me.user_id, bytes)
+            .await?
+            .into())
     }
 }

@@ -6,8 +6,7 @@ use chrono::{Duration, Utc};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
 };
 use uuid::Uuid;
 
@@ -15,7 +14,7 @@ use super::model::{Bio, BodyWeightKg, DisplayName, Email, Handle, Login, Passwor
 use crate::auth::{AccessToken, RefreshToken};
 use crate::entity::user::{BodyType, Role};
 use crate::entity::{refresh_token, user};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UniqueKey};
 use crate::media::prepare_picture;
 use crate::state::AppState;
 
@@ -106,18 +105,30 @@ pub async fn signup(
     };
     // The check above gives a friendly answer; the unique indexes settle races.
     let created = row.insert(&state.db).await.map_err(|err| {
-        Error::from_db_unique(err, |detail| {
-            if detail.contains("handle") {
-                Some(taken_error(true))
-            } else if detail.contains("email") {
-                Some(taken_error(false))
-            } else {
-                None
-            }
-        })
+        Error::on_constraint(
+            err,
+            &[
+                (HANDLE_KEY, || taken_error(true)),
+                (EMAIL_KEY, || taken_error(false)),
+            ],
+        )
     })?;
     start_session(state, created, None).await
 }
+
+/// `users_handle_key` (see the accounts migration).
+const HANDLE_KEY: UniqueKey = UniqueKey {
+    name: "users_handle_key",
+    table: "users",
+    columns: &["handle"],
+};
+
+/// `users_email_key` (see the accounts migration).
+const EMAIL_KEY: UniqueKey = UniqueKey {
+    name: "users_email_key",
+    table: "users",
+    columns: &["email"],
+};
 
 fn taken_error(handle: bool) -> Error {
     if handle {
@@ -322,10 +333,7 @@ pub async fn list(
     if let Some(after) = after {
         query = query.filter(user::Column::Handle.gt(after));
     }
-    let mut rows = query.limit(limit + 1).all(&state.db).await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    Ok((rows, more))
+    Ok(crate::db::page(&state.db, query, limit).await?)
 }
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `\` as the escape character.

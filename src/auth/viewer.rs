@@ -1,7 +1,9 @@
 //! The per-request caller: read once from the `Authorization` header (HTTP) or the websocket's
 //! `connection_init` payload, then available to every resolver.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
 
 use uuid::Uuid;
 
@@ -76,3 +78,44 @@ impl Viewer {
 /// The client's network address, for per-address rate limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
+
+impl ClientAddr {
+    /// The client of a request: the peer, or the last `X-Forwarded-For` hop when a trusted proxy
+    /// sets it (`trust_proxy`: only behind a proxy that overwrites the header).
+    pub fn from_request(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> Self {
+        if trust_proxy {
+            let forwarded = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|hop| hop.trim().parse().ok());
+            if let Some(address) = forwarded {
+                return Self(address);
+            }
+        }
+        Self(peer.ip())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn only_trusted_proxies_name_the_client() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 10.0.0.9"),
+        );
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let addr = |trust| {
+            ClientAddr::from_request(&headers, peer, trust)
+                .0
+                .to_string()
+        };
+        assert_eq!(addr(false), "127.0.0.1");
+        assert_eq!(addr(true), "10.0.0.9");
+    }
+}

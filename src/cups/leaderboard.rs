@@ -1,14 +1,16 @@
 //! Live leaderboards, computed once per event per change window on each instance and shared by all
 //! of that instance's subscribers.
 //!
-//! The first subscriber of an event starts a feed: it listens to `event:{id}:scores` and computes
-//! the top [`MAX_ENTRIES`] once per change, publishing the result into a `watch` channel. Computing
-//! is throttled, not delayed: a change after a quiet spell is computed at once, and changes within
-//! one window of the last computation wait for the window's end and are computed together, so a
-//! burst of cheers costs at most one computation per window. Subscribers read the
-//! channel: the newest board replaces any board they have not sent yet, so a slow subscriber never
-//! builds a backlog and never goes back to an older board. The feed stops when its last subscriber
-//! leaves.
+//! The first subscriber of an event starts a feed: a throttled state stream
+//! ([`live::follow_throttled`]) over `event:{id}:scores` that computes the top [`MAX_ENTRIES`] once
+//! per change window (a change after a quiet spell at once, a burst once at the window's end;
+//! failed computations are retried), publishing each board into a `watch` channel. Subscribers
+//! read the channel: the newest board replaces any board they have not sent yet, so a slow
+//! subscriber never builds a backlog and never goes back to an older board. The feed stops when its
+//! last subscriber leaves.
+//!
+//! [`Leaderboards`] is per-instance schema data (registered by the GraphQL assembly), not app
+//! state.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::model::{CupSessionState, SCORES};
 use super::service;
-use crate::entity::{cup_session, event, user};
+use crate::entity::{event, user};
 use crate::error::Result;
+use crate::live::{self, Versioned};
 use crate::state::AppState;
 use crate::{accounts, events};
 
@@ -34,9 +39,19 @@ pub struct Board {
     /// The event as of the computation.
     pub event: event::Model,
     /// Sessions in rank order with their guests.
-    pub rows: Vec<(cup_session::Model, user::Model)>,
+    pub rows: Vec<(CupSessionState, user::Model)>,
     /// When it was computed.
     pub updated_at: DateTime<Utc>,
+    /// Grows with each computation of this instance (a feed never goes back to an older board).
+    pub sequence: u64,
+}
+
+impl Versioned for Board {
+    type Version = u64;
+
+    fn version(&self) -> u64 {
+        self.sequence
+    }
 }
 
 /// Computes a board now (also used for plain queries).
@@ -53,12 +68,17 @@ pub async fn compute(state: &AppState, event_id: Uuid, limit: u64) -> Result<Opt
         .collect();
     let rows = sessions
         .into_iter()
-        .filter_map(|session| users.remove(&session.user_id).map(|user| (session, user)))
+        .filter_map(|session| {
+            users
+                .remove(&session.user_id)
+                .map(|user| (session.into(), user))
+        })
         .collect();
     Ok(Some(Board {
         event,
         rows,
         updated_at: Utc::now(),
+        sequence: 0,
     }))
 }
 
@@ -93,8 +113,30 @@ impl Leaderboards {
         self.inner.computations.load(Ordering::Relaxed)
     }
 
+    /// The event's boards from now on: the current one first (once computed), then the newest after
+    /// each change; NOT_FOUND when there is no such event.
+    pub async fn follow(
+        &self,
+        state: &AppState,
+        event_id: Uuid,
+    ) -> Result<impl Stream<Item = Arc<Board>> + Send + 'static> {
+        events::service::require(state, event_id).await?;
+        let mut boards = self.watch(state, event_id);
+        Ok(async_stream::stream! {
+            loop {
+                let board = boards.borrow_and_update().clone();
+                if let Some(board) = board {
+                    yield board;
+                }
+                if boards.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+
     /// A receiver of the event's board: `None` until the first computation, then the newest.
-    pub fn watch(&self, state: &AppState, event_id: Uuid) -> watch::Receiver<Option<Arc<Board>>> {
+    fn watch(&self, state: &AppState, event_id: Uuid) -> watch::Receiver<Option<Arc<Board>>> {
         let mut feeds = self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(feed) = feeds.get(&event_id) {
             return feed.subscribe();
@@ -105,16 +147,12 @@ impl Leaderboards {
         receiver
     }
 
-    async fn refresh(&self, state: &AppState, event_id: Uuid, feed: &Feed) {
-        self.inner.computations.fetch_add(1, Ordering::Relaxed);
+    /// Computes a board for a feed, numbered by this instance's count of computations.
+    async fn compute(&self, state: &AppState, event_id: Uuid) -> Result<Option<Board>> {
+        let sequence = self.inner.computations.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!("rally_leaderboard_computations_total").increment(1);
-        match compute(state, event_id, MAX_ENTRIES).await {
-            Ok(Some(board)) => {
-                feed.send_replace(Some(Arc::new(board)));
-            }
-            Ok(None) => {}
-            Err(err) => err.report(),
-        }
+        let board = compute(state, event_id, MAX_ENTRIES).await?;
+        Ok(board.map(|board| Board { sequence, ..board }))
     }
 
     /// Removes the feed if nobody listens any more; true when removed.
@@ -131,21 +169,18 @@ impl Leaderboards {
 }
 
 async fn run(boards: Leaderboards, state: AppState, event_id: Uuid, feed: Feed) {
-    let mut changes = state.live.subscribe(&service::scores_topic(event_id));
-    let mut last = tokio::time::Instant::now();
-    boards.refresh(&state, event_id, &feed).await;
+    let changes = state.live.subscribe(&SCORES.of(event_id));
+    let window = boards.inner.window;
+    let computing = boards.clone();
+    let mut computed = Box::pin(live::follow_throttled(changes, window, move || {
+        let (boards, state) = (computing.clone(), state.clone());
+        async move { boards.compute(&state, event_id).await }
+    }));
     loop {
         tokio::select! {
-            signal = changes.next() => {
-                if signal.is_none() {
-                    break;
-                }
-                // Within a window of the last computation: wait for its end, then take everything
-                // that queued meanwhile in one computation.
-                tokio::time::sleep_until(last + boards.inner.window).await;
-                changes.drain();
-                last = tokio::time::Instant::now();
-                boards.refresh(&state, event_id, &feed).await;
+            board = computed.next() => {
+                let Some(board) = board else { break };
+                feed.send_replace(Some(Arc::new(board)));
             }
             () = feed.closed() => {
                 if boards.retire(event_id, &feed) {

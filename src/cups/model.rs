@@ -1,9 +1,101 @@
-//! Cup rules without IO: drink input, alcohol grams, calories and the Widmark estimate.
+//! Cup rules without IO: drink input, alcohol grams, calories, the Widmark estimate, and the live
+//! payloads with their topics.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
+use crate::entity::cup_session::{self, Status};
 use crate::entity::user::BodyType;
 use crate::error::{Error, Result};
+use crate::live::{Topics, Versioned};
+
+/// Every change of every cup session at an event: `event:{id}:sessions`, each carrying the session
+/// as committed (private fields included: only crew and the guest get them past GraphQL).
+pub const SESSIONS: Topics<CupSessionState> = Topics::stream("event", "sessions");
+
+/// Score changes at an event: `event:{id}:scores` (leaderboards recompute on each).
+pub const SCORES: Topics<ScoresChanged> = Topics::stream("event", "scores");
+
+/// The payload of [`SCORES`] (wire v1): the event's scores changed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScoresChanged {
+    /// The event.
+    pub event_id: Uuid,
+}
+
+/// A cup session (wire v1): what the GraphQL `CupSession` resolves from, whether it came from the
+/// database or a live message. Fields are only ever added, with defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CupSessionState {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The event.
+    pub event_id: Uuid,
+    /// The guest.
+    pub user_id: Uuid,
+    /// OPEN or CLOSED.
+    pub status: Status,
+    /// Clinks counted.
+    pub cheers: i32,
+    /// Drinks ordered.
+    pub orders: i32,
+    /// Points won in games.
+    pub game_points: i32,
+    /// cheers + game points.
+    pub score: i32,
+    /// When the score was reached (the leaderboard's tie-break).
+    pub score_reached_at: DateTime<Utc>,
+    /// Grams of pure alcohol ordered.
+    pub alcohol_grams: f64,
+    /// Money owed, cents.
+    pub bill_cents: i64,
+    /// kcal ordered.
+    pub calories: i32,
+    /// When the first drink was ordered.
+    #[serde(default)]
+    pub first_drink_at: Option<DateTime<Utc>>,
+    /// When the cup was handed out.
+    pub opened_at: DateTime<Utc>,
+    /// When the session closed.
+    #[serde(default)]
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Grows with each committed change.
+    pub version: i64,
+}
+
+impl From<cup_session::Model> for CupSessionState {
+    fn from(row: cup_session::Model) -> Self {
+        Self {
+            id: row.id,
+            event_id: row.event_id,
+            user_id: row.user_id,
+            status: row.status,
+            cheers: row.cheers,
+            orders: row.orders,
+            game_points: row.game_points,
+            score: row.score,
+            score_reached_at: row.score_reached_at,
+            alcohol_grams: row.alcohol_grams,
+            bill_cents: row.bill_cents,
+            calories: row.calories,
+            first_drink_at: row.first_drink_at,
+            opened_at: row.opened_at,
+            closed_at: row.closed_at,
+            version: row.version,
+        }
+    }
+}
+
+/// A guest's sessions at one event follow each other: a newer session (ids are UUID v7, so they
+/// grow with time) supersedes any version of an older one.
+impl Versioned for CupSessionState {
+    type Version = (Uuid, i64);
+
+    fn version(&self) -> (Uuid, i64) {
+        (self.id, self.version)
+    }
+}
 
 /// Density of ethanol, g/ml.
 pub const ETHANOL_DENSITY: f64 = 0.789;
@@ -184,6 +276,29 @@ mod tests {
             estimated_bac(20.0, Some(80.0), None, Some(now), much_later),
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn a_session_written_by_the_previous_version_or_a_newer_one_decodes() {
+        // `event:{id}:sessions` as the previous release published it (the database row), and with
+        // a field this version does not know.
+        let old = r#"{"id":"0193a5a0-0000-7000-8000-000000000001","event_id":"0193a5a0-0000-7000-8000-000000000002","user_id":"0193a5a0-0000-7000-8000-000000000003","status":"Open","cheers":4,"orders":1,"game_points":3,"score":7,"score_reached_at":"2026-12-01T21:00:00Z","alcohol_grams":19.725,"bill_cents":650,"calories":138,"first_drink_at":"2026-12-01T20:30:00Z","opened_at":"2026-12-01T20:00:00Z","closed_at":null,"version":6}"#;
+        let newer = old.replace(r#""version":6"#, r#""version":6,"tab":"table 4""#);
+        for json in [old, newer.as_str()] {
+            let session: CupSessionState = serde_json::from_str(json).unwrap();
+            assert_eq!(session.status, Status::Open);
+            assert_eq!(session.score, 7);
+            assert_eq!(session.bill_cents, 650);
+            assert_eq!(session.version, 6);
+        }
+    }
+
+    #[test]
+    fn a_newer_session_supersedes_an_older_one() {
+        let old = Uuid::now_v7();
+        let new = Uuid::now_v7();
+        assert!((new, 1) > (old, 9));
+        assert!((old, 3) > (old, 2));
     }
 
     #[test]

@@ -1,56 +1,55 @@
-//! Cup rules with storage: the only code touching `cup_sessions` and `drink_orders`, and the
-//! publisher of `event:{id}:sessions` and `event:{id}:scores`.
+//! Cup rules with storage: the only code touching `cup_sessions` and `drink_orders`, the publisher
+//! of `event:{id}:sessions` and `event:{id}:scores`, and the live streams built on them.
 
 use chrono::Utc;
+use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::Func;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, SqlErr,
+    QuerySelect, Set,
 };
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::model::Drink;
+use super::model::{CupSessionState, Drink, SCORES, SESSIONS, ScoresChanged};
 use crate::accounts;
 use crate::accounts::model::Handle;
 use crate::auth::Identity;
+use crate::db::WriteTxn;
 use crate::entity::cup_session::{self, Status};
 use crate::entity::event::{self, Status as EventStatus};
 use crate::entity::{drink_order, user};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UniqueKey};
 use crate::events;
-use crate::live::Topic;
+use crate::live::{self, Change, Missing};
 use crate::state::AppState;
 
-/// Payload of `event:{id}:scores`: the event's scores changed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ScoresChanged {
-    /// The event.
-    pub event_id: Uuid,
-}
+/// `cup_sessions_one_open_key` (see the cups migration): one OPEN session per guest and event.
+const ONE_OPEN_KEY: UniqueKey = UniqueKey {
+    name: "cup_sessions_one_open_key",
+    table: "cup_sessions",
+    columns: &["event_id", "user_id"],
+};
 
-/// The topic of every session change at an event.
-pub fn sessions_topic(event: Uuid) -> Topic {
-    Topic::event_stream(event, "sessions")
-}
-
-/// The topic of score changes at an event.
-pub fn scores_topic(event: Uuid) -> Topic {
-    Topic::event_stream(event, "scores")
-}
-
+/// Announces a session changed by a single statement.
 fn announce(state: &AppState, session: &cup_session::Model, score_changed: bool) {
+    let event = session.event_id;
     state
         .live
-        .publish(&sessions_topic(session.event_id), session);
+        .publish(&SESSIONS.of(event), &session.clone().into());
     if score_changed {
-        state.live.publish(
-            &scores_topic(session.event_id),
-            &ScoresChanged {
-                event_id: session.event_id,
-            },
-        );
+        state
+            .live
+            .publish(&SCORES.of(event), &ScoresChanged { event_id: event });
+    }
+}
+
+/// Announces a session changed inside `txn` (sent once it commits).
+fn announce_in(txn: &mut WriteTxn, session: &cup_session::Model, score_changed: bool) {
+    let event = session.event_id;
+    txn.publish(&SESSIONS.of(event), &session.clone().into());
+    if score_changed {
+        txn.publish(&SCORES.of(event), &ScoresChanged { event_id: event });
     }
 }
 
@@ -72,12 +71,14 @@ async fn as_crew(
     id: Uuid,
 ) -> Result<(cup_session::Model, event::Model)> {
     let session = require(state, id).await?;
-    let event = events::service::require(state, session.event_id).await?;
-    if !events::service::is_crew(state, actor, &event, &[]).await? {
-        return Err(Error::Forbidden(
-            "only the event's staff may record on cups",
-        ));
-    }
+    let event = events::service::require_crew(
+        state,
+        actor,
+        session.event_id,
+        &[],
+        "only the event's staff may record on cups",
+    )
+    .await?;
     Ok((session, event))
 }
 
@@ -96,6 +97,18 @@ pub async fn can_see(
     }
     let event = events::service::require(state, session.event_id).await?;
     events::service::is_crew(state, viewer, &event, &[]).await
+}
+
+/// The session, when `viewer` may see it whole (see [`can_see`]); `None` otherwise.
+pub async fn visible(
+    state: &AppState,
+    viewer: Option<Identity>,
+    id: Uuid,
+) -> Result<Option<cup_session::Model>> {
+    let Some(session) = find(state, id).await? else {
+        return Ok(None);
+    };
+    Ok(can_see(state, viewer, &session).await?.then_some(session))
 }
 
 /// The guest's OPEN session at the event, if any.
@@ -133,12 +146,14 @@ pub async fn event_guest(
     event_id: Uuid,
     handle: &Handle,
 ) -> Result<Option<(user::Model, Option<cup_session::Model>)>> {
-    let event = events::service::require(state, event_id).await?;
-    if !events::service::is_crew(state, actor, &event, &[]).await? {
-        return Err(Error::Forbidden(
-            "only the event's staff may look guests up",
-        ));
-    }
+    events::service::require_crew(
+        state,
+        actor,
+        event_id,
+        &[],
+        "only the event's staff may look guests up",
+    )
+    .await?;
     let Some(guest) = accounts::service::find_by_handle(state, handle).await? else {
         return Ok(None);
     };
@@ -155,10 +170,14 @@ pub async fn open(
     event_id: Uuid,
     handle: &Handle,
 ) -> Result<cup_session::Model> {
-    let event = events::service::require(state, event_id).await?;
-    if !events::service::is_crew(state, actor, &event, &[]).await? {
-        return Err(Error::Forbidden("only the event's staff may hand out cups"));
-    }
+    let event = events::service::require_crew(
+        state,
+        actor,
+        event_id,
+        &[],
+        "only the event's staff may hand out cups",
+    )
+    .await?;
     if event.status != EventStatus::Live {
         return Err(Error::state_conflict(
             "cups are handed out only while the event is LIVE",
@@ -196,7 +215,7 @@ pub async fn open(
             announce(state, &session, true);
             Ok(session)
         }
-        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+        Err(err) if ONE_OPEN_KEY.violated_by(&err) => {
             open_session_of(&state.db, event_id, guest.id)
                 .await?
                 .ok_or_else(|| Error::state_conflict("the session changed; try again"))
@@ -259,7 +278,7 @@ pub async fn record_drink(
     as_crew(state, actor, id).await?;
     let now = Utc::now();
     let grams = drink.alcohol_grams();
-    let txn = state.begin_write().await?;
+    let mut txn = state.begin_write().await?;
     // The update first: it locks the row and checks the session is still OPEN.
     let updated = cup_session::Entity::update_many()
         .col_expr(
@@ -310,9 +329,12 @@ pub async fn record_drink(
     }
     .insert(&*txn)
     .await?;
+    let session = cup_session::Entity::find_by_id(id)
+        .one(&*txn)
+        .await?
+        .ok_or(Error::NotFound("no such cup session"))?;
+    announce_in(&mut txn, &session, false);
     txn.commit().await?;
-    let session = require(state, id).await?;
-    announce(state, &session, false);
     Ok(session)
 }
 
@@ -342,27 +364,80 @@ pub async fn close(state: &AppState, actor: Identity, id: Uuid) -> Result<cup_se
     Ok(session)
 }
 
-/// Adds game points to the player's newest session at the event, inside the caller's transaction;
-/// returns the session, or `None` when the player has no session there.
+/// Adds game points to the player's newest session at the event inside the caller's transaction,
+/// and announces the new score once it commits. A player without a session there scores nothing.
 pub async fn add_game_points(
-    db: &impl ConnectionTrait,
+    txn: &mut WriteTxn,
     event: Uuid,
     user: Uuid,
     points: i32,
-) -> Result<Option<cup_session::Model>> {
-    let Some(session) = latest_session_of(db, event, user).await? else {
-        return Ok(None);
+) -> Result<()> {
+    let Some(session) = latest_session_of(&**txn, event, user).await? else {
+        return Ok(());
     };
     add_to_score(cup_session::Column::GamePoints, points)
         .filter(cup_session::Column::Id.eq(session.id))
-        .exec(db)
+        .exec(&**txn)
         .await?;
-    Ok(cup_session::Entity::find_by_id(session.id).one(db).await?)
+    if let Some(session) = cup_session::Entity::find_by_id(session.id)
+        .one(&**txn)
+        .await?
+    {
+        announce_in(txn, &session, true);
+    }
+    Ok(())
 }
 
-/// Announces a session changed by another domain (game points), after its commit.
-pub fn announce_score(state: &AppState, session: &cup_session::Model) {
-    announce(state, session, true);
+/// Crew: every change of every cup session at the event, from now on.
+pub async fn follow_sessions(
+    state: &AppState,
+    actor: Identity,
+    event_id: Uuid,
+) -> Result<impl Stream<Item = CupSessionState> + Send + 'static> {
+    events::service::require_crew(
+        state,
+        actor,
+        event_id,
+        &[],
+        "only the event's staff and organizer follow its cups",
+    )
+    .await?;
+    Ok(
+        live::events(state.live.subscribe(&SESSIONS.of(event_id)))
+            .map(|session| (*session).clone()),
+    )
+}
+
+/// The guest's own session at the event: the newest one first (when there is one), then every
+/// change, and a new session when one opens.
+pub async fn follow_mine(
+    state: &AppState,
+    me: Identity,
+    event_id: Uuid,
+) -> Result<impl Stream<Item = CupSessionState> + Send + 'static> {
+    events::service::require(state, event_id).await?;
+    let feed = state.live.subscribe(&SESSIONS.of(event_id));
+    let state = state.clone();
+    live::follow(
+        feed,
+        Missing::Wait,
+        move || {
+            let state = state.clone();
+            async move {
+                Ok(latest_session_of(&state.db, event_id, me.user_id)
+                    .await?
+                    .map(CupSessionState::from))
+            }
+        },
+        move |session: &CupSessionState| {
+            if session.user_id == me.user_id {
+                Change::State(session.clone())
+            } else {
+                Change::Skip
+            }
+        },
+    )
+    .await
 }
 
 /// The drinks of these sessions, oldest first.

@@ -1,4 +1,5 @@
-//! Event rules without IO: parsed inputs, the status life-cycle, and the live change payload.
+//! Event rules without IO: parsed inputs, the status life-cycle, the crew rule, and the live
+//! payload with its topics.
 //!
 //! Event times are kept to the second: that is all an event needs, and it keeps stored timestamps in
 //! one fixed-width form, so SQLite compares and orders them correctly as text.
@@ -7,8 +8,11 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::auth::Identity;
 use crate::entity::event::{self, Status};
+use crate::entity::event_staff::StaffRole;
 use crate::error::{Error, Result};
+use crate::live::{Topic, Topics, Versioned};
 
 /// A time truncated to the whole second.
 pub fn to_second(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -118,15 +122,100 @@ pub fn default_end(starts_at: DateTime<Utc>, duration_minutes: i32) -> DateTime<
     starts_at + Duration::minutes(i64::from(duration_minutes))
 }
 
-/// What happened to an event: the payload of `event:{id}`.
+/// Whether `actor` runs an event organized by `organizer_id` where they hold `staff_role` (if
+/// any): its organizer, an admin, or a staff member with one of `roles` (any role when `roles` is
+/// empty). The one "crew" rule; [`crate::events::service::require_crew`] applies it with storage.
+pub fn is_crew(
+    actor: Identity,
+    organizer_id: Uuid,
+    staff_role: Option<StaffRole>,
+    roles: &[StaffRole],
+) -> bool {
+    actor.user_id == organizer_id
+        || actor.is_admin
+        || staff_role.is_some_and(|role| roles.is_empty() || roles.contains(&role))
+}
+
+/// The changes of one event: `event:{id}`.
+pub const CHANGES: Topics<EventChanged> = Topics::per("event");
+
+/// Status changes of every event (`events:status`), with the same payload as [`CHANGES`].
+pub fn status_changes() -> Topic<EventChanged> {
+    Topic::single("events", "status")
+}
+
+/// What happened to an event (wire v1). Fields are only ever added, with defaults.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EventChange {
+pub struct EventChanged {
     /// The event as committed.
-    pub event: event::Model,
+    pub event: EventState,
     /// What kind of change.
     pub kind: ChangeKind,
-    /// Who made it.
+    /// Who made it (none for the system).
+    #[serde(default)]
     pub actor: Option<Uuid>,
+}
+
+/// An event as clients see it (wire v1): what the GraphQL `Event` resolves from, whether it came
+/// from the database or from a live message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventState {
+    /// UUID v7.
+    pub id: Uuid,
+    /// Shown everywhere.
+    pub title: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where.
+    #[serde(default)]
+    pub venue: Option<String>,
+    /// When it starts.
+    pub starts_at: DateTime<Utc>,
+    /// When it ends, if known.
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Life-cycle state.
+    pub status: Status,
+    /// Media key of the picture.
+    #[serde(default)]
+    pub image_key: Option<String>,
+    /// Who runs it.
+    pub organizer_id: Uuid,
+    /// The catalogue entry it came from.
+    #[serde(default)]
+    pub template_id: Option<Uuid>,
+    /// Number of likes.
+    pub like_count: i32,
+    /// Grows with each committed change.
+    pub version: i64,
+}
+
+impl From<event::Model> for EventState {
+    fn from(row: event::Model) -> Self {
+        Self {
+            id: row.id,
+            title: row.title,
+            description: row.description,
+            venue: row.venue,
+            starts_at: row.starts_at,
+            ends_at: row.ends_at,
+            status: row.status,
+            image_key: row.image_key,
+            organizer_id: row.organizer_id,
+            template_id: row.template_id,
+            like_count: row.like_count,
+            version: row.version,
+        }
+    }
+}
+
+impl Versioned for EventState {
+    type Version = i64;
+
+    fn version(&self) -> i64 {
+        self.version
+    }
 }
 
 /// Kinds of event change.
@@ -179,6 +268,61 @@ mod tests {
                 other => panic!("expected BAD_USER_INPUT, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_crew_is_the_organizer_admins_and_staff_in_role() {
+        let organizer = Uuid::now_v7();
+        let someone = Identity {
+            user_id: Uuid::now_v7(),
+            is_admin: false,
+            expires_at: 0,
+        };
+        let admin = Identity {
+            is_admin: true,
+            ..someone
+        };
+        let host = Identity {
+            user_id: organizer,
+            ..someone
+        };
+        assert!(is_crew(host, organizer, None, &[StaffRole::GameMaster]));
+        assert!(is_crew(admin, organizer, None, &[]));
+        assert!(!is_crew(someone, organizer, None, &[]));
+        assert!(is_crew(someone, organizer, Some(StaffRole::Bartender), &[]));
+        assert!(!is_crew(
+            someone,
+            organizer,
+            Some(StaffRole::Bartender),
+            &[StaffRole::GameMaster]
+        ));
+        assert!(is_crew(
+            someone,
+            organizer,
+            Some(StaffRole::GameMaster),
+            &[StaffRole::GameMaster]
+        ));
+    }
+
+    #[test]
+    fn a_change_written_by_the_previous_version_still_decodes() {
+        // `event:{id}` as the previous release published it: the whole database row.
+        let old = r#"{"event":{"id":"0193a5a0-0000-7000-8000-000000000001","title":"Quiz","description":null,"venue":"The Crown","starts_at":"2026-12-24T19:00:00Z","ends_at":null,"status":"Live","image_key":null,"organizer_id":"0193a5a0-0000-7000-8000-000000000002","template_id":null,"like_count":3,"version":7,"created_at":"2026-12-01T10:00:00Z","updated_at":"2026-12-01T11:00:00Z"},"kind":"Liked","actor":"0193a5a0-0000-7000-8000-000000000003"}"#;
+        let change: EventChanged = serde_json::from_str(old).unwrap();
+        assert_eq!(change.event.title, "Quiz");
+        assert_eq!(change.event.status, Status::Live);
+        assert_eq!(change.event.like_count, 3);
+        assert_eq!(change.event.version, 7);
+        assert_eq!(change.kind, ChangeKind::Liked);
+    }
+
+    #[test]
+    fn a_change_with_fields_this_version_does_not_know_decodes() {
+        let newer = r#"{"event":{"id":"0193a5a0-0000-7000-8000-000000000001","title":"Quiz","starts_at":"2026-12-24T19:00:00Z","status":"Scheduled","organizer_id":"0193a5a0-0000-7000-8000-000000000002","like_count":0,"version":1,"capacity":40},"kind":"Updated","reason":"a field from the future"}"#;
+        let change: EventChanged = serde_json::from_str(newer).unwrap();
+        assert_eq!(change.event.venue, None);
+        assert_eq!(change.actor, None);
+        assert_eq!(change.kind, ChangeKind::Updated);
     }
 
     #[test]

@@ -4,16 +4,18 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    QueryOrder, Set,
 };
 use uuid::Uuid;
 
 use super::model::{
-    ChangeKind, EventChange, TemplateSpec, can_move, check_times, default_end, to_second,
+    self as rules, CHANGES, ChangeKind, EventChanged, EventState, TemplateSpec, can_move,
+    check_times, default_end, status_changes, to_second,
 };
 use crate::accounts;
 use crate::accounts::model::Handle;
@@ -22,7 +24,7 @@ use crate::entity::event::{self, Status};
 use crate::entity::event_staff::{self, StaffRole};
 use crate::entity::{event_like, event_template};
 use crate::error::{Error, Result};
-use crate::live::Topic;
+use crate::live::{self, Change, Missing};
 use crate::media::prepare_picture;
 use crate::state::AppState;
 
@@ -115,16 +117,14 @@ fn announce(
     actor: Option<Uuid>,
     status_changed: bool,
 ) {
-    state.live.publish(
-        &Topic::event(event.id),
-        &EventChange {
-            event: event.clone(),
-            kind,
-            actor,
-        },
-    );
+    let change = EventChanged {
+        event: event.clone().into(),
+        kind,
+        actor,
+    };
+    state.live.publish(&CHANGES.of(event.id), &change);
     if status_changed {
-        state.live.publish(&Topic::event_status(), event);
+        state.live.publish(&status_changes(), &change);
     }
 }
 
@@ -472,10 +472,7 @@ pub async fn list(
                 ),
         );
     }
-    let mut rows = select.limit(limit + 1).all(&state.db).await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    Ok((rows, more))
+    Ok(crate::db::page(&state.db, select, limit).await?)
 }
 
 /// The staff of each of `events`.
@@ -495,20 +492,37 @@ pub async fn staff_role(state: &AppState, event: Uuid, user: Uuid) -> Result<Opt
         .map(|row| row.role))
 }
 
-/// Whether `actor` runs `event`: its organizer, an admin, or a staff member with one of `roles`
-/// (any role when `roles` is empty).
+/// Whether `actor` runs `event` (the crew rule, [`rules::is_crew`]): its organizer, an admin, or a
+/// staff member with one of `roles` (any role when `roles` is empty).
 pub async fn is_crew(
     state: &AppState,
     actor: Identity,
     event: &event::Model,
     roles: &[StaffRole],
 ) -> Result<bool> {
-    if actor.user_id == event.organizer_id || actor.is_admin {
-        return Ok(true);
+    let role = if rules::is_crew(actor, event.organizer_id, None, roles) {
+        None
+    } else {
+        staff_role(state, event.id, actor.user_id).await?
+    };
+    Ok(rules::is_crew(actor, event.organizer_id, role, roles))
+}
+
+/// The event, after checking `actor` is its crew (see [`is_crew`]); NOT_FOUND when there is no such
+/// event, FORBIDDEN with `refusal` when they are not crew.
+pub async fn require_crew(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    roles: &[StaffRole],
+    refusal: &'static str,
+) -> Result<event::Model> {
+    let event = require(state, id).await?;
+    if is_crew(state, actor, &event, roles).await? {
+        Ok(event)
+    } else {
+        Err(Error::Forbidden(refusal))
     }
-    Ok(staff_role(state, event.id, actor.user_id)
-        .await?
-        .is_some_and(|role| roles.is_empty() || roles.contains(&role)))
 }
 
 /// The event, or NOT_FOUND.
@@ -585,6 +599,34 @@ async fn touch(state: &AppState, actor: Identity, id: Uuid) -> Result<event::Mod
         false,
     );
     Ok(event)
+}
+
+/// The event's state: now, then after every committed change; completes when it is deleted.
+/// NOT_FOUND when there is no such event.
+pub async fn follow(
+    state: &AppState,
+    id: Uuid,
+) -> Result<impl Stream<Item = EventState> + Send + 'static> {
+    let feed = state.live.subscribe(&CHANGES.of(id));
+    let state = state.clone();
+    live::follow(
+        feed,
+        Missing::NotFound("no such event"),
+        move || {
+            let state = state.clone();
+            async move { Ok(find(&state, id).await?.map(EventState::from)) }
+        },
+        |change: &EventChanged| match change.kind {
+            ChangeKind::Deleted => Change::End,
+            _ => Change::State(change.event.clone()),
+        },
+    )
+    .await
+}
+
+/// Every event status change from now on, each once it is committed.
+pub fn follow_status(state: &AppState) -> impl Stream<Item = EventState> + Send + 'static {
+    live::events(state.live.subscribe(&status_changes())).map(|change| change.event.clone())
 }
 
 /// The catalogue, by name.

@@ -1,21 +1,76 @@
-//! The games part of the schema: score and blur games, their rounds, and `gameUpdated`.
+//! The games part of the schema: score and blur games, their rounds, `gameUpdated`, and the games'
+//! DataLoaders.
+//!
+//! Uses the GraphQL toolkit and the games service; names the GraphQL types the schema links a game
+//! to (`Event`, `User`). [`games_of`] is what `Event.games` calls.
 
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Enum, ID, Object, SimpleObject, Subscription, Upload};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use uuid::Uuid;
 
-use super::model::{parse_points, parse_title};
+use super::model::{GameState, parse_points, parse_title};
 use super::service;
-use crate::accounts::graphql::User;
+use crate::accounts::graphql::{User, UserLoader};
 use crate::accounts::model::Handle;
-use crate::auth::SignedIn;
 use crate::entity::{blur_round, game, game_player};
-use crate::error::Error;
-use crate::events::graphql::Event;
-use crate::graphql::loaders::{
-    EventLoader, PlayersLoader, RoundsLoader, UserLoader, loader, loader_error,
-};
-use crate::graphql::{ContextExt, ids};
-use crate::live::{Signal, Topic};
+use crate::error::{Error, Result};
+use crate::events::graphql::{Event, EventLoader};
+use crate::graphql::loaders::{grouped, loader};
+use crate::graphql::{ContextExt, SignedIn, ids, upload};
+use crate::state::AppState;
+
+/// Games of events, by event id, oldest first.
+pub struct GamesLoader(pub AppState);
+
+impl Loader<Uuid> for GamesLoader {
+    type Value = Vec<game::Model>;
+    type Error = Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>> {
+        let rows = service::for_events(&self.0, keys).await?;
+        Ok(grouped(keys, rows, |g| g.event_id))
+    }
+}
+
+/// Players of games, by game id.
+pub struct PlayersLoader(pub AppState);
+
+impl Loader<Uuid> for PlayersLoader {
+    type Value = Vec<game_player::Model>;
+    type Error = Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>> {
+        let rows = service::players_of(&self.0, keys).await?;
+        Ok(grouped(keys, rows, |p| p.game_id))
+    }
+}
+
+/// Blur rounds of games, by game id, newest first.
+pub struct RoundsLoader(pub AppState);
+
+impl Loader<Uuid> for RoundsLoader {
+    type Value = Vec<blur_round::Model>;
+    type Error = Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>> {
+        let rows = service::rounds_of(&self.0, keys).await?;
+        Ok(grouped(keys, rows, |r| r.game_id))
+    }
+}
+
+/// The games of an event, oldest first: what `Event.games` resolves to.
+pub async fn games_of(ctx: &Context<'_>, event: Uuid) -> Result<Vec<Game>> {
+    Ok(loader::<GamesLoader>(ctx)?
+        .load_one(event)
+        .await?
+        .unwrap_or_default()
+        .into_iter()
+        .map(Game::from)
+        .collect())
+}
 
 /// Kind of game.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +95,26 @@ pub enum GameStatus {
 }
 
 /// A game between guests at an event.
-pub struct Game(pub game::Model);
+pub struct Game(GameState);
 
-async fn user(ctx: &Context<'_>, id: uuid::Uuid) -> async_graphql::Result<User> {
+impl From<GameState> for Game {
+    fn from(game: GameState) -> Self {
+        Self(game)
+    }
+}
+
+impl From<game::Model> for Game {
+    fn from(row: game::Model) -> Self {
+        Self(row.into())
+    }
+}
+
+async fn user(ctx: &Context<'_>, id: Uuid) -> Result<User> {
     loader::<UserLoader>(ctx)?
         .load_one(id)
-        .await
-        .map_err(loader_error)?
+        .await?
         .map(User::from)
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("missing user")).into())
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("missing user")))
 }
 
 #[Object]
@@ -59,13 +125,12 @@ impl Game {
     }
 
     /// The event.
-    async fn event(&self, ctx: &Context<'_>) -> async_graphql::Result<Event> {
+    async fn event(&self, ctx: &Context<'_>) -> Result<Event> {
         loader::<EventLoader>(ctx)?
             .load_one(self.0.event_id)
-            .await
-            .map_err(loader_error)?
+            .await?
             .map(Event::from)
-            .ok_or_else(|| Error::NotFound("no such event").into())
+            .ok_or_else(|| Error::NotFound("no such event"))
     }
 
     /// SCORE or BLUR.
@@ -84,11 +149,10 @@ impl Game {
     }
 
     /// The players and the points they won in this game.
-    async fn players(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<GamePlayer>> {
+    async fn players(&self, ctx: &Context<'_>) -> Result<Vec<GamePlayer>> {
         Ok(loader::<PlayersLoader>(ctx)?
             .load_one(self.0.id)
-            .await
-            .map_err(loader_error)?
+            .await?
             .unwrap_or_default()
             .into_iter()
             .map(GamePlayer)
@@ -96,11 +160,10 @@ impl Game {
     }
 
     /// BLUR games only: the rounds, newest first.
-    async fn rounds(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<BlurRound>> {
+    async fn rounds(&self, ctx: &Context<'_>) -> Result<Vec<BlurRound>> {
         Ok(loader::<RoundsLoader>(ctx)?
             .load_one(self.0.id)
-            .await
-            .map_err(loader_error)?
+            .await?
             .unwrap_or_default()
             .into_iter()
             .map(BlurRound)
@@ -119,7 +182,7 @@ pub struct GamePlayer(game_player::Model);
 #[Object]
 impl GamePlayer {
     /// Who.
-    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+    async fn user(&self, ctx: &Context<'_>) -> Result<User> {
         user(ctx, self.0.user_id).await
     }
 
@@ -140,11 +203,11 @@ impl BlurRound {
     }
 
     /// The game.
-    async fn game(&self, ctx: &Context<'_>) -> async_graphql::Result<Game> {
+    async fn game(&self, ctx: &Context<'_>) -> Result<Game> {
         service::find(ctx.state()?, self.0.game_id)
             .await?
-            .map(Game)
-            .ok_or_else(|| Error::NotFound("no such game").into())
+            .map(Game::from)
+            .ok_or_else(|| Error::NotFound("no such game"))
     }
 
     /// Current blur level, 10 = unrecognisable, 0 = sharp.
@@ -153,17 +216,17 @@ impl BlurRound {
     }
 
     /// URL of the photo rendered at the current level (server-side blur; sharp once solved).
-    async fn image_url(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+    async fn image_url(&self, ctx: &Context<'_>) -> Result<String> {
         let level = if self.0.solved_by.is_some() {
             0
         } else {
             self.0.level
         };
-        Ok(service::photo_url(ctx.state()?, self.0.id, level))
+        Ok(ctx.state()?.media.blur_url(self.0.id, level))
     }
 
     /// Who guessed right first.
-    async fn solved_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+    async fn solved_by(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         match self.0.solved_by {
             Some(id) => Ok(Some(user(ctx, id).await?)),
             None => Ok(None),
@@ -171,7 +234,7 @@ impl BlurRound {
     }
 
     /// The person in the photo; set once solved.
-    async fn answer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+    async fn answer(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         if self.0.solved_by.is_none() {
             return Ok(None);
         }
@@ -195,7 +258,7 @@ pub struct GuessResult {
     round: BlurRound,
 }
 
-fn handle(raw: &str, field: &str) -> crate::error::Result<Handle> {
+fn handle(raw: &str, field: &str) -> Result<Handle> {
     Handle::parse(raw, field).map_err(|_| Error::bad_input(field, "not a player of this game"))
 }
 
@@ -206,11 +269,11 @@ pub struct GamesQuery;
 #[Object]
 impl GamesQuery {
     /// A game by id; null when there is none. Public.
-    async fn game(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Game>> {
+    async fn game(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Game>> {
         let Some(id) = ids::parse(&id) else {
             return Ok(None);
         };
-        Ok(service::find(ctx.state()?, id).await?.map(Game))
+        Ok(service::find(ctx.state()?, id).await?.map(Game::from))
     }
 }
 
@@ -229,11 +292,11 @@ impl GamesMutation {
         kind: GameKind,
         title: String,
         players: Vec<String>,
-    ) -> async_graphql::Result<Game> {
+    ) -> Result<Game> {
         let me = ctx.identity()?;
         let event = ids::require(&event_id, "no such event")?;
         let title = parse_title(&title)?;
-        Ok(Game(
+        Ok(Game::from(
             service::create(ctx.state()?, me, event, kind.into(), title, &players).await?,
         ))
     }
@@ -245,10 +308,10 @@ impl GamesMutation {
         ctx: &Context<'_>,
         game_id: ID,
         players: Vec<String>,
-    ) -> async_graphql::Result<Game> {
+    ) -> Result<Game> {
         let me = ctx.identity()?;
         let id = ids::require(&game_id, "no such game")?;
-        Ok(Game(
+        Ok(Game::from(
             service::set_players(ctx.state()?, me, id, &players).await?,
         ))
     }
@@ -261,21 +324,21 @@ impl GamesMutation {
         game_id: ID,
         handle: String,
         points: i32,
-    ) -> async_graphql::Result<Game> {
+    ) -> Result<Game> {
         let me = ctx.identity()?;
         let id = ids::require(&game_id, "no such game")?;
         let points = parse_points(points)?;
         let handle = self::handle(&handle, "handle")?;
-        Ok(Game(
+        Ok(Game::from(
             service::award(ctx.state()?, me, id, &handle, points).await?,
         ))
     }
 
     /// Staff: ends the game.
     #[graphql(guard = "SignedIn")]
-    async fn finish_game(&self, ctx: &Context<'_>, game_id: ID) -> async_graphql::Result<Game> {
+    async fn finish_game(&self, ctx: &Context<'_>, game_id: ID) -> Result<Game> {
         let me = ctx.identity()?;
-        Ok(Game(
+        Ok(Game::from(
             service::finish(ctx.state()?, me, ids::require(&game_id, "no such game")?).await?,
         ))
     }
@@ -288,25 +351,19 @@ impl GamesMutation {
         game_id: ID,
         photo: Upload,
         answer: String,
-    ) -> async_graphql::Result<BlurRound> {
+    ) -> Result<BlurRound> {
         let me = ctx.identity()?;
         let id = ids::require(&game_id, "no such game")?;
         let answer = self::handle(&answer, "answer")?;
-        let photo = photo
-            .value(ctx)
-            .map_err(|_| Error::bad_input("photo", "the upload is missing"))?;
+        let photo = upload::read(ctx, &photo, "photo")?;
         Ok(BlurRound(
-            service::start_round(ctx.state()?, me, id, photo.content.to_vec(), &answer).await?,
+            service::start_round(ctx.state()?, me, id, photo, &answer).await?,
         ))
     }
 
     /// Staff: one step sharper.
     #[graphql(guard = "SignedIn")]
-    async fn reveal_blur_round(
-        &self,
-        ctx: &Context<'_>,
-        round_id: ID,
-    ) -> async_graphql::Result<BlurRound> {
+    async fn reveal_blur_round(&self, ctx: &Context<'_>, round_id: ID) -> Result<BlurRound> {
         let me = ctx.identity()?;
         Ok(BlurRound(
             service::reveal(ctx.state()?, me, ids::require(&round_id, "no such round")?).await?,
@@ -320,7 +377,7 @@ impl GamesMutation {
         ctx: &Context<'_>,
         round_id: ID,
         handle: String,
-    ) -> async_graphql::Result<GuessResult> {
+    ) -> Result<GuessResult> {
         let me = ctx.identity()?;
         let id = ids::require(&round_id, "no such round")?;
         let guess = service::guess(ctx.state()?, me, id, &handle).await?;
@@ -343,33 +400,8 @@ impl GamesSubscription {
         &self,
         ctx: &Context<'_>,
         game_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = Game>> {
-        let state = ctx.state()?.clone();
+    ) -> Result<impl Stream<Item = Game>> {
         let id = ids::require(&game_id, "no such game")?;
-        let mut feed = state.live.subscribe(&Topic::game(id));
-        let snapshot = service::find(&state, id)
-            .await?
-            .ok_or(Error::NotFound("no such game"))?;
-        Ok(async_stream::stream! {
-            let mut version = snapshot.version;
-            yield Game(snapshot);
-            while let Some(signal) = feed.next().await {
-                let game = match signal {
-                    Signal::Message(delivery) => match delivery.decode::<game::Model>() {
-                        Some(game) => (*game).clone(),
-                        None => continue,
-                    },
-                    Signal::Resync => match service::find(&state, id).await {
-                        Ok(Some(game)) => game,
-                        _ => break,
-                    },
-                };
-                if game.version <= version {
-                    continue;
-                }
-                version = game.version;
-                yield Game(game);
-            }
-        })
+        Ok(service::follow(ctx.state()?, id).await?.map(Game::from))
     }
 }

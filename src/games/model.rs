@@ -1,6 +1,56 @@
-//! Game rules without IO.
+//! Game rules without IO, and the live payload with its topics.
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::entity::game::{self, Kind, Status};
 use crate::error::{Error, Result};
+use crate::live::{Topics, Versioned};
+
+/// The changes of one game: `game:{id}`, each carrying the game as committed.
+pub const CHANGES: Topics<GameState> = Topics::per("game");
+
+/// A game as clients see it (wire v1). Fields are only ever added, with defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameState {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The event it is played at.
+    pub event_id: Uuid,
+    /// SCORE or BLUR.
+    pub kind: Kind,
+    /// Shown to players.
+    pub title: String,
+    /// PENDING, RUNNING or FINISHED.
+    pub status: Status,
+    /// Grows with each committed change.
+    pub version: i64,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<game::Model> for GameState {
+    fn from(row: game::Model) -> Self {
+        Self {
+            id: row.id,
+            event_id: row.event_id,
+            kind: row.kind,
+            title: row.title,
+            status: row.status,
+            version: row.version,
+            created_at: row.created_at,
+        }
+    }
+}
+
+impl Versioned for GameState {
+    type Version = i64;
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
 
 /// The sharpest level.
 pub const SHARP: i32 = 0;
@@ -39,6 +89,21 @@ mod tests {
         assert_eq!(guess_points(START_LEVEL), 11);
         assert_eq!(guess_points(SHARP), 1);
         assert!(guess_points(5) > guess_points(4));
+    }
+
+    #[test]
+    fn a_game_written_by_the_previous_version_or_a_newer_one_decodes() {
+        // `game:{id}` as the previous release published it (the database row), and with a field
+        // this version does not know.
+        for json in [
+            r#"{"id":"0193a5a0-0000-7000-8000-000000000001","event_id":"0193a5a0-0000-7000-8000-000000000002","kind":"Blur","title":"Who is it?","status":"Running","version":4,"created_at":"2026-12-01T20:00:00Z"}"#,
+            r#"{"id":"0193a5a0-0000-7000-8000-000000000001","event_id":"0193a5a0-0000-7000-8000-000000000002","kind":"Blur","title":"Who is it?","status":"Running","version":4,"created_at":"2026-12-01T20:00:00Z","rounds":3}"#,
+        ] {
+            let game: GameState = serde_json::from_str(json).unwrap();
+            assert_eq!(game.kind, Kind::Blur);
+            assert_eq!(game.status, Status::Running);
+            assert_eq!(game.version, 4);
+        }
     }
 
     #[test]

@@ -1,9 +1,14 @@
-//! Game rules with storage: the only code touching `games`, `game_players` and `blur_rounds`.
+//! Game rules with storage: the only code touching `games`, `game_players` and `blur_rounds`, and
+//! the publisher of `game:{id}`.
 
 use std::collections::HashSet;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 use chrono::Utc;
+use futures_util::Stream;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -11,24 +16,36 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::model::{START_LEVEL, guess_points};
+use super::model::{CHANGES, GameState, START_LEVEL, guess_points};
 use crate::accounts::model::Handle;
 use crate::auth::Identity;
+use crate::db::WriteTxn;
 use crate::entity::event_staff::StaffRole;
 use crate::entity::game::{self, Kind, Status};
-use crate::entity::{blur_round, cup_session, game_player, user};
+use crate::entity::{blur_round, game_player, user};
 use crate::error::{Error, Result};
-use crate::live::Topic;
-use crate::media::{prepare_picture, render_blurred};
+use crate::live::{self, Change, Missing};
+use crate::media::{Renditions, prepare_picture};
 use crate::state::AppState;
 use crate::{accounts, cups, events};
 
 /// Longest side of a blur photo, in pixels.
 pub const PHOTO_SIDE: u32 = 640;
 
-fn announce(state: &AppState, game: &game::Model) {
-    state.live.publish(&Topic::game(game.id), game);
+/// Announces a game changed inside `txn` (sent once it commits).
+fn announce(txn: &mut WriteTxn, game: &game::Model) {
+    txn.publish(&CHANGES.of(game.id), &GameState::from(game.clone()));
 }
+
+/// Announces a game changed by a single statement.
+fn announce_now(state: &AppState, game: &game::Model) {
+    state
+        .live
+        .publish(&CHANGES.of(game.id), &GameState::from(game.clone()));
+}
+
+/// Refuses anyone but the event's game master or organizer.
+const NOT_MASTER: &str = "only the event's game master or organizer runs games";
 
 /// The game with this id, if any.
 pub async fn find(state: &AppState, id: Uuid) -> Result<Option<game::Model>> {
@@ -45,12 +62,14 @@ async fn require(db: &impl ConnectionTrait, id: Uuid) -> Result<game::Model> {
 /// The game, after checking `actor` is its event's game master or organizer.
 async fn as_master(state: &AppState, actor: Identity, id: Uuid) -> Result<game::Model> {
     let game = require(&state.db, id).await?;
-    let event = events::service::require(state, game.event_id).await?;
-    if !events::service::is_crew(state, actor, &event, &[StaffRole::GameMaster]).await? {
-        return Err(Error::Forbidden(
-            "only the event's game master or organizer runs games",
-        ));
-    }
+    events::service::require_crew(
+        state,
+        actor,
+        game.event_id,
+        &[StaffRole::GameMaster],
+        NOT_MASTER,
+    )
+    .await?;
     Ok(game)
 }
 
@@ -149,14 +168,10 @@ pub async fn create(
     title: String,
     handles: &[String],
 ) -> Result<game::Model> {
-    let event = events::service::require(state, event_id).await?;
-    if !events::service::is_crew(state, actor, &event, &[StaffRole::GameMaster]).await? {
-        return Err(Error::Forbidden(
-            "only the event's game master or organizer runs games",
-        ));
-    }
+    events::service::require_crew(state, actor, event_id, &[StaffRole::GameMaster], NOT_MASTER)
+        .await?;
     let players = resolve_players(state, event_id, handles).await?;
-    let txn = state.begin_write().await?;
+    let mut txn = state.begin_write().await?;
     let game = game::ActiveModel {
         id: Set(Uuid::now_v7()),
         event_id: Set(event_id),
@@ -169,8 +184,8 @@ pub async fn create(
     .insert(&*txn)
     .await?;
     add_players(&*txn, game.id, &players).await?;
+    announce(&mut txn, &game);
     txn.commit().await?;
-    announce(state, &game);
     Ok(game)
 }
 
@@ -186,7 +201,7 @@ pub async fn set_players(
     not_finished(&game)?;
     let players = resolve_players(state, game.event_id, handles).await?;
     let keep: Vec<Uuid> = players.iter().map(|p| p.id).collect();
-    let txn = state.begin_write().await?;
+    let mut txn = state.begin_write().await?;
     game_player::Entity::delete_many()
         .filter(game_player::Column::GameId.eq(id))
         .filter(game_player::Column::UserId.is_not_in(keep))
@@ -194,18 +209,14 @@ pub async fn set_players(
         .await?;
     add_players(&*txn, id, &players).await?;
     let game = bump(&*txn, id, false).await?;
+    announce(&mut txn, &game);
     txn.commit().await?;
-    announce(state, &game);
     Ok(game)
 }
 
-/// Adds `points` to a player's game points and cup session score, in one transaction.
-async fn credit(
-    db: &impl ConnectionTrait,
-    game: &game::Model,
-    player: Uuid,
-    points: i32,
-) -> Result<Option<cup_session::Model>> {
+/// Adds `points` to a player's game points and (through cups) to their cup session score, in
+/// `txn`.
+async fn credit(txn: &mut WriteTxn, game: &game::Model, player: Uuid, points: i32) -> Result<()> {
     let updated = game_player::Entity::update_many()
         .col_expr(
             game_player::Column::Points,
@@ -213,12 +224,12 @@ async fn credit(
         )
         .filter(game_player::Column::GameId.eq(game.id))
         .filter(game_player::Column::UserId.eq(player))
-        .exec(db)
+        .exec(&**txn)
         .await?;
     if updated.rows_affected == 0 {
         return Err(Error::bad_input("handle", "not a player of this game"));
     }
-    cups::service::add_game_points(db, game.event_id, player, points).await
+    cups::service::add_game_points(txn, game.event_id, player, points).await
 }
 
 /// Game master or organizer: awards points to a player (they go into the player's score).
@@ -235,14 +246,11 @@ pub async fn award(
     let player = accounts::service::find_by_handle(state, handle)
         .await?
         .ok_or_else(|| Error::bad_input("handle", "not a player of this game"))?;
-    let txn = state.begin_write().await?;
-    let session = credit(&*txn, &game, player.id, points).await?;
+    let mut txn = state.begin_write().await?;
+    credit(&mut txn, &game, player.id, points).await?;
     let game = bump(&*txn, id, true).await?;
+    announce(&mut txn, &game);
     txn.commit().await?;
-    announce(state, &game);
-    if let Some(session) = session {
-        cups::service::announce_score(state, &session);
-    }
     Ok(game)
 }
 
@@ -264,8 +272,27 @@ pub async fn finish(state: &AppState, actor: Identity, id: Uuid) -> Result<game:
         return Err(Error::state_conflict("this game is finished"));
     }
     let game = require(&state.db, id).await?;
-    announce(state, &game);
+    announce_now(state, &game);
     Ok(game)
+}
+
+/// The game's state: now, then after every committed change. NOT_FOUND when there is no such game.
+pub async fn follow(
+    state: &AppState,
+    id: Uuid,
+) -> Result<impl Stream<Item = GameState> + Send + 'static> {
+    let feed = state.live.subscribe(&CHANGES.of(id));
+    let state = state.clone();
+    live::follow(
+        feed,
+        Missing::NotFound("no such game"),
+        move || {
+            let state = state.clone();
+            async move { Ok(find(&state, id).await?.map(GameState::from)) }
+        },
+        |game: &GameState| Change::State(game.clone()),
+    )
+    .await
 }
 
 /// The games of these events, oldest first.
@@ -338,7 +365,7 @@ pub async fn start_round(
     }
     let picture = prepare_picture(photo, state.image_limits(), PHOTO_SIDE, "photo").await?;
     let photo_key = state.media.put_private(picture).await?;
-    let txn = state.begin_write().await?;
+    let mut txn = state.begin_write().await?;
     let round = blur_round::ActiveModel {
         id: Set(Uuid::now_v7()),
         game_id: Set(game_id),
@@ -353,8 +380,8 @@ pub async fn start_round(
     .insert(&*txn)
     .await?;
     let game = bump(&*txn, game_id, true).await?;
+    announce(&mut txn, &game);
     txn.commit().await?;
-    announce(state, &game);
     Ok(round)
 }
 
@@ -383,7 +410,7 @@ pub async fn reveal(
         ));
     }
     let game = bump(&state.db, round.game_id, false).await?;
-    announce(state, &game);
+    announce_now(state, &game);
     require_round(&state.db, round_id).await
 }
 
@@ -434,7 +461,7 @@ pub async fn guess(
             round,
         });
     }
-    let txn = state.begin_write().await?;
+    let mut txn = state.begin_write().await?;
     let won = blur_round::Entity::update_many()
         .col_expr(blur_round::Column::SolvedBy, Expr::value(actor.user_id))
         .col_expr(blur_round::Column::SolvedAt, Expr::value(Utc::now()))
@@ -451,13 +478,10 @@ pub async fn guess(
     }
     let solved = require_round(&*txn, round_id).await?;
     let points = guess_points(solved.level);
-    let session = credit(&*txn, &game, actor.user_id, points).await?;
+    credit(&mut txn, &game, actor.user_id, points).await?;
     let game = bump(&*txn, game.id, false).await?;
+    announce(&mut txn, &game);
     txn.commit().await?;
-    announce(state, &game);
-    if let Some(session) = session {
-        cups::service::announce_score(state, &session);
-    }
     Ok(Guess {
         correct: true,
         points,
@@ -474,22 +498,21 @@ pub async fn blurred_photo(state: &AppState, round_id: Uuid, level: i32) -> Resu
     if !(0..=START_LEVEL).contains(&level) || (level < round.level && round.solved_by.is_none()) {
         return Ok(None);
     }
-    let cache_key = format!("private/blur/{round_id}/{level}.jpg");
-    if let Some(cached) = state.media.get_raw(&cache_key).await? {
-        return Ok(Some(cached));
-    }
-    let Some(original) = state.media.get_raw(&round.photo_key).await? else {
-        return Ok(None);
-    };
-    let rendered = render_blurred(original, level, PHOTO_SIDE).await?;
-    state.media.put_raw(&cache_key, rendered.clone()).await?;
-    Ok(Some(Bytes::from(rendered)))
+    state
+        .media
+        .blurred(&round.photo_key, &round_id.to_string(), level, PHOTO_SIDE)
+        .await
 }
 
-/// The URL of a round's photo at `level`.
-pub fn photo_url(state: &AppState, round_id: Uuid, level: i32) -> String {
-    format!(
-        "{}/media/rounds/{round_id}/{level}.jpg",
-        state.media.public_base()
-    )
+/// The blur game's answer to the media routes: which rendering of which round may be seen.
+pub struct BlurRenditions(pub AppState);
+
+impl Renditions for BlurRenditions {
+    fn blurred(
+        &self,
+        round: Uuid,
+        level: i32,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Bytes>>> + Send + '_>> {
+        Box::pin(blurred_photo(&self.0, round, level))
+    }
 }

@@ -28,7 +28,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::parse_query;
@@ -40,8 +40,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
-use super::{RallySchema, STATE_SUBSCRIPTIONS};
+use super::context::{Caller, ViewerProbe};
+use super::response::{is_request_error, with_codes};
+use super::schema::{RallySchema, STATE_SUBSCRIPTIONS};
 use crate::auth::{ClientAddr, Viewer};
+use crate::error::{INTERNAL_MESSAGE, code};
 
 /// How many payloads a member may fall behind its cohort.
 const MEMBER_BACKLOG: usize = 64;
@@ -50,25 +53,30 @@ const MEMBER_BACKLOG: usize = 64;
 /// client sending endless distinct documents costs sharing, not memory).
 const MAX_LEARNED: usize = 10_000;
 
-/// One serialized GraphQL response (`{"data":…}`), shared by every member of a cohort.
+/// One serialized GraphQL response (`{"data":…}`), shared by every member of a cohort. Every error
+/// in it carries a contract code.
 #[derive(Debug)]
 pub struct Payload {
     /// The response's JSON.
     pub json: String,
     /// Produced by a public execution that asked who is calling: not for signed-in members.
     viewer_sensitive: bool,
+    /// When the document never executed (it did not parse or validate): its errors as the
+    /// protocols' `error` payloads, (graphql-transport-ws: the array, legacy: the first error).
+    request_errors: Option<(String, String)>,
 }
 
 impl Payload {
-    fn of(response: &Response, viewer_sensitive: bool) -> Self {
-        let json = serde_json::to_string(response).unwrap_or_else(|err| {
-            tracing::error!(error = %err, "cannot serialize a GraphQL response");
-            r#"{"errors":[{"message":"Internal server error","extensions":{"code":"INTERNAL"}}]}"#
-                .to_owned()
+    fn of(response: Response, viewer_sensitive: bool) -> Self {
+        let response = with_codes(response);
+        let request_errors = is_request_error(&response).then(|| {
+            let first = response.errors.first().map(json).unwrap_or_default();
+            (json(&response.errors), first)
         });
         Self {
-            json,
+            json: json(&response),
             viewer_sensitive,
+            request_errors,
         }
     }
 
@@ -77,23 +85,30 @@ impl Payload {
         let error: async_graphql::Error = error.into();
         let mut server_error = async_graphql::ServerError::new(error.message, None);
         server_error.extensions = error.extensions;
-        Arc::new(Self::of(&Response::from_errors(vec![server_error]), false))
+        let mut payload = Self::of(Response::from_errors(vec![server_error]), false);
+        // Refused by the transport, not by the document: an execution error, not a request error.
+        payload.request_errors = None;
+        Arc::new(payload)
+    }
+
+    /// The `error` payload for the protocol (`legacy`: subscriptions-transport-ws) when the document
+    /// never executed.
+    pub fn request_errors(&self, legacy: bool) -> Option<&str> {
+        self.request_errors
+            .as_ref()
+            .map(|(all, first)| if legacy { first.as_str() } else { all.as_str() })
     }
 }
 
-/// Marked when a resolver of the execution carrying it asks who is calling.
-#[derive(Debug, Default)]
-pub struct ViewerProbe(AtomicBool);
-
-impl ViewerProbe {
-    /// Notes that the viewer was read.
-    pub fn touch(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    fn touched(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
+/// `value` as JSON; a value that cannot be serialized becomes the internal error (logged).
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|err| {
+        tracing::error!(error = %err, "cannot serialize a GraphQL response");
+        format!(
+            r#"{{"errors":[{{"message":"{INTERNAL_MESSAGE}","extensions":{{"code":"{}"}}}}]}}"#,
+            code::INTERNAL
+        )
+    })
 }
 
 /// What a subscriber sends: the `payload` of `subscribe` (graphql-transport-ws) or `start` (legacy).
@@ -242,9 +257,12 @@ impl Fanout {
             &request.query,
             request.operation_name.as_deref(),
             request.variables,
-        )
-        .data(viewer.clone())
-        .data(addr);
+        );
+        let request = Caller {
+            viewer: viewer.clone(),
+            addr: Some(addr),
+        }
+        .attach(request, None);
         // In a task of its own: a mutation runs to its end even when the client completes the
         // operation or leaves first (only the result is dropped then). A subscription run this way
         // stops at its next payload once nobody reads it.
@@ -253,7 +271,7 @@ impl Fanout {
         tokio::spawn(async move {
             while let Some(response) = responses.next().await {
                 if sender
-                    .send(Arc::new(Payload::of(&response, false)))
+                    .send(Arc::new(Payload::of(response, false)))
                     .await
                     .is_err()
                 {
@@ -495,9 +513,12 @@ async fn execute(fanout: Fanout, cohort: Arc<Cohort>, runs_as: Viewer) {
         &operation.query,
         operation.operation_name.as_deref(),
         variables,
-    )
-    .data(runs_as)
-    .data(probe.clone());
+    );
+    let caller = Caller {
+        viewer: runs_as,
+        addr: None,
+    };
+    let request = caller.attach(request, Some(probe.clone()));
     let mut responses = fanout.inner.schema.execute_stream(request);
     let mut first = true;
     while let Some(response) = responses.next().await {
@@ -509,7 +530,7 @@ async fn execute(fanout: Fanout, cohort: Arc<Cohort>, runs_as: Viewer) {
             fanout.learn(operation, true);
         }
         first = false;
-        let payload = Arc::new(Payload::of(&response, public && asked));
+        let payload = Arc::new(Payload::of(response, public && asked));
         metrics::counter!("rally_subscription_payloads_total").increment(1);
         let mut feed = lock(&cohort.feed);
         if cohort.replays {

@@ -1,129 +1,31 @@
-//! The GraphQL schema: one root per domain merged here, the limits every document must pass, and the
-//! builder shared by the server and `rally schema` (so `schema.graphql` is exactly what is served).
+//! GraphQL: the toolkit every domain's resolvers use, and, apart, the assembly of the one schema
+//! with its transports.
+//!
+//! **Toolkit** (domains import these, they import no domain): [`ContextExt`] (state, caller,
+//! registered data), [`guards`], [`ids`], [`pagination`], [`loaders`] (how DataLoaders batch),
+//! [`upload`], [`response`] (every error gets a contract code), query [`limits`], operation
+//! [`telemetry`] and parsed [`documents`].
+//!
+//! **Assembly** (only startup, the HTTP router and the transports import these): [`schema`] (the
+//! merged roots, the one builder shared with `rally schema`, the SDL, loader registration),
+//! [`http`] (GraphQL over HTTP), [`ws`] (both websocket protocols) and [`fanout`] (shared
+//! subscription executions).
 
 mod context;
 pub mod documents;
-pub mod fanout;
+pub mod guards;
 pub mod ids;
-mod limits;
+pub mod limits;
 pub mod loaders;
 pub mod pagination;
-mod telemetry;
+pub mod response;
+pub mod telemetry;
+pub mod upload;
+
+pub mod fanout;
+pub mod http;
+pub mod schema;
 pub mod ws;
 
-use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
-
-pub use context::ContextExt;
-pub use limits::{AliasLimit, QueryLimits};
-pub use telemetry::OperationMetrics;
-
-use crate::accounts::graphql::{AccountsMutation, AccountsQuery};
-use crate::cups::graphql::{CupsMutation, CupsQuery, CupsSubscription};
-use crate::events::graphql::{EventsMutation, EventsQuery, EventsSubscription};
-use crate::games::graphql::{GamesMutation, GamesQuery, GamesSubscription};
-use crate::state::AppState;
-
-/// Every query root, merged.
-#[derive(MergedObject, Default)]
-pub struct Query(AccountsQuery, EventsQuery, CupsQuery, GamesQuery);
-
-/// Every mutation root, merged.
-#[derive(MergedObject, Default)]
-pub struct Mutation(
-    AccountsMutation,
-    EventsMutation,
-    CupsMutation,
-    GamesMutation,
-);
-
-/// Every subscription root, merged.
-#[derive(MergedSubscription, Default)]
-pub struct Subscription(EventsSubscription, CupsSubscription, GamesSubscription);
-
-/// Subscriptions whose stream starts with the current state (then follows its changes): a subscriber
-/// joining a shared execution late gets its latest payload first.
-pub const STATE_SUBSCRIPTIONS: &[&str] =
-    &["eventUpdated", "leaderboard", "gameUpdated", "myCupSession"];
-
-/// Subscriptions that stream events from the moment of subscribing (nothing to replay).
-pub const EVENT_SUBSCRIPTIONS: &[&str] = &["eventStatusChanged", "cupSessionUpdated"];
-
-/// Rally's schema type.
-pub type RallySchema = Schema<Query, Mutation, Subscription>;
-
-/// The schema with its limits, before app-wide data is attached.
-pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Subscription> {
-    let builder = Schema::build(
-        Query::default(),
-        Mutation::default(),
-        Subscription::default(),
-    )
-    .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity)
-    .limit_recursive_depth(limits.max_depth.max(32))
-    .limit_directives(limits.max_directives)
-    .extension(AliasLimit(limits.max_aliases))
-    .extension(OperationMetrics);
-    if limits.introspection {
-        builder
-    } else {
-        builder.disable_introspection()
-    }
-}
-
-/// The served schema: limits, app state and loaders.
-pub fn build(limits: QueryLimits, state: &AppState) -> RallySchema {
-    loaders::register(schema_builder(limits).data(state.clone()), state).finish()
-}
-
-/// The SDL of the schema, as committed in `schema.graphql` (indented with two spaces, as the API
-/// contract is).
-pub fn sdl() -> String {
-    let sdl = schema_builder(QueryLimits::default()).finish().sdl();
-    let mut out = String::with_capacity(sdl.len());
-    for line in sdl.lines() {
-        let body = line.trim_start_matches('\t');
-        out.push_str(&"  ".repeat(line.len() - body.len()));
-        out.push_str(body);
-        out.push('\n');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_subscription_is_either_a_state_or_an_event_stream() {
-        let sdl = sdl();
-        let start = sdl
-            .find("type Subscription {")
-            .expect("a subscription root");
-        let body = &sdl[start..];
-        let body = &body[..body.find("\n}").expect("its end")];
-        let mut fields: Vec<&str> = body
-            .lines()
-            .skip(1)
-            .filter_map(|line| {
-                // A field line starts with its name followed by its arguments or its type.
-                let line = line.trim();
-                let name_end = line.find(|c: char| !c.is_ascii_alphanumeric())?;
-                let (name, rest) = line.split_at(name_end);
-                (!name.is_empty() && (rest.starts_with('(') || rest.starts_with(':')))
-                    .then_some(name)
-            })
-            .collect();
-        fields.sort_unstable();
-        let mut classified: Vec<&str> = STATE_SUBSCRIPTIONS
-            .iter()
-            .chain(EVENT_SUBSCRIPTIONS)
-            .copied()
-            .collect();
-        classified.sort_unstable();
-        assert_eq!(
-            fields, classified,
-            "classify new subscriptions in graphql/mod.rs"
-        );
-    }
-}
+pub use context::{Caller, ContextExt, ViewerProbe};
+pub use guards::{AdminOnly, SignedIn};

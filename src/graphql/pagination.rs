@@ -1,8 +1,12 @@
-//! Relay connections: `first`/`after` arguments checked once, opaque cursors.
+//! Relay connections: `first`/`after` arguments checked once, opaque cursors, the connection built
+//! from a page of rows, and the complexity a page adds. (Services fetch the page itself with
+//! [`crate::db::page`]: `first + 1` rows tell whether more follow.)
 //!
 //! A cursor is the base64url of `v1:<sort key>`; clients must treat it as opaque, which lets the
 //! encoding change without breaking them.
 
+use async_graphql::OutputType;
+use async_graphql::connection::{Connection, Edge};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -38,6 +42,28 @@ impl PageRequest {
             after,
         })
     }
+}
+
+/// The complexity of a page of `first` items whose selection costs `child` each.
+pub fn complexity(first: Option<i32>, child: usize) -> usize {
+    usize::try_from(first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE)).unwrap_or(0) * child
+}
+
+/// The connection of one page: `rows` (at most the page's size), whether more follow, each row's
+/// sort key (made into its cursor) and its GraphQL node.
+pub fn connection<R, N: OutputType>(
+    page: &PageRequest,
+    rows: Vec<R>,
+    more: bool,
+    key: impl Fn(&R) -> String,
+    node: impl Fn(R) -> N,
+) -> Connection<String, N> {
+    let mut connection = Connection::new(page.after.is_some(), more);
+    connection.edges.extend(
+        rows.into_iter()
+            .map(|row| Edge::new(encode_cursor(&key(&row)), node(row))),
+    );
+    connection
 }
 
 /// The opaque cursor for `key`.

@@ -16,15 +16,24 @@
 //! - on shutdown, a clean close with 1012 (service restart: reconnect) instead of a cut.
 //!
 //! Subscriptions run in shared executions ([`Fanout`]): the connection only wraps each shared
-//! payload in its own frame.
+//! payload in its own frame. Every error carries a contract code, as over HTTP; a document that
+//! does not parse or validate gets the protocol's `error` message instead of `next`/`data` (an
+//! array of GraphQL errors on graphql-transport-ws, as the graphql-ws spec says; the first error on
+//! the legacy protocol, whose `error` payload is one error), and nothing follows it.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use async_graphql_axum::GraphQLProtocol;
+use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use axum::routing::get;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -33,6 +42,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamMap;
 
 use super::fanout::{Fanout, Payload, Payloads, Subscribe};
+use super::schema::{EVENT_SUBSCRIPTIONS, STATE_SUBSCRIPTIONS};
 use crate::auth::{ClientAddr, Identity, TokenKeys, Viewer};
 use crate::error::Error;
 use crate::state::AppState;
@@ -103,12 +113,7 @@ impl Sockets {
 
     /// Upgrades the request and serves the socket (`legacy`: the subscriptions-transport-ws
     /// protocol; `client`: the caller's address, as the HTTP side determines it behind proxies).
-    pub fn upgrade(
-        &self,
-        upgrade: WebSocketUpgrade,
-        legacy: bool,
-        client: IpAddr,
-    ) -> axum::response::Response {
+    fn upgrade(&self, upgrade: WebSocketUpgrade, legacy: bool, client: ClientAddr) -> Response {
         let sockets = self.clone();
         upgrade
             .protocols(["graphql-transport-ws", "graphql-ws"])
@@ -122,7 +127,7 @@ impl Sockets {
                 let connection = Connection {
                     sockets: &sockets,
                     legacy,
-                    addr: ClientAddr(client),
+                    addr: client,
                     viewer: None,
                     identity: None,
                     running: StreamMap::new(),
@@ -134,6 +139,36 @@ impl Sockets {
                 sockets.open.fetch_sub(1, Ordering::Relaxed);
             })
     }
+}
+
+/// The `/graphql/ws` route.
+pub fn routes(sockets: Sockets) -> Router {
+    Router::new()
+        .route("/graphql/ws", get(graphql_ws))
+        .with_state(sockets)
+}
+
+async fn graphql_ws(
+    State(sockets): State<Sockets>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    _protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // The first protocol of the client's list that we speak (`GraphQLProtocol` refuses the upgrade
+    // when there is none).
+    let legacy = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .map(str::trim)
+                .find(|p| *p == "graphql-transport-ws" || *p == "graphql-ws")
+        })
+        == Some("graphql-ws");
+    let trust_proxy = sockets.app.config.trust_proxy_headers;
+    let client = ClientAddr::from_request(&headers, peer, trust_proxy);
+    sockets.upgrade(upgrade, legacy, client)
 }
 
 /// A frame from the client, in either protocol.
@@ -194,9 +229,9 @@ struct Tracked(&'static str);
 impl Tracked {
     fn start(field: &str) -> Option<Self> {
         // Bounded labels: only the schema's own subscription fields.
-        let field = *super::STATE_SUBSCRIPTIONS
+        let field = *STATE_SUBSCRIPTIONS
             .iter()
-            .chain(super::EVENT_SUBSCRIPTIONS)
+            .chain(EVENT_SUBSCRIPTIONS)
             .find(|known| **known == field)?;
         metrics::gauge!("rally_subscriptions_active", "field" => field).increment(1.0);
         Some(Self(field))
@@ -371,23 +406,7 @@ impl Connection<'_> {
                     self.sockets
                         .fanout
                         .run(payload, field.as_deref(), viewer, self.addr);
-                // The frame's head is made once; each payload only appends the shared bytes.
-                let prefix = self.frame_prefix(&id);
-                let complete = complete_frame(&id);
-                let frames = payloads
-                    .map(move |payload| {
-                        let mut frame =
-                            String::with_capacity(prefix.len() + payload.json.len() + 1);
-                        frame.push_str(&prefix);
-                        frame.push_str(&payload.json);
-                        frame.push('}');
-                        (frame, false)
-                    })
-                    .chain(futures_util::stream::once(async move {
-                        drop(tracked);
-                        (complete, true)
-                    }))
-                    .boxed();
+                let frames = self.frames(&id, payloads, tracked);
                 self.running.insert(id, frames);
                 Step::Continue
             }
@@ -418,11 +437,41 @@ impl Connection<'_> {
         }
     }
 
+    /// The frames of an operation: each payload in its `next` (or `data`) frame, then `complete`;
+    /// a request error as the protocol's `error` frame, with nothing after it.
+    fn frames(&self, id: &str, mut payloads: Payloads, tracked: Option<Tracked>) -> Frames {
+        // The frame's head is made once; each payload only appends the shared bytes.
+        let prefix = self.frame_prefix(id);
+        let complete = complete_frame(id);
+        let error = self.error_prefix(id);
+        let legacy = self.legacy;
+        async_stream::stream! {
+            let _tracked = tracked;
+            while let Some(payload) = payloads.next().await {
+                if let Some(errors) = payload.request_errors(legacy) {
+                    yield (format!("{error}{errors}}}"), true);
+                    return;
+                }
+                let mut frame = String::with_capacity(prefix.len() + payload.json.len() + 1);
+                frame.push_str(&prefix);
+                frame.push_str(&payload.json);
+                frame.push('}');
+                yield (frame, false);
+            }
+            yield (complete, true);
+        }
+        .boxed()
+    }
+
+    /// `{"type":"error","id":…,"payload":`: the errors and `}` follow.
+    fn error_prefix(&self, id: &str) -> String {
+        format!(r#"{{"type":"error","id":{},"payload":"#, json_string(id))
+    }
+
     /// `{"type":"next","id":…,"payload":` (`data` on the legacy protocol): a payload and `}` follow.
     fn frame_prefix(&self, id: &str) -> String {
         let kind = if self.legacy { "data" } else { "next" };
-        let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
-        format!(r#"{{"type":"{kind}","id":{id},"payload":"#)
+        format!(r#"{{"type":"{kind}","id":{},"payload":"#, json_string(id))
     }
 }
 
@@ -453,8 +502,12 @@ async fn send(sink: &mut Sink, frame: String) -> Step {
 }
 
 fn complete_frame(id: &str) -> String {
-    let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
-    format!(r#"{{"type":"complete","id":{id}}}"#)
+    format!(r#"{{"type":"complete","id":{}}}"#, json_string(id))
+}
+
+/// An operation id as a JSON string.
+fn json_string(id: &str) -> String {
+    serde_json::Value::from(id).to_string()
 }
 
 #[cfg(test)]

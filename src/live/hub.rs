@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::Topic;
+use super::TopicName;
 
 /// How many messages a slow subscriber may fall behind before it is told to resynchronise.
 const CHANNEL_CAPACITY: usize = 128;
@@ -18,7 +18,7 @@ const CHANNEL_CAPACITY: usize = 128;
 /// One published message, shared by every local subscriber of its topic.
 pub struct Delivery {
     /// Where it was published.
-    pub topic: Topic,
+    pub topic: TopicName,
     /// The payload's JSON.
     pub payload: Bytes,
     /// The instance that published it.
@@ -30,7 +30,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// A delivery of `payload` (JSON bytes).
-    pub fn new(topic: Topic, payload: Bytes, origin: Uuid, published_at_us: i64) -> Self {
+    pub fn new(topic: TopicName, payload: Bytes, origin: Uuid, published_at_us: i64) -> Self {
         Self {
             topic,
             payload,
@@ -54,9 +54,9 @@ impl Delivery {
     }
 }
 
-/// What a subscriber receives.
+/// What a hub subscriber receives (typed by [`Feed`](super::Feed)).
 #[derive(Clone)]
-pub enum Signal {
+pub(super) enum Signal {
     /// A message on the topic.
     Message(Arc<Delivery>),
     /// Messages may have been missed (the subscriber fell behind, or the broker reconnected):
@@ -67,12 +67,12 @@ pub enum Signal {
 /// Topic channels of this instance.
 #[derive(Default)]
 pub struct Hub {
-    topics: Mutex<HashMap<Topic, broadcast::Sender<Signal>>>,
+    topics: Mutex<HashMap<TopicName, broadcast::Sender<Signal>>>,
 }
 
 impl Hub {
     /// A receiver of every later message on `topic`.
-    pub fn subscribe(&self, topic: &Topic) -> Subscription {
+    pub(super) fn subscribe(&self, topic: &TopicName) -> Subscription {
         let mut topics = self
             .topics
             .lock()
@@ -88,7 +88,7 @@ impl Hub {
     /// Hands `delivery` to every local subscriber of its topic.
     pub fn deliver(&self, delivery: Arc<Delivery>) {
         let latency = (now_micros() - delivery.published_at_us).max(0) as f64 / 1e6;
-        let kind = Topic::kind(delivery.topic.as_str()).to_owned();
+        let kind = delivery.topic.kind().to_owned();
         metrics::histogram!("rally_live_delivery_latency_seconds", "topic" => kind.clone())
             .record(latency);
         let mut topics = self
@@ -131,15 +131,15 @@ impl Hub {
     }
 }
 
-/// One subscriber's view of a topic.
-pub struct Subscription {
+/// One subscriber's view of a topic's raw messages.
+pub(super) struct Subscription {
     receiver: broadcast::Receiver<Signal>,
 }
 
 impl Subscription {
     /// The next signal; a subscriber that fell behind gets [`Signal::Resync`] instead of the
     /// messages it missed (bounded memory, newest state wins). `None` once the hub is gone.
-    pub async fn next(&mut self) -> Option<Signal> {
+    pub(super) async fn next(&mut self) -> Option<Signal> {
         match self.receiver.recv().await {
             Ok(signal) => Some(signal),
             Err(RecvError::Lagged(missed)) => {
@@ -153,7 +153,7 @@ impl Subscription {
 
 impl Subscription {
     /// Discards everything already queued (a consumer that only needs to know "something changed").
-    pub fn drain(&mut self) {
+    pub(super) fn drain(&mut self) {
         while !matches!(
             self.receiver.try_recv(),
             Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
@@ -170,7 +170,7 @@ pub fn now_micros() -> i64 {
 mod tests {
     use super::*;
 
-    fn delivery(topic: &Topic, n: u32) -> Arc<Delivery> {
+    fn delivery(topic: &TopicName, n: u32) -> Arc<Delivery> {
         Arc::new(Delivery::new(
             topic.clone(),
             serde_json::to_vec(&n).unwrap().into(),
@@ -182,7 +182,7 @@ mod tests {
     #[tokio::test]
     async fn every_subscriber_gets_the_same_decoded_payload() {
         let hub = Hub::default();
-        let topic = Topic::event(Uuid::nil());
+        let topic = TopicName::from_wire(format!("event:{}", Uuid::nil()));
         let mut a = hub.subscribe(&topic);
         let mut b = hub.subscribe(&topic);
         hub.deliver(delivery(&topic, 7));
@@ -198,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_subscriber_is_told_to_resync() {
         let hub = Hub::default();
-        let topic = Topic::event_status();
+        let topic = TopicName::from_wire("events:status".to_owned());
         let mut slow = hub.subscribe(&topic);
         for n in 0..(CHANNEL_CAPACITY as u32 + 10) {
             hub.deliver(delivery(&topic, n));
@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn channels_without_subscribers_are_dropped() {
         let hub = Hub::default();
-        let topic = Topic::event(Uuid::nil());
+        let topic = TopicName::from_wire(format!("event:{}", Uuid::nil()));
         drop(hub.subscribe(&topic));
         hub.sweep();
         assert!(hub.topics.lock().unwrap().is_empty());

@@ -1,73 +1,39 @@
-//! Live updates: typed topics, the per-instance hub that fans a message out to every local
-//! subscriber, and the [`Broker`] that carries messages between instances.
+//! Live updates: typed topics, the one publisher, the per-instance hub that fans a message out to
+//! every local subscriber, the [`Broker`] that carries messages between instances, and the one
+//! state-stream helper every state subscription is built on.
 //!
-//! A mutation commits, then calls [`Live::publish`] with a small serde payload. The payload is
-//! serialized once, delivered at once to this instance's hub, and (with Redis) published for the
-//! other instances, whose single pub/sub connection hands it to their own hubs. A hub keeps one
-//! broadcast channel per topic, so the cost of a message on an instance is one decode, shared by all
-//! of that instance's subscribers of the topic (see [`Delivery::decode`]).
+//! A mutation commits, then publishes a small payload on a [`Topic<T>`] (through
+//! [`WriteTxn::publish`](crate::db::WriteTxn::publish) inside a transaction, which sends it after the
+//! commit, or [`Live::publish`] after a single-statement write). The payload is serialized once,
+//! delivered at once to this instance's hub, and (with Redis) published for the other instances,
+//! whose single pub/sub connection hands it to their own hubs. A hub keeps one broadcast channel per
+//! topic, so the cost of a message on an instance is one decode, shared by all of that instance's
+//! subscribers of the topic.
+//!
+//! Uses `error` only; knows no domain (each declares its topics beside its payloads).
 //!
 //! Wire format (Redis channel `rally:<topic>`): compact JSON
 //! `{"v":1,"origin":"<instance uuid>","topic":"event:<id>","at":<unix µs>,"payload":{…}}`.
 
 mod hub;
 mod redis;
+mod stream;
+mod topic;
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use self::hub::{Delivery, Hub, Signal, Subscription};
+pub use self::hub::Delivery;
+use self::hub::Hub;
 pub use self::redis::RedisBroker;
+pub use self::stream::{Change, Missing, Versioned, events, follow, follow_throttled};
+pub use self::topic::{Payload, Topic, TopicName, Topics};
 
 /// Version of the wire envelope.
 pub const WIRE_VERSION: u8 = 1;
-
-/// A named stream of messages. Constructors are the only way to make one, so names stay uniform.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Topic(String);
-
-impl Topic {
-    /// Changes of one event (details, status, likes).
-    pub fn event(id: Uuid) -> Self {
-        Self(format!("event:{id}"))
-    }
-
-    /// A stream about one event, e.g. `event:{id}:scores`.
-    pub fn event_stream(id: Uuid, stream: &str) -> Self {
-        Self(format!("event:{id}:{stream}"))
-    }
-
-    /// Changes of one game.
-    pub fn game(id: Uuid) -> Self {
-        Self(format!("game:{id}"))
-    }
-
-    /// Status changes of every event.
-    pub fn event_status() -> Self {
-        Self("events:status".to_owned())
-    }
-
-    /// A stream private to one user, e.g. `user:{id}:meetings`.
-    pub fn user(id: Uuid, stream: &str) -> Self {
-        Self(format!("user:{id}:{stream}"))
-    }
-
-    /// The topic's name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The topic's kind (its first segment), a bounded metrics label.
-    pub fn kind(name: &str) -> &str {
-        name.split(':').next().unwrap_or("other")
-    }
-
-    pub(crate) fn from_wire(name: String) -> Self {
-        Self(name)
-    }
-}
 
 /// How messages reach other instances.
 pub trait Broker: Send + Sync + 'static {
@@ -107,6 +73,9 @@ impl Broker for InProcessBroker {
     }
 }
 
+/// A message serialized for its topic, not yet sent (see [`Live::prepare`]).
+pub struct Prepared(Arc<Delivery>);
+
 /// The live layer as the rest of Rally sees it: publish after commit, subscribe per topic.
 #[derive(Clone)]
 pub struct Live {
@@ -140,24 +109,41 @@ impl Live {
     }
 
     /// Publishes `payload` on `topic`. Call it after the change is committed.
-    pub fn publish<T: Serialize>(&self, topic: &Topic, payload: &T) {
+    pub fn publish<T: Payload>(&self, topic: &Topic<T>, payload: &T) {
+        if let Some(prepared) = self.prepare(topic, payload) {
+            self.send(prepared);
+        }
+    }
+
+    /// Serializes `payload` for `topic` now, to be [sent](Self::send) later (after a commit).
+    pub fn prepare<T: Payload>(&self, topic: &Topic<T>, payload: &T) -> Option<Prepared> {
         match serde_json::to_vec(payload) {
-            Ok(bytes) => {
-                metrics::counter!("rally_live_published_total", "topic" => Topic::kind(topic.as_str()).to_owned())
-                    .increment(1);
-                let delivery =
-                    Delivery::new(topic.clone(), bytes.into(), self.origin, hub::now_micros());
-                self.broker.publish(Arc::new(delivery));
-            }
+            Ok(bytes) => Some(Prepared(Arc::new(Delivery::new(
+                topic.name().clone(),
+                bytes.into(),
+                self.origin,
+                hub::now_micros(),
+            )))),
             Err(err) => {
-                tracing::error!(error = %err, topic = topic.as_str(), "cannot serialize a live payload")
+                tracing::error!(error = %err, topic = topic.name().as_str(), "cannot serialize a live payload");
+                None
             }
         }
     }
 
+    /// Sends a prepared message.
+    pub fn send(&self, prepared: Prepared) {
+        metrics::counter!("rally_live_published_total", "topic" => prepared.0.topic.kind().to_owned())
+            .increment(1);
+        self.broker.publish(prepared.0);
+    }
+
     /// Receives every message published on `topic` from now on, on any instance.
-    pub fn subscribe(&self, topic: &Topic) -> Subscription {
-        self.hub.subscribe(topic)
+    pub fn subscribe<T: Payload>(&self, topic: &Topic<T>) -> Feed<T> {
+        Feed {
+            inner: self.hub.subscribe(topic.name()),
+            payload: PhantomData,
+        }
     }
 
     /// The broker's state.
@@ -168,5 +154,43 @@ impl Live {
     /// Drops topic channels nobody listens to any more.
     pub fn sweep(&self) {
         self.hub.sweep();
+    }
+}
+
+/// What a subscriber of a `Topic<T>` receives.
+pub enum Signal<T> {
+    /// A message on the topic, decoded once per instance however many subscribers read it.
+    Message(Arc<T>),
+    /// Messages may have been missed (the subscriber fell behind, or the broker reconnected):
+    /// state streams reload their snapshot.
+    Resync,
+}
+
+/// One subscriber's view of a `Topic<T>`.
+pub struct Feed<T> {
+    inner: hub::Subscription,
+    payload: PhantomData<fn() -> T>,
+}
+
+impl<T: Payload> Feed<T> {
+    /// The next signal; a subscriber that fell behind gets [`Signal::Resync`] instead of the
+    /// messages it missed (bounded memory, newest state wins). A payload that does not decode as `T`
+    /// is skipped (and logged once per message). `None` once the hub is gone.
+    pub async fn next(&mut self) -> Option<Signal<T>> {
+        loop {
+            match self.inner.next().await? {
+                hub::Signal::Message(delivery) => {
+                    if let Some(payload) = delivery.decode::<T>() {
+                        return Some(Signal::Message(payload));
+                    }
+                }
+                hub::Signal::Resync => return Some(Signal::Resync),
+            }
+        }
+    }
+
+    /// Discards everything already queued (a consumer that only needs to know "something changed").
+    pub fn drain(&mut self) {
+        self.inner.drain();
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::hub::{Delivery, Hub};
-use super::{Broker, BrokerStatus, Topic, WIRE_VERSION};
+use super::{Broker, BrokerStatus, TopicName, WIRE_VERSION};
 
 /// Channel prefix of every Rally topic.
 const PREFIX: &str = "rally:";
@@ -214,7 +214,7 @@ fn receive(hub: &Hub, origin: Uuid, bytes: &[u8]) {
     }
     let payload = bytes::Bytes::copy_from_slice(envelope.payload.get().as_bytes());
     hub.deliver(Arc::new(Delivery::new(
-        Topic::from_wire(envelope.topic),
+        TopicName::from_wire(envelope.topic),
         payload,
         envelope.origin,
         envelope.at,

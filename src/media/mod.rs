@@ -1,10 +1,14 @@
-//! Media: uploaded pictures, checked, re-encoded and kept in an object store.
+//! Media: uploaded pictures, checked, re-encoded and kept in an object store; blur renderings
+//! cached beside them; the `/media` routes.
+//!
+//! Uses `error` only: the blur game decides which rendering may be seen (see [`Renditions`]).
 //!
 //! The store is `object_store`'s local folder by default (`RALLY_MEDIA_DIR`); any other
 //! `ObjectStore` (S3, GCS, Azure) plugs in the same way. Objects are immutable: a new avatar is a new
 //! key, so `/media/{key}` can be cached forever. Decoding and encoding run on the blocking pool.
 
 mod image;
+mod routes;
 
 use std::sync::Arc;
 
@@ -15,6 +19,7 @@ use object_store::{ObjectStore, PutPayload};
 use uuid::Uuid;
 
 pub use self::image::{ImageLimits, Picture, prepare_picture, render_blurred};
+pub use self::routes::{Renditions, routes};
 use crate::error::{Error, Result};
 
 /// Where media objects live, and how clients reach them.
@@ -72,9 +77,25 @@ impl MediaStore {
         }
     }
 
-    /// The public base URL (empty for relative links).
-    pub fn public_base(&self) -> &str {
-        &self.public_base
+    /// The rendering `name` of the private original `original` at blur `level` (longest side
+    /// `side`): from the cache, or rendered now and cached. `None` when the original is gone.
+    pub async fn blurred(
+        &self,
+        original: &str,
+        name: &str,
+        level: i32,
+        side: u32,
+    ) -> Result<Option<Bytes>> {
+        let cache_key = format!("private/blur/{name}/{level}.jpg");
+        if let Some(cached) = self.get_raw(&cache_key).await? {
+            return Ok(Some(cached));
+        }
+        let Some(original) = self.get_raw(original).await? else {
+            return Ok(None);
+        };
+        let rendered = render_blurred(original, level, side).await?;
+        self.put_raw(&cache_key, rendered.clone()).await?;
+        Ok(Some(Bytes::from(rendered)))
     }
 
     /// The bytes and content type of `key`, or `None` when there is no such object.

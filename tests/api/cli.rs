@@ -14,7 +14,7 @@ fn the_committed_schema_matches_the_code() {
         .expect("rally schema runs");
     assert!(output.status.success());
     let printed = String::from_utf8(output.stdout).expect("utf-8");
-    assert_eq!(printed, rally::graphql::sdl());
+    assert_eq!(printed, rally::graphql::schema::sdl());
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
     if std::env::var_os("RALLY_UPDATE_SCHEMA").is_some() {
         std::fs::write(path, &printed).expect("schema.graphql written");
@@ -53,6 +53,34 @@ fn production_refuses_to_start_without_a_secret() {
         .expect("rally runs");
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("32 bytes"));
+}
+
+/// A setting that would break later (a refresh-token lifetime past the calendar's end overflowed
+/// every login) stops the start, naming itself.
+#[test]
+fn an_out_of_bounds_setting_refuses_to_start_and_names_itself() {
+    for (name, value) in [
+        ("RALLY_REFRESH_TOKEN_TTL_DAYS", "18446744073709551615"),
+        ("RALLY_ACCESS_TOKEN_TTL_SECONDS", "9223372036854775807"),
+        ("RALLY_MAX_BODY_BYTES", "0"),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let output = Command::new(RALLY)
+            .arg("serve")
+            .env_clear()
+            .env("RALLY_DATA_DIR", dir.path())
+            .env("RALLY_BIND", "127.0.0.1:0")
+            .env(name, value)
+            .output()
+            .expect("rally runs");
+        assert!(!output.status.success(), "{name}={value} must not start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(name), "{name} is named: {stderr}");
+        assert!(
+            !dir.path().join("rally.db").exists(),
+            "refused before touching storage"
+        );
+    }
 }
 
 /// With nothing configured, `rally` makes its data dir, SQLite file, media folder and secret, serves,

@@ -571,13 +571,13 @@ async fn a_thousand_subscribers_share_one_leaderboard_computation(backend: Backe
             0
         );
     }
-    let before = app.state.boards.computations();
+    let before = app.leaderboards.computations();
     cheers(&app, &bar.bartender, &id, 3).await.data();
     for phone in &mut phones {
         let board = phone.next_data("b").await;
         assert_eq!(board["leaderboard"]["entries"][0]["score"], 3);
     }
-    let per_change = app.state.boards.computations() - before;
+    let per_change = app.leaderboards.computations() - before;
     assert_eq!(
         per_change, 1,
         "one leaderboard computation for 1,000 subscribers"

@@ -23,6 +23,8 @@ on_every_backend!(
     a_healthy_redis_subscription_stays_connected,
     a_fresh_token_with_another_role_does_not_extend_the_socket,
     a_mutation_completes_even_when_its_client_leaves_at_once,
+    a_document_that_fails_validation_gets_the_protocols_error_with_a_code,
+    resolver_errors_over_the_websocket_carry_their_code,
 );
 
 const EVENT_UPDATED: &str = "subscription($id: ID!) { eventUpdated(eventId: $id) { title status likeCount likedByMe version organizer { handle } } }";
@@ -287,6 +289,78 @@ async fn queries_and_mutations_also_run_over_the_websocket(backend: Backend) {
     );
     let complete = client.next_of("m").await;
     assert_eq!(complete["type"], "complete");
+}
+
+/// A document that fails to parse or validate never runs: graphql-transport-ws answers with its
+/// `error` message (an array of GraphQL errors, then nothing for that id), the legacy protocol with
+/// its `error` type; every error carries BAD_USER_INPUT as it does over HTTP.
+async fn a_document_that_fails_validation_gets_the_protocols_error_with_a_code(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let invalid = [
+        "subscription { eventUpdated(eventId: \"x\") { id nosuchfield } }",
+        "subscription { eventUpdated(eventId: ",
+        "{ nosuchroot }",
+    ];
+    let over_http = app.gql(invalid[0], json!({})).await;
+    over_http.assert_error("BAD_USER_INPUT", None);
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    for (n, query) in invalid.iter().enumerate() {
+        let id = format!("bad{n}");
+        client.subscribe(&id, query, json!({})).await;
+        let frame = client.next_of(&id).await;
+        assert_eq!(frame["type"], "error", "{frame}");
+        let errors = frame["payload"].as_array().expect("an array of errors");
+        assert!(!errors.is_empty(), "{frame}");
+        for error in errors {
+            assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{frame}");
+            assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+    }
+    // Nothing follows an `error` (no `complete`): the next frame is a new operation's.
+    client.subscribe("ok", "{ __typename }", json!({})).await;
+    assert_eq!(client.next_data("ok").await["__typename"], "Query");
+
+    let mut legacy = app.ws(LEGACY_WS).await;
+    legacy.init(json!({})).await;
+    legacy.subscribe("bad", invalid[0], json!({})).await;
+    let frame = legacy.next_of("bad").await;
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert_eq!(
+        frame["payload"]["extensions"]["code"], "BAD_USER_INPUT",
+        "{frame}"
+    );
+    assert!(
+        frame["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nosuchfield"))
+    );
+}
+
+/// Errors raised while a document runs come in `next`, each with its contract code.
+async fn resolver_errors_over_the_websocket_carry_their_code(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe("me", "mutation { createEvent(input: { title: \"x\", startsAt: \"2030-01-01T20:00:00Z\" }) { id } }", json!({}))
+        .await;
+    let frame = client.next_of("me").await;
+    assert_eq!(frame["type"], "next", "{frame}");
+    assert_eq!(
+        frame["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{frame}"
+    );
+    assert_eq!(client.next_of("me").await["type"], "complete");
+    client
+        .subscribe("gone", "subscription { eventUpdated(eventId: \"00000000-0000-7000-8000-000000000000\") { id } }", json!({}))
+        .await;
+    let frame = client.next_of("gone").await;
+    assert_eq!(frame["type"], "next", "{frame}");
+    assert_eq!(
+        frame["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{frame}"
+    );
 }
 
 async fn shutdown_closes_sockets_with_a_reconnect_hint(backend: Backend) {

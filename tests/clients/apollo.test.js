@@ -85,3 +85,36 @@ test("Apollo Client signs up, queries, mutates and receives a live event update"
   assert.deepEqual(titles, ["Apollo night", "Renamed live"]);
   await wsClient.dispose();
 });
+
+test("graphql-ws gets a document that fails validation as its error, coded, and Apollo Client surfaces it", async () => {
+  const wsClient = createClient({ url: rally.wsUrl, webSocketImpl: WebSocket, lazy: true });
+  const errors = await new Promise((done, fail) => {
+    wsClient.subscribe(
+      { query: 'subscription { eventUpdated(eventId: "x") { id nosuchfield } }' },
+      { next: (value) => fail(new Error(`a next instead of an error: ${JSON.stringify(value)}`)), error: done, complete: () => fail(new Error("completed without an error")) },
+    );
+  });
+  assert.ok(Array.isArray(errors) && errors.length > 0, `an array of GraphQL errors: ${JSON.stringify(errors)}`);
+  for (const error of errors) {
+    assert.equal(error.extensions?.code, "BAD_USER_INPUT");
+  }
+  await wsClient.dispose();
+
+  // Apollo's link tells a close from a list of errors by the global WebSocket, which Node 20 lacks.
+  globalThis.WebSocket ??= WebSocket;
+  const linked = createClient({ url: rally.wsUrl, webSocketImpl: WebSocket });
+  const client = new ApolloClient({ link: new GraphQLWsLink(linked), cache: new InMemoryCache() });
+  const observed = await new Promise((done) => {
+    client
+      .subscribe({ query: gql`subscription Bad { eventUpdated(eventId: "x") { id nosuchfield } }` })
+      .subscribe({ next: (value) => done({ value }), error: (error) => done({ error }) });
+  });
+  assert.ok(observed.error, `Apollo Client reports the refusal: ${JSON.stringify(observed)}`);
+  assert.ok(/nosuchfield/.test(observed.error.message), observed.error.message);
+  assert.deepEqual(
+    observed.error.graphQLErrors.map((e) => e.extensions?.code),
+    ["BAD_USER_INPUT"],
+    JSON.stringify(observed.error),
+  );
+  await linked.dispose();
+});

@@ -65,6 +65,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The server's state (for tests that must look behind the API, e.g. at stored hashes).
     pub state: rally::state::AppState,
+    /// The server's live leaderboard feeds (to count computations).
+    pub leaderboards: rally::cups::Leaderboards,
     /// The server's shared subscription executions.
     pub fanout: rally::graphql::fanout::Fanout,
     /// The database the app runs on.
@@ -116,6 +118,7 @@ impl TestApp {
         let app = App::build(config).await.expect("app builds");
         let address = format!("http://{}", app.address());
         let state = app.state().clone();
+        let leaderboards = app.leaderboards();
         let fanout = app.fanout();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
@@ -125,6 +128,7 @@ impl TestApp {
             address,
             http: reqwest::Client::new(),
             state,
+            leaderboards,
             fanout,
             backend,
             _dir: dir,

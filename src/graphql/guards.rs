@@ -2,8 +2,8 @@
 
 use async_graphql::{Context, Guard};
 
+use super::ContextExt;
 use crate::error::Error;
-use crate::graphql::ContextExt;
 
 /// The caller must hold a valid access token.
 pub struct SignedIn;

@@ -1,0 +1,50 @@
+//! The events' DataLoaders (registered by the schema assembly).
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use uuid::Uuid;
+
+use crate::entity::{event, event_staff};
+use crate::error::Error;
+use crate::events::service;
+use crate::graphql::loaders::{by_key, grouped};
+use crate::state::AppState;
+
+/// Events by id.
+pub struct EventLoader(pub AppState);
+
+impl Loader<Uuid> for EventLoader {
+    type Value = event::Model;
+    type Error = Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, event::Model>, Error> {
+        Ok(by_key(service::find_many(&self.0, keys).await?, |e| e.id))
+    }
+}
+
+/// Staff of events, by event id.
+pub struct StaffLoader(pub AppState);
+
+impl Loader<Uuid> for StaffLoader {
+    type Value = Vec<event_staff::Model>;
+    type Error = Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Error> {
+        let rows = service::staff_of(&self.0, keys).await?;
+        Ok(grouped(keys, rows, |row| row.event_id))
+    }
+}
+
+/// Whether (event, user) is a like.
+pub struct LikeLoader(pub AppState);
+
+impl Loader<(Uuid, Uuid)> for LikeLoader {
+    type Value = bool;
+    type Error = Error;
+
+    async fn load(&self, keys: &[(Uuid, Uuid)]) -> Result<HashMap<(Uuid, Uuid), bool>, Error> {
+        let liked = service::likes_among(&self.0, keys).await?;
+        Ok(keys.iter().map(|key| (*key, liked.contains(key))).collect())
+    }
+}

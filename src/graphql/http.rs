@@ -1,0 +1,312 @@
+//! GraphQL over HTTP, following the GraphQL-over-HTTP spec: `POST` (JSON or multipart uploads) and
+//! `GET` (queries only) on `/graphql`. Responses are `application/graphql-response+json` when the
+//! client accepts it (request errors then get 400) and `application/json` otherwise (always 200
+//! once the request parsed). Bodies are read with a size limit chosen by content type (JSON or
+//! multipart upload), so an oversized request is refused with 413 before it is buffered whole.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_graphql::http::MultipartOptions;
+use async_graphql::parser::types::OperationType;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::Caller;
+use super::documents::Documents;
+use super::response::{is_request_error, with_codes};
+use super::schema::RallySchema;
+use crate::auth::{ClientAddr, Viewer};
+use crate::error::code;
+use crate::state::AppState;
+
+/// Media type of GraphQL-over-HTTP responses.
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// Parsed documents kept for reuse (an app sends a few hundred distinct documents at most).
+const DOCUMENT_CACHE: usize = 1024;
+
+/// What the `/graphql` handler shares, behind one `Arc` so each request clones a pointer.
+struct GraphqlHttp {
+    app: AppState,
+    schema: RallySchema,
+    documents: Documents,
+}
+
+/// The `/graphql` route (GET and POST).
+pub fn routes(app: AppState, schema: RallySchema) -> Router {
+    let shared = Arc::new(GraphqlHttp {
+        app,
+        schema,
+        documents: Documents::new(DOCUMENT_CACHE),
+    });
+    Router::new()
+        .route("/graphql", get(graphql).post(graphql))
+        .with_state(shared)
+}
+
+/// How the response body is labelled, from the request's `Accept`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `application/graphql-response+json`: request errors are 4xx.
+    GraphqlResponse,
+    /// Legacy `application/json`: 200 for anything that parsed.
+    Json,
+}
+
+impl Mode {
+    /// `None` when the client accepts neither media type (406).
+    fn negotiate(headers: &HeaderMap) -> Option<Self> {
+        let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+            return Some(Self::Json);
+        };
+        let types: Vec<&str> = accept
+            .split(',')
+            .map(|part| part.split(';').next().unwrap_or("").trim())
+            .collect();
+        if types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(GRAPHQL_RESPONSE))
+        {
+            Some(Self::GraphqlResponse)
+        } else if types.iter().any(|t| {
+            t.eq_ignore_ascii_case("application/json")
+                || t.eq_ignore_ascii_case("application/*")
+                || *t == "*/*"
+        }) {
+            Some(Self::Json)
+        } else {
+            None
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::GraphqlResponse => GRAPHQL_RESPONSE,
+            Self::Json => "application/json",
+        }
+    }
+}
+
+/// A request that could not be turned into a GraphQL request.
+struct Rejection {
+    status: StatusCode,
+    message: String,
+    field: &'static str,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            field,
+        }
+    }
+
+    fn into_response(self, mode: Mode) -> Response {
+        let body = serde_json::json!({
+            "errors": [{
+                "message": self.message,
+                "extensions": { "code": code::BAD_USER_INPUT, "field": self.field },
+            }]
+        });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, mode.content_type())],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+async fn graphql(
+    State(http): State<Arc<GraphqlHttp>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let Some(mode) = Mode::negotiate(&headers) else {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            format!("accept {GRAPHQL_RESPONSE} or application/json"),
+        )
+            .into_response();
+    };
+    let mut gql = match read_request(&http.app, &method, &headers, request).await {
+        Ok(gql) if gql.query.trim().is_empty() => {
+            return Rejection::new(StatusCode::BAD_REQUEST, "query", "the request has no query")
+                .into_response(mode);
+        }
+        Ok(gql) => gql,
+        Err(rejection) => return rejection.into_response(mode),
+    };
+    http.documents.prepare(&mut gql);
+    if method == Method::GET && is_mutation(&mut gql) {
+        let mut response = Rejection::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "query",
+            "GET only runs queries; send mutations with POST",
+        )
+        .into_response(mode);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let viewer = Viewer::from_credentials(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        &http.app.tokens,
+    );
+    let addr = ClientAddr::from_request(&headers, peer, http.app.config.trust_proxy_headers);
+    let request = Caller {
+        viewer,
+        addr: Some(addr),
+    }
+    .attach(gql, None);
+    let response = with_codes(http.schema.execute(request).await);
+    finish(response, mode)
+}
+
+/// Reads a GET query string, a JSON body or a multipart upload into a GraphQL request.
+async fn read_request(
+    app: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    request: Request,
+) -> Result<async_graphql::Request, Rejection> {
+    let config = &app.config;
+    if *method == Method::GET {
+        let query = request.uri().query().unwrap_or("");
+        return async_graphql::http::parse_query_string(query).map_err(|err| {
+            Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "query",
+                format!("bad request: {err}"),
+            )
+        });
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let multipart = essence == "multipart/form-data";
+    if !multipart && essence != "application/json" {
+        return Err(Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "body",
+            "send application/json or multipart/form-data",
+        ));
+    }
+    let limit = if multipart {
+        config
+            .max_upload_bytes
+            .saturating_add(config.max_body_bytes)
+    } else {
+        config.max_body_bytes
+    };
+    let bytes = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| {
+            Rejection::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body",
+                format!("the request body is larger than {limit} bytes"),
+            )
+        })?;
+    if multipart {
+        let options = MultipartOptions::default()
+            .max_file_size(config.max_upload_bytes)
+            .max_num_files(4);
+        async_graphql::http::receive_body(Some(content_type), &bytes[..], options)
+            .await
+            .map_err(|err| {
+                let status = match err {
+                    async_graphql::ParseRequestError::PayloadTooLarge => {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                Rejection::new(status, "body", format!("bad upload: {err}"))
+            })
+    } else {
+        serde_json::from_slice::<async_graphql::Request>(&bytes).map_err(|err| {
+            Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "body",
+                format!("the body is not a GraphQL request: {err}"),
+            )
+        })
+    }
+}
+
+/// Whether the operation the request would run is a mutation (or a subscription).
+fn is_mutation(request: &mut async_graphql::Request) -> bool {
+    let wanted = request.operation_name.clone();
+    let wanted = wanted.as_deref();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    document.operations.iter().any(|(name, operation)| {
+        let selected = match (wanted, name) {
+            (None, _) => true,
+            (Some(wanted), Some(name)) => wanted == name.as_str(),
+            (Some(_), None) => false,
+        };
+        selected && operation.node.ty != OperationType::Query
+    })
+}
+
+/// Picks the status for the response mode, and leaves `data` out of a request error.
+fn finish(response: async_graphql::Response, mode: Mode) -> Response {
+    let request_error = is_request_error(&response);
+    let status = if request_error && mode == Mode::GraphqlResponse {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let body = if request_error {
+        // A request that never executed has no `data` entry at all (GraphQL over HTTP).
+        serde_json::to_vec(&serde_json::json!({ "errors": response.errors }))
+    } else {
+        serde_json::to_vec(&response)
+    };
+    match body {
+        Ok(body) => (status, [(header::CONTENT_TYPE, mode.content_type())], body).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot serialize a GraphQL response");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_headers_pick_the_media_type() {
+        let mut headers = HeaderMap::new();
+        assert!(Mode::negotiate(&headers) == Some(Mode::Json));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/graphql-response+json, application/json;q=0.9"),
+        );
+        assert!(Mode::negotiate(&headers) == Some(Mode::GraphqlResponse));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        assert!(Mode::negotiate(&headers).is_none());
+    }
+}

@@ -1,0 +1,136 @@
+//! The assembly: one root per domain merged into the schema, the one builder shared by the server
+//! and `rally schema` (so `schema.graphql` is exactly what is served), the SDL, and the one place
+//! every DataLoader and per-instance service is registered as schema data.
+//!
+//! Only startup, the HTTP router and the transports use this module; domains use the toolkit.
+
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
+
+use super::limits::{AliasLimit, QueryLimits};
+use super::loaders::app_wide;
+use super::telemetry::OperationMetrics;
+use crate::accounts::graphql::{AccountsMutation, AccountsQuery, UserLoader};
+use crate::cups::Leaderboards;
+use crate::cups::graphql::{CupsMutation, CupsQuery, CupsSubscription, DrinksLoader};
+use crate::events::graphql::{
+    EventLoader, EventsMutation, EventsQuery, EventsSubscription, LikeLoader, StaffLoader,
+};
+use crate::games::graphql::{
+    GamesLoader, GamesMutation, GamesQuery, GamesSubscription, PlayersLoader, RoundsLoader,
+};
+use crate::state::AppState;
+
+/// Every query root, merged.
+#[derive(MergedObject, Default)]
+pub struct Query(AccountsQuery, EventsQuery, CupsQuery, GamesQuery);
+
+/// Every mutation root, merged.
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    AccountsMutation,
+    EventsMutation,
+    CupsMutation,
+    GamesMutation,
+);
+
+/// Every subscription root, merged.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(EventsSubscription, CupsSubscription, GamesSubscription);
+
+/// Subscriptions whose stream starts with the current state (then follows its changes): a subscriber
+/// joining a shared execution late gets its latest payload first.
+pub const STATE_SUBSCRIPTIONS: &[&str] =
+    &["eventUpdated", "leaderboard", "gameUpdated", "myCupSession"];
+
+/// Subscriptions that stream events from the moment of subscribing (nothing to replay).
+pub const EVENT_SUBSCRIPTIONS: &[&str] = &["eventStatusChanged", "cupSessionUpdated"];
+
+/// Rally's schema type.
+pub type RallySchema = Schema<Query, Mutation, Subscription>;
+
+/// The schema with its limits, before app-wide data is attached.
+pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Subscription> {
+    let builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .limit_recursive_depth(limits.max_depth.max(32))
+    .limit_directives(limits.max_directives)
+    .extension(AliasLimit(limits.max_aliases))
+    .extension(OperationMetrics);
+    if limits.introspection {
+        builder
+    } else {
+        builder.disable_introspection()
+    }
+}
+
+/// The served schema: limits, app state, loaders and per-instance services.
+pub fn build(limits: QueryLimits, state: &AppState, leaderboards: Leaderboards) -> RallySchema {
+    schema_builder(limits)
+        .data(state.clone())
+        .data(leaderboards)
+        .data(app_wide(UserLoader(state.clone())))
+        .data(app_wide(StaffLoader(state.clone())))
+        .data(app_wide(LikeLoader(state.clone())))
+        .data(app_wide(EventLoader(state.clone())))
+        .data(app_wide(DrinksLoader(state.clone())))
+        .data(app_wide(GamesLoader(state.clone())))
+        .data(app_wide(PlayersLoader(state.clone())))
+        .data(app_wide(RoundsLoader(state.clone())))
+        .finish()
+}
+
+/// The SDL of the schema, as committed in `schema.graphql` (indented with two spaces, as the API
+/// contract is).
+pub fn sdl() -> String {
+    let sdl = schema_builder(QueryLimits::default()).finish().sdl();
+    let mut out = String::with_capacity(sdl.len());
+    for line in sdl.lines() {
+        let body = line.trim_start_matches('\t');
+        out.push_str(&"  ".repeat(line.len() - body.len()));
+        out.push_str(body);
+        out.push('\n');
+    }
+    out
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subscription_is_either_a_state_or_an_event_stream() {
+        let sdl = sdl();
+        let start = sdl
+            .find("type Subscription {")
+            .expect("a subscription root");
+        let body = &sdl[start..];
+        let body = &body[..body.find("\n}").expect("its end")];
+        let mut fields: Vec<&str> = body
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                // A field line starts with its name followed by its arguments or its type.
+                let line = line.trim();
+                let name_end = line.find(|c: char| !c.is_ascii_alphanumeric())?;
+                let (name, rest) = line.split_at(name_end);
+                (!name.is_empty() && (rest.starts_with('(') || rest.starts_with(':')))
+                    .then_some(name)
+            })
+            .collect();
+        fields.sort_unstable();
+        let mut classified: Vec<&str> = STATE_SUBSCRIPTIONS
+            .iter()
+            .chain(EVENT_SUBSCRIPTIONS)
+            .copied()
+            .collect();
+        classified.sort_unstable();
+        assert_eq!(
+            fields, classified,
+            "classify new subscriptions in graphql/mod.rs"
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! The one state stream: "snapshot, then changes" for every state subscription.
+//!
+//! [`follow`] subscribes to a topic *before* it loads the snapshot (so no change falls between the
+//! two), yields the snapshot, then turns each message into the next state. It never goes back: a
+//! state that does not supersede the last one yielded (deliveries can cross between instances) is
+//! dropped. When messages may have been missed ([`Signal::Resync`]: a lagging subscriber, a broker
+//! that reconnected) it reloads the snapshot; a reload that fails is logged and retried with
+//! backoff (100 ms doubling to 5 s), so the stream neither ends silently nor skips ahead of the
+//! truth. [`events`] is the plain event stream (each message once). [`follow_throttled`] is the
+//! variant for states that are recomputed rather than carried by
+//! the message (leaderboards): every message means "reload", at most once per window.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::time::Instant;
+
+use super::{Feed, Payload, Signal};
+use crate::error::{Error, Result};
+
+/// First wait before retrying a failed reload; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between reload attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A state with an order: a stream never yields a state older than one it already yielded.
+pub trait Versioned: Send + 'static {
+    /// Grows with every committed change.
+    type Version: PartialOrd + Copy + Send + Sync + 'static;
+    /// This state's version.
+    fn version(&self) -> Self::Version;
+}
+
+/// What a message means for a state stream.
+pub enum Change<S> {
+    /// The next state, carried by the message.
+    State(S),
+    /// Not about this stream (e.g. another guest's cup).
+    Skip,
+    /// Something changed that the message does not carry: reload the snapshot.
+    Reload,
+    /// The thing is gone: the stream completes.
+    End,
+}
+
+/// What a missing snapshot means.
+#[derive(Clone, Copy, Debug)]
+pub enum Missing {
+    /// The subscription is refused with NOT_FOUND (this message); a later reload that finds
+    /// nothing completes the stream.
+    NotFound(&'static str),
+    /// Nothing yet: the stream waits for the first state.
+    Wait,
+}
+
+/// Follows a state: the snapshot from `load` first (unless [`Missing::Wait`] and there is none),
+/// then every change `apply` reads off a message. Errors of the first load refuse the subscription.
+pub async fn follow<P, S, L, F, A>(
+    feed: Feed<P>,
+    missing: Missing,
+    load: L,
+    apply: A,
+) -> Result<impl Stream<Item = S> + Send + 'static>
+where
+    P: Payload,
+    S: Versioned,
+    L: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Option<S>>> + Send,
+    A: Fn(&P) -> Change<S> + Send + 'static,
+{
+    let snapshot = load().await?;
+    if snapshot.is_none()
+        && let Missing::NotFound(message) = missing
+    {
+        return Err(Error::NotFound(message));
+    }
+    Ok(run(feed, missing, None, Some(snapshot), load, apply))
+}
+
+/// Follows a state that is recomputed on every change (a background feed, not one subscriber's):
+/// the first load and each message (or resync) load it, retried until they succeed, at most once
+/// per `window` (a change after a quiet spell at once; a burst within a window of the last load
+/// waits for the window's end and is loaded once).
+pub fn follow_throttled<P, S, L, F>(
+    feed: Feed<P>,
+    window: Duration,
+    load: L,
+) -> impl Stream<Item = S> + Send + 'static
+where
+    P: Payload,
+    S: Versioned,
+    L: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Option<S>>> + Send,
+{
+    run(feed, Missing::Wait, Some(window), None, load, |_: &P| {
+        Change::Reload
+    })
+}
+
+/// Follows an event stream: every message from now on, each once (a resync means nothing here:
+/// an event stream has no state to reload, and what was missed is gone).
+pub fn events<P: Payload>(mut feed: Feed<P>) -> impl Stream<Item = Arc<P>> + Send + 'static {
+    async_stream::stream! {
+        while let Some(signal) = feed.next().await {
+            if let Signal::Message(payload) = signal {
+                yield payload;
+            }
+        }
+    }
+}
+
+/// The stream itself; `snapshot` is the first load when the caller made it (`None`: load first).
+fn run<P, S, L, F, A>(
+    mut feed: Feed<P>,
+    missing: Missing,
+    window: Option<Duration>,
+    snapshot: Option<Option<S>>,
+    load: L,
+    apply: A,
+) -> impl Stream<Item = S> + Send + 'static
+where
+    P: Payload,
+    S: Versioned,
+    L: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Option<S>>> + Send,
+    A: Fn(&P) -> Change<S> + Send + 'static,
+{
+    async_stream::stream! {
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
+            None => reload(&load).await,
+        };
+        let mut loaded_at = Instant::now();
+        let mut seen = snapshot.as_ref().map(Versioned::version);
+        if let Some(snapshot) = snapshot {
+            yield snapshot;
+        }
+        while let Some(signal) = feed.next().await {
+            let change = match signal {
+                Signal::Message(payload) => apply(&payload),
+                Signal::Resync => Change::Reload,
+            };
+            let state = match change {
+                Change::State(state) => Some(state),
+                Change::Skip => None,
+                Change::End => break,
+                Change::Reload => {
+                    if let Some(window) = window {
+                        tokio::time::sleep_until(loaded_at + window).await;
+                        feed.drain();
+                    }
+                    let state = reload(&load).await;
+                    loaded_at = Instant::now();
+                    if state.is_none() && matches!(missing, Missing::NotFound(_)) {
+                        break;
+                    }
+                    state
+                }
+            };
+            let Some(state) = state else { continue };
+            let version = state.version();
+            if seen.is_some_and(|seen| version <= seen) {
+                continue;
+            }
+            seen = Some(version);
+            yield state;
+        }
+    }
+}
+
+/// Loads until it succeeds: failures are logged and retried with backoff.
+async fn reload<S, L, F>(load: &L) -> Option<S>
+where
+    L: Fn() -> F,
+    F: Future<Output = Result<Option<S>>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match load().await {
+            Ok(state) => return state,
+            Err(err) => {
+                err.report();
+                tracing::warn!(
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "a state stream could not reload; retrying"
+                );
+                metrics::counter!("rally_state_reload_failures_total").increment(1);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use futures_util::StreamExt;
+    use serde::{Deserialize, Serialize};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::live::{Live, Topics};
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Thing {
+        version: i64,
+        gone: bool,
+    }
+
+    impl Versioned for Thing {
+        type Version = i64;
+
+        fn version(&self) -> i64 {
+            self.version
+        }
+    }
+
+    const THINGS: Topics<Thing> = Topics::per("thing");
+
+    fn thing(version: i64) -> Thing {
+        Thing {
+            version,
+            gone: false,
+        }
+    }
+
+    fn apply(thing: &Thing) -> Change<Thing> {
+        if thing.gone {
+            Change::End
+        } else {
+            Change::State(thing.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_then_changes_never_an_older_one_until_the_end() {
+        let live = Live::in_process();
+        let topic = THINGS.of(Uuid::nil());
+        let stream = follow(
+            live.subscribe(&topic),
+            Missing::NotFound("no such thing"),
+            || async { Ok(Some(thing(2))) },
+            apply,
+        )
+        .await
+        .expect("the snapshot loads");
+        for version in [1, 2, 3, 5, 4] {
+            live.publish(&topic, &thing(version));
+        }
+        live.publish(
+            &topic,
+            &Thing {
+                version: 6,
+                gone: true,
+            },
+        );
+        live.publish(&topic, &thing(7));
+        let seen: Vec<i64> = stream.map(|t| t.version).collect().await;
+        assert_eq!(
+            seen,
+            [2, 3, 5],
+            "older versions dropped, nothing after the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_snapshot_refuses_with_not_found_or_waits() {
+        let live = Live::in_process();
+        let topic = THINGS.of(Uuid::nil());
+        let refused = follow(
+            live.subscribe(&topic),
+            Missing::NotFound("no such thing"),
+            || async { Ok(None) },
+            apply,
+        )
+        .await;
+        assert!(matches!(refused, Err(Error::NotFound("no such thing"))));
+        let mut waiting = Box::pin(
+            follow(
+                live.subscribe(&topic),
+                Missing::Wait,
+                || async { Ok(None) },
+                apply,
+            )
+            .await
+            .expect("waits"),
+        );
+        live.publish(&topic, &thing(1));
+        assert_eq!(waiting.next().await, Some(thing(1)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_reload_is_retried_and_the_stream_goes_on() {
+        let live = Live::in_process();
+        let topic = THINGS.of(Uuid::nil());
+        let loads = Arc::new(AtomicU32::new(0));
+        let counted = loads.clone();
+        let mut stream = Box::pin(
+            follow(
+                live.subscribe(&topic),
+                Missing::NotFound("no such thing"),
+                move || {
+                    let n = counted.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        match n {
+                            0 => Ok(Some(thing(1))),
+                            1 | 2 => Err(Error::internal(anyhow::anyhow!("database away"))),
+                            _ => Ok(Some(thing(500))),
+                        }
+                    }
+                },
+                apply,
+            )
+            .await
+            .expect("the snapshot loads"),
+        );
+        assert_eq!(stream.next().await, Some(thing(1)));
+        // More than a subscriber may fall behind: it is told to resync, and reloads.
+        for version in 2..300 {
+            live.publish(&topic, &thing(version));
+        }
+        assert_eq!(
+            stream.next().await,
+            Some(thing(500)),
+            "reloaded after two failures"
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_throttled_state_is_loaded_once_per_burst() {
+        let live = Live::in_process();
+        let topic = THINGS.of(Uuid::nil());
+        let loads = Arc::new(AtomicU32::new(0));
+        let counted = loads.clone();
+        let mut stream = Box::pin(follow_throttled(
+            live.subscribe(&topic),
+            Duration::from_millis(50),
+            move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move { Ok(Some(thing(i64::from(n)))) }
+            },
+        ));
+        assert_eq!(stream.next().await, Some(thing(0)));
+        for version in 0..20 {
+            live.publish(&topic, &thing(version));
+        }
+        assert_eq!(
+            stream.next().await,
+            Some(thing(1)),
+            "one load for the burst"
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+}
