@@ -16,10 +16,8 @@ mod auth;
 mod cli;
 #[path = "api/cups.rs"]
 mod cups;
-use cups as api_cups;
 #[path = "api/events.rs"]
 mod events;
-use events as api_events;
 #[path = "api/fanout.rs"]
 mod fanout;
 #[path = "api/games.rs"]

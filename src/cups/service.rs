@@ -254,7 +254,18 @@ pub async fn record_cheers(
     count: i32,
 ) -> Result<cup_session::Model> {
     as_crew(state, actor, id).await?;
-    let updated = add_to_score(cup_session::Column::Cheers, count)
+    let cheer = add_to_score(cup_session::Column::Cheers, count);
+    update_open(state, id, cheer, true).await
+}
+
+/// Applies `update` to the session if it is still OPEN (else CONFLICT), then announces it.
+async fn update_open(
+    state: &AppState,
+    id: Uuid,
+    update: sea_orm::UpdateMany<cup_session::Entity>,
+    score_changed: bool,
+) -> Result<cup_session::Model> {
+    let updated = update
         .filter(cup_session::Column::Id.eq(id))
         .filter(cup_session::Column::Status.eq(Status::Open))
         .exec(&state.db)
@@ -263,7 +274,7 @@ pub async fn record_cheers(
         return Err(closed());
     }
     let session = require(state, id).await?;
-    announce(state, &session, true);
+    announce(state, &session, score_changed);
     Ok(session)
 }
 
@@ -345,23 +356,14 @@ pub async fn close(state: &AppState, actor: Identity, id: Uuid) -> Result<cup_se
     if session.user_id != actor.user_id {
         as_crew(state, actor, id).await?;
     }
-    let updated = cup_session::Entity::update_many()
+    let closing = cup_session::Entity::update_many()
         .col_expr(cup_session::Column::Status, Expr::value(Status::Closed))
         .col_expr(cup_session::Column::ClosedAt, Expr::value(Utc::now()))
         .col_expr(
             cup_session::Column::Version,
             Expr::col(cup_session::Column::Version).add(1),
-        )
-        .filter(cup_session::Column::Id.eq(id))
-        .filter(cup_session::Column::Status.eq(Status::Open))
-        .exec(&state.db)
-        .await?;
-    if updated.rows_affected == 0 {
-        return Err(closed());
-    }
-    let session = require(state, id).await?;
-    announce(state, &session, false);
-    Ok(session)
+        );
+    update_open(state, id, closing, false).await
 }
 
 /// Adds game points to the player's newest session at the event inside the caller's transaction,

@@ -2,9 +2,12 @@
 //! game (a photo of a player, blurred server-side and sharper at each reveal; the first right guess
 //! wins).
 //!
-//! Owns `games`, `game_players` and `blur_rounds`. Points go into the player's cup session score
-//! through `cups`' service, in the same transaction; `media` keeps the photos and blurred renderings;
-//! every change is announced on `game:{id}`.
+//! Owns `games`, `game_players` and `blur_rounds`. Uses `events` (its crew rule: game masters and
+//! organizers run games), `accounts` (handles), `cups` (points go into the player's cup session
+//! score through its service, in the same transaction, which also announces the new score), `media`
+//! (photos and blurred renderings; [`service::BlurRenditions`] tells the media routes which
+//! rendering may be seen), `live` (every change on `game:{id}`) and `db`. [`graphql`] also names the
+//! GraphQL types the schema links a game to (`Event`, `User`).
 
 pub mod graphql;
 pub mod model;

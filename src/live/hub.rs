@@ -121,6 +121,18 @@ impl Hub {
         }
     }
 
+    /// How many local subscribers the topic named `name` has.
+    pub(super) fn subscribers(&self, name: &str) -> usize {
+        let topics = self
+            .topics
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        topics
+            .iter()
+            .find(|(topic, _)| topic.as_str() == name)
+            .map_or(0, |(_, sender)| sender.receiver_count())
+    }
+
     /// Drops channels without receivers.
     pub fn sweep(&self) {
         let mut topics = self

@@ -151,6 +151,12 @@ impl Live {
         self.broker.status()
     }
 
+    /// How many subscribers on this instance listen to the topic with the wire name `name` (the
+    /// signal tests wait for before they make a change an event stream must see).
+    pub fn subscribers(&self, name: &str) -> usize {
+        self.hub.subscribers(name)
+    }
+
     /// Drops topic channels nobody listens to any more.
     pub fn sweep(&self) {
         self.hub.sweep();

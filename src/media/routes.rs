@@ -69,8 +69,9 @@ async fn media(
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    match media.store.get(&key).await {
-        Ok(Some((bytes, content_type))) => (
+    let found = media.store.get(&key).await;
+    respond(found, |(bytes, content_type)| {
+        (
             [
                 (header::CONTENT_TYPE, content_type.to_owned()),
                 (header::CACHE_CONTROL, IMMUTABLE.to_owned()),
@@ -79,13 +80,8 @@ async fn media(
             ],
             Body::from(bytes),
         )
-            .into_response(),
-        Ok(None) => not_found(),
-        Err(err) => {
-            err.report();
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+            .into_response()
+    })
 }
 
 /// A blur round's photo at a level (`/media/rounds/{round}/{level}.jpg`), rendered server-side.
@@ -100,8 +96,9 @@ async fn blurred(
     let Some((round, level)) = parsed else {
         return not_found();
     };
-    match media.renditions.blurred(round, level).await {
-        Ok(Some(bytes)) => (
+    let rendered = media.renditions.blurred(round, level).await;
+    respond(rendered, |bytes| {
+        (
             [
                 (header::CONTENT_TYPE, "image/jpeg"),
                 (header::CACHE_CONTROL, IMMUTABLE),
@@ -109,7 +106,14 @@ async fn blurred(
             ],
             Body::from(bytes),
         )
-            .into_response(),
+            .into_response()
+    })
+}
+
+/// The response of a lookup: `found` for an object, 404 for none, 500 (logged) for a failure.
+fn respond<T>(lookup: Result<Option<T>>, found: impl FnOnce(T) -> Response) -> Response {
+    match lookup {
+        Ok(Some(object)) => found(object),
         Ok(None) => not_found(),
         Err(err) => {
             err.report();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api_events::create_event;
-use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
+use crate::common::fixtures::{SESSION_FIELDS, cheers, create_event, open_bar, open_cup};
+use crate::common::{Backend, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
 
 on_every_backend!(
@@ -22,68 +22,6 @@ on_every_backend!(
     cup_session_updates_reach_staff_and_the_guest_only,
     a_thousand_subscribers_share_one_leaderboard_computation,
 );
-
-/// An organizer, a bartender and a LIVE event.
-pub struct Bar {
-    pub organizer: Session,
-    pub bartender: Session,
-    pub event: String,
-}
-
-pub async fn open_bar(app: &TestApp) -> Bar {
-    let organizer = app.signup("boss").await;
-    let bartender = app.signup("tender").await;
-    let event = create_event(app, &organizer, "Bar night", "2030-01-01T20:00:00Z").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    app.gql_as(
-        &organizer,
-        "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"tender\", role: BARTENDER) { id } }",
-        json!({ "id": event }),
-    )
-    .await
-    .data();
-    app.gql_as(
-        &organizer,
-        "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
-        json!({ "id": event }),
-    )
-    .await
-    .data();
-    Bar {
-        organizer,
-        bartender,
-        event,
-    }
-}
-
-pub const SESSION_FIELDS: &str = "id status cheers orders score alcoholGrams estimatedBac bacWarning billCents calories user { handle } drinks { name volumeMl abv priceCents calories }";
-
-pub async fn open_cup(app: &TestApp, staff: &Session, event: &str, handle: &str) -> Value {
-    app.gql_as(
-        staff,
-        &format!("mutation($e: ID!, $h: String!) {{ openCupSession(eventId: $e, handle: $h) {{ {SESSION_FIELDS} }} }}"),
-        json!({ "e": event, "h": handle }),
-    )
-    .await
-    .data()["openCupSession"]
-        .clone()
-}
-
-pub async fn cheers(
-    app: &TestApp,
-    staff: &Session,
-    session: &str,
-    count: i32,
-) -> crate::common::Gql {
-    app.gql_as(
-        staff,
-        "mutation($s: ID!, $n: Int) { recordCheers(sessionId: $s, count: $n) { cheers score } }",
-        json!({ "s": session, "n": count }),
-    )
-    .await
-}
 
 async fn a_guest_has_one_open_cup_per_live_event(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -528,7 +466,9 @@ async fn cup_session_updates_reach_staff_and_the_guest_only(backend: Backend) {
         current["myCupSession"],
         json!({ "user": { "handle": "fin" }, "cheers": 0, "billCents": 0 })
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The screen's and the phone's subscriptions both listen before the bartender records.
+    app.listening(&format!("event:{}:sessions", bar.event), 2)
+        .await;
 
     cheers(&app, &bar.bartender, &gus_cup, 2).await.data();
     cheers(&app, &bar.bartender, &fin_cup, 1).await.data();

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::common::fixtures::{EVENT_FIELDS, create_event};
 use crate::common::{Backend, Session, TestApp};
 use crate::on_every_backend;
 
@@ -19,20 +20,6 @@ on_every_backend!(
     the_catalogue_is_kept_by_admins_and_gives_defaults,
     an_event_picture_is_the_organizers_to_set,
 );
-
-const EVENT_FIELDS: &str = "id title description venue startsAt endsAt status likeCount likedByMe organizer { handle } template { name } staff { user { handle } role }";
-
-/// Creates an event starting at `starts_at` as `session`; returns its JSON.
-pub async fn create_event(app: &TestApp, session: &Session, title: &str, starts_at: &str) -> Value {
-    let response = app
-        .gql_as(
-            session,
-            &format!("mutation($input: CreateEventInput!) {{ createEvent(input: $input) {{ {EVENT_FIELDS} }} }}"),
-            json!({ "input": { "title": title, "startsAt": starts_at, "venue": "The Anchor" } }),
-        )
-        .await;
-    response.data()["createEvent"].clone()
-}
 
 async fn update(app: &TestApp, session: &Session, id: &str, input: Value) -> crate::common::Gql {
     app.gql_as(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api_events::create_event;
+use crate::common::fixtures::create_event;
 use crate::common::{Backend, TRANSPORT_WS, TestApp, WsClient};
 use crate::on_every_backend;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::api_cups::{cheers, open_bar, open_cup};
+use crate::common::fixtures::{cheers, open_bar, open_cup};
 use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
 

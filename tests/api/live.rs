@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api_events::create_event;
+use crate::common::fixtures::create_event;
 use crate::common::{Backend, LEGACY_WS, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
 
@@ -120,8 +120,8 @@ async fn event_status_changed_sends_each_committed_change_once(backend: Backend)
             json!({}),
         )
         .await;
-    // Give the subscription a moment to be registered before the change it must see.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The change must come after the subscription is registered.
+    app.listening("events:status", 1).await;
     let update =
         "mutation($id: ID!, $i: UpdateEventInput!) { updateEvent(id: $id, input: $i) { id } }";
     app.gql_as(
@@ -370,7 +370,7 @@ async fn shutdown_closes_sockets_with_a_reconnect_hint(backend: Backend) {
     client
         .subscribe("s", "subscription { eventStatusChanged { id } }", json!({}))
         .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.listening("events:status", 1).await;
     let closing = tokio::spawn(async move { client.closed().await });
     app.stop().await;
     let closed = closing.await.expect("client task");

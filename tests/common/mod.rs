@@ -1,11 +1,7 @@
 //! The test app: a real Rally on port 0 with its own database (a SQLite file in a temp dir, or a
 //! fresh PostgreSQL database dropped afterwards), and typed helpers to talk to it over HTTP.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the helpers"
-)]
-
+pub mod fixtures;
 pub mod gql;
 pub mod ws;
 
@@ -69,8 +65,6 @@ pub struct TestApp {
     pub leaderboards: rally::cups::Leaderboards,
     /// The server's shared subscription executions.
     pub fanout: rally::graphql::fanout::Fanout,
-    /// The database the app runs on.
-    pub backend: Backend,
     _dir: tempfile::TempDir,
     postgres: Option<PostgresDb>,
     stop: Option<oneshot::Sender<()>>,
@@ -130,7 +124,6 @@ impl TestApp {
             state,
             leaderboards,
             fanout,
-            backend,
             _dir: dir,
             postgres,
             stop: Some(stop),
@@ -150,6 +143,19 @@ impl TestApp {
             protocol,
         )
         .await
+    }
+
+    /// Waits until `count` subscribers on this server listen to `topic` (its wire name, e.g.
+    /// `events:status`): the server's own signal that a subscription is registered, for event
+    /// streams that send nothing until a change.
+    pub async fn listening(&self, topic: &str, count: usize) {
+        for _ in 0..500 {
+            if self.state.live.subscribers(topic) >= count {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("nobody subscribed to {topic} in time");
     }
 
     /// The `/metrics` text.

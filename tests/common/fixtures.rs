@@ -1,0 +1,82 @@
+//! Fixture builders: the few set-ups many tests share (an event, a bar with its staff, a cup),
+//! made through the API like any client would.
+
+use serde_json::{Value, json};
+
+use super::{Gql, Session, TestApp};
+
+/// The event fields the fixtures and the events tests read.
+pub const EVENT_FIELDS: &str = "id title description venue startsAt endsAt status likeCount likedByMe organizer { handle } template { name } staff { user { handle } role }";
+
+/// Creates an event starting at `starts_at` as `session`; returns its JSON.
+pub async fn create_event(app: &TestApp, session: &Session, title: &str, starts_at: &str) -> Value {
+    let response = app
+        .gql_as(
+            session,
+            &format!("mutation($input: CreateEventInput!) {{ createEvent(input: $input) {{ {EVENT_FIELDS} }} }}"),
+            json!({ "input": { "title": title, "startsAt": starts_at, "venue": "The Anchor" } }),
+        )
+        .await;
+    response.data()["createEvent"].clone()
+}
+
+/// An organizer, a bartender and a LIVE event.
+pub struct Bar {
+    pub organizer: Session,
+    pub bartender: Session,
+    pub event: String,
+}
+
+/// Signs up `boss` (organizer) and `tender` (bartender) and sets a LIVE event up for them.
+pub async fn open_bar(app: &TestApp) -> Bar {
+    let organizer = app.signup("boss").await;
+    let bartender = app.signup("tender").await;
+    let event = create_event(app, &organizer, "Bar night", "2030-01-01T20:00:00Z").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.gql_as(
+        &organizer,
+        "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"tender\", role: BARTENDER) { id } }",
+        json!({ "id": event }),
+    )
+    .await
+    .data();
+    app.gql_as(
+        &organizer,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
+        json!({ "id": event }),
+    )
+    .await
+    .data();
+    Bar {
+        organizer,
+        bartender,
+        event,
+    }
+}
+
+/// Every field of a cup session the tests read.
+pub const SESSION_FIELDS: &str = "id status cheers orders score alcoholGrams estimatedBac bacWarning billCents calories user { handle } drinks { name volumeMl abv priceCents calories }";
+
+/// Opens (or finds) `handle`'s cup at `event` as `staff`; returns its JSON.
+pub async fn open_cup(app: &TestApp, staff: &Session, event: &str, handle: &str) -> Value {
+    app.gql_as(
+        staff,
+        &format!("mutation($e: ID!, $h: String!) {{ openCupSession(eventId: $e, handle: $h) {{ {SESSION_FIELDS} }} }}"),
+        json!({ "e": event, "h": handle }),
+    )
+    .await
+    .data()["openCupSession"]
+        .clone()
+}
+
+/// Records `count` cheers on `session` as `staff`.
+pub async fn cheers(app: &TestApp, staff: &Session, session: &str, count: i32) -> Gql {
+    app.gql_as(
+        staff,
+        "mutation($s: ID!, $n: Int) { recordCheers(sessionId: $s, count: $n) { cheers score } }",
+        json!({ "s": session, "n": count }),
+    )
+    .await
+}
