@@ -294,6 +294,24 @@ pub struct Config {
     )]
     pub leaderboard_window_ms: u64,
 
+    /// Longest availability (meetings), in minutes.
+    #[arg(
+        long,
+        env = "RALLY_MAX_SLOT_MINUTES",
+        default_value_t = 480,
+        global = true
+    )]
+    pub max_slot_minutes: u64,
+
+    /// Requests per minute one calendar feed URL answers (calendar apps poll a few times an hour).
+    #[arg(
+        long,
+        env = "RALLY_CALENDAR_FEED_PER_MINUTE",
+        default_value_t = 60,
+        global = true
+    )]
+    pub calendar_feed_per_minute: u32,
+
     /// Longest time one HTTP request may take, in seconds.
     #[arg(
         long,
@@ -316,16 +334,6 @@ pub struct Config {
 /// A count or size as `u64` (saturating: anything past `u64` is out of every bound anyway).
 fn widen(value: usize) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
-}
-
-/// A BAC threshold in percent as thousandths of a percent, for the bounds check; NaN and
-/// infinities are out of bounds.
-fn bac_thousandths(percent: f64) -> u64 {
-    if percent.is_finite() && percent >= 0.0 {
-        (percent * 1000.0).round().min(u64::MAX as f64) as u64
-    } else {
-        u64::MAX
-    }
 }
 
 /// Name of the generated secret inside the data dir.
@@ -374,7 +382,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 22] = [
+        let bounds: [(&str, u64, u64, u64); 23] = [
             (
                 "RALLY_ACCESS_TOKEN_TTL_SECONDS",
                 self.access_token_ttl_seconds,
@@ -496,22 +504,34 @@ impl Config {
                 DAY,
             ),
             (
+                "RALLY_MAX_SLOT_MINUTES",
+                self.max_slot_minutes,
+                1,
+                7 * 24 * 60,
+            ),
+            (
+                "RALLY_CALENDAR_FEED_PER_MINUTE",
+                self.calendar_feed_per_minute.into(),
+                1,
+                10_000,
+            ),
+            (
                 "RALLY_SHUTDOWN_GRACE_SECONDS",
                 self.shutdown_grace_seconds,
                 0,
                 3600,
-            ),
-            (
-                "RALLY_BAC_WARNING_THRESHOLD (in thousandths)",
-                bac_thousandths(self.bac_warning_threshold),
-                1,
-                1000,
             ),
         ];
         for (name, value, min, max) in bounds {
             if !(min..=max).contains(&value) {
                 bail!("{name} is {value}; it must be between {min} and {max}");
             }
+        }
+        let bac = self.bac_warning_threshold;
+        if !(bac.is_finite() && bac > 0.0 && bac <= 1.0) {
+            bail!(
+                "RALLY_BAC_WARNING_THRESHOLD is {bac}; it must be a percentage above 0 and at most 1"
+            );
         }
         Ok(())
     }

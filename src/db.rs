@@ -82,21 +82,27 @@ impl Writes {
             None => None,
         };
         Ok(WriteTxn {
-            txn: db.begin().await?,
+            open: Some(Open {
+                txn: db.begin().await?,
+                turn,
+            }),
             live: live.clone(),
             outbox: Vec::new(),
-            _turn: turn,
         })
     }
 }
 
-/// A write transaction (holding SQLite's turn until it ends) with the live messages that announce
-/// its changes: they are sent once it commits, and never when it does not.
+/// A write transaction (holding SQLite's turn until it has really ended) with the live messages that
+/// announce its changes: they are sent once it commits, and never when it does not.
 pub struct WriteTxn {
-    txn: DatabaseTransaction,
+    open: Option<Open>,
     live: Live,
     outbox: Vec<Prepared>,
-    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+struct Open {
+    txn: DatabaseTransaction,
+    turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTxn {
@@ -105,13 +111,40 @@ impl WriteTxn {
         self.outbox.extend(self.live.prepare(topic, payload));
     }
 
-    /// Commits, then sends what was published.
-    pub async fn commit(self) -> Result<(), DbErr> {
-        self.txn.commit().await?;
-        for prepared in self.outbox {
+    /// Commits, ends SQLite's turn, then sends what was published.
+    pub async fn commit(mut self) -> Result<(), DbErr> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        open.txn.commit().await?;
+        drop(open.turn);
+        for prepared in std::mem::take(&mut self.outbox) {
             self.live.send(prepared);
         }
         Ok(())
+    }
+}
+
+impl Drop for WriteTxn {
+    /// A transaction abandoned on an error path rolls back. On SQLite the turn is kept until the
+    /// rollback has run: released earlier, the next writer would find the write lock still held and
+    /// SQLite would refuse it at once ("database is locked") rather than wait.
+    fn drop(&mut self) {
+        let Some(Open { txn, turn }) = self.open.take() else {
+            return;
+        };
+        match (turn, tokio::runtime::Handle::try_current()) {
+            (Some(turn), Ok(runtime)) => {
+                runtime.spawn(async move {
+                    if let Err(err) = txn.rollback().await {
+                        tracing::warn!(error = %err, "rollback of an abandoned transaction failed");
+                    }
+                    drop(turn);
+                });
+            }
+            // PostgreSQL (no turn): the driver rolls back when the transaction is dropped.
+            _ => drop(txn),
+        }
     }
 }
 
@@ -119,7 +152,10 @@ impl std::ops::Deref for WriteTxn {
     type Target = DatabaseTransaction;
 
     fn deref(&self) -> &DatabaseTransaction {
-        &self.txn
+        match &self.open {
+            Some(open) => &open.txn,
+            None => unreachable!("a WriteTxn stays open until commit or drop consumes it"),
+        }
     }
 }
 

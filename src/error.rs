@@ -18,6 +18,7 @@
 //! survives.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_graphql::ErrorExtensions;
 use sea_orm::{DbErr, RuntimeErr};
@@ -73,8 +74,15 @@ pub enum Error {
         /// Whole seconds until the next attempt may succeed (at least 1).
         retry_after_seconds: u64,
     },
-    /// Anything unexpected; the cause goes to the logs only.
-    Internal(Arc<anyhow::Error>),
+    /// Anything unexpected; the cause goes to the logs only (once, however often it is cloned).
+    Internal(Arc<Internal>),
+}
+
+/// The cause of an internal error, and whether it has been logged.
+#[derive(Debug)]
+pub struct Internal {
+    cause: anyhow::Error,
+    reported: AtomicBool,
 }
 
 /// Result of a domain operation.
@@ -107,7 +115,10 @@ impl Error {
 
     /// An unexpected failure with its cause (logged, never shown).
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
-        Self::Internal(Arc::new(cause.into()))
+        Self::Internal(Arc::new(Internal {
+            cause: cause.into(),
+            reported: AtomicBool::new(false),
+        }))
     }
 
     /// The contract's `extensions.code` of this error.
@@ -212,8 +223,11 @@ impl Error {
     /// Logs an internal cause (inside the current span, so with the request id when there is one);
     /// expected failures are not logged. Call it where an error ends without reaching GraphQL.
     pub fn report(&self) {
-        if let Error::Internal(cause) = self {
-            tracing::error!(error = format!("{cause:#}"), "internal error");
+        if let Error::Internal(internal) = self
+            && !internal.reported.swap(true, Ordering::Relaxed)
+        {
+            // A DataLoader shares one failure among every resolver waiting on it: logged once.
+            tracing::error!(error = format!("{:#}", internal.cause), "internal error");
             metrics::counter!("rally_internal_errors_total").increment(1);
         }
     }

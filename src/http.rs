@@ -52,9 +52,10 @@ impl MakeRequestId for RandomIds {
     }
 }
 
-/// The whole HTTP application: `graphql::http`'s, the websocket's and `media`'s routes with the
-/// router's own, under one set of layers (the websocket outside the timeout and compression).
-pub fn router(app: AppState, schema: RallySchema, sockets: Sockets, media: Router) -> Router {
+/// The whole HTTP application: `graphql::http`'s, the websocket's and the domains' own routes
+/// (`/media`, `/calendar`) with the router's own, under one set of layers (the websocket outside the
+/// timeout and compression).
+pub fn router(app: AppState, schema: RallySchema, sockets: Sockets, domains: Router) -> Router {
     let config = &app.config;
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, RandomIds))
@@ -89,7 +90,7 @@ pub fn router(app: AppState, schema: RallySchema, sockets: Sockets, media: Route
         .with_state(HttpState { app: app.clone() });
     graphql::http::routes(app, schema)
         .merge(own)
-        .merge(media)
+        .merge(domains)
         .route_layer(middleware::from_fn(track_requests))
         .layer(layers)
         .merge(live)

@@ -17,6 +17,8 @@ pub mod graphql; // the toolkit resolvers use; the schema assembly and its HTTP 
 pub mod http; // axum router, layers, request ids, health, metrics, GraphiQL
 pub mod live; // typed topics, the one publisher, the hub, brokers, the state-stream helper
 pub mod media; // object store, upload checks, blur renderings, the /media routes
+pub mod meetings; // availabilities, bookings, weekly slots, the calendar feed
+pub mod model; // rules every domain shares (the text rule)
 pub mod startup; // App::build -> port -> run_until_stopped
 pub mod state; // AppState: db, broker, media, keys, config (no domain)
 

@@ -22,7 +22,7 @@ use crate::graphql::ws::{SocketSettings, Sockets};
 use crate::live::Live;
 use crate::media::{self, MediaStore};
 use crate::state::{AppState, Inner};
-use crate::{db, http};
+use crate::{db, http, meetings};
 
 /// A built, bound, not yet serving Rally.
 pub struct App {
@@ -87,8 +87,9 @@ impl App {
         };
         let fanout = Fanout::new(schema.clone());
         let sockets = Sockets::new(fanout, state.clone(), settings, stopping_rx);
-        let media = media::routes(state.media.clone(), Arc::new(BlurRenditions(state.clone())));
-        let router = http::router(state.clone(), schema, sockets.clone(), media);
+        let domains = media::routes(state.media.clone(), Arc::new(BlurRenditions(state.clone())))
+            .merge(meetings::calendar::routes(state.clone()));
+        let router = http::router(state.clone(), schema, sockets.clone(), domains);
         Ok(Self {
             listener,
             address,

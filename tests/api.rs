@@ -30,5 +30,9 @@ mod limits;
 mod live;
 #[path = "api/media.rs"]
 mod media;
+#[path = "api/meetings.rs"]
+mod meetings;
+#[path = "api/query_plans.rs"]
+mod query_plans;
 #[path = "api/scale_out.rs"]
 mod scale_out;

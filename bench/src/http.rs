@@ -97,7 +97,7 @@ pub async fn bare_engine(port: u16) -> anyhow::Result<()> {
 /// One keep-alive HTTP/1.1 connection per loop, driven with hyper directly: the load generator
 /// shares the machine with the server, so the less CPU it spends per request the more of the
 /// server's own cost the figures show.
-async fn connection(url: &http::Uri) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
+pub async fn connection(url: &http::Uri) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
     let host = url.host().unwrap_or("127.0.0.1");
     let port = url.port_u16().unwrap_or(80);
     let tcp = tokio::net::TcpStream::connect((host, port)).await?;
@@ -115,16 +115,31 @@ pub async fn load(
     concurrency: usize,
     duration: Duration,
 ) -> Figures {
+    load_cycled(url, vec![body], token, concurrency, duration).await
+}
+
+/// [`load`] with several bodies: each loop sends them in turn, starting at its own.
+pub async fn load_cycled(
+    url: &str,
+    bodies: Vec<String>,
+    token: Option<String>,
+    concurrency: usize,
+    duration: Duration,
+) -> Figures {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return Figures::failed();
     };
-    let body = Bytes::from(body);
+    if bodies.is_empty() {
+        return Figures::failed();
+    }
+    let bodies: std::sync::Arc<[Bytes]> = bodies.into_iter().map(Bytes::from).collect();
     let authorization = token.map(|token| format!("Bearer {token}"));
     let deadline = Instant::now() + duration;
     let started = Instant::now();
-    let workers = (0..concurrency).map(|_| {
-        let (uri, body, authorization) = (uri.clone(), body.clone(), authorization.clone());
+    let workers = (0..concurrency).map(|worker| {
+        let (uri, bodies, authorization) = (uri.clone(), bodies.clone(), authorization.clone());
         tokio::spawn(async move {
+            let mut turn = worker;
             let mut latencies = Vec::new();
             let mut errors = 0u64;
             let Ok(mut sender) = connection(&uri).await else {
@@ -142,7 +157,9 @@ pub async fn load(
                 if let Some(authorization) = &authorization {
                     request = request.header(http::header::AUTHORIZATION, authorization);
                 }
-                let Ok(request) = request.body(Full::new(body.clone())) else {
+                let body = bodies[turn % bodies.len()].clone();
+                turn += 1;
+                let Ok(request) = request.body(Full::new(body)) else {
                     errors += 1;
                     break;
                 };

@@ -14,10 +14,18 @@
 //!   they run.
 //! - Scale-out (with both PostgreSQL and Redis): two Rally instances; subscribers on one, the writer
 //!   on the other.
+//! - Meetings (fresh instances, argon2 at its cheapest since only sign-ups hash): 64 users booking
+//!   1,000 slots of one owner (bookings/s, latency, CONFLICTs); 50 users racing for one slot, five
+//!   times (exactly one winner, 49 CONFLICT; time to the last answer); `availabilities` search
+//!   over 100,284 seeded slots against `{ __typename }` in the same run (and the seeding time).
+//!
+//! `--only http,live,auth,scale-out,meetings` picks parts, e.g. `cargo run -p bench --release --
+//! --only meetings`.
 
 mod auth;
 mod http;
 mod live;
+mod meetings;
 mod rally;
 
 use std::fmt::Write as _;
@@ -59,7 +67,7 @@ struct Args {
     /// Redis URL (default: in-process broker); with `--database-url`, also runs scale-out.
     #[arg(long)]
     redis_url: Option<String>,
-    /// Only these parts (http, live, auth, scale-out); all by default.
+    /// Only these parts (http, live, auth, scale-out, meetings); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where results are written.
@@ -351,6 +359,143 @@ async fn scale_out_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Res
     Ok(())
 }
 
+/// A table cell from an error (one line, no column breaks).
+fn cell(err: &anyhow::Error) -> String {
+    let text: String = format!("{err:#}").chars().take(200).collect();
+    text.replace('|', "/").replace('\n', " ")
+}
+
+/// The meetings table: bookings and the race on one fresh instance, the search on another.
+async fn meetings_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
+    // Only the set-up's sign-ups hash passwords, and no figure below includes them.
+    let cheap = [
+        ("RALLY_ARGON2_MEMORY_KIB", "256"),
+        ("RALLY_ARGON2_ITERATIONS", "1"),
+    ];
+    let duration = Duration::from_secs(args.duration);
+    let _ = writeln!(
+        out,
+        "## Meetings\n\nBookings: one owner's 1,000 slots, {} bookers on keep-alive connections taking the next slot from a shared index (latency of the successful `bookAvailability` calls). Race: {} connected bookers released together by a barrier onto one fresh slot, {} rounds; the time runs from the release to the last answer. Search: {} owners × 366 daily slots seeded {} at a time, then `availabilities(from, to, first: 20)` over one-day windows on random days of the seeded year at {} concurrent requests for {}s, with `{{ __typename }}` on the same instance right after as the baseline.\n\n| scenario | rate | p50 µs | p99 µs | outcome | x `{{ __typename }}` | target | result |\n|---|---|---|---|---|---|---|---|",
+        meetings::BOOKERS,
+        meetings::RACERS,
+        meetings::ROUNDS,
+        meetings::SEARCH_OWNERS,
+        meetings::SEED_IN_FLIGHT,
+        args.concurrency,
+        args.duration,
+    );
+
+    let rally = args.rally(&cheap).await?;
+    let url = rally.url();
+    let name = format!("`bookAvailability`, {} bookers", meetings::BOOKERS);
+    match meetings::booking_throughput(&url, tag).await {
+        Ok(t) => {
+            let pass = t.tally.booked == 1000 && t.slots == 1000 && t.tally.conflicts == 0;
+            let _ = writeln!(
+                out,
+                "| {name} | {:.0} bookings/s ({:.2} s) | {} | {} | {} of {} slots booked, {} CONFLICT, {} errors | - | 1000 booked, 0 CONFLICT | {} |",
+                t.per_second,
+                t.seconds,
+                t.p50_us,
+                t.p99_us,
+                t.tally.booked,
+                t.slots,
+                t.tally.conflicts,
+                t.tally.errors,
+                verdict(pass),
+            );
+        }
+        Err(err) => {
+            let _ = writeln!(out, "| {name} | not run: {} | | | | | | FAIL |", cell(&err));
+        }
+    }
+    let name = format!(
+        "{}-way race on one slot, {} rounds",
+        meetings::RACERS,
+        meetings::ROUNDS
+    );
+    match meetings::race(&url, tag).await {
+        Ok(rounds) => {
+            let mut times: Vec<u64> = rounds.iter().map(|r| r.last_answer_us).collect();
+            let each = times.iter().map(|&t| ms(t)).collect::<Vec<_>>().join(", ");
+            times.sort_unstable();
+            let median = times.get(times.len() / 2).copied().unwrap_or(0);
+            let winners = rounds
+                .iter()
+                .map(|r| r.tally.booked.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let conflicts = rounds
+                .iter()
+                .map(|r| r.tally.conflicts.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let errors: u64 = rounds.iter().map(|r| r.tally.errors).sum();
+            let passed = rounds.iter().filter(|r| r.passed(meetings::RACERS)).count();
+            let _ = writeln!(
+                out,
+                "| {name} | median {} ms to the last answer (rounds: {each} ms) | | | winners {winners}; CONFLICT {conflicts}; {errors} errors | - | 1 winner, {} CONFLICT, every round | {} ({passed}/{} rounds) |",
+                ms(median),
+                meetings::RACERS - 1,
+                verdict(!rounds.is_empty() && passed == rounds.len()),
+                rounds.len(),
+            );
+        }
+        Err(err) => {
+            let _ = writeln!(out, "| {name} | not run: {} | | | | | | FAIL |", cell(&err));
+        }
+    }
+    rally.stop().await;
+
+    let rally = args.rally(&cheap).await?;
+    match meetings::search(&rally.url(), tag, args.concurrency, duration).await {
+        Ok(s) => {
+            let _ = writeln!(
+                out,
+                "| seeding: {} owners × `setWeeklyAvailability` (366 days), {} at a time | {} slots in {:.1} s ({:.0} slots/s) | | | {} owners failed | - | report | - |",
+                s.owners,
+                meetings::SEED_IN_FLIGHT,
+                s.slots,
+                s.seed_seconds,
+                s.slots as f64 / s.seed_seconds.max(f64::EPSILON),
+                s.seed_errors,
+            );
+            let sample_ok = s.sample_edges == 20 && s.sample_more;
+            let _ = writeln!(
+                out,
+                "| `availabilities(from, to, first: 20)`, random one-day windows over {} slots | {:.0} req/s | {} | {} | {} errors; a sample window: {} edges, hasNextPage {} | {:.2} | report (sample page full: {}) | - |",
+                s.slots,
+                s.search.per_second,
+                s.search.p50_us,
+                s.search.p99_us,
+                s.search.errors,
+                s.sample_edges,
+                s.sample_more,
+                s.search.per_second / s.trivial.per_second.max(f64::EPSILON),
+                verdict(sample_ok),
+            );
+            let _ = writeln!(
+                out,
+                "| baseline: `{{ __typename }}`, same instance | {:.0} req/s | {} | {} | {} errors | 1.00 | report | - |",
+                s.trivial.per_second, s.trivial.p50_us, s.trivial.p99_us, s.trivial.errors,
+            );
+            if s.search.requests == 0 {
+                eprintln!("warning: the availabilities search completed no request");
+            }
+        }
+        Err(err) => {
+            let _ = writeln!(
+                out,
+                "| `availabilities` search | not run: {} | | | | | | FAIL |",
+                cell(&err)
+            );
+        }
+    }
+    rally.stop().await;
+    out.push('\n');
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -404,6 +549,10 @@ async fn main() -> anyhow::Result<()> {
         } else {
             out.push_str("## Scale-out\n\nNot run: it needs `--database-url` and `--redis-url`.\n");
         }
+    }
+    if args.runs("meetings") {
+        eprintln!("meetings…");
+        meetings_part(&args, &format!("{tag}m"), &mut out).await?;
     }
     print!("{out}");
     std::fs::create_dir_all(&args.out_dir)?;

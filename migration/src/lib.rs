@@ -9,6 +9,7 @@ mod m20261121_000001_accounts;
 mod m20261121_000002_events;
 mod m20261121_000003_cups;
 mod m20261121_000004_games;
+mod m20261201_000005_meetings;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_events::Migration),
             Box::new(m20261121_000003_cups::Migration),
             Box::new(m20261121_000004_games::Migration),
+            Box::new(m20261201_000005_meetings::Migration),
         ]
     }
 }

@@ -1,9 +1,9 @@
-//! Authentication: who is calling, and the guards that say what they may do.
+//! Authentication: who is calling, with what credentials.
 //!
 //! Owns password hashing (argon2id, always on the blocking pool), JWT access tokens, opaque refresh
-//! tokens (random, stored as hashes), the per-request [`Viewer`] and the login rate limits. It uses
-//! only `config` and `error`; the accounts domain stores what it issues, and the GraphQL toolkit's
-//! guards enforce it.
+//! tokens (random, stored as hashes), secrets derived from the server's (calendar feed tokens), the
+//! per-request [`Viewer`] and the login rate limits. It uses `config`, `error` and the user entity's
+//! role; the accounts domain stores what it issues, and the GraphQL toolkit's guards enforce it.
 
 mod limits;
 mod password;
@@ -13,6 +13,6 @@ mod viewer;
 
 pub use limits::AuthLimits;
 pub use password::Passwords;
-pub use refresh::RefreshToken;
+pub use refresh::{RefreshToken, token_hash};
 pub use token::{AUDIENCE, AccessToken, Claims, ISSUER, TokenKeys};
 pub use viewer::{ClientAddr, Identity, Viewer};

@@ -25,9 +25,14 @@ impl RefreshToken {
 
     /// The stored form of a presented token.
     pub fn hash(token: &str) -> String {
-        let digest = Sha256::digest(token.as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        token_hash(token)
     }
+}
+
+/// The stored form of a secret token (refresh tokens, calendar feed tokens): hex SHA-256.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -40,9 +40,10 @@ pub struct AccessToken {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Signs and checks access tokens with one HS256 secret.
+/// Signs and checks access tokens with one HS256 secret, and derives other secrets from it.
 #[derive(Clone)]
 pub struct TokenKeys {
+    secret: std::sync::Arc<[u8]>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -58,11 +59,26 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
         validation.leeway = 5;
         Self {
+            secret: secret.into(),
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl,
         }
+    }
+
+    /// A secret derived from the server's for one `purpose` and `message` (HMAC-SHA256,
+    /// base64url): unguessable without the server's secret, the same every time it is asked, so it
+    /// need not be stored (calendar feed tokens are made this way from a stored random nonce).
+    pub fn derive(&self, purpose: &str, message: &str) -> Result<String> {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.secret).map_err(Error::internal)?;
+        mac.update(purpose.as_bytes());
+        mac.update(b"\0");
+        mac.update(message.as_bytes());
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
     /// A new access token for `user_id`.

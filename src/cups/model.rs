@@ -294,6 +294,32 @@ mod tests {
     }
 
     #[test]
+    fn the_previous_version_decodes_what_this_one_publishes() {
+        let now = Utc::now();
+        let row = cup_session::Model {
+            id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            status: Status::Open,
+            cheers: 1,
+            orders: 2,
+            game_points: 3,
+            score: 4,
+            score_reached_at: now,
+            alcohol_grams: 12.5,
+            bill_cents: 900,
+            calories: 200,
+            first_drink_at: Some(now),
+            opened_at: now,
+            closed_at: None,
+            version: 3,
+        };
+        let published = serde_json::to_string(&CupSessionState::from(row.clone())).unwrap();
+        let decoded: cup_session::Model = serde_json::from_str(&published).unwrap();
+        assert_eq!(decoded, row);
+    }
+
+    #[test]
     fn a_newer_session_supersedes_an_older_one() {
         let old = Uuid::now_v7();
         let new = Uuid::now_v7();

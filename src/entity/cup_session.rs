@@ -15,7 +15,7 @@ pub enum Status {
     Closed,
 }
 
-/// One row of `cup_sessions` (also the payload of live session changes).
+/// One row of `cup_sessions` (live messages carry `cups::model::CupSessionState`, not this).
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "cup_sessions")]
 pub struct Model {

@@ -21,7 +21,8 @@ pub enum Status {
     Cancelled,
 }
 
-/// One row of `events` (also the payload of live event changes, hence serde).
+/// One row of `events` (live messages carry `events::model::EventState`, not this; serde stays
+/// so tests can show the previous release still decodes those).
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "events")]
 pub struct Model {

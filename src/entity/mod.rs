@@ -1,7 +1,9 @@
 //! SeaORM entities, one file per table. Generated-style code only: no behaviour lives here; domain
 //! services own every read and write, and GraphQL types convert from these models in each domain.
 
+pub mod availability;
 pub mod blur_round;
+pub mod calendar_feed;
 pub mod cup_session;
 pub mod drink_order;
 pub mod event;
@@ -10,5 +12,6 @@ pub mod event_staff;
 pub mod event_template;
 pub mod game;
 pub mod game_player;
+pub mod meeting;
 pub mod refresh_token;
 pub mod user;

@@ -13,6 +13,7 @@ use crate::entity::event::{self, Status};
 use crate::entity::event_staff::StaffRole;
 use crate::error::{Error, Result};
 use crate::live::{Topic, Topics, Versioned};
+pub use crate::model::{optional_text, text};
 
 /// A time truncated to the whole second.
 pub fn to_second(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -28,36 +29,6 @@ pub fn can_move(from: Status, to: Status) -> bool {
             (from, to),
             (Scheduled, Live) | (Live, Finished) | (Scheduled | Live, Cancelled)
         )
-}
-
-/// Checks a text field: trimmed, `min..=max` characters, no control characters but newlines/tabs.
-pub fn text(raw: &str, field: &str, min: usize, max: usize) -> Result<String> {
-    let value = raw.trim();
-    let length = value.chars().count();
-    if length < min || length > max {
-        return Err(Error::bad_input(
-            field,
-            format!("{field} has {min} to {max} characters"),
-        ));
-    }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(Error::bad_input(
-            field,
-            format!("{field} has control characters"),
-        ));
-    }
-    Ok(value.to_owned())
-}
-
-/// An optional text: empty means none.
-pub fn optional_text(raw: Option<&str>, field: &str, max: usize) -> Result<Option<String>> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(value) => text(value, field, 1, max).map(Some),
-    }
 }
 
 /// Checks that an end is after its start.
@@ -139,9 +110,10 @@ pub fn is_crew(
 /// The changes of one event: `event:{id}`.
 pub const CHANGES: Topics<EventChanged> = Topics::per("event");
 
-/// Status changes of every event (`events:status`), with the same payload as [`CHANGES`].
+/// Status changes of every event (`events:status-changes`), with the same payload as [`CHANGES`].
+/// (The previous release published bare rows on `events:status`; a new shape is a new topic.)
 pub fn status_changes() -> Topic<EventChanged> {
-    Topic::single("events", "status")
+    Topic::single("events", "status-changes")
 }
 
 /// What happened to an event (wire v1). Fields are only ever added, with defaults.
@@ -189,6 +161,10 @@ pub struct EventState {
     pub like_count: i32,
     /// Grows with each committed change.
     pub version: i64,
+    /// When created (kept on the wire: the previous release requires it to decode a change).
+    pub created_at: DateTime<Utc>,
+    /// When last changed (likewise).
+    pub updated_at: DateTime<Utc>,
 }
 
 impl From<event::Model> for EventState {
@@ -206,6 +182,8 @@ impl From<event::Model> for EventState {
             template_id: row.template_id,
             like_count: row.like_count,
             version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
         }
     }
 }
@@ -318,11 +296,47 @@ mod tests {
 
     #[test]
     fn a_change_with_fields_this_version_does_not_know_decodes() {
-        let newer = r#"{"event":{"id":"0193a5a0-0000-7000-8000-000000000001","title":"Quiz","starts_at":"2026-12-24T19:00:00Z","status":"Scheduled","organizer_id":"0193a5a0-0000-7000-8000-000000000002","like_count":0,"version":1,"capacity":40},"kind":"Updated","reason":"a field from the future"}"#;
+        let newer = r#"{"event":{"id":"0193a5a0-0000-7000-8000-000000000001","title":"Quiz","starts_at":"2026-12-24T19:00:00Z","status":"Scheduled","organizer_id":"0193a5a0-0000-7000-8000-000000000002","like_count":0,"version":1,"created_at":"2026-12-01T10:00:00Z","updated_at":"2026-12-01T10:00:00Z","capacity":40},"kind":"Updated","reason":"a field from the future"}"#;
         let change: EventChanged = serde_json::from_str(newer).unwrap();
         assert_eq!(change.event.venue, None);
         assert_eq!(change.actor, None);
         assert_eq!(change.kind, ChangeKind::Updated);
+    }
+
+    #[test]
+    fn the_previous_version_decodes_what_this_one_publishes() {
+        // The previous release decoded `event:{id}` into this shape (the whole row).
+        #[derive(Deserialize)]
+        struct PreviousChange {
+            event: event::Model,
+            kind: ChangeKind,
+        }
+        let now = Utc::now();
+        let row = event::Model {
+            id: Uuid::now_v7(),
+            title: "Quiz".into(),
+            description: Some("Bring a pen".into()),
+            venue: None,
+            starts_at: to_second(now),
+            ends_at: None,
+            status: Status::Live,
+            image_key: None,
+            organizer_id: Uuid::now_v7(),
+            template_id: None,
+            like_count: 2,
+            version: 5,
+            created_at: now,
+            updated_at: now,
+        };
+        let published = serde_json::to_string(&EventChanged {
+            event: row.clone().into(),
+            kind: ChangeKind::Updated,
+            actor: None,
+        })
+        .unwrap();
+        let decoded: PreviousChange = serde_json::from_str(&published).unwrap();
+        assert_eq!(decoded.event, row);
+        assert_eq!(decoded.kind, ChangeKind::Updated);
     }
 
     #[test]

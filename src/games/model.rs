@@ -107,6 +107,22 @@ mod tests {
     }
 
     #[test]
+    fn the_previous_version_decodes_what_this_one_publishes() {
+        let row = game::Model {
+            id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            kind: Kind::Score,
+            title: "Darts".into(),
+            status: Status::Pending,
+            version: 1,
+            created_at: Utc::now(),
+        };
+        let published = serde_json::to_string(&GameState::from(row.clone())).unwrap();
+        let decoded: game::Model = serde_json::from_str(&published).unwrap();
+        assert_eq!(decoded, row);
+    }
+
+    #[test]
     fn inputs_are_bounded() {
         assert!(parse_points(0).is_err());
         assert!(parse_points(1001).is_err());

@@ -61,18 +61,15 @@ pub struct Payload {
     pub json: String,
     /// Produced by a public execution that asked who is calling: not for signed-in members.
     viewer_sensitive: bool,
-    /// When the document never executed (it did not parse or validate): its errors as the
-    /// protocols' `error` payloads, (graphql-transport-ws: the array, legacy: the first error).
-    request_errors: Option<(String, String)>,
+    /// When the document never executed (it did not parse or validate): its errors, the payload of
+    /// the protocols' `error` message.
+    request_errors: Option<String>,
 }
 
 impl Payload {
     fn of(response: Response, viewer_sensitive: bool) -> Self {
         let response = with_codes(response);
-        let request_errors = is_request_error(&response).then(|| {
-            let first = response.errors.first().map(json).unwrap_or_default();
-            (json(&response.errors), first)
-        });
+        let request_errors = is_request_error(&response).then(|| json(&response.errors));
         Self {
             json: json(&response),
             viewer_sensitive,
@@ -91,12 +88,9 @@ impl Payload {
         Arc::new(payload)
     }
 
-    /// The `error` payload for the protocol (`legacy`: subscriptions-transport-ws) when the document
-    /// never executed.
-    pub fn request_errors(&self, legacy: bool) -> Option<&str> {
-        self.request_errors
-            .as_ref()
-            .map(|(all, first)| if legacy { first.as_str() } else { all.as_str() })
+    /// The `error` message's payload (the array of errors) when the document never executed.
+    pub fn request_errors(&self) -> Option<&str> {
+        self.request_errors.as_deref()
     }
 }
 

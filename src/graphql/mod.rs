@@ -6,7 +6,7 @@
 //! [`upload`], [`response`] (every error gets a contract code), query [`limits`], operation
 //! [`telemetry`] and parsed [`documents`].
 //!
-//! **Assembly** (only startup, the HTTP router and the transports import these): [`schema`] (the
+//! **Assembly** (only `main`, startup, the HTTP router and the transports import these): [`schema`] (the
 //! merged roots, the one builder shared with `rally schema`, the SDL, loader registration),
 //! [`http`] (GraphQL over HTTP), [`ws`] (both websocket protocols) and [`fanout`] (shared
 //! subscription executions).

@@ -2,7 +2,8 @@
 //! and `rally schema` (so `schema.graphql` is exactly what is served), the SDL, and the one place
 //! every DataLoader and per-instance service is registered as schema data.
 //!
-//! Only startup, the HTTP router and the transports use this module; domains use the toolkit.
+//! Only `main` (`rally schema`), startup, the HTTP router and the transports use this module;
+//! domains use the toolkit.
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
@@ -18,11 +19,20 @@ use crate::events::graphql::{
 use crate::games::graphql::{
     GamesLoader, GamesMutation, GamesQuery, GamesSubscription, PlayersLoader, RoundsLoader,
 };
+use crate::meetings::graphql::{
+    AvailabilityLoader, MeetingsMutation, MeetingsQuery, MeetingsSubscription,
+};
 use crate::state::AppState;
 
 /// Every query root, merged.
 #[derive(MergedObject, Default)]
-pub struct Query(AccountsQuery, EventsQuery, CupsQuery, GamesQuery);
+pub struct Query(
+    AccountsQuery,
+    EventsQuery,
+    CupsQuery,
+    GamesQuery,
+    MeetingsQuery,
+);
 
 /// Every mutation root, merged.
 #[derive(MergedObject, Default)]
@@ -31,11 +41,17 @@ pub struct Mutation(
     EventsMutation,
     CupsMutation,
     GamesMutation,
+    MeetingsMutation,
 );
 
 /// Every subscription root, merged.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(EventsSubscription, CupsSubscription, GamesSubscription);
+pub struct Subscription(
+    EventsSubscription,
+    CupsSubscription,
+    GamesSubscription,
+    MeetingsSubscription,
+);
 
 /// Subscriptions whose stream starts with the current state (then follows its changes): a subscriber
 /// joining a shared execution late gets its latest payload first.
@@ -43,7 +59,7 @@ pub const STATE_SUBSCRIPTIONS: &[&str] =
     &["eventUpdated", "leaderboard", "gameUpdated", "myCupSession"];
 
 /// Subscriptions that stream events from the moment of subscribing (nothing to replay).
-pub const EVENT_SUBSCRIPTIONS: &[&str] = &["eventStatusChanged", "cupSessionUpdated"];
+pub const EVENT_SUBSCRIPTIONS: &[&str] = &["eventStatusChanged", "cupSessionUpdated", "myMeetings"];
 
 /// Rally's schema type.
 pub type RallySchema = Schema<Query, Mutation, Subscription>;
@@ -81,6 +97,7 @@ pub fn build(limits: QueryLimits, state: &AppState, leaderboards: Leaderboards) 
         .data(app_wide(GamesLoader(state.clone())))
         .data(app_wide(PlayersLoader(state.clone())))
         .data(app_wide(RoundsLoader(state.clone())))
+        .data(app_wide(AvailabilityLoader(state.clone())))
         .finish()
 }
 

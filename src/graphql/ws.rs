@@ -18,8 +18,8 @@
 //! Subscriptions run in shared executions ([`Fanout`]): the connection only wraps each shared
 //! payload in its own frame. Every error carries a contract code, as over HTTP; a document that
 //! does not parse or validate gets the protocol's `error` message instead of `next`/`data` (an
-//! array of GraphQL errors on graphql-transport-ws, as the graphql-ws spec says; the first error on
-//! the legacy protocol, whose `error` payload is one error), and nothing follows it.
+//! array of GraphQL errors, as the graphql-ws spec says; the legacy protocol's `error` carries the
+//! same array, which its clients read as the list of errors), and nothing follows it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -444,11 +444,10 @@ impl Connection<'_> {
         let prefix = self.frame_prefix(id);
         let complete = complete_frame(id);
         let error = self.error_prefix(id);
-        let legacy = self.legacy;
         async_stream::stream! {
             let _tracked = tracked;
             while let Some(payload) = payloads.next().await {
-                if let Some(errors) = payload.request_errors(legacy) {
+                if let Some(errors) = payload.request_errors() {
                     yield (format!("{error}{errors}}}"), true);
                     return;
                 }

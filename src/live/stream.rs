@@ -151,8 +151,9 @@ where
                         tokio::time::sleep_until(loaded_at + window).await;
                         feed.drain();
                     }
-                    let state = reload(&load).await;
+                    // The window counts from the start of a load, so a burst costs one per window.
                     loaded_at = Instant::now();
+                    let state = reload(&load).await;
                     if state.is_none() && matches!(missing, Missing::NotFound(_)) {
                         break;
                     }
@@ -350,10 +351,20 @@ mod tests {
         for version in 0..20 {
             live.publish(&topic, &thing(version));
         }
+        let started = Instant::now();
         assert_eq!(
             stream.next().await,
             Some(thing(1)),
             "one load for the burst"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(40),
+            "not before the window ends"
+        );
+        let more = tokio::time::timeout(Duration::from_millis(150), stream.next()).await;
+        assert!(
+            more.is_err(),
+            "nothing else to load: the burst was coalesced"
         );
         assert_eq!(loads.load(Ordering::SeqCst), 2);
     }

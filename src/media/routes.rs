@@ -18,8 +18,9 @@ use uuid::Uuid;
 use super::MediaStore;
 use crate::error::Result;
 
-/// The route of blur renderings; [`MediaStore::blur_url`] builds its URLs.
-const BLUR_ROUTE: &str = "/media/rounds/{round}/{file}";
+/// Where blur renderings live: `{ROUNDS}/{round}/{level}.jpg`; the route and
+/// [`MediaStore::blur_url`] both come from it.
+const ROUNDS: &str = "/media/rounds";
 
 /// Cached forever: media keys are immutable.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -44,7 +45,7 @@ struct Media {
 impl MediaStore {
     /// The URL of `round`'s rendering at `level`.
     pub fn blur_url(&self, round: Uuid, level: i32) -> String {
-        format!("{}/media/rounds/{round}/{level}.jpg", self.public_base)
+        format!("{}{ROUNDS}/{round}/{level}.jpg", self.public_base)
     }
 }
 
@@ -52,7 +53,7 @@ impl MediaStore {
 pub fn routes(store: MediaStore, renditions: Arc<dyn Renditions>) -> Router {
     Router::new()
         .route("/media/{key}", get(media))
-        .route(BLUR_ROUTE, get(blurred))
+        .route(&format!("{ROUNDS}/{{round}}/{{file}}"), get(blurred))
         .with_state(Media { store, renditions })
 }
 

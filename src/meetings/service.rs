@@ -1,0 +1,667 @@
+//! Meeting rules with storage: the only code touching `availabilities`, `meetings` and
+//! `calendar_feeds`, and the publisher of `user:{id}:meetings`.
+//!
+//! The guarantees are the database's:
+//! - **Exactly one booker.** Booking is one transaction: a conditional update of the slot
+//!   (`SCHEDULED -> BOOKED WHERE status = 'SCHEDULED'`), then the insert of a CONFIRMED meeting, which
+//!   the partial unique index `meetings_one_confirmed_key` admits once per slot. On PostgreSQL
+//!   concurrent bookers queue on the slot's row and re-check the condition after the winner commits;
+//!   on SQLite write transactions take turns. Either way one booker wins and the rest get CONFLICT.
+//! - **No overlap for one owner.** Publishing or moving a slot checks the owner's SCHEDULED and
+//!   BOOKED slots inside a write transaction that first locks the owner's `users` row on PostgreSQL
+//!   (`SELECT … FOR UPDATE`; portable to PostgreSQL-compatible engines, unlike an exclusion
+//!   constraint), so two overlapping slots racing for one owner never both land; SQLite's write
+//!   transactions are serialized already.
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use futures_util::{Stream, StreamExt};
+use rand::RngCore;
+use sea_orm::prelude::Expr;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
+};
+use uuid::Uuid;
+
+use super::model::{
+    MEETINGS, MeetingChanged, MeetingEvent, MeetingState, Role, Slot, SlotRules, parse_reason,
+    takes_part,
+};
+use crate::accounts;
+use crate::accounts::model::Handle;
+use crate::auth::{Identity, token_hash};
+use crate::db::WriteTxn;
+use crate::entity::availability::{self, Status};
+use crate::entity::meeting::{self, Status as MeetingStatus};
+use crate::entity::{calendar_feed, user};
+use crate::error::{Error, Result, UniqueKey};
+use crate::live;
+use crate::state::AppState;
+
+/// `meetings_one_confirmed_key` (see the meetings migration): one CONFIRMED meeting per slot.
+const ONE_CONFIRMED_KEY: UniqueKey = UniqueKey {
+    name: "meetings_one_confirmed_key",
+    table: "meetings",
+    columns: &["availability_id"],
+};
+
+/// What a calendar feed's token is derived for (with the user and the feed's nonce).
+const FEED_PURPOSE: &str = "rally calendar feed v1";
+
+/// How far back a calendar feed reaches, and how many meetings it holds at most.
+const FEED_PAST_DAYS: i64 = 90;
+const FEED_MAX: u64 = 1000;
+
+/// The rules slots are checked against now.
+pub fn slot_rules(state: &AppState) -> SlotRules {
+    SlotRules {
+        now: Utc::now(),
+        max_length: Duration::minutes(
+            i64::try_from(state.config.max_slot_minutes).unwrap_or(i64::MAX / 60_000),
+        ),
+    }
+}
+
+/// The availability with this id, or NOT_FOUND.
+async fn require(db: &impl ConnectionTrait, id: Uuid) -> Result<availability::Model> {
+    availability::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("no such availability"))
+}
+
+/// Takes the owner's turn for changing their slots: on PostgreSQL a lock on their `users` row,
+/// held until the transaction ends (SQLite's write transactions are serialized already).
+async fn lock_owner(txn: &WriteTxn, owner: Uuid) -> Result<()> {
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        user::Entity::find_by_id(owner)
+            .select_only()
+            .column(user::Column::Id)
+            .lock_exclusive()
+            .into_tuple::<Uuid>()
+            .one(&**txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether `slot` overlaps one of `owner`'s SCHEDULED or BOOKED slots (other than `except`).
+async fn overlaps(
+    db: &impl ConnectionTrait,
+    owner: Uuid,
+    slot: &Slot,
+    except: Option<Uuid>,
+) -> Result<bool> {
+    let mut query = availability::Entity::find()
+        .filter(availability::Column::OwnerId.eq(owner))
+        .filter(availability::Column::Status.is_in([Status::Scheduled, Status::Booked]))
+        .filter(availability::Column::StartTime.lt(slot.end))
+        .filter(availability::Column::EndTime.gt(slot.start));
+    if let Some(except) = except {
+        query = query.filter(availability::Column::Id.ne(except));
+    }
+    Ok(query.count(db).await? > 0)
+}
+
+/// Publishes `slots` for `owner`, all or none: any slot that overlaps one of the owner's (or
+/// another of `slots`) refuses every one with CONFLICT on `overlap_field`.
+#[tracing::instrument(skip(state, slots), fields(slots = slots.len()))]
+pub async fn publish(
+    state: &AppState,
+    owner: Identity,
+    slots: Vec<Slot>,
+    overlap_field: &str,
+) -> Result<Vec<availability::Model>> {
+    let taken = || Error::conflict(overlap_field, "this overlaps one of your availabilities");
+    for (i, slot) in slots.iter().enumerate() {
+        if slots[..i].iter().any(|earlier| earlier.overlaps(slot)) {
+            return Err(taken());
+        }
+    }
+    let txn = state.begin_write().await?;
+    lock_owner(&txn, owner.user_id).await?;
+    let now = Utc::now();
+    let mut created = Vec::with_capacity(slots.len());
+    for slot in slots {
+        if overlaps(&*txn, owner.user_id, &slot, None).await? {
+            return Err(taken());
+        }
+        let row = availability::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            owner_id: Set(owner.user_id),
+            start_time: Set(slot.start),
+            end_time: Set(slot.end),
+            title: Set(slot.title),
+            description: Set(slot.description),
+            status: Set(Status::Scheduled),
+            version: Set(1),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&*txn)
+        .await?;
+        created.push(row);
+    }
+    txn.commit().await?;
+    Ok(created)
+}
+
+/// The owner moves or renames a SCHEDULED slot (the same rules as publishing it).
+#[tracing::instrument(skip(state))]
+pub async fn update(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    slot: Slot,
+) -> Result<availability::Model> {
+    let txn = state.begin_write().await?;
+    let current = require(&*txn, id).await?;
+    if current.owner_id != actor.user_id {
+        return Err(Error::Forbidden("only its owner changes an availability"));
+    }
+    lock_owner(&txn, actor.user_id).await?;
+    if overlaps(&*txn, actor.user_id, &slot, Some(id)).await? {
+        return Err(Error::conflict(
+            "input.startTime",
+            "this overlaps one of your availabilities",
+        ));
+    }
+    let changed = availability::Entity::update_many()
+        .col_expr(availability::Column::StartTime, Expr::value(slot.start))
+        .col_expr(availability::Column::EndTime, Expr::value(slot.end))
+        .col_expr(availability::Column::Title, Expr::value(slot.title))
+        .col_expr(
+            availability::Column::Description,
+            Expr::value(slot.description),
+        )
+        .col_expr(
+            availability::Column::Version,
+            Expr::col(availability::Column::Version).add(1),
+        )
+        .col_expr(availability::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(availability::Column::Id.eq(id))
+        .filter(availability::Column::Status.eq(Status::Scheduled))
+        .exec(&*txn)
+        .await?;
+    if changed.rows_affected == 0 {
+        return Err(not_open(current.status));
+    }
+    let updated = require(&*txn, id).await?;
+    txn.commit().await?;
+    Ok(updated)
+}
+
+fn not_open(status: Status) -> Error {
+    Error::state_conflict(match status {
+        Status::Booked => "this availability is booked",
+        _ => "this availability is cancelled",
+    })
+}
+
+/// The owner withdraws a SCHEDULED slot: gone, or CANCELLED when cancelled meetings keep it as
+/// their history.
+#[tracing::instrument(skip(state))]
+pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
+    let txn = state.begin_write().await?;
+    let current = require(&*txn, id).await?;
+    if current.owner_id != actor.user_id {
+        return Err(Error::Forbidden("only its owner deletes an availability"));
+    }
+    let history = meeting::Entity::find()
+        .filter(meeting::Column::AvailabilityId.eq(id))
+        .count(&*txn)
+        .await?;
+    let gone = if history > 0 {
+        availability::Entity::update_many()
+            .col_expr(availability::Column::Status, Expr::value(Status::Cancelled))
+            .col_expr(
+                availability::Column::Version,
+                Expr::col(availability::Column::Version).add(1),
+            )
+            .col_expr(availability::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(availability::Column::Id.eq(id))
+            .filter(availability::Column::Status.eq(Status::Scheduled))
+            .exec(&*txn)
+            .await?
+            .rows_affected
+    } else {
+        availability::Entity::delete_many()
+            .filter(availability::Column::Id.eq(id))
+            .filter(availability::Column::Status.eq(Status::Scheduled))
+            .exec(&*txn)
+            .await?
+            .rows_affected
+    };
+    if gone == 0 {
+        return Err(not_open(current.status));
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The availabilities with these ids (for the loader).
+pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<availability::Model>> {
+    Ok(availability::Entity::find()
+        .filter(availability::Column::Id.is_in(ids.iter().copied()))
+        .all(&state.db)
+        .await?)
+}
+
+/// A `(start, id)` position in a list ordered by start.
+pub type Position = (DateTime<Utc>, Uuid);
+
+/// Rows after `after` in (start, id) order.
+fn after_position<C: ColumnTrait>(start: C, id: C, after: Option<Position>) -> Condition {
+    match after {
+        None => Condition::all(),
+        Some((at, last)) => Condition::any()
+            .add(start.gt(at))
+            .add(Condition::all().add(start.eq(at)).add(id.gt(last))),
+    }
+}
+
+/// The first whole second at or after `time` (an exclusive bound on whole-second times).
+fn ceil_second(time: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = time.trunc_subsecs(0);
+    if floor == time {
+        time
+    } else {
+        floor + Duration::seconds(1)
+    }
+}
+
+/// Open (SCHEDULED) slots starting in [from, to), soonest first, optionally of one owner.
+#[tracing::instrument(skip(state))]
+pub async fn search(
+    state: &AppState,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    owner: Option<&Handle>,
+    after: Option<Position>,
+    limit: u64,
+) -> Result<(Vec<availability::Model>, bool)> {
+    let owner = match owner {
+        Some(handle) => match accounts::service::find_by_handle(state, handle).await? {
+            Some(owner) => Some(owner.id),
+            None => return Ok((Vec::new(), false)),
+        },
+        None => None,
+    };
+    let query = search_query(from, to, owner, after);
+    Ok(crate::db::page(&state.db, query, limit).await?)
+}
+
+/// The query of [`search`] (public so a test can show its plan uses the index).
+pub fn search_query(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    owner: Option<Uuid>,
+    after: Option<Position>,
+) -> Select<availability::Entity> {
+    let mut query = availability::Entity::find()
+        .filter(availability::Column::Status.eq(Status::Scheduled))
+        .filter(availability::Column::StartTime.gte(ceil_second(from)))
+        .filter(availability::Column::StartTime.lt(ceil_second(to)))
+        .filter(after_position(
+            availability::Column::StartTime,
+            availability::Column::Id,
+            after,
+        ))
+        .order_by_asc(availability::Column::StartTime)
+        .order_by_asc(availability::Column::Id);
+    if let Some(owner) = owner {
+        query = query.filter(availability::Column::OwnerId.eq(owner));
+    }
+    query
+}
+
+/// The owner's slots of every status, soonest first.
+pub async fn mine(
+    state: &AppState,
+    owner: Uuid,
+    after: Option<Position>,
+    limit: u64,
+) -> Result<(Vec<availability::Model>, bool)> {
+    let query = availability::Entity::find()
+        .filter(availability::Column::OwnerId.eq(owner))
+        .filter(after_position(
+            availability::Column::StartTime,
+            availability::Column::Id,
+            after,
+        ))
+        .order_by_asc(availability::Column::StartTime)
+        .order_by_asc(availability::Column::Id);
+    Ok(crate::db::page(&state.db, query, limit).await?)
+}
+
+/// Books a slot for `actor`: exactly one booker wins (see the module docs); the others get
+/// CONFLICT. Nobody books their own slot, nor one that has started.
+#[tracing::instrument(skip(state))]
+pub async fn book(state: &AppState, actor: Identity, id: Uuid) -> Result<meeting::Model> {
+    let mut txn = state.begin_write().await?;
+    let slot = require(&*txn, id).await?;
+    if slot.owner_id == actor.user_id {
+        return Err(Error::Forbidden("you cannot book your own availability"));
+    }
+    let now = Utc::now();
+    let taken = availability::Entity::update_many()
+        .col_expr(availability::Column::Status, Expr::value(Status::Booked))
+        .col_expr(
+            availability::Column::Version,
+            Expr::col(availability::Column::Version).add(1),
+        )
+        .col_expr(availability::Column::UpdatedAt, Expr::value(now))
+        .filter(availability::Column::Id.eq(id))
+        .filter(availability::Column::Status.eq(Status::Scheduled))
+        .filter(availability::Column::StartTime.gt(now))
+        .exec(&*txn)
+        .await?;
+    if taken.rows_affected == 0 {
+        return Err(Error::state_conflict(if slot.start_time <= now {
+            "this availability has started"
+        } else {
+            "this availability is already booked"
+        }));
+    }
+    let meeting = meeting::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        availability_id: Set(id),
+        owner_id: Set(slot.owner_id),
+        participant_id: Set(actor.user_id),
+        start_time: Set(slot.start_time),
+        end_time: Set(slot.end_time),
+        status: Set(MeetingStatus::Confirmed),
+        sequence: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+        cancelled_at: Set(None),
+        cancelled_by: Set(None),
+        cancellation_reason: Set(None),
+    }
+    .insert(&*txn)
+    .await
+    .map_err(|err| {
+        Error::on_constraint(
+            err,
+            &[(ONE_CONFIRMED_KEY, || {
+                Error::state_conflict("this availability is already booked")
+            })],
+        )
+    })?;
+    announce(
+        &mut txn,
+        &meeting,
+        MeetingEvent::Booked,
+        &[meeting.owner_id],
+    );
+    txn.commit().await?;
+    Ok(meeting)
+}
+
+/// Announces a meeting change to `users` once the transaction commits.
+fn announce(txn: &mut WriteTxn, meeting: &meeting::Model, kind: MeetingEvent, users: &[Uuid]) {
+    let change = MeetingChanged {
+        meeting: meeting.clone().into(),
+        kind,
+    };
+    for user in users {
+        txn.publish(&MEETINGS.of(*user), &change);
+    }
+}
+
+/// The owner or the participant cancels; the slot goes back to SCHEDULED if it still lies in the
+/// future, else CANCELLED. The owner hears of every cancellation, the participant of the owner's.
+#[tracing::instrument(skip(state, reason))]
+pub async fn cancel(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    reason: Option<&str>,
+) -> Result<meeting::Model> {
+    let reason = parse_reason(reason)?;
+    let mut txn = state.begin_write().await?;
+    let current = visible_meeting(&*txn, actor.user_id, id).await?;
+    let now = Utc::now();
+    let cancelled = meeting::Entity::update_many()
+        .col_expr(
+            meeting::Column::Status,
+            Expr::value(MeetingStatus::Cancelled),
+        )
+        .col_expr(meeting::Column::CancelledAt, Expr::value(now))
+        .col_expr(meeting::Column::CancelledBy, Expr::value(actor.user_id))
+        .col_expr(meeting::Column::CancellationReason, Expr::value(reason))
+        .col_expr(
+            meeting::Column::Sequence,
+            Expr::col(meeting::Column::Sequence).add(1),
+        )
+        .col_expr(meeting::Column::UpdatedAt, Expr::value(now))
+        .filter(meeting::Column::Id.eq(id))
+        .filter(meeting::Column::Status.eq(MeetingStatus::Confirmed))
+        .exec(&*txn)
+        .await?;
+    if cancelled.rows_affected == 0 {
+        return Err(Error::state_conflict("this meeting is already cancelled"));
+    }
+    // A booked slot cannot move, so the meeting's start is the slot's.
+    let reopened = if current.start_time > now {
+        Status::Scheduled
+    } else {
+        Status::Cancelled
+    };
+    availability::Entity::update_many()
+        .col_expr(availability::Column::Status, Expr::value(reopened))
+        .col_expr(
+            availability::Column::Version,
+            Expr::col(availability::Column::Version).add(1),
+        )
+        .col_expr(availability::Column::UpdatedAt, Expr::value(now))
+        .filter(availability::Column::Id.eq(current.availability_id))
+        .filter(availability::Column::Status.eq(Status::Booked))
+        .exec(&*txn)
+        .await?;
+    let meeting = meeting::Entity::find_by_id(id)
+        .one(&*txn)
+        .await?
+        .ok_or(Error::NotFound("no such meeting"))?;
+    let mut told = vec![meeting.owner_id];
+    if actor.user_id == meeting.owner_id {
+        told.push(meeting.participant_id);
+    }
+    announce(&mut txn, &meeting, MeetingEvent::Cancelled, &told);
+    txn.commit().await?;
+    Ok(meeting)
+}
+
+async fn visible_meeting(
+    db: &impl ConnectionTrait,
+    viewer: Uuid,
+    id: Uuid,
+) -> Result<meeting::Model> {
+    meeting::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .filter(|m| takes_part(viewer, m.owner_id, m.participant_id))
+        .ok_or(Error::NotFound("no such meeting"))
+}
+
+/// A meeting its owner or participant asks for; NOT_FOUND for anyone else.
+pub async fn meeting(state: &AppState, viewer: Identity, id: Uuid) -> Result<meeting::Model> {
+    visible_meeting(&state.db, viewer.user_id, id).await
+}
+
+/// The user's meetings in `role`, soonest first (cancelled ones too): one index range scan per
+/// role, both merged for [`Role::Any`].
+#[tracing::instrument(skip(state))]
+pub async fn meetings_of(
+    state: &AppState,
+    user: Uuid,
+    role: Role,
+    after: Option<Position>,
+    limit: u64,
+) -> Result<(Vec<meeting::Model>, bool)> {
+    Ok(crate::db::page(&state.db, meetings_query(user, role, after), limit).await?)
+}
+
+/// The query of [`meetings_of`] (public so a test can show its plan uses the indexes).
+pub fn meetings_query(user: Uuid, role: Role, after: Option<Position>) -> Select<meeting::Entity> {
+    let whose = match role {
+        Role::Owner => Condition::all().add(meeting::Column::OwnerId.eq(user)),
+        Role::Participant => Condition::all().add(meeting::Column::ParticipantId.eq(user)),
+        Role::Any => Condition::any()
+            .add(meeting::Column::OwnerId.eq(user))
+            .add(meeting::Column::ParticipantId.eq(user)),
+    };
+    meeting::Entity::find()
+        .filter(whose)
+        .filter(after_position(
+            meeting::Column::StartTime,
+            meeting::Column::Id,
+            after,
+        ))
+        .order_by_asc(meeting::Column::StartTime)
+        .order_by_asc(meeting::Column::Id)
+}
+
+/// The user's meeting changes from now on: as owner every booking and cancellation, as participant
+/// the owner's cancellations.
+pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> + Send + 'static {
+    live::events(state.live.subscribe(&MEETINGS.of(user))).map(|change| change.meeting.clone())
+}
+
+/// The token of the user's calendar feed (made on first use).
+pub async fn feed_token(state: &AppState, user: Uuid) -> Result<String> {
+    if let Some(feed) = calendar_feed::Entity::find_by_id(user)
+        .one(&state.db)
+        .await?
+    {
+        return state
+            .tokens
+            .derive(FEED_PURPOSE, &format!("{user}:{}", feed.nonce));
+    }
+    let (nonce, token) = new_feed(state, user)?;
+    calendar_feed::Entity::insert(calendar_feed::ActiveModel {
+        user_id: Set(user),
+        token_hash: Set(token_hash(&token)),
+        nonce: Set(nonce),
+        created_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::column(calendar_feed::Column::UserId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(&state.db)
+    .await?;
+    // Two first calls racing: whichever nonce landed is the feed's.
+    let feed = calendar_feed::Entity::find_by_id(user)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("calendar feed vanished")))?;
+    state
+        .tokens
+        .derive(FEED_PURPOSE, &format!("{user}:{}", feed.nonce))
+}
+
+/// Replaces the user's calendar feed token; the old one stops working at once.
+pub async fn rotate_feed(state: &AppState, user: Uuid) -> Result<String> {
+    let (nonce, token) = new_feed(state, user)?;
+    calendar_feed::Entity::insert(calendar_feed::ActiveModel {
+        user_id: Set(user),
+        token_hash: Set(token_hash(&token)),
+        nonce: Set(nonce),
+        created_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::column(calendar_feed::Column::UserId)
+            .update_columns([
+                calendar_feed::Column::TokenHash,
+                calendar_feed::Column::Nonce,
+                calendar_feed::Column::CreatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(&state.db)
+    .await?;
+    Ok(token)
+}
+
+fn new_feed(state: &AppState, user: Uuid) -> Result<(String, String)> {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let nonce: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = state
+        .tokens
+        .derive(FEED_PURPOSE, &format!("{user}:{nonce}"))?;
+    Ok((nonce, token))
+}
+
+/// One entry of a calendar feed: a meeting, its slot, and the other person.
+pub struct FeedEntry {
+    /// The meeting.
+    pub meeting: meeting::Model,
+    /// Its slot (for the title).
+    pub slot: availability::Model,
+    /// The other person's display name.
+    pub with: String,
+}
+
+/// The entries of the feed whose token hashes to `hash`, soonest first: its user's meetings as
+/// owner and participant from the last 90 days on (at most 1000). `None` for no such feed.
+pub async fn feed(state: &AppState, hash: &str) -> Result<Option<Vec<FeedEntry>>> {
+    let Some(feed) = calendar_feed::Entity::find()
+        .filter(calendar_feed::Column::TokenHash.eq(hash))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let user = feed.user_id;
+    let meetings = meeting::Entity::find()
+        .filter(
+            Condition::any()
+                .add(meeting::Column::OwnerId.eq(user))
+                .add(meeting::Column::ParticipantId.eq(user)),
+        )
+        .filter(meeting::Column::EndTime.gt(Utc::now() - Duration::days(FEED_PAST_DAYS)))
+        .order_by_asc(meeting::Column::StartTime)
+        .order_by_asc(meeting::Column::Id)
+        .limit(FEED_MAX)
+        .all(&state.db)
+        .await?;
+    let slot_ids: Vec<Uuid> = meetings.iter().map(|m| m.availability_id).collect();
+    let slots = find_many(state, &slot_ids).await?;
+    let others: Vec<Uuid> = meetings
+        .iter()
+        .map(|m| {
+            if m.owner_id == user {
+                m.participant_id
+            } else {
+                m.owner_id
+            }
+        })
+        .collect();
+    let people = accounts::service::find_many(state, &others).await?;
+    Ok(Some(
+        meetings
+            .into_iter()
+            .filter_map(|meeting| {
+                let slot = slots
+                    .iter()
+                    .find(|s| s.id == meeting.availability_id)?
+                    .clone();
+                let other = if meeting.owner_id == user {
+                    meeting.participant_id
+                } else {
+                    meeting.owner_id
+                };
+                let with = people.iter().find(|p| p.id == other)?.display_name.clone();
+                Some(FeedEntry {
+                    meeting,
+                    slot,
+                    with,
+                })
+            })
+            .collect(),
+    ))
+}
