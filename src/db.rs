@@ -15,6 +15,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::config::Config;
 use crate::live::{Live, Payload, Prepared, Topic};
 
+/// How long a SQLite statement waits for the write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Key of the PostgreSQL advisory lock held while migrating, so instances starting together take
 /// turns instead of racing on the same DDL.
 const MIGRATION_LOCK: i64 = 0x5241_4c4c_5900_0001;
@@ -28,7 +31,11 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // SQLite has one writer: a single-statement write waits for the write lock while write
+        // transactions take turns; give it as long as a request may take (sqlx's default is 5 s,
+        // which a burst of long transactions, such as weekly availability patterns, outlasts).
+        .map_sqlx_sqlite_opts(|sqlite| sqlite.busy_timeout(SQLITE_BUSY_TIMEOUT));
     let db = Database::connect(options)
         .await
         .context("cannot connect to the database (check RALLY_DATABASE_URL)")?;
@@ -55,12 +62,17 @@ pub async fn migrate_up(db: &DatabaseConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A statement that writes nothing but takes SQLite's write lock (the migrations table always
+/// exists).
+const TAKE_WRITE_LOCK: &str = "UPDATE seaql_migrations SET version = version WHERE 0";
+
 /// Opens write transactions the way each database needs.
 ///
 /// PostgreSQL locks rows, so concurrent transactions simply queue on the rows they touch. SQLite's
 /// deferred transactions cannot queue: two that both read and then write fail with SQLITE_BUSY when
 /// the second tries to upgrade its lock. So on SQLite (one process by design) write transactions
-/// take turns behind an in-process lock; single-statement writes need no transaction and no lock.
+/// take turns behind an in-process lock, and each takes the write lock before its first statement;
+/// single-statement writes need no transaction and no turn (they wait for the write lock).
 #[derive(Clone)]
 pub struct Writes {
     turn: Option<Arc<Mutex<()>>>,
@@ -81,11 +93,16 @@ impl Writes {
             Some(turn) => Some(turn.clone().lock_owned().await),
             None => None,
         };
+        let txn = db.begin().await?;
+        if turn.is_some() {
+            // What BEGIN IMMEDIATE does (SeaORM only says BEGIN): take SQLite's write lock first,
+            // waiting for it like any write. A deferred transaction that read and then writes
+            // cannot wait for the lock: SQLite refuses the upgrade at once ("database is locked")
+            // when a single-statement write of another request holds it.
+            txn.execute_unprepared(TAKE_WRITE_LOCK).await?;
+        }
         Ok(WriteTxn {
-            open: Some(Open {
-                txn: db.begin().await?,
-                turn,
-            }),
+            open: Some(Open { txn, turn }),
             live: live.clone(),
             outbox: Vec::new(),
         })

@@ -535,65 +535,55 @@ pub async fn feed_token(state: &AppState, user: Uuid) -> Result<String> {
         .one(&state.db)
         .await?
     {
-        return state
-            .tokens
-            .derive(FEED_PURPOSE, &format!("{user}:{}", feed.nonce));
+        return derive_token(state, user, &feed.nonce);
     }
-    let (nonce, token) = new_feed(state, user)?;
-    calendar_feed::Entity::insert(calendar_feed::ActiveModel {
-        user_id: Set(user),
-        token_hash: Set(token_hash(&token)),
-        nonce: Set(nonce),
-        created_at: Set(Utc::now()),
-    })
-    .on_conflict(
-        OnConflict::column(calendar_feed::Column::UserId)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(&state.db)
-    .await?;
+    store_feed(state, user, false).await?;
     // Two first calls racing: whichever nonce landed is the feed's.
     let feed = calendar_feed::Entity::find_by_id(user)
         .one(&state.db)
         .await?
         .ok_or_else(|| Error::internal(anyhow::anyhow!("calendar feed vanished")))?;
-    state
-        .tokens
-        .derive(FEED_PURPOSE, &format!("{user}:{}", feed.nonce))
+    derive_token(state, user, &feed.nonce)
 }
 
 /// Replaces the user's calendar feed token; the old one stops working at once.
 pub async fn rotate_feed(state: &AppState, user: Uuid) -> Result<String> {
-    let (nonce, token) = new_feed(state, user)?;
+    store_feed(state, user, true).await
+}
+
+/// Stores a feed with a new random nonce (replacing the user's, or only when they have none) and
+/// returns its token.
+async fn store_feed(state: &AppState, user: Uuid, replace: bool) -> Result<String> {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let nonce: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = derive_token(state, user, &nonce)?;
+    let mut on_conflict = OnConflict::column(calendar_feed::Column::UserId);
+    if replace {
+        on_conflict.update_columns([
+            calendar_feed::Column::TokenHash,
+            calendar_feed::Column::Nonce,
+            calendar_feed::Column::CreatedAt,
+        ]);
+    } else {
+        on_conflict.do_nothing();
+    }
     calendar_feed::Entity::insert(calendar_feed::ActiveModel {
         user_id: Set(user),
         token_hash: Set(token_hash(&token)),
         nonce: Set(nonce),
         created_at: Set(Utc::now()),
     })
-    .on_conflict(
-        OnConflict::column(calendar_feed::Column::UserId)
-            .update_columns([
-                calendar_feed::Column::TokenHash,
-                calendar_feed::Column::Nonce,
-                calendar_feed::Column::CreatedAt,
-            ])
-            .to_owned(),
-    )
+    .on_conflict(on_conflict)
     .exec_without_returning(&state.db)
     .await?;
     Ok(token)
 }
 
-fn new_feed(state: &AppState, user: Uuid) -> Result<(String, String)> {
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let nonce: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let token = state
+fn derive_token(state: &AppState, user: Uuid, nonce: &str) -> Result<String> {
+    state
         .tokens
-        .derive(FEED_PURPOSE, &format!("{user}:{nonce}"))?;
-    Ok((nonce, token))
+        .derive(FEED_PURPOSE, &format!("{user}:{nonce}"))
 }
 
 /// One entry of a calendar feed: a meeting, its slot, and the other person.
