@@ -59,6 +59,10 @@ pub const CLOSE_INVALID: u16 = 4400;
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 /// Close code: a second operation with an id that is running.
 pub const CLOSE_DUPLICATE_ID: u16 = 4409;
+/// Close code: a frame over the size limit (RFC 6455 "Message Too Big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Largest frame a client may send.
+const MAX_FRAME: usize = 256 * 1024;
 /// Close code: a second `connection_init`.
 pub const CLOSE_TOO_MANY_INITS: u16 = 4429;
 
@@ -119,8 +123,8 @@ impl Sockets {
             .protocols(["graphql-transport-ws", "graphql-ws"])
             .read_buffer_size(4 * 1024)
             .write_buffer_size(0)
-            .max_message_size(256 * 1024)
-            .max_frame_size(256 * 1024)
+            .max_message_size(MAX_FRAME)
+            .max_frame_size(MAX_FRAME)
             .on_upgrade(move |socket| async move {
                 sockets.open.fetch_add(1, Ordering::Relaxed);
                 metrics::gauge!("rally_websockets_open").increment(1.0);
@@ -196,16 +200,50 @@ enum ClientFrame {
     ConnectionTerminate,
 }
 
-/// The credentials in a `connection_init` or `ping` payload.
-fn credentials(payload: Option<&serde_json::Value>) -> Option<&str> {
-    let payload = payload?;
-    ["authorization", "Authorization", "token"]
-        .iter()
-        .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
+/// What a `connection_init` or `ping` payload says about credentials.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials<'a> {
+    /// No payload, or one without any of the three keys.
+    None,
+    /// The value of the first key present, as a string.
+    Given(&'a str),
+    /// A key is present but not a string (a number, an object): a bad token, not anonymous.
+    Malformed,
+    /// The payload is not an object.
+    Unreadable,
 }
 
+/// The credentials in a payload: `authorization`, `Authorization` or `token`.
+fn credentials(payload: Option<&serde_json::Value>) -> Credentials<'_> {
+    let payload = match payload {
+        None | Some(serde_json::Value::Null) => return Credentials::None,
+        Some(serde_json::Value::Object(payload)) => payload,
+        Some(_) => return Credentials::Unreadable,
+    };
+    match ["authorization", "Authorization", "token"]
+        .iter()
+        .find_map(|key| payload.get(*key))
+    {
+        None => Credentials::None,
+        Some(serde_json::Value::String(value)) => Credentials::Given(value),
+        Some(_) => Credentials::Malformed,
+    }
+}
+
+/// The caller a payload names: anonymous without credentials, invalid for malformed ones.
 fn viewer_of(payload: Option<&serde_json::Value>, keys: &TokenKeys) -> Viewer {
-    Viewer::from_credentials(credentials(payload), keys)
+    match credentials(payload) {
+        Credentials::None => Viewer::Anonymous,
+        Credentials::Given(value) => Viewer::from_credentials(Some(value), keys),
+        Credentials::Malformed | Credentials::Unreadable => Viewer::Invalid,
+    }
+}
+
+/// Whether a read failed because the client's frame passed the size limit.
+fn too_big(err: &axum::Error) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|err| matches!(err, tungstenite::Error::Capacity(_)))
 }
 
 fn close(code: u16, reason: impl Into<String>) -> Message {
@@ -299,6 +337,10 @@ impl Connection<'_> {
                         Some(Ok(Message::Binary(bytes))) => self.handle(&bytes, &mut sink).await,
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
                         Some(Ok(Message::Close(_))) => break 1000,
+                        Some(Err(err)) if too_big(&err) => {
+                            let _ = write(&mut sink, close(CLOSE_TOO_BIG, "Message too big")).await;
+                            break CLOSE_TOO_BIG;
+                        }
                         Some(Err(_)) | None => break 1006,
                     };
                     match step {
@@ -361,6 +403,9 @@ impl Connection<'_> {
                         CLOSE_TOO_MANY_INITS,
                         "Too many initialisation requests".into(),
                     );
+                }
+                if credentials(payload.as_ref()) == Credentials::Unreadable {
+                    return Step::Close(CLOSE_INVALID, "Invalid connection_init payload".into());
                 }
                 let viewer = viewer_of(payload.as_ref(), &self.sockets.app.tokens);
                 match &viewer {
@@ -517,8 +562,13 @@ mod tests {
     fn credentials_come_from_any_of_three_keys() {
         for key in ["authorization", "Authorization", "token"] {
             let payload = serde_json::json!({ key: "Bearer x" });
-            assert_eq!(credentials(Some(&payload)), Some("Bearer x"));
+            assert_eq!(credentials(Some(&payload)), Credentials::Given("Bearer x"));
         }
-        assert_eq!(credentials(Some(&serde_json::json!({}))), None);
+        assert_eq!(credentials(Some(&serde_json::json!({}))), Credentials::None);
+        assert_eq!(credentials(None), Credentials::None);
+        let number = serde_json::json!({ "authorization": 42 });
+        assert_eq!(credentials(Some(&number)), Credentials::Malformed);
+        let text = serde_json::json!("Bearer x");
+        assert_eq!(credentials(Some(&text)), Credentials::Unreadable);
     }
 }

@@ -13,6 +13,7 @@ on_every_backend!(
     graphiql_is_served_at_the_root,
     every_response_carries_a_request_id,
     every_error_carries_a_contract_code,
+    cross_origin_apps_may_send_their_token,
 );
 
 async fn get_runs_queries_but_not_mutations(backend: Backend) {
@@ -148,9 +149,62 @@ async fn graphiql_is_served_at_the_root(backend: Backend) {
             .expect("ascii")
             .starts_with("text/html")
     );
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let html = page.text().await.expect("text");
     assert!(html.to_lowercase().contains("graphiql"));
     assert!(html.contains("/graphql"));
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    assert!(!policy.contains("unsafe-eval"), "{policy}");
+    // The page's inline script is allowed by its hash, and nothing else inline runs.
+    let script = html
+        .split("<script>")
+        .nth(1)
+        .and_then(|rest| rest.split_once("</script>"))
+        .map(|(script, _)| script)
+        .expect("an inline script");
+    use base64::Engine;
+    use sha2::Digest;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+    assert!(
+        policy.contains(&format!("script-src 'self' 'sha256-{hash}'")),
+        "{policy}"
+    );
+}
+
+async fn cross_origin_apps_may_send_their_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_lowercase();
+    assert_ne!(
+        allowed.trim(),
+        "*",
+        "the wildcard does not cover Authorization"
+    );
+    for header in ["authorization", "content-type", "x-request-id"] {
+        assert!(
+            allowed.split(',').any(|h| h.trim() == header),
+            "{header} in {allowed}"
+        );
+    }
 }
 
 async fn every_response_carries_a_request_id(backend: Backend) {

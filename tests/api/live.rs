@@ -25,6 +25,8 @@ on_every_backend!(
     a_mutation_completes_even_when_its_client_leaves_at_once,
     a_document_that_fails_validation_gets_the_protocols_error_with_a_code,
     resolver_errors_over_the_websocket_carry_their_code,
+    malformed_connection_init_payloads_are_refused,
+    an_oversized_frame_closes_with_message_too_big,
 );
 
 const EVENT_UPDATED: &str = "subscription($id: ID!) { eventUpdated(eventId: $id) { title status likeCount likedByMe version organizer { handle } } }";
@@ -162,6 +164,40 @@ async fn a_bad_token_in_connection_init_is_closed_with_4403(backend: Backend) {
             .await;
         assert_eq!(client.closed().await.code, 4403, "{protocol}");
     }
+}
+
+/// A token that is not a string is a bad token (4403), not an anonymous caller; a payload that is
+/// not an object cannot be read (4400).
+async fn malformed_connection_init_payloads_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for protocol in [TRANSPORT_WS, LEGACY_WS] {
+        for (payload, code) in [
+            (json!({ "authorization": 42 }), 4403),
+            (json!({ "Authorization": { "token": "x" } }), 4403),
+            (json!({ "token": ["Bearer x"] }), 4403),
+            (json!("Bearer x"), 4400),
+            (json!([1, 2]), 4400),
+            (json!(7), 4400),
+        ] {
+            let mut client = app.ws(protocol).await;
+            client
+                .send(json!({ "type": "connection_init", "payload": payload }))
+                .await;
+            assert_eq!(client.closed().await.code, code, "{protocol} {payload}");
+        }
+    }
+}
+
+/// A frame over the limit (256 KiB) is answered with 1009 (message too big), not a cut.
+async fn an_oversized_frame_closes_with_message_too_big(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    let big = "x".repeat(300 * 1024);
+    client
+        .send(json!({ "type": "ping", "payload": { "padding": big } }))
+        .await;
+    assert_eq!(client.closed().await.code, 1009);
 }
 
 async fn every_spelling_of_the_token_is_accepted(backend: Backend) {

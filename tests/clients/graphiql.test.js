@@ -70,6 +70,10 @@ test("GraphiQL runs a query and follows a subscription in Chromium", async () =>
   const eventId = created.data.createEvent.id;
 
   const page = await browser.newPage();
+  const refused = [];
+  page.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
+  });
   const failures = [];
   page.on("requestfailed", (request) => failures.push(request.url()));
   page.on("response", (response) => {
@@ -108,6 +112,7 @@ test("GraphiQL runs a query and follows a subscription in Chromium", async () =>
   );
 
   assert.deepEqual(sockets, [rally.wsUrl], "the subscription ran over Rally's websocket");
+  assert.deepEqual(refused, [], "the page's Content-Security-Policy refuses nothing GraphiQL needs");
 
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: join(artifacts, "graphiql.png"), fullPage: true });
