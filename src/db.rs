@@ -144,8 +144,8 @@ impl WriteTxn {
 
 impl Drop for WriteTxn {
     /// A transaction abandoned on an error path rolls back. On SQLite the turn is kept until the
-    /// rollback has run: released earlier, the next writer would find the write lock still held and
-    /// SQLite would refuse it at once ("database is locked") rather than wait.
+    /// rollback has run, so the next write transaction never starts while this one still holds the
+    /// write lock.
     fn drop(&mut self) {
         let Some(Open { txn, turn }) = self.open.take() else {
             return;

@@ -29,6 +29,15 @@ use crate::state::AppState;
 /// The header carrying each request's id (set when the client sent none, echoed back).
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// A request's path as logs may show it: a calendar feed's path is its secret, so it is not.
+fn logged_path(path: &str) -> &str {
+    if path.starts_with("/calendar/") {
+        "/calendar/{token}.ics"
+    } else {
+        path
+    }
+}
+
 /// What the router's own handlers share.
 #[derive(Clone)]
 struct HttpState {
@@ -65,7 +74,7 @@ pub fn router(app: AppState, schema: RallySchema, sockets: Sockets, domains: Rou
                 .get(REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info_span!("http", method = %request.method(), path = request.uri().path(), request_id = id)
+            tracing::info_span!("http", method = %request.method(), path = logged_path(request.uri().path()), request_id = id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(cors(&config.cors_origins))

@@ -1,9 +1,46 @@
-//! Rules every domain shares, without IO: the text rule for names, titles and free text.
+//! Rules every domain shares, without IO: the text rule for names and titles (one line, nothing
+//! that can disguise it) and for free text (descriptions, bios, reasons).
+//!
+//! Free text refuses control characters but newlines and tabs (NUL among them, which PostgreSQL
+//! cannot store in text). Names and titles (display names, event, slot and game titles, drink
+//! names) refuse every control character, bidirectional controls (U+202E and kin, which turn text
+//! around on screen), invisible characters (zero-width space, joiners, word joiner, BOM) and stacks
+//! of more than [`MAX_COMBINING`] combining marks on one character.
 
 use crate::error::{Error, Result};
 
-/// Checks a text field: trimmed, `min..=max` characters, no control characters but newlines/tabs.
-pub fn text(raw: &str, field: &str, min: usize, max: usize) -> Result<String> {
+/// Most combining marks a name may stack on one character (real scripts need two or three).
+pub const MAX_COMBINING: usize = 3;
+
+/// Checks a name or title: trimmed, `min..=max` characters, one line, nothing that disguises it.
+pub fn name(raw: &str, field: &str, min: usize, max: usize) -> Result<String> {
+    let value = bounded(raw, field, min, max)?;
+    if value.chars().any(char::is_control) {
+        return Err(Error::bad_input(
+            field,
+            format!("{field} has control characters"),
+        ));
+    }
+    if value.chars().any(|c| is_bidi_control(c) || is_invisible(c)) {
+        return Err(Error::bad_input(
+            field,
+            format!("{field} has invisible or direction-changing characters"),
+        ));
+    }
+    let mut stacked = 0;
+    for c in value.chars() {
+        stacked = if is_combining(c) { stacked + 1 } else { 0 };
+        if stacked > MAX_COMBINING {
+            return Err(Error::bad_input(
+                field,
+                format!("{field} stacks too many combining marks"),
+            ));
+        }
+    }
+    Ok(value.to_owned())
+}
+
+fn bounded<'a>(raw: &'a str, field: &str, min: usize, max: usize) -> Result<&'a str> {
     let value = raw.trim();
     let length = value.chars().count();
     if length < min || length > max {
@@ -12,6 +49,34 @@ pub fn text(raw: &str, field: &str, min: usize, max: usize) -> Result<String> {
             format!("{field} has {min} to {max} characters"),
         ));
     }
+    Ok(value)
+}
+
+/// Bidirectional formatting characters (embeddings, overrides, isolates, marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Characters that take no space: zero-width space, non-joiner, joiner, word joiner, BOM.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// Combining diacritical marks (the blocks that "zalgo" text stacks).
+fn is_combining(c: char) -> bool {
+    matches!(
+        c,
+        '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}'
+    )
+}
+
+/// Checks a free text: trimmed, `min..=max` characters, no control characters but newlines/tabs.
+pub fn text(raw: &str, field: &str, min: usize, max: usize) -> Result<String> {
+    let value = bounded(raw, field, min, max)?;
     if value
         .chars()
         .any(|c| c.is_control() && c != '\n' && c != '\t')
@@ -43,6 +108,34 @@ mod tests {
         assert!(text("abcdefghijk", "input.title", 1, 10).is_err());
         assert_eq!(text(" ok\nfine ", "t", 1, 10).unwrap(), "ok\nfine");
         assert_eq!(optional_text(Some("  "), "d", 10).unwrap(), None);
+        assert!(
+            text("a\u{202E}b", "d", 1, 10).is_ok(),
+            "free text may quote anything printable"
+        );
+    }
+
+    #[test]
+    fn names_refuse_what_disguises_them() {
+        assert_eq!(name(" Ada ", "n", 1, 10).unwrap(), "Ada");
+        assert_eq!(name("Zoë Ñúñez", "n", 1, 20).unwrap(), "Zoë Ñúñez");
+        assert_eq!(
+            name("e\u{301}\u{302}", "n", 1, 10).unwrap(),
+            "e\u{301}\u{302}"
+        );
+        for bad in [
+            "two\nlines",
+            "tab\there",
+            "gpj.\u{202E}exe",
+            "ad\u{200B}min",
+            "\u{FEFF}bom",
+            "\u{2066}isolate",
+            "z\u{301}\u{302}\u{303}\u{304}",
+        ] {
+            match name(bad, "input.title", 1, 40) {
+                Err(Error::BadInput { field, .. }) => assert_eq!(field, "input.title", "{bad:?}"),
+                other => panic!("{bad:?} must be refused, got {other:?}"),
+            }
+        }
         assert_eq!(optional_text(None, "d", 10).unwrap(), None);
     }
 }

@@ -36,3 +36,5 @@ mod meetings;
 mod query_plans;
 #[path = "api/scale_out.rs"]
 mod scale_out;
+#[path = "api/text.rs"]
+mod text;

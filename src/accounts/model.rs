@@ -98,20 +98,7 @@ pub struct DisplayName(String);
 impl DisplayName {
     /// Trims and checks `raw`.
     pub fn parse(raw: &str, field: &str) -> Result<Self> {
-        let name = raw.trim();
-        if name.is_empty() || name.chars().count() > 80 {
-            return Err(Error::bad_input(
-                field,
-                "a display name has 1 to 80 characters",
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(Error::bad_input(
-                field,
-                "a display name has no control characters",
-            ));
-        }
-        Ok(Self(name.to_owned()))
+        crate::model::name(raw, field, 1, 80).map(Self)
     }
 
     /// The name.
@@ -127,11 +114,7 @@ pub struct Bio(Option<String>);
 impl Bio {
     /// Trims and checks `raw`.
     pub fn parse(raw: &str, field: &str) -> Result<Self> {
-        let bio = raw.trim();
-        if bio.chars().count() > 500 {
-            return Err(Error::bad_input(field, "a bio has at most 500 characters"));
-        }
-        Ok(Self((!bio.is_empty()).then(|| bio.to_owned())))
+        crate::model::optional_text(Some(raw), field, 500).map(Self)
     }
 
     /// The bio, `None` when cleared.

@@ -129,13 +129,7 @@ impl Drink {
         calories: Option<i32>,
         prefix: &str,
     ) -> Result<Self> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
-            return Err(Error::bad_input(
-                format!("{prefix}.name"),
-                "a drink name has 1 to 80 characters",
-            ));
-        }
+        let name = crate::model::name(name, &format!("{prefix}.name"), 1, 80)?;
         if !(1..=2000).contains(&volume_ml) {
             return Err(Error::bad_input(
                 format!("{prefix}.volumeMl"),
@@ -162,7 +156,7 @@ impl Drink {
         }
         let grams = alcohol_grams(volume_ml, abv);
         Ok(Self {
-            name: name.to_owned(),
+            name,
             volume_ml,
             abv,
             price_cents,

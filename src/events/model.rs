@@ -80,7 +80,7 @@ impl TemplateSpec {
             ));
         }
         Ok(Self {
-            name: text(name, &format!("{prefix}.name"), 1, 120)?,
+            name: crate::model::name(name, &format!("{prefix}.name"), 1, 120)?,
             description: optional_text(description, &format!("{prefix}.description"), 5000)?,
             default_duration_minutes,
             capacity,

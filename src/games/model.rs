@@ -71,13 +71,9 @@ pub fn parse_points(points: i32) -> Result<i32> {
     }
 }
 
-/// A game title: 1-120 characters.
+/// A game title: 1-120 characters, a name by the shared text rule.
 pub fn parse_title(raw: &str) -> Result<String> {
-    let title = raw.trim();
-    if title.is_empty() || title.chars().count() > 120 || title.chars().any(char::is_control) {
-        return Err(Error::bad_input("title", "a title has 1 to 120 characters"));
-    }
-    Ok(title.to_owned())
+    crate::model::name(raw, "title", 1, 120)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::entity::meeting::{self, Status};
 use crate::error::{Error, Result};
 use crate::live::Topics;
-use crate::model::{optional_text, text};
+use crate::model::{name, optional_text};
 
 /// Longest span of a weekly pattern, from its first to its last date.
 pub const MAX_PATTERN_DAYS: i64 = 366;
@@ -81,7 +81,7 @@ impl Slot {
         Ok(Self {
             start,
             end,
-            title: text(title, "input.title", 1, 200)?,
+            title: name(title, "input.title", 1, 200)?,
             description: optional_text(description, "input.description", 5000)?,
         })
     }

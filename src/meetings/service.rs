@@ -17,10 +17,10 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use futures_util::{Stream, StreamExt};
 use rand::RngCore;
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{LockType, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Set,
 };
 use uuid::Uuid;
 
@@ -78,7 +78,10 @@ async fn lock_owner(txn: &WriteTxn, owner: Uuid) -> Result<()> {
         user::Entity::find_by_id(owner)
             .select_only()
             .column(user::Column::Id)
-            .lock_exclusive()
+            // FOR NO KEY UPDATE: queues the owner's own slot changes, yet lets the foreign-key
+            // checks of bookings (FOR KEY SHARE on the same row) through, so a booking and an
+            // update of the owner's slots cannot deadlock.
+            .lock(LockType::NoKeyUpdate)
             .into_tuple::<Uuid>()
             .one(&**txn)
             .await?;
@@ -148,7 +151,7 @@ pub async fn publish(
 }
 
 /// The owner moves or renames a SCHEDULED slot (the same rules as publishing it).
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(skip(state, slot))]
 pub async fn update(
     state: &AppState,
     actor: Identity,
@@ -208,12 +211,22 @@ pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
     if current.owner_id != actor.user_id {
         return Err(Error::Forbidden("only its owner deletes an availability"));
     }
+    // Gone only when no meeting ever referred to it, checked in the same statement (a booking
+    // and its cancellation may commit in between), else CANCELLED, keeping that history.
     let history = meeting::Entity::find()
+        .select_only()
+        .column(meeting::Column::Id)
         .filter(meeting::Column::AvailabilityId.eq(id))
-        .count(&*txn)
-        .await?;
-    let gone = if history > 0 {
-        availability::Entity::update_many()
+        .into_query();
+    let mut gone = availability::Entity::delete_many()
+        .filter(availability::Column::Id.eq(id))
+        .filter(availability::Column::Status.eq(Status::Scheduled))
+        .filter(Expr::exists(history).not())
+        .exec(&*txn)
+        .await?
+        .rows_affected;
+    if gone == 0 {
+        gone = availability::Entity::update_many()
             .col_expr(availability::Column::Status, Expr::value(Status::Cancelled))
             .col_expr(
                 availability::Column::Version,
@@ -224,15 +237,8 @@ pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
             .filter(availability::Column::Status.eq(Status::Scheduled))
             .exec(&*txn)
             .await?
-            .rows_affected
-    } else {
-        availability::Entity::delete_many()
-            .filter(availability::Column::Id.eq(id))
-            .filter(availability::Column::Status.eq(Status::Scheduled))
-            .exec(&*txn)
-            .await?
-            .rows_affected
-    };
+            .rows_affected;
+    }
     if gone == 0 {
         return Err(not_open(current.status));
     }
@@ -358,12 +364,15 @@ pub async fn book(state: &AppState, actor: Identity, id: Uuid) -> Result<meeting
         .exec(&*txn)
         .await?;
     if taken.rows_affected == 0 {
-        return Err(Error::state_conflict(if slot.start_time <= now {
-            "this availability has started"
-        } else {
-            "this availability is already booked"
+        let current = require(&*txn, id).await?;
+        return Err(Error::state_conflict(match current.status {
+            Status::Booked => "this availability is already booked",
+            Status::Cancelled => "this availability is cancelled",
+            Status::Scheduled => "this availability has started",
         }));
     }
+    // The slot as it was taken (an update may have committed since it was read above).
+    let slot = require(&*txn, id).await?;
     let meeting = meeting::ActiveModel {
         id: Set(Uuid::now_v7()),
         availability_id: Set(id),
@@ -535,7 +544,12 @@ pub async fn feed_token(state: &AppState, user: Uuid) -> Result<String> {
         .one(&state.db)
         .await?
     {
-        return derive_token(state, user, &feed.nonce);
+        let token = derive_token(state, user, &feed.nonce)?;
+        if token_hash(&token) == feed.token_hash {
+            return Ok(token);
+        }
+        // The server's secret changed since the feed was made: its old URL is dead anyway.
+        return store_feed(state, user, true).await;
     }
     store_feed(state, user, false).await?;
     // Two first calls racing: whichever nonce landed is the feed's.
@@ -614,11 +628,15 @@ pub async fn feed(state: &AppState, hash: &str) -> Result<Option<Vec<FeedEntry>>
                 .add(meeting::Column::ParticipantId.eq(user)),
         )
         .filter(meeting::Column::EndTime.gt(Utc::now() - Duration::days(FEED_PAST_DAYS)))
-        .order_by_asc(meeting::Column::StartTime)
-        .order_by_asc(meeting::Column::Id)
+        // Past the cap, the newest ones (calendars care about what is coming).
+        .order_by_desc(meeting::Column::StartTime)
+        .order_by_desc(meeting::Column::Id)
         .limit(FEED_MAX)
         .all(&state.db)
-        .await?;
+        .await?
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>();
     let slot_ids: Vec<Uuid> = meetings.iter().map(|m| m.availability_id).collect();
     let slots = find_many(state, &slot_ids).await?;
     let others: Vec<Uuid> = meetings

@@ -1592,9 +1592,22 @@ async fn the_calendar_feed_has_one_event_per_meeting(backend: Backend) {
     slot(&app, &olive, &at(8), &at(9), "Never booked").await;
     let hosted = booked(&app, &percy, &hosted).await;
     let visiting = booked(&app, &olive, &visiting).await;
+    // Other people's meeting: never in olive's feed.
+    let carl = app.signup("carl").await;
+    let dora = app.signup("dora").await;
+    let theirs = slot(&app, &carl, &at(4), &at(5), "Carl and Dora").await;
+    booked(&app, &dora, &theirs).await;
 
     let url = feed_url(&app, &olive).await;
     let first = read_feed(&app, &url).await;
+    assert!(
+        !first.body.contains("Carl and Dora"),
+        "only olive's meetings"
+    );
+    assert!(
+        !first.body.contains('@') || !first.body.contains("example.com"),
+        "no e-mail in the feed"
+    );
     for line in first.body.split("\r\n") {
         assert!(!line.contains('\n'), "lines end in CRLF: {line:?}");
         assert!(line.len() <= 75, "folded to 75 octets: {line:?}");

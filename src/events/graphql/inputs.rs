@@ -8,9 +8,10 @@ use super::types::EventStatus;
 use crate::accounts::model::Handle;
 use crate::entity::event;
 use crate::error::{Error, Result};
-use crate::events::model::{TemplateSpec, optional_text, text};
+use crate::events::model::{TemplateSpec, optional_text};
 use crate::events::service::{EventChanges, EventQuery, NewEvent};
 use crate::graphql::ids;
+use crate::model::name;
 
 /// A new event.
 #[derive(InputObject)]
@@ -78,7 +79,7 @@ impl CreateEventInput {
     /// Checks every field.
     pub fn parse(self) -> Result<NewEvent> {
         Ok(NewEvent {
-            title: text(&self.title, "input.title", 1, 200)?,
+            title: name(&self.title, "input.title", 1, 200)?,
             description: optional_text(self.description.as_deref(), "input.description", 5000)?,
             venue: optional_text(self.venue.as_deref(), "input.venue", 200)?,
             starts_at: self.starts_at,
@@ -103,7 +104,7 @@ impl UpdateEventInput {
             title: self
                 .title
                 .as_deref()
-                .map(|t| text(t, "input.title", 1, 200))
+                .map(|t| name(t, "input.title", 1, 200))
                 .transpose()?,
             description: maybe_text(self.description, "input.description", 5000)?,
             venue: maybe_text(self.venue, "input.venue", 200)?,
