@@ -367,3 +367,113 @@ async fn a_leaderboard_on_one_instance_follows_cheers_recorded_on_another() {
     drop((phone, a, b));
     database.drop_blocking();
 }
+
+/// The `rally_subscriptions_active` gauge of `field` on an instance: the server's own signal that a
+/// subscription is registered.
+async fn active_subscriptions(instance: &Instance, http: &reqwest::Client, field: &str) -> f64 {
+    let text = http
+        .get(format!("http://{}/metrics", instance.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|line| {
+            line.starts_with("rally_subscriptions_active")
+                && line.contains(&format!("field=\"{field}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_on_one_instance_hears_of_bookings_and_cancellations_made_on_another() {
+    let test = "an_owner_on_one_instance_hears_of_bookings_and_cancellations_made_on_another";
+    let Some(redis_url) = crate::common::redis_url_or_skip(test) else {
+        return;
+    };
+    if crate::common::Backend::postgres_or_skip(test).is_none() {
+        return;
+    }
+    let database = PostgresDb::create().await;
+    let http = reqwest::Client::new();
+    let a = Instance::start(&database.url, &redis_url);
+    a.wait_for_broker(&http, "connected").await;
+    let b = Instance::start(&database.url, &redis_url);
+    b.wait_for_broker(&http, "connected").await;
+
+    let mut sessions = Vec::new();
+    for handle in ["coach", "client"] {
+        let signup = b
+            .gql(
+                &http,
+                None,
+                &format!("mutation {{ signup(input: {{ handle: \"{handle}\", email: \"{handle}@example.com\", password: \"12345678\" }}) {{ {AUTH_FIELDS} }} }}"),
+                json!({}),
+            )
+            .await;
+        sessions.push(session_from(&signup["signup"]));
+    }
+    let (coach, client) = (&sessions[0], &sessions[1]);
+    let start = (chrono::Utc::now() + chrono::Duration::days(2)).format("%Y-%m-%dT10:00:00Z");
+    let end = (chrono::Utc::now() + chrono::Duration::days(2)).format("%Y-%m-%dT11:00:00Z");
+    let slot = b
+        .gql(
+            &http,
+            Some(&coach.access),
+            "mutation($i: AvailabilityInput!) { setAvailability(input: $i) { id } }",
+            json!({ "i": { "startTime": start.to_string(), "endTime": end.to_string(), "title": "Session" } }),
+        )
+        .await;
+    let slot = slot["setAvailability"]["id"].clone();
+
+    let mut phone = a.ws().await;
+    phone
+        .init(json!({ "authorization": format!("Bearer {}", coach.access) }))
+        .await;
+    phone
+        .subscribe(
+            "m",
+            "subscription { myMeetings { status participant { handle } cancelledBy { handle } } }",
+            json!({}),
+        )
+        .await;
+    let mut registered = false;
+    for _ in 0..200 {
+        if active_subscriptions(&a, &http, "myMeetings").await >= 1.0 {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(registered, "the subscription is registered on A");
+
+    let booked = b
+        .gql(
+            &http,
+            Some(&client.access),
+            "mutation($id: ID!) { bookAvailability(id: $id) { id } }",
+            json!({ "id": slot }),
+        )
+        .await;
+    let booking = phone.next_data("m").await;
+    assert_eq!(booking["myMeetings"]["status"], "CONFIRMED");
+    assert_eq!(booking["myMeetings"]["participant"]["handle"], "client");
+    b.gql(
+        &http,
+        Some(&client.access),
+        "mutation($id: ID!) { cancelMeeting(id: $id, reason: \"ill\") { id } }",
+        json!({ "id": booked["bookAvailability"]["id"] }),
+    )
+    .await;
+    let cancellation = phone.next_data("m").await;
+    assert_eq!(cancellation["myMeetings"]["status"], "CANCELLED");
+    assert_eq!(
+        cancellation["myMeetings"]["cancelledBy"]["handle"],
+        "client"
+    );
+    drop((phone, a, b));
+    database.drop_blocking();
+}
