@@ -20,7 +20,7 @@ use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{LockType, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Set,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Set, UpdateMany,
 };
 use uuid::Uuid;
 
@@ -170,7 +170,7 @@ pub async fn update(
             "this overlaps one of your availabilities",
         ));
     }
-    let changed = availability::Entity::update_many()
+    let changed = changed_slots()
         .col_expr(availability::Column::StartTime, Expr::value(slot.start))
         .col_expr(availability::Column::EndTime, Expr::value(slot.end))
         .col_expr(availability::Column::Title, Expr::value(slot.title))
@@ -178,11 +178,6 @@ pub async fn update(
             availability::Column::Description,
             Expr::value(slot.description),
         )
-        .col_expr(
-            availability::Column::Version,
-            Expr::col(availability::Column::Version).add(1),
-        )
-        .col_expr(availability::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(availability::Column::Id.eq(id))
         .filter(availability::Column::Status.eq(Status::Scheduled))
         .exec(&*txn)
@@ -226,13 +221,8 @@ pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
         .await?
         .rows_affected;
     if gone == 0 {
-        gone = availability::Entity::update_many()
+        gone = changed_slots()
             .col_expr(availability::Column::Status, Expr::value(Status::Cancelled))
-            .col_expr(
-                availability::Column::Version,
-                Expr::col(availability::Column::Version).add(1),
-            )
-            .col_expr(availability::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(availability::Column::Id.eq(id))
             .filter(availability::Column::Status.eq(Status::Scheduled))
             .exec(&*txn)
@@ -252,6 +242,16 @@ pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<availabilit
         .filter(availability::Column::Id.is_in(ids.iter().copied()))
         .all(&state.db)
         .await?)
+}
+
+/// An update of slots that counts as a change: the version grows, `updated_at` moves.
+fn changed_slots() -> UpdateMany<availability::Entity> {
+    availability::Entity::update_many()
+        .col_expr(
+            availability::Column::Version,
+            Expr::col(availability::Column::Version).add(1),
+        )
+        .col_expr(availability::Column::UpdatedAt, Expr::value(Utc::now()))
 }
 
 /// A `(start, id)` position in a list ordered by start.
@@ -351,13 +351,8 @@ pub async fn book(state: &AppState, actor: Identity, id: Uuid) -> Result<meeting
         return Err(Error::Forbidden("you cannot book your own availability"));
     }
     let now = Utc::now();
-    let taken = availability::Entity::update_many()
+    let taken = changed_slots()
         .col_expr(availability::Column::Status, Expr::value(Status::Booked))
-        .col_expr(
-            availability::Column::Version,
-            Expr::col(availability::Column::Version).add(1),
-        )
-        .col_expr(availability::Column::UpdatedAt, Expr::value(now))
         .filter(availability::Column::Id.eq(id))
         .filter(availability::Column::Status.eq(Status::Scheduled))
         .filter(availability::Column::StartTime.gt(now))
@@ -458,13 +453,8 @@ pub async fn cancel(
     } else {
         Status::Cancelled
     };
-    availability::Entity::update_many()
+    changed_slots()
         .col_expr(availability::Column::Status, Expr::value(reopened))
-        .col_expr(
-            availability::Column::Version,
-            Expr::col(availability::Column::Version).add(1),
-        )
-        .col_expr(availability::Column::UpdatedAt, Expr::value(now))
         .filter(availability::Column::Id.eq(current.availability_id))
         .filter(availability::Column::Status.eq(Status::Booked))
         .exec(&*txn)

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::common::gql::{AUTH_FIELDS, session_from};
-use crate::common::{PostgresDb, TEST_SECRET, TRANSPORT_WS, WsClient};
+use crate::common::{PostgresDb, Session, TEST_SECRET, TRANSPORT_WS, WsClient};
 
 /// A TCP proxy in front of Redis that the test can cut and restore.
 struct Proxy {
@@ -289,31 +289,10 @@ async fn a_change_on_one_instance_reaches_subscribers_on_another_and_survives_a_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaderboard_on_one_instance_follows_cheers_recorded_on_another() {
     let test = "a_leaderboard_on_one_instance_follows_cheers_recorded_on_another";
-    let Some(redis_url) = crate::common::redis_url_or_skip(test) else {
+    let Some((database, http, a, b)) = two_instances(test).await else {
         return;
     };
-    if crate::common::Backend::postgres_or_skip(test).is_none() {
-        return;
-    }
-    let database = PostgresDb::create().await;
-    let http = reqwest::Client::new();
-    let a = Instance::start(&database.url, &redis_url);
-    a.wait_for_broker(&http, "connected").await;
-    let b = Instance::start(&database.url, &redis_url);
-    b.wait_for_broker(&http, "connected").await;
-
-    let mut sessions = Vec::new();
-    for handle in ["organizer", "guest"] {
-        let signup = b
-            .gql(
-                &http,
-                None,
-                &format!("mutation {{ signup(input: {{ handle: \"{handle}\", email: \"{handle}@example.com\", password: \"12345678\" }}) {{ {AUTH_FIELDS} }} }}"),
-                json!({}),
-            )
-            .await;
-        sessions.push(session_from(&signup["signup"]));
-    }
+    let sessions = sign_up(&b, &http, &["organizer", "guest"]).await;
     let token = Some(sessions[0].access.as_str());
     let created = b
         .gql(&http, token, "mutation { createEvent(input: { title: \"Bar\", startsAt: \"2030-01-01T20:00:00Z\" }) { id } }", json!({}))
@@ -368,6 +347,37 @@ async fn a_leaderboard_on_one_instance_follows_cheers_recorded_on_another() {
     database.drop_blocking();
 }
 
+/// Two instances on a fresh PostgreSQL database and the machine's Redis, both connected to it;
+/// `None` (with the reason printed) when a service is absent and not required.
+async fn two_instances(test: &str) -> Option<(PostgresDb, reqwest::Client, Instance, Instance)> {
+    let redis_url = crate::common::redis_url_or_skip(test)?;
+    crate::common::Backend::postgres_or_skip(test)?;
+    let database = PostgresDb::create().await;
+    let http = reqwest::Client::new();
+    let a = Instance::start(&database.url, &redis_url);
+    a.wait_for_broker(&http, "connected").await;
+    let b = Instance::start(&database.url, &redis_url);
+    b.wait_for_broker(&http, "connected").await;
+    Some((database, http, a, b))
+}
+
+/// Signs `handles` up on `instance`.
+async fn sign_up(instance: &Instance, http: &reqwest::Client, handles: &[&str]) -> Vec<Session> {
+    let mut sessions = Vec::new();
+    for handle in handles {
+        let signup = instance
+            .gql(
+                http,
+                None,
+                &format!("mutation {{ signup(input: {{ handle: \"{handle}\", email: \"{handle}@example.com\", password: \"12345678\" }}) {{ {AUTH_FIELDS} }} }}"),
+                json!({}),
+            )
+            .await;
+        sessions.push(session_from(&signup["signup"]));
+    }
+    sessions
+}
+
 /// The `rally_subscriptions_active` gauge of `field` on an instance: the server's own signal that a
 /// subscription is registered.
 async fn active_subscriptions(instance: &Instance, http: &reqwest::Client, field: &str) -> f64 {
@@ -391,31 +401,10 @@ async fn active_subscriptions(instance: &Instance, http: &reqwest::Client, field
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_on_one_instance_hears_of_bookings_and_cancellations_made_on_another() {
     let test = "an_owner_on_one_instance_hears_of_bookings_and_cancellations_made_on_another";
-    let Some(redis_url) = crate::common::redis_url_or_skip(test) else {
+    let Some((database, http, a, b)) = two_instances(test).await else {
         return;
     };
-    if crate::common::Backend::postgres_or_skip(test).is_none() {
-        return;
-    }
-    let database = PostgresDb::create().await;
-    let http = reqwest::Client::new();
-    let a = Instance::start(&database.url, &redis_url);
-    a.wait_for_broker(&http, "connected").await;
-    let b = Instance::start(&database.url, &redis_url);
-    b.wait_for_broker(&http, "connected").await;
-
-    let mut sessions = Vec::new();
-    for handle in ["coach", "client"] {
-        let signup = b
-            .gql(
-                &http,
-                None,
-                &format!("mutation {{ signup(input: {{ handle: \"{handle}\", email: \"{handle}@example.com\", password: \"12345678\" }}) {{ {AUTH_FIELDS} }} }}"),
-                json!({}),
-            )
-            .await;
-        sessions.push(session_from(&signup["signup"]));
-    }
+    let sessions = sign_up(&b, &http, &["coach", "client"]).await;
     let (coach, client) = (&sessions[0], &sessions[1]);
     let start = (chrono::Utc::now() + chrono::Duration::days(2)).format("%Y-%m-%dT10:00:00Z");
     let end = (chrono::Utc::now() + chrono::Duration::days(2)).format("%Y-%m-%dT11:00:00Z");
