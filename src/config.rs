@@ -294,6 +294,20 @@ pub struct Config {
     )]
     pub leaderboard_window_ms: u64,
 
+    /// Most distinct operation names labelled in `/metrics`; later ones are counted as `other`, so
+    /// clients cannot grow the metrics without bound.
+    #[arg(
+        long,
+        env = "RALLY_METRICS_MAX_OPERATIONS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub metrics_max_operations: usize,
+
+    /// Serve `/metrics` on this address instead of the API's (unset: on the API's).
+    #[arg(long, env = "RALLY_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// Longest availability (meetings), in minutes.
     #[arg(
         long,
@@ -382,7 +396,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 23] = [
+        let bounds: [(&str, u64, u64, u64); 24] = [
             (
                 "RALLY_ACCESS_TOKEN_TTL_SECONDS",
                 self.access_token_ttl_seconds,
@@ -508,6 +522,12 @@ impl Config {
                 self.max_slot_minutes,
                 1,
                 7 * 24 * 60,
+            ),
+            (
+                "RALLY_METRICS_MAX_OPERATIONS",
+                widen(self.metrics_max_operations),
+                1,
+                10_000,
             ),
             (
                 "RALLY_CALENDAR_FEED_PER_MINUTE",

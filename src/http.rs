@@ -95,8 +95,13 @@ pub fn router(app: AppState, schema: RallySchema, sockets: Sockets, domains: Rou
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
         .with_state(HttpState { app: app.clone() });
+    // With RALLY_METRICS_BIND, /metrics is served on that address only (see `metrics_router`).
+    let own = if app.config.metrics_bind.is_none() {
+        own.merge(metrics_router())
+    } else {
+        own
+    };
     graphql::http::routes(app, schema)
         .merge(own)
         .merge(domains)
@@ -289,6 +294,11 @@ async fn readyz(State(http): State<HttpState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// `/metrics` alone: merged into the API's router, or served on `RALLY_METRICS_BIND`.
+pub fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(render_metrics))
 }
 
 async fn render_metrics() -> Response {

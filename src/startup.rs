@@ -31,6 +31,7 @@ pub struct App {
     state: AppState,
     leaderboards: Leaderboards,
     router: Router,
+    metrics_listener: Option<TcpListener>,
     sockets: Sockets,
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -63,6 +64,13 @@ impl App {
         let writes = db::Writes::for_backend(&db);
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+        let metrics_listener = match config.metrics_bind {
+            Some(address) => Some(
+                listen(address)
+                    .with_context(|| format!("cannot listen on {address} (RALLY_METRICS_BIND)"))?,
+            ),
+            None => None,
+        };
         let address = listener.local_addr()?;
         let limits = QueryLimits::from_config(&config);
         let state = AppState::new(Inner {
@@ -96,6 +104,7 @@ impl App {
             state,
             leaderboards,
             router,
+            metrics_listener,
             sockets,
             stopping,
         })
@@ -138,9 +147,17 @@ impl App {
             state,
             leaderboards: _,
             router,
+            metrics_listener,
             sockets,
             stopping,
         } = self;
+        let metrics = metrics_listener.map(|listener| {
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, http::metrics_router()).await {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            })
+        });
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         tracing::info!(%address, "rally is listening");
@@ -182,6 +199,9 @@ impl App {
             tracing::warn!(open = sockets.open(), "websockets still open at exit");
         }
         housekeeping.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         state.db.clone().close().await.ok();
         tracing::info!("rally stopped");
         Ok(())

@@ -22,6 +22,8 @@ pub struct QueryLimits {
     pub max_directives: usize,
     /// Whether introspection is served.
     pub introspection: bool,
+    /// Most distinct operation names labelled in the metrics.
+    pub metrics_max_operations: usize,
 }
 
 impl Default for QueryLimits {
@@ -32,6 +34,7 @@ impl Default for QueryLimits {
             max_aliases: 50,
             max_directives: 8,
             introspection: true,
+            metrics_max_operations: 100,
         }
     }
 }
@@ -44,6 +47,7 @@ impl QueryLimits {
             max_complexity: config.query_max_complexity,
             max_aliases: config.query_max_aliases,
             introspection: config.introspection_enabled(),
+            metrics_max_operations: config.metrics_max_operations,
             ..Self::default()
         }
     }

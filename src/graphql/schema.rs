@@ -76,7 +76,7 @@ pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Sub
     .limit_recursive_depth(limits.max_depth.max(32))
     .limit_directives(limits.max_directives)
     .extension(AliasLimit(limits.max_aliases))
-    .extension(OperationMetrics);
+    .extension(OperationMetrics::new(limits.metrics_max_operations));
     if limits.introspection {
         builder
     } else {

@@ -124,3 +124,70 @@ async fn the_binary_starts_with_embedded_defaults_and_stops_on_sigterm() {
     assert_eq!(made, (true, true, true));
     assert!(status.success(), "rally exited with {status}");
 }
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    probe.local_addr().expect("addr").port()
+}
+
+/// Client-chosen operation names label at most RALLY_METRICS_MAX_OPERATIONS series (the rest are
+/// `other`), and with RALLY_METRICS_BIND `/metrics` is served on that address and not on the API's.
+#[tokio::test]
+async fn metrics_labels_are_bounded_and_served_on_their_own_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (api, metrics) = (free_port(), free_port());
+    let mut child = Command::new(RALLY)
+        .arg("serve")
+        .env_clear()
+        .env("RALLY_DATA_DIR", dir.path())
+        .env("RALLY_BIND", format!("127.0.0.1:{api}"))
+        .env("RALLY_METRICS_BIND", format!("127.0.0.1:{metrics}"))
+        .env("RALLY_METRICS_MAX_OPERATIONS", "5")
+        .env("RALLY_ARGON2_MEMORY_KIB", "256")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rally starts");
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{api}");
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in 0..20 {
+        let body = serde_json::json!({ "query": format!("query Op{n} {{ __typename }}") });
+        let answer = client
+            .post(format!("{base}/graphql"))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(answer.status(), 200);
+    }
+    let on_api = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    let text = client
+        .get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = child.wait();
+    assert_eq!(on_api.status(), 404, "/metrics is not on the API's address");
+    let labels: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("rally_graphql_operations_total"))
+        .filter_map(|line| line.split("operation=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(labels.contains("other"), "{labels:?}");
+    assert_eq!(labels.len(), 6, "5 names and `other`: {labels:?}");
+}
