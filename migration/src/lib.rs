@@ -10,6 +10,7 @@ mod m20261121_000002_events;
 mod m20261121_000003_cups;
 mod m20261121_000004_games;
 mod m20261201_000005_meetings;
+mod m20261201_000006_blur_guesses;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_cups::Migration),
             Box::new(m20261121_000004_games::Migration),
             Box::new(m20261201_000005_meetings::Migration),
+            Box::new(m20261201_000006_blur_guesses::Migration),
         ]
     }
 }

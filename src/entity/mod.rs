@@ -2,6 +2,7 @@
 //! services own every read and write, and GraphQL types convert from these models in each domain.
 
 pub mod availability;
+pub mod blur_guess;
 pub mod blur_round;
 pub mod calendar_feed;
 pub mod cup_session;

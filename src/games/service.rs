@@ -22,12 +22,19 @@ use crate::auth::Identity;
 use crate::db::WriteTxn;
 use crate::entity::event_staff::StaffRole;
 use crate::entity::game::{self, Kind, Status};
-use crate::entity::{blur_round, game_player, user};
-use crate::error::{Error, Result};
+use crate::entity::{blur_guess, blur_round, game_player, user};
+use crate::error::{Error, Result, UniqueKey};
 use crate::live::{self, Change, Missing};
 use crate::media::{Renditions, prepare_picture};
 use crate::state::AppState;
 use crate::{accounts, cups, events};
+
+/// `blur_guesses_pkey` (see the blur-guesses migration): one guess per player per level.
+const ONE_GUESS_KEY: UniqueKey = UniqueKey {
+    name: "blur_guesses_pkey",
+    table: "blur_guesses",
+    columns: &["round_id", "user_id", "level"],
+};
 
 /// Longest side of a blur photo, in pixels.
 pub const PHOTO_SIDE: u32 = 640;
@@ -440,16 +447,31 @@ pub async fn guess(
         .one(&state.db)
         .await?
         .is_some();
-    if !is_player {
-        return Err(Error::Forbidden("only players guess"));
-    }
-    if actor.user_id == round.answer_id {
-        return Err(Error::Forbidden("you are in the photo"));
+    // The same answer for a stranger and for the person in the photo: it must not tell who that is.
+    if !is_player || actor.user_id == round.answer_id {
+        return Err(Error::Forbidden("you cannot guess in this round"));
     }
     not_finished(&game)?;
     if round.solved_by.is_some() {
         return Err(Error::state_conflict("this round is already solved"));
     }
+    // One guess per player per level: trying every handle in turn would always win.
+    blur_guess::ActiveModel {
+        round_id: Set(round_id),
+        user_id: Set(actor.user_id),
+        level: Set(round.level),
+        guessed_at: Set(Utc::now()),
+    }
+    .insert(&state.db)
+    .await
+    .map_err(|err| {
+        Error::on_constraint(
+            err,
+            &[(ONE_GUESS_KEY, || {
+                Error::state_conflict("you guessed at this level already; wait for the next reveal")
+            })],
+        )
+    })?;
     let guessed = match Handle::parse(handle, "handle") {
         Ok(handle) => accounts::service::find_by_handle(state, &handle).await?,
         Err(_) => None,

@@ -16,6 +16,7 @@ on_every_backend!(
     games_are_run_by_game_masters_and_organizers,
     a_blur_round_gets_sharper_and_the_first_right_guess_wins,
     concurrent_right_guesses_have_exactly_one_winner,
+    a_player_guesses_once_per_level,
     game_updated_sends_a_snapshot_then_changes,
     a_scripted_bar_night_ends_with_every_phone_in_the_same_state,
 );
@@ -377,6 +378,76 @@ async fn a_blur_round_gets_sharper_and_the_first_right_guess_wins(backend: Backe
             .status(),
         200,
         "sharp once solved"
+    );
+}
+
+/// One guess per player per blur level (a second one before the next reveal is CONFLICT, also when
+/// sent at once), so trying every handle in turn does not win; the person in the photo is refused
+/// in the same words as a stranger.
+async fn a_player_guesses_once_per_level(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.auth_attempts_per_address = 100).await;
+    let bar = open_bar(&app).await;
+    let handles = ["pia", "quin", "rex"];
+    let mut players = Vec::new();
+    for handle in handles {
+        players.push(app.signup(handle).await);
+        open_cup(&app, &bar.bartender, &bar.event, handle).await;
+    }
+    let stranger = app.signup("stranger").await;
+    let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &handles).await;
+    let game_id = game.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let round = start_round(&app, &bar.organizer, &game_id, "pia").await;
+    let round_id = round["data"]["startBlurRound"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let first = guess(&app, &players[1], &round_id, "rex").await;
+    assert_eq!(first.data()["guessBlurRound"]["correct"], false);
+    guess(&app, &players[1], &round_id, "pia")
+        .await
+        .assert_error("CONFLICT", None);
+    // At once, too: one of the two lands.
+    let (a, b) = tokio::join!(
+        guess(&app, &players[2], &round_id, "quin"),
+        guess(&app, &players[2], &round_id, "nobody"),
+    );
+    let landed = [&a, &b]
+        .iter()
+        .filter(|g| g.body["errors"].is_null())
+        .count();
+    assert_eq!(landed, 1, "one guess per level: {} / {}", a.body, b.body);
+
+    let pictured = guess(&app, &players[0], &round_id, "pia").await;
+    pictured.assert_error("FORBIDDEN", None);
+    let outsider = guess(&app, &stranger, &round_id, "pia").await;
+    outsider.assert_error("FORBIDDEN", None);
+    assert_eq!(
+        pictured.message(),
+        outsider.message(),
+        "no hint who is in the photo"
+    );
+    assert!(
+        !pictured.message().contains("photo"),
+        "{}",
+        pictured.message()
+    );
+
+    app.gql_as(
+        &bar.organizer,
+        "mutation($r: ID!) { revealBlurRound(roundId: $r) { level } }",
+        json!({ "r": round_id }),
+    )
+    .await
+    .data();
+    let next_level = guess(&app, &players[1], &round_id, "pia").await;
+    assert_eq!(
+        next_level.data()["guessBlurRound"]["correct"],
+        true,
+        "a new level, a new guess"
     );
 }
 
