@@ -308,6 +308,15 @@ pub struct Config {
     #[arg(long, env = "RALLY_METRICS_BIND", global = true)]
     pub metrics_bind: Option<SocketAddr>,
 
+    /// Picture uploads (avatars, event pictures, blur photos) per user per minute.
+    #[arg(
+        long,
+        env = "RALLY_UPLOADS_PER_MINUTE",
+        default_value_t = 20,
+        global = true
+    )]
+    pub uploads_per_minute: u32,
+
     /// Longest availability (meetings), in minutes.
     #[arg(
         long,
@@ -396,7 +405,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 24] = [
+        let bounds: [(&str, u64, u64, u64); 25] = [
             (
                 "RALLY_ACCESS_TOKEN_TTL_SECONDS",
                 self.access_token_ttl_seconds,
@@ -526,6 +535,12 @@ impl Config {
             (
                 "RALLY_METRICS_MAX_OPERATIONS",
                 widen(self.metrics_max_operations),
+                1,
+                10_000,
+            ),
+            (
+                "RALLY_UPLOADS_PER_MINUTE",
+                self.uploads_per_minute.into(),
                 1,
                 10_000,
             ),

@@ -20,7 +20,7 @@ use crate::graphql::limits::QueryLimits;
 use crate::graphql::schema;
 use crate::graphql::ws::{SocketSettings, Sockets};
 use crate::live::Live;
-use crate::media::{self, MediaStore};
+use crate::media::{self, MediaStore, UploadLimits};
 use crate::state::{AppState, Inner};
 use crate::{db, http, meetings};
 
@@ -62,6 +62,7 @@ impl App {
             Duration::from_secs(config.auth_window_seconds),
         );
         let writes = db::Writes::for_backend(&db);
+        let uploads = UploadLimits::new(config.uploads_per_minute);
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
         let metrics_listener = match config.metrics_bind {
@@ -82,6 +83,7 @@ impl App {
             passwords,
             auth_limits,
             writes,
+            uploads,
         });
         let leaderboards =
             Leaderboards::new(Duration::from_millis(state.config.leaderboard_window_ms));
@@ -214,6 +216,7 @@ async fn housekeeping(state: AppState) {
     loop {
         tick.tick().await;
         state.auth_limits.shrink();
+        state.uploads.shrink();
         state.live.sweep();
         http::prometheus().run_upkeep();
     }

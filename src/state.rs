@@ -12,7 +12,7 @@ use crate::auth::{AuthLimits, Passwords, TokenKeys};
 use crate::config::Config;
 use crate::db::{WriteTxn, Writes};
 use crate::live::Live;
-use crate::media::{ImageLimits, MediaStore};
+use crate::media::{ImageLimits, MediaStore, UploadLimits};
 
 /// Shared handles to storage, keys and settings.
 #[derive(Clone)]
@@ -36,6 +36,8 @@ pub struct Inner {
     pub auth_limits: AuthLimits,
     /// How write transactions are opened (see [`Writes`]).
     pub writes: Writes,
+    /// Uploads per user per minute.
+    pub uploads: UploadLimits,
 }
 
 impl AppState {

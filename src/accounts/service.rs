@@ -383,6 +383,7 @@ pub async fn set_avatar(state: &AppState, user_id: Uuid, bytes: Vec<u8>) -> Resu
         .one(&state.db)
         .await?
         .ok_or(Error::Unauthenticated("this account no longer exists"))?;
+    state.uploads.check(user_id)?;
     let picture = prepare_picture(bytes, state.image_limits(), AVATAR_SIDE, "file").await?;
     let key = state.media.put_picture(picture).await?;
     let old = current.avatar_key.clone();

@@ -2,6 +2,10 @@
 //! limits are accepted; each is decoded, scaled down to fit and encoded afresh, so no metadata
 //! (EXIF location, comments) of the original survives.
 
+use std::sync::OnceLock;
+
+use tokio::sync::Semaphore;
+
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, ImageReader};
@@ -29,14 +33,40 @@ pub struct Picture {
     pub height: u32,
 }
 
+/// How many pictures decode at once: half the cores, at least one (a decode is CPU- and
+/// memory-heavy; a burst of uploads waits its turn instead of multiplying the memory).
+fn decodes() -> &'static Semaphore {
+    static DECODES: OnceLock<Semaphore> = OnceLock::new();
+    DECODES.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Semaphore::new((cores / 2).max(1))
+    })
+}
+
+/// Largest original kept for a picture stored at `max_side`: eight times its side each way (more
+/// detail than that is thrown away by the scaling, so accepting it only costs memory).
+fn pixel_cap(limits: ImageLimits, max_side: u32) -> ImageLimits {
+    let needed = (u64::from(max_side) * 8).pow(2);
+    ImageLimits {
+        max_pixels: limits.max_pixels.min(needed),
+        ..limits
+    }
+}
+
 /// Checks and re-encodes `bytes` on the blocking pool, scaled to fit in `max_side` x `max_side`.
-/// `field` names the upload argument in validation errors.
+/// `field` names the upload argument in validation errors. At most half the cores decode at once,
+/// and an original may have at most [`pixel_cap`] pixels for its `max_side`.
 pub async fn prepare_picture(
     bytes: Vec<u8>,
     limits: ImageLimits,
     max_side: u32,
     field: &'static str,
 ) -> Result<Picture> {
+    let limits = pixel_cap(limits, max_side);
+    let _turn = decodes()
+        .acquire()
+        .await
+        .map_err(|_| Error::internal(anyhow::anyhow!("the decode semaphore is closed")))?;
     tokio::task::spawn_blocking(move || prepare_blocking(&bytes, limits, max_side, field)).await?
 }
 

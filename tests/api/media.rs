@@ -13,6 +13,8 @@ on_every_backend!(
     an_avatar_is_reencoded_without_metadata_and_served_cacheable,
     a_new_avatar_replaces_the_old_one,
     non_pictures_and_oversized_uploads_are_refused,
+    uploads_are_rate_limited_per_user,
+    an_avatar_original_may_have_fewer_pixels_than_an_event_picture,
 );
 
 const UPLOAD: &str = r#"{"query":"mutation($f: Upload!) { uploadAvatar(file: $f) { avatarUrl } }","variables":{"f":null}}"#;
@@ -186,4 +188,82 @@ async fn non_pictures_and_oversized_uploads_are_refused(backend: Backend) {
     // Nothing changed, and the server still serves.
     let me = app.gql_as(&yan, "{ me { avatarUrl } }", json!({})).await;
     assert_eq!(me.data()["me"]["avatarUrl"], json!(null));
+}
+
+/// A PNG of `side` x `side` black pixels (tiny when compressed, big when decoded).
+fn black_png(side: u32) -> Vec<u8> {
+    let mut encoded = Cursor::new(Vec::new());
+    DynamicImage::new_luma8(side, side)
+        .write_to(&mut encoded, ImageFormat::Png)
+        .expect("encode");
+    encoded.into_inner()
+}
+
+async fn uploads_are_rate_limited_per_user(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.uploads_per_minute = 2).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    for _ in 0..2 {
+        let (status, body) = upload(&app, &ann, black_png(64), "a.png").await;
+        assert_eq!(status, 200);
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    let (_, refused) = upload(&app, &ann, black_png(64), "a.png").await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    assert!(
+        refused["errors"][0]["extensions"]["retryAfterSeconds"]
+            .as_u64()
+            .is_some_and(|s| s >= 1),
+        "{refused}"
+    );
+    let (_, other) = upload(&app, &bob, black_png(64), "b.png").await;
+    assert!(
+        other["errors"].is_null(),
+        "another user's uploads are their own: {other}"
+    );
+}
+
+/// An avatar is stored at 512 px, so its original may have at most (8 x 512)^2 pixels; an event
+/// picture (1600 px) may be larger. A 4200 x 4200 all-black PNG (a few KB, 17.6 MP decoded) is too
+/// much for an avatar and fine for an event.
+async fn an_avatar_original_may_have_fewer_pixels_than_an_event_picture(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let big = black_png(4200);
+    assert!(big.len() < 200_000, "compressed small: {}", big.len());
+    let (_, refused) = upload(&app, &ann, big.clone(), "big.png").await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["errors"][0]["extensions"]["field"], "file",
+        "{refused}"
+    );
+    let event =
+        crate::common::fixtures::create_event(&app, &ann, "Gallery", "2030-01-01T20:00:00Z").await;
+    let operations = json!({
+        "query": "mutation($id: ID!, $f: Upload!) { uploadEventImage(id: $id, file: $f) { imageUrl } }",
+        "variables": { "id": event["id"], "f": null },
+    });
+    let form = Form::new()
+        .text("operations", operations.to_string())
+        .text("map", r#"{"0":["variables.f"]}"#)
+        .part("0", Part::bytes(big).file_name("big.png"));
+    let body: Value = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&ann.access)
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(body["data"]["uploadEventImage"]["imageUrl"].is_string());
 }
