@@ -317,6 +317,24 @@ pub struct Config {
     )]
     pub uploads_per_minute: u32,
 
+    /// Seconds a cup code (`requestCupCode`) stays valid.
+    #[arg(
+        long,
+        env = "RALLY_CUP_CODE_TTL_SECONDS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub cup_code_ttl_seconds: u64,
+
+    /// `openCupSession` attempts per staff member per minute, so codes cannot be found by trying.
+    #[arg(
+        long,
+        env = "RALLY_CUP_CODE_ATTEMPTS_PER_MINUTE",
+        default_value_t = 30,
+        global = true
+    )]
+    pub cup_code_attempts_per_minute: u32,
+
     /// Longest availability (meetings), in minutes.
     #[arg(
         long,
@@ -405,7 +423,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 25] = [
+        let bounds: [(&str, u64, u64, u64); 27] = [
             (
                 "RALLY_ACCESS_TOKEN_TTL_SECONDS",
                 self.access_token_ttl_seconds,
@@ -541,6 +559,18 @@ impl Config {
             (
                 "RALLY_UPLOADS_PER_MINUTE",
                 self.uploads_per_minute.into(),
+                1,
+                10_000,
+            ),
+            (
+                "RALLY_CUP_CODE_TTL_SECONDS",
+                self.cup_code_ttl_seconds,
+                1,
+                DAY,
+            ),
+            (
+                "RALLY_CUP_CODE_ATTEMPTS_PER_MINUTE",
+                self.cup_code_attempts_per_minute.into(),
                 1,
                 10_000,
             ),

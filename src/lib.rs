@@ -5,7 +5,7 @@
 //! `db`, `live`) serve every domain.
 
 pub mod accounts; // sign-up, sessions, profiles, avatars
-pub mod auth; // passwords, access and refresh tokens, the viewer, login limits
+pub mod auth; // passwords, access and refresh tokens, ended sessions, the viewer, rate limits
 pub mod config; // every setting, from flags and RALLY_* env, with embedded defaults
 pub mod cups; // cup sessions, drinks, live leaderboards
 pub mod db; // connecting, migrating, write transactions that publish after commit, pages

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::serve::ListenerExt as _;
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::auth::{AuthLimits, Passwords, TokenKeys};
+use crate::auth::{AuthLimits, Passwords, PerUserLimit, TokenKeys};
 use crate::config::Config;
 use crate::cups::Leaderboards;
 use crate::games::service::BlurRenditions;
@@ -20,9 +20,9 @@ use crate::graphql::limits::QueryLimits;
 use crate::graphql::schema;
 use crate::graphql::ws::{SocketSettings, Sockets};
 use crate::live::Live;
-use crate::media::{self, MediaStore, UploadLimits};
+use crate::media::{self, MediaStore};
 use crate::state::{AppState, Inner};
-use crate::{db, http, meetings};
+use crate::{accounts, db, http, meetings};
 
 /// A built, bound, not yet serving Rally.
 pub struct App {
@@ -62,7 +62,11 @@ impl App {
             Duration::from_secs(config.auth_window_seconds),
         );
         let writes = db::Writes::for_backend(&db);
-        let uploads = UploadLimits::new(config.uploads_per_minute);
+        let uploads = PerUserLimit::per_minute(config.uploads_per_minute, "too many uploads");
+        let cup_code_attempts = PerUserLimit::per_minute(
+            config.cup_code_attempts_per_minute,
+            "too many cup-code attempts",
+        );
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
         let metrics_listener = match config.metrics_bind {
@@ -84,6 +88,7 @@ impl App {
             auth_limits,
             writes,
             uploads,
+            cup_code_attempts,
         });
         let leaderboards =
             Leaderboards::new(Duration::from_millis(state.config.leaderboard_window_ms));
@@ -162,6 +167,7 @@ impl App {
         });
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let ended_sessions = accounts::service::follow_ended_sessions(state.clone()).await;
         tracing::info!(%address, "rally is listening");
         let stopping_rx = stopping.subscribe();
         let signal = async move {
@@ -201,6 +207,7 @@ impl App {
             tracing::warn!(open = sockets.open(), "websockets still open at exit");
         }
         housekeeping.abort();
+        ended_sessions.abort();
         if let Some(metrics) = metrics {
             metrics.abort();
         }
@@ -217,6 +224,7 @@ async fn housekeeping(state: AppState) {
         tick.tick().await;
         state.auth_limits.shrink();
         state.uploads.shrink();
+        state.cup_code_attempts.shrink();
         state.live.sweep();
         http::prometheus().run_upkeep();
     }

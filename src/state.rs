@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::auth::{AuthLimits, Passwords, TokenKeys};
+use crate::auth::{AuthLimits, Passwords, PerUserLimit, TokenKeys};
 use crate::config::Config;
 use crate::db::{WriteTxn, Writes};
 use crate::live::Live;
-use crate::media::{ImageLimits, MediaStore, UploadLimits};
+use crate::media::{ImageLimits, MediaStore};
 
 /// Shared handles to storage, keys and settings.
 #[derive(Clone)]
@@ -37,7 +37,9 @@ pub struct Inner {
     /// How write transactions are opened (see [`Writes`]).
     pub writes: Writes,
     /// Uploads per user per minute.
-    pub uploads: UploadLimits,
+    pub uploads: PerUserLimit,
+    /// Cup-code attempts (`openCupSession`) per staff member per minute.
+    pub cup_code_attempts: PerUserLimit,
 }
 
 impl AppState {

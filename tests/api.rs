@@ -14,6 +14,8 @@ mod accounts;
 mod auth;
 #[path = "api/cli.rs"]
 mod cli;
+#[path = "api/cup_codes.rs"]
+mod cup_codes;
 #[path = "api/cups.rs"]
 mod cups;
 #[path = "api/events.rs"]
@@ -32,9 +34,13 @@ mod live;
 mod media;
 #[path = "api/meetings.rs"]
 mod meetings;
+#[path = "api/nulls.rs"]
+mod nulls;
 #[path = "api/query_plans.rs"]
 mod query_plans;
 #[path = "api/scale_out.rs"]
 mod scale_out;
+#[path = "api/sessions.rs"]
+mod sessions;
 #[path = "api/text.rs"]
 mod text;

@@ -168,12 +168,25 @@ pub async fn seed(url: &str, tag: &str) -> anyhow::Result<Seed> {
         json!({ "id": event }),
     )
     .await?;
+    // The organizer asks for their own cup, then hands it out with that code.
+    let requested = call(
+        &http,
+        url,
+        Some(&token),
+        "mutation($id: ID!) { requestCupCode(eventId: $id) { code } }",
+        json!({ "id": event }),
+    )
+    .await?;
+    let code = requested["requestCupCode"]["code"]
+        .as_str()
+        .context("code")?
+        .to_owned();
     let cup = call(
         &http,
         url,
         Some(&token),
-        "mutation($id: ID!, $h: String!) { openCupSession(eventId: $id, handle: $h) { id } }",
-        json!({ "id": event, "h": handle }),
+        "mutation($id: ID!, $h: String!, $c: String!) { openCupSession(eventId: $id, handle: $h, code: $c) { id } }",
+        json!({ "id": event, "h": handle, "c": code }),
     )
     .await?;
     let session = cup["openCupSession"]["id"]

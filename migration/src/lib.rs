@@ -11,6 +11,8 @@ mod m20261121_000003_cups;
 mod m20261121_000004_games;
 mod m20261201_000005_meetings;
 mod m20261201_000006_blur_guesses;
+mod m20261202_000007_cup_codes;
+mod m20261202_000008_ended_sessions;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -25,6 +27,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000004_games::Migration),
             Box::new(m20261201_000005_meetings::Migration),
             Box::new(m20261201_000006_blur_guesses::Migration),
+            Box::new(m20261202_000007_cup_codes::Migration),
+            Box::new(m20261202_000008_ended_sessions::Migration),
         ]
     }
 }

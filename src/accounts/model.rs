@@ -1,8 +1,26 @@
-//! Account newtypes and their rules, parsed from raw input ("parse, don't validate"). No IO here.
+//! Account newtypes and their rules, parsed from raw input ("parse, don't validate"), and the one
+//! live payload accounts publish (an ended session). No IO here.
 //!
 //! Each `parse` takes the argument path the client wrote (`input.handle`), so a refusal names it.
 
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
 use crate::error::{Error, Result};
+use crate::live::Topic;
+
+/// Ended sessions, for every instance's set of revoked sessions: `sessions:ended`.
+pub fn sessions_ended() -> Topic<SessionEnded> {
+    Topic::single("sessions", "ended")
+}
+
+/// The payload of [`sessions_ended`] (wire v1): a session (refresh-token family) was revoked, by
+/// logout or by the reuse of a spent refresh token; its access tokens must stop working.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionEnded {
+    /// The session id (`sid` of its access tokens).
+    pub session: Uuid,
+}
 
 /// A handle: 3-30 of `[a-z0-9_]`, stored lower-case so comparison ignores case.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,15 +6,20 @@ use chrono::{Duration, Utc};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
-use super::model::{Bio, BodyWeightKg, DisplayName, Email, Handle, Login, Password};
+use super::model::{
+    Bio, BodyWeightKg, DisplayName, Email, Handle, Login, Password, SessionEnded, sessions_ended,
+};
 use crate::auth::{AccessToken, RefreshToken};
+use crate::db::WriteTxn;
 use crate::entity::user::{BodyType, Role};
 use crate::entity::{refresh_token, user};
 use crate::error::{Error, Result, UniqueKey};
+use crate::live::Signal;
 use crate::media::prepare_picture;
 use crate::state::AppState;
 
@@ -181,8 +186,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
     let token = live_token(&*txn, presented).await?;
     let now = Utc::now();
     if token.used_at.is_some() {
-        revoke_family(&*txn, token.family_id).await?;
-        txn.commit().await?;
+        end_session(state, txn, token.family_id).await?;
         tracing::warn!(family = %token.family_id, "refresh token reused; family revoked");
         return Err(bad_refresh());
     }
@@ -195,8 +199,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
         .exec(&*txn)
         .await?;
     if marked.rows_affected != 1 {
-        revoke_family(&*txn, token.family_id).await?;
-        txn.commit().await?;
+        end_session(state, txn, token.family_id).await?;
         return Err(bad_refresh());
     }
     let owner = user::Entity::find_by_id(token.user_id)
@@ -213,8 +216,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
 pub async fn logout(state: &AppState, presented: &str) -> Result<()> {
     let txn = state.begin_write().await?;
     let token = live_token(&*txn, presented).await?;
-    revoke_family(&*txn, token.family_id).await?;
-    txn.commit().await?;
+    end_session(state, txn, token.family_id).await?;
     if token.used_at.is_some() {
         return Err(bad_refresh());
     }
@@ -239,14 +241,81 @@ fn bad_refresh() -> Error {
     Error::Unauthenticated("invalid refresh token")
 }
 
-async fn revoke_family(db: &impl ConnectionTrait, family: Uuid) -> Result<()> {
+/// Revokes the session `family` in `txn` and commits: its refresh tokens are dead in the database,
+/// its access tokens are refused on this instance from now on and, through the broker, on every
+/// other within moments; open websockets of the session close with 4403.
+async fn end_session(state: &AppState, mut txn: WriteTxn, family: Uuid) -> Result<()> {
     refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
         .filter(refresh_token::Column::FamilyId.eq(family))
         .filter(refresh_token::Column::RevokedAt.is_null())
-        .exec(db)
+        .exec(&*txn)
         .await?;
+    txn.publish(&sessions_ended(), &SessionEnded { session: family });
+    txn.commit().await?;
+    state.tokens.revoke(family);
     Ok(())
+}
+
+/// Keeps this instance's set of ended sessions whole for as long as it runs: the sessions the
+/// database says were revoked within a token's lifetime (read before this returns, so an instance
+/// never serves without them), then, in the returned task, every session ended on any instance
+/// (through the broker), re-reading the database whenever the broker may have dropped messages.
+pub async fn follow_ended_sessions(state: AppState) -> tokio::task::JoinHandle<()> {
+    let mut feed = state.live.subscribe(&sessions_ended());
+    load_ended_sessions(&state).await;
+    tokio::spawn(async move {
+        while let Some(signal) = feed.next().await {
+            match signal {
+                Signal::Message(ended) => state.tokens.revoke(ended.session),
+                Signal::Resync => load_ended_sessions(&state).await,
+            }
+        }
+    })
+}
+
+/// Lists the sessions revoked within a token's lifetime, retrying (with backoff) until the database
+/// answers.
+async fn load_ended_sessions(state: &AppState) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match recently_ended(state).await {
+            Ok(ended) => {
+                let horizon = state.tokens.revocation_horizon().as_secs();
+                let horizon = i64::try_from(horizon).unwrap_or(i64::MAX / 2);
+                for (family, revoked_at) in ended {
+                    state
+                        .tokens
+                        .revocations()
+                        .revoke(family, revoked_at.timestamp() + horizon);
+                }
+                return;
+            }
+            Err(err) => {
+                err.report();
+                tracing::warn!("cannot read ended sessions; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Sessions revoked within a token's lifetime, with when (an index on `revoked_at` serves it).
+async fn recently_ended(state: &AppState) -> Result<Vec<(Uuid, chrono::DateTime<Utc>)>> {
+    let horizon = Duration::from_std(state.tokens.revocation_horizon()).map_err(Error::internal)?;
+    let rows: Vec<(Uuid, Option<chrono::DateTime<Utc>>)> = refresh_token::Entity::find()
+        .select_only()
+        .column(refresh_token::Column::FamilyId)
+        .column(refresh_token::Column::RevokedAt)
+        .filter(refresh_token::Column::RevokedAt.gt(Utc::now() - horizon))
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(family, revoked_at)| Some((family, revoked_at?)))
+        .collect())
 }
 
 async fn start_session(
@@ -265,13 +334,14 @@ async fn issue_session(
     family: Option<Uuid>,
 ) -> Result<Session> {
     let refresh = RefreshToken::generate();
+    let family = family.unwrap_or_else(Uuid::now_v7);
     let now = Utc::now();
     let ttl_days =
         i64::try_from(state.config.refresh_token_ttl_days).unwrap_or(i64::MAX / 86_400_000);
     refresh_token::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user.id),
-        family_id: Set(family.unwrap_or_else(Uuid::now_v7)),
+        family_id: Set(family),
         token_hash: Set(refresh.hash),
         created_at: Set(now),
         expires_at: Set(now + Duration::days(ttl_days)),
@@ -280,7 +350,7 @@ async fn issue_session(
     }
     .insert(db)
     .await?;
-    let access = state.tokens.issue(user.id, user.role)?;
+    let access = state.tokens.issue(user.id, user.role, family)?;
     Ok(Session {
         access,
         refresh_token: refresh.token,

@@ -1,6 +1,7 @@
-//! Rate limits on credential use: per login name and per client address.
+//! Rate limits: on credential use (per login name and per client address), and per signed-in user
+//! for what a domain must bound (uploads, cup-code attempts).
 //!
-//! Both are GCRA buckets (governor): a burst of N attempts, refilled evenly over the window. The
+//! All are GCRA buckets (governor): a burst of N attempts, refilled evenly over the window. The
 //! buckets live in this process; with several instances each keeps its own, so the effective limit
 //! is N per instance (the load balancer's stickiness or a shared store would tighten it).
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
@@ -57,9 +59,52 @@ impl AuthLimits {
     fn limited(&self, wait: Duration) -> Error {
         Error::RateLimited {
             what: "too many attempts",
-            retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+            retry_after_seconds: retry_after(wait),
         }
     }
+}
+
+/// A per-user limit: `per_minute` actions of one user a minute, then RATE_LIMITED saying `what`.
+#[derive(Clone)]
+pub struct PerUserLimit {
+    per_user: Arc<DefaultKeyedRateLimiter<Uuid>>,
+    what: &'static str,
+    clock: DefaultClock,
+}
+
+impl PerUserLimit {
+    /// `per_minute` actions per user; RATE_LIMITED with `what` past it.
+    pub fn per_minute(per_minute: u32, what: &'static str) -> Self {
+        Self {
+            per_user: Arc::new(RateLimiter::keyed(quota(
+                per_minute,
+                Duration::from_secs(60),
+            ))),
+            what,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Counts one action of `user`; RATE_LIMITED once their bucket is empty.
+    pub fn check(&self, user: Uuid) -> Result<()> {
+        self.per_user
+            .check_key(&user)
+            .map_err(|not_until| Error::RateLimited {
+                what: self.what,
+                retry_after_seconds: retry_after(not_until.wait_time_from(self.clock.now())),
+            })
+    }
+
+    /// Forgets buckets that are full again.
+    pub fn shrink(&self) {
+        self.per_user.retain_recent();
+        self.per_user.shrink_to_fit();
+    }
+}
+
+/// Whole seconds to wait, at least one.
+fn retry_after(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 fn quota(attempts: u32, window: Duration) -> Quota {
@@ -90,5 +135,18 @@ mod tests {
             other => panic!("expected RATE_LIMITED, got {other:?}"),
         }
         limits.check_login("bob").unwrap();
+    }
+
+    #[test]
+    fn a_user_is_limited_after_their_minute() {
+        let limit = PerUserLimit::per_minute(2, "too many uploads");
+        let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        limit.check(ann).unwrap();
+        limit.check(ann).unwrap();
+        assert!(matches!(
+            limit.check(ann),
+            Err(Error::RateLimited { what: "too many uploads", retry_after_seconds }) if (1..=30).contains(&retry_after_seconds)
+        ));
+        limit.check(bob).unwrap();
     }
 }

@@ -1,4 +1,5 @@
-//! JWT access tokens: HS256, short-lived; `exp`, `iat`, `sub`, `iss` and `aud` are all checked.
+//! JWT access tokens: HS256, short-lived; `exp`, `iat`, `sub`, `iss` and `aud` are all checked, and a
+//! token of an ended session (`sid`, see [`Revocations`]) is refused.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::Revocations;
 use crate::entity::user::Role;
 use crate::error::{Error, Result};
 
@@ -30,6 +32,10 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, seconds since the epoch.
     pub exp: i64,
+    /// The session (refresh-token family) the token belongs to; logging out ends it. Absent from
+    /// tokens of releases before sessions could end; those live until `exp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 /// A signed access token and when it expires.
@@ -48,6 +54,7 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    revocations: std::sync::Arc<Revocations>,
 }
 
 impl TokenKeys {
@@ -64,7 +71,28 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl,
+            revocations: std::sync::Arc::default(),
         }
+    }
+
+    /// The ended sessions this instance knows of.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// Ends `session` on this instance: its tokens are refused from now until the last of them
+    /// would have expired (its lifetime plus the leeway).
+    pub fn revoke(&self, session: Uuid) {
+        let lifetime = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
+        self.revocations
+            .revoke(session, Utc::now().timestamp() + lifetime + leeway);
+    }
+
+    /// How long after a revocation a token of it could still be presented (lifetime and leeway):
+    /// how far back the database is read for revocations.
+    pub fn revocation_horizon(&self) -> Duration {
+        self.ttl + Duration::from_secs(self.validation.leeway)
     }
 
     /// A secret derived from the server's for one `purpose` and `message` (HMAC-SHA256,
@@ -81,8 +109,8 @@ impl TokenKeys {
         Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
-    /// A new access token for `user_id`.
-    pub fn issue(&self, user_id: Uuid, role: Role) -> Result<AccessToken> {
+    /// A new access token for `user_id` in `session`.
+    pub fn issue(&self, user_id: Uuid, role: Role, session: Uuid) -> Result<AccessToken> {
         let now = Utc::now();
         // Whole seconds, as in the token itself, so the reported expiry is exactly `exp`.
         let expires_at = (now + self.ttl).trunc_subsecs(0);
@@ -97,21 +125,30 @@ impl TokenKeys {
             aud: AUDIENCE.to_owned(),
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
+            sid: Some(session),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(Error::internal)?;
         Ok(AccessToken { token, expires_at })
     }
 
-    /// The claims of a valid token; any flaw (signature, algorithm, expiry, issuer, audience) is
-    /// UNAUTHENTICATED, with no detail of which check failed.
+    /// The claims of a valid token; any flaw (signature, algorithm, expiry, issuer, audience, an
+    /// ended session) is UNAUTHENTICATED, with no detail of which check failed.
     pub fn verify(&self, token: &str) -> Result<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|err| {
                 tracing::debug!(reason = %err, "access token rejected");
                 Error::Unauthenticated("invalid or expired access token")
-            })
+            })?;
+        if claims
+            .sid
+            .is_some_and(|session| self.revocations.is_revoked(session))
+        {
+            tracing::debug!("access token of an ended session rejected");
+            return Err(Error::Unauthenticated("invalid or expired access token"));
+        }
+        Ok(claims)
     }
 }
 
@@ -126,15 +163,32 @@ mod tests {
     #[test]
     fn an_issued_token_verifies() {
         let id = Uuid::now_v7();
-        let token = keys().issue(id, Role::Admin).unwrap();
+        let token = keys().issue(id, Role::Admin, Uuid::now_v7()).unwrap();
         let claims = keys().verify(&token.token).unwrap();
         assert_eq!(claims.sub, id);
         assert_eq!(claims.role, "ADMIN");
     }
 
     #[test]
+    fn a_token_of_an_ended_session_is_refused() {
+        let keys = keys();
+        let (ended, kept) = (Uuid::now_v7(), Uuid::now_v7());
+        let token = keys.issue(Uuid::now_v7(), Role::User, ended).unwrap();
+        let other = keys.issue(Uuid::now_v7(), Role::User, kept).unwrap();
+        keys.verify(&token.token).unwrap();
+        keys.revoke(ended);
+        assert!(matches!(
+            keys.verify(&token.token),
+            Err(Error::Unauthenticated(_))
+        ));
+        keys.verify(&other.token).unwrap();
+    }
+
+    #[test]
     fn another_secret_is_refused() {
-        let token = keys().issue(Uuid::now_v7(), Role::User).unwrap();
+        let token = keys()
+            .issue(Uuid::now_v7(), Role::User, Uuid::now_v7())
+            .unwrap();
         let other = TokenKeys::new(&[8u8; 32], Duration::from_secs(60));
         assert!(matches!(
             other.verify(&token.token),

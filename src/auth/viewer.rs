@@ -19,6 +19,9 @@ pub struct Identity {
     pub is_admin: bool,
     /// When the token expires, seconds since the epoch.
     pub expires_at: i64,
+    /// The session the token belongs to (none for tokens of older releases); ending it ends the
+    /// caller's websockets too.
+    pub session_id: Option<Uuid>,
 }
 
 /// Who is calling.
@@ -54,6 +57,7 @@ impl Viewer {
                 user_id: claims.sub,
                 is_admin: claims.role == "ADMIN",
                 expires_at: claims.exp,
+                session_id: claims.sid,
             }),
             Err(_) => Self::Invalid,
         }

@@ -1,5 +1,5 @@
-//! Cup rules without IO: drink input, alcohol grams, calories, the Widmark estimate, and the live
-//! payloads with their topics.
+//! Cup rules without IO: cup codes, drink input, alcohol grams, calories, the Widmark estimate, and
+//! the live payloads with their topics.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -201,6 +201,63 @@ pub fn estimated_bac(
     Some((peak - ELIMINATION_PER_HOUR * hours).max(0.0))
 }
 
+/// The characters of a cup code: digits and capitals without the look-alikes 0/O, 1/I/L.
+const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+/// Characters in a cup code: 31^8 (about 2^39.6) codes, so trying cannot find one within its few
+/// minutes, however many staff accounts try (each is also rate limited).
+const CODE_LENGTH: usize = 8;
+
+/// A cup code: what a guest shows at the bar (typed, or read from a QR code) so staff may open their
+/// cup. Random, single use, short-lived; only its HMAC is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CupCode(String);
+
+impl CupCode {
+    /// A new random code (from the OS's generator).
+    pub fn generate() -> Self {
+        use rand::Rng;
+        let mut rng = rand::rngs::OsRng;
+        Self(
+            (0..CODE_LENGTH)
+                .map(|_| char::from(CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())]))
+                .collect(),
+        )
+    }
+
+    /// A code as staff typed it: case, spaces and dashes do not matter. `None` when it cannot be a
+    /// code (which the caller refuses exactly like a wrong one).
+    pub fn parse(typed: &str) -> Option<Self> {
+        if typed.len() > 4 * CODE_LENGTH {
+            return None;
+        }
+        let code: String = typed
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        (code.len() == CODE_LENGTH && code.bytes().all(|b| CODE_ALPHABET.contains(&b)))
+            .then_some(Self(code))
+    }
+
+    /// The code's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What the HMAC of a code covers: the code bound to its guest and event, so a code is worth
+    /// nothing for anyone or anywhere else.
+    pub fn message(&self, event: Uuid, guest: Uuid) -> String {
+        format!("{event}:{guest}:{}", self.0)
+    }
+}
+
+impl std::fmt::Debug for CupCode {
+    /// Never printed: codes are secrets while they live.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CupCode(..)")
+    }
+}
+
 /// Cheers counted in one call: 1 to 100.
 pub fn parse_cheers(count: i32) -> Result<i32> {
     if (1..=100).contains(&count) {
@@ -213,6 +270,30 @@ pub fn parse_cheers(count: i32) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_random_and_read_back_however_typed() {
+        let code = CupCode::generate();
+        assert_eq!(code.as_str().len(), 8);
+        assert_ne!(code, CupCode::generate());
+        let typed = format!(
+            " {}-{} ",
+            code.as_str()[..4].to_lowercase(),
+            &code.as_str()[4..]
+        );
+        assert_eq!(CupCode::parse(&typed), Some(code.clone()));
+        assert!(!format!("{code:?}").contains(code.as_str()));
+        for bad in [
+            "",
+            "ABCDEFG",
+            "ABCDEFGHJ",
+            "ABCDEFG0",
+            "ABCDEFGI",
+            &"A".repeat(100),
+        ] {
+            assert_eq!(CupCode::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn a_pint_of_lager_has_about_20_grams() {

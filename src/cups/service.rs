@@ -1,35 +1,29 @@
-//! Cup rules with storage: the only code touching `cup_sessions` and `drink_orders`, the publisher
+//! Cup rules with storage: the only code touching `cup_sessions`, `cup_codes` and `drink_orders`, the publisher
 //! of `event:{id}:sessions` and `event:{id}:scores`, and the live streams built on them.
 
 use chrono::Utc;
 use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::Func;
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, Set, TryInsertResult,
 };
 use uuid::Uuid;
 
-use super::model::{CupSessionState, Drink, SCORES, SESSIONS, ScoresChanged};
+use super::model::{CupCode, CupSessionState, Drink, SCORES, SESSIONS, ScoresChanged};
 use crate::accounts;
 use crate::accounts::model::Handle;
 use crate::auth::Identity;
 use crate::db::WriteTxn;
 use crate::entity::cup_session::{self, Status};
 use crate::entity::event::{self, Status as EventStatus};
-use crate::entity::{drink_order, user};
-use crate::error::{Error, Result, UniqueKey};
+use crate::entity::{cup_code, drink_order, user};
+use crate::error::{Error, Result};
 use crate::events;
 use crate::live::{self, Change, Missing};
 use crate::state::AppState;
-
-/// `cup_sessions_one_open_key` (see the cups migration): one OPEN session per guest and event.
-const ONE_OPEN_KEY: UniqueKey = UniqueKey {
-    name: "cup_sessions_one_open_key",
-    table: "cup_sessions",
-    columns: &["event_id", "user_id"],
-};
 
 /// Announces a session changed by a single statement.
 fn announce(state: &AppState, session: &cup_session::Model, score_changed: bool) {
@@ -161,15 +155,108 @@ pub async fn event_guest(
     Ok(Some((guest, open)))
 }
 
-/// Staff: returns the guest's OPEN session at a LIVE event, opening one if there is none. The partial
-/// unique index settles two gateways opening at once: the loser reads the winner's session.
+/// The most live (unused, unexpired) codes one guest holds for one event; asking for another
+/// retires the oldest.
+const LIVE_CODES: usize = 5;
+
+/// A guest's code, as `requestCupCode` returns it.
+pub struct IssuedCode {
+    /// The code to show at the bar.
+    pub code: CupCode,
+    /// When it stops working.
+    pub expires_at: chrono::DateTime<Utc>,
+}
+
+/// The guest asks for a cup: a new single-use code for this event (SCHEDULED or LIVE), valid for
+/// `RALLY_CUP_CODE_TTL_SECONDS`. Only its HMAC is stored; used and expired codes of the guest at
+/// this event are swept, and at most [`LIVE_CODES`] stay live.
 #[tracing::instrument(skip(state))]
+pub async fn request_code(state: &AppState, guest: Identity, event_id: Uuid) -> Result<IssuedCode> {
+    let event = events::service::require(state, event_id).await?;
+    if !matches!(event.status, EventStatus::Scheduled | EventStatus::Live) {
+        return Err(Error::state_conflict(
+            "cups are handed out only at SCHEDULED or LIVE events",
+        ));
+    }
+    let code = CupCode::generate();
+    let now = Utc::now();
+    let ttl = i64::try_from(state.config.cup_code_ttl_seconds).unwrap_or(i64::MAX);
+    let expires_at = now + chrono::Duration::seconds(ttl);
+    let hash = state
+        .tokens
+        .derive(CODE_PURPOSE, &code.message(event_id, guest.user_id))?;
+    let txn = state.begin_write().await?;
+    let of_guest = || {
+        cup_code::Entity::find()
+            .filter(cup_code::Column::UserId.eq(guest.user_id))
+            .filter(cup_code::Column::EventId.eq(event_id))
+    };
+    let mut retired: Vec<Uuid> = of_guest()
+        .filter(
+            cup_code::Column::UsedAt
+                .is_not_null()
+                .or(cup_code::Column::ExpiresAt.lte(now)),
+        )
+        .select_only()
+        .column(cup_code::Column::Id)
+        .into_tuple()
+        .all(&*txn)
+        .await?;
+    let live: Vec<Uuid> = of_guest()
+        .filter(cup_code::Column::UsedAt.is_null())
+        .filter(cup_code::Column::ExpiresAt.gt(now))
+        .order_by_desc(cup_code::Column::CreatedAt)
+        .order_by_desc(cup_code::Column::Id)
+        .select_only()
+        .column(cup_code::Column::Id)
+        .into_tuple()
+        .all(&*txn)
+        .await?;
+    retired.extend(live.into_iter().skip(LIVE_CODES - 1));
+    if !retired.is_empty() {
+        cup_code::Entity::delete_many()
+            .filter(cup_code::Column::Id.is_in(retired))
+            .exec(&*txn)
+            .await?;
+    }
+    cup_code::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        event_id: Set(event_id),
+        user_id: Set(guest.user_id),
+        code_hash: Set(hash),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+        used_at: Set(None),
+    }
+    .insert(&*txn)
+    .await?;
+    txn.commit().await?;
+    Ok(IssuedCode { code, expires_at })
+}
+
+/// What the HMAC of cup codes is derived for (see [`crate::auth::TokenKeys::derive`]).
+const CODE_PURPOSE: &str = "cup-code";
+
+/// The one refusal of a code, whatever the reason (wrong, used, expired, another guest's or another
+/// event's, an unknown handle): the gateway learns nothing it could try again with.
+pub fn bad_code() -> Error {
+    Error::Forbidden("this code does not open a cup for this guest at this event")
+}
+
+/// Staff: a guest shows their code; returns their OPEN session at a LIVE event, opening one if
+/// there is none. The code is spent by a conditional update in the same transaction, so it opens
+/// at most once; the partial unique index settles two gateways opening at once (the loser reads
+/// the winner's session). Attempts are counted per staff member (`RALLY_CUP_CODE_ATTEMPTS_PER_MINUTE`)
+/// before anything else, so codes cannot be found by trying.
+#[tracing::instrument(skip(state, code))]
 pub async fn open(
     state: &AppState,
     actor: Identity,
     event_id: Uuid,
     handle: &Handle,
+    code: &str,
 ) -> Result<cup_session::Model> {
+    state.cup_code_attempts.check(actor.user_id)?;
     let event = events::service::require_crew(
         state,
         actor,
@@ -185,13 +272,34 @@ pub async fn open(
     }
     let guest = accounts::service::find_by_handle(state, handle)
         .await?
-        .ok_or(Error::NotFound("no user with this handle"))?;
-    if let Some(open) = open_session_of(&state.db, event_id, guest.id).await? {
+        .ok_or_else(bad_code)?;
+    let code = CupCode::parse(code).ok_or_else(bad_code)?;
+    let hash = state
+        .tokens
+        .derive(CODE_PURPOSE, &code.message(event_id, guest.id))?;
+    let now = Utc::now();
+    let mut txn = state.begin_write().await?;
+    let spent = cup_code::Entity::update_many()
+        .col_expr(cup_code::Column::UsedAt, Expr::value(now))
+        .filter(cup_code::Column::UserId.eq(guest.id))
+        .filter(cup_code::Column::EventId.eq(event_id))
+        .filter(cup_code::Column::CodeHash.eq(hash))
+        .filter(cup_code::Column::UsedAt.is_null())
+        .filter(cup_code::Column::ExpiresAt.gt(now))
+        .exec(&*txn)
+        .await?;
+    if spent.rows_affected != 1 {
+        return Err(bad_code());
+    }
+    if let Some(open) = open_session_of(&*txn, event_id, guest.id).await? {
+        txn.commit().await?;
         return Ok(open);
     }
-    let now = Utc::now();
-    let inserted = cup_session::ActiveModel {
-        id: Set(Uuid::now_v7()),
+    let id = Uuid::now_v7();
+    // ON CONFLICT DO NOTHING: a concurrent opening's session wins (one OPEN per guest and event),
+    // without aborting this transaction on PostgreSQL.
+    let inserted = cup_session::Entity::insert(cup_session::ActiveModel {
+        id: Set(id),
         event_id: Set(event_id),
         user_id: Set(guest.id),
         status: Set(Status::Open),
@@ -207,21 +315,19 @@ pub async fn open(
         opened_at: Set(now),
         closed_at: Set(None),
         version: Set(1),
+    })
+    .on_conflict(OnConflict::new().do_nothing().to_owned())
+    .do_nothing()
+    .exec(&*txn)
+    .await?;
+    let session = open_session_of(&*txn, event_id, guest.id)
+        .await?
+        .ok_or_else(|| Error::state_conflict("the session changed; try again"))?;
+    if matches!(inserted, TryInsertResult::Inserted(_)) {
+        announce_in(&mut txn, &session, true);
     }
-    .insert(&state.db)
-    .await;
-    match inserted {
-        Ok(session) => {
-            announce(state, &session, true);
-            Ok(session)
-        }
-        Err(err) if ONE_OPEN_KEY.violated_by(&err) => {
-            open_session_of(&state.db, event_id, guest.id)
-                .await?
-                .ok_or_else(|| Error::state_conflict("the session changed; try again"))
-        }
-        Err(err) => Err(err.into()),
-    }
+    txn.commit().await?;
+    Ok(session)
 }
 
 /// An atomic update adding `by` to `counter` (cheers or game points) and to the score, which is

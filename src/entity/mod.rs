@@ -5,6 +5,7 @@ pub mod availability;
 pub mod blur_guess;
 pub mod blur_round;
 pub mod calendar_feed;
+pub mod cup_code;
 pub mod cup_session;
 pub mod drink_order;
 pub mod event;

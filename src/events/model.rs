@@ -255,6 +255,7 @@ mod tests {
             user_id: Uuid::now_v7(),
             is_admin: false,
             expires_at: 0,
+            session_id: None,
         };
         let admin = Identity {
             is_admin: true,

@@ -4,7 +4,8 @@
 //! **Toolkit** (domains import these, they import no domain): [`ContextExt`] (state, caller,
 //! registered data), [`guards`], [`ids`], [`pagination`], [`loaders`] (how DataLoaders batch),
 //! [`upload`], [`response`] (every error gets a contract code), query [`limits`], operation
-//! [`telemetry`] and parsed [`documents`].
+//! [`telemetry`], parsed [`documents`] and spec [`nulls`] (a failed field is null, never a missing
+//! key).
 //!
 //! **Assembly** (only `main`, startup, the HTTP router and the transports import these): [`schema`] (the
 //! merged roots, the one builder shared with `rally schema`, the SDL, loader registration),
@@ -17,6 +18,7 @@ pub mod guards;
 pub mod ids;
 pub mod limits;
 pub mod loaders;
+pub mod nulls;
 pub mod pagination;
 pub mod response;
 pub mod telemetry;

@@ -9,6 +9,7 @@ use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 use super::limits::{AliasLimit, QueryLimits};
 use super::loaders::app_wide;
+use super::nulls::NullPropagation;
 use super::telemetry::OperationMetrics;
 use crate::accounts::graphql::{AccountsMutation, AccountsQuery, UserLoader};
 use crate::cups::Leaderboards;
@@ -76,6 +77,7 @@ pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Sub
     .limit_recursive_depth(limits.max_depth.max(32))
     .limit_directives(limits.max_directives)
     .extension(AliasLimit(limits.max_aliases))
+    .extension(NullPropagation)
     .extension(OperationMetrics::new(limits.metrics_max_operations));
     if limits.introspection {
         builder

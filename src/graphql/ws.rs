@@ -12,6 +12,8 @@
 //! - access-token expiry: the socket closes with 4403 when the token it was opened with expires,
 //!   unless the client sent a fresh token for the same user in a `ping` payload
 //!   (`{"type":"ping","payload":{"authorization":"Bearer …"}}`) first;
+//! - an ended session (logout, a replayed refresh token, on any instance): the socket closes with
+//!   4403 within moments;
 //! - a cap on running operations per connection (RATE_LIMITED on the extra one);
 //! - on shutdown, a clean close with 1012 (service restart: reconnect) instead of a cut.
 //!
@@ -323,6 +325,8 @@ impl Connection<'_> {
             let _ = shutdown.wait_for(|stopping| *stopping).await;
         };
         tokio::pin!(stopping);
+        // Wakes on every ended session (rare); the socket closes if it was its own.
+        let mut ended = self.sockets.app.tokens.revocations().watch();
         let ping = if self.legacy {
             r#"{"type":"ka"}"#
         } else {
@@ -376,6 +380,12 @@ impl Connection<'_> {
                     let _ = write(&mut sink, close(CLOSE_FORBIDDEN, "Forbidden: access token expired")).await;
                     break CLOSE_FORBIDDEN;
                 }
+                Ok(()) = ended.changed(), if self.identity.is_some() => {
+                    if self.session_ended() {
+                        let _ = write(&mut sink, close(CLOSE_FORBIDDEN, "Forbidden: session ended")).await;
+                        break CLOSE_FORBIDDEN;
+                    }
+                }
                 _ = keepalive.tick(), if self.viewer.is_some() => {
                     if !write(&mut sink, Message::Text(ping.into())).await {
                         break 1006;
@@ -389,6 +399,21 @@ impl Connection<'_> {
         };
         let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
         code
+    }
+
+    /// Whether the session the socket was opened with, or the one of the fresh token that extended
+    /// it, has ended (logout, or a replayed refresh token).
+    fn session_ended(&self) -> bool {
+        let revocations = self.sockets.app.tokens.revocations();
+        let opened = match &self.viewer {
+            Some(Viewer::User(identity)) => identity.session_id,
+            _ => None,
+        };
+        let current = self.identity.and_then(|identity| identity.session_id);
+        [opened, current]
+            .into_iter()
+            .flatten()
+            .any(|session| revocations.is_revoked(session))
     }
 
     /// Handles one client frame.

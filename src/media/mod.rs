@@ -22,43 +22,6 @@ pub use self::image::{ImageLimits, Picture, prepare_picture, render_blurred};
 pub use self::routes::{Renditions, routes};
 use crate::error::{Error, Result};
 
-/// Uploads per user per minute (`RALLY_UPLOADS_PER_MINUTE`): a GCRA bucket per user, in this
-/// process.
-#[derive(Clone)]
-pub struct UploadLimits {
-    per_user: Arc<governor::DefaultKeyedRateLimiter<Uuid>>,
-}
-
-impl UploadLimits {
-    /// `per_minute` uploads per user.
-    pub fn new(per_minute: u32) -> Self {
-        let per_minute = std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);
-        Self {
-            per_user: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
-                per_minute,
-            ))),
-        }
-    }
-
-    /// Counts one upload of `user`; RATE_LIMITED once their bucket is empty.
-    pub fn check(&self, user: Uuid) -> Result<()> {
-        use governor::clock::Clock;
-        self.per_user.check_key(&user).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            Error::RateLimited {
-                what: "too many uploads",
-                retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }
-        })
-    }
-
-    /// Forgets buckets that are full again.
-    pub fn shrink(&self) {
-        self.per_user.retain_recent();
-        self.per_user.shrink_to_fit();
-    }
-}
-
 /// Where media objects live, and how clients reach them.
 #[derive(Clone)]
 pub struct MediaStore {

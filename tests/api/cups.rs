@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::fixtures::{SESSION_FIELDS, cheers, create_event, open_bar, open_cup};
+use crate::common::fixtures::{
+    SESSION_FIELDS, cheers, create_event, cup_code, open_bar, open_cup, open_cup_with,
+};
 use crate::common::{Backend, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
 
@@ -26,18 +28,34 @@ on_every_backend!(
 async fn a_guest_has_one_open_cup_per_live_event(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
-    app.signup("guest").await;
-    let first = open_cup(&app, &bar.bartender, &bar.event, "guest").await;
-    let again = open_cup(&app, &bar.bartender, &bar.event, "GUEST").await;
+    let guest = app.signup("guest").await;
+    let first = open_cup(&app, &bar.bartender, &bar.event, &guest).await;
+    // The handle is matched in any case.
+    let code = cup_code(&app, &guest, &bar.event).await;
+    let again = open_cup_with(&app, &bar.bartender, &bar.event, "GUEST", &code)
+        .await
+        .data()["openCupSession"]
+        .clone();
     assert_eq!(first["id"], again["id"], "idempotent");
     assert_eq!(first["status"], "OPEN");
-    // Many gateways at once still make one session.
-    app.signup("rush").await;
-    let opens = (0..8).map(|_| open_cup(&app, &bar.bartender, &bar.event, "rush"));
+    // Many gateways at once still make one session, each with its own code (at most 5 stay live).
+    let rush = app.signup("rush").await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(cup_code(&app, &rush, &bar.event).await);
+    }
+    let opens = codes
+        .iter()
+        .map(|code| open_cup_with(&app, &bar.bartender, &bar.event, "rush", code));
     let ids: std::collections::HashSet<String> = futures_util::future::join_all(opens)
         .await
         .iter()
-        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .map(|r| {
+            r.data()["openCupSession"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
         .collect();
     assert_eq!(ids.len(), 1);
     // After closing, the next cup is a new session.
@@ -48,24 +66,27 @@ async fn a_guest_has_one_open_cup_per_live_event(backend: Backend) {
     )
     .await
     .data();
-    let next = open_cup(&app, &bar.bartender, &bar.event, "guest").await;
+    let next = open_cup(&app, &bar.bartender, &bar.event, &guest).await;
     assert_ne!(next["id"], first["id"]);
 
+    // A guest may ask for a code before the event is LIVE; a cup is handed out only while it is.
     let scheduled = create_event(&app, &bar.organizer, "Not yet", "2030-02-01T20:00:00Z").await;
+    let early = cup_code(&app, &guest, scheduled["id"].as_str().expect("id")).await;
     app.gql_as(
         &bar.organizer,
-        "mutation($e: ID!) { openCupSession(eventId: $e, handle: \"guest\") { id } }",
-        json!({ "e": scheduled["id"] }),
+        "mutation($e: ID!, $c: String!) { openCupSession(eventId: $e, handle: \"guest\", code: $c) { id } }",
+        json!({ "e": scheduled["id"], "c": early }),
     )
     .await
     .assert_error("CONFLICT", None);
+    // An unknown handle is refused like a wrong code.
     app.gql_as(
         &bar.bartender,
-        "mutation($e: ID!) { openCupSession(eventId: $e, handle: \"nobody_here\") { id } }",
+        "mutation($e: ID!) { openCupSession(eventId: $e, handle: \"nobody_here\", code: \"ABCD2345\") { id } }",
         json!({ "e": bar.event }),
     )
     .await
-    .assert_error("NOT_FOUND", None);
+    .assert_error("FORBIDDEN", None);
 }
 
 async fn only_staff_hand_out_cups_and_record(backend: Backend) {
@@ -73,17 +94,19 @@ async fn only_staff_hand_out_cups_and_record(backend: Backend) {
     let bar = open_bar(&app).await;
     let guest = app.signup("guest").await;
     let stranger = app.signup("stranger").await;
-    let open = "mutation($e: ID!) { openCupSession(eventId: $e, handle: \"guest\") { id } }";
-    app.gql_as(&stranger, open, json!({ "e": bar.event }))
+    // A real code, so the refusals are about who presents it.
+    let code = cup_code(&app, &guest, &bar.event).await;
+    let open = "mutation($e: ID!, $c: String!) { openCupSession(eventId: $e, handle: \"guest\", code: $c) { id } }";
+    app.gql_as(&stranger, open, json!({ "e": bar.event, "c": code }))
         .await
         .assert_error("FORBIDDEN", None);
-    app.gql_as(&guest, open, json!({ "e": bar.event }))
+    app.gql_as(&guest, open, json!({ "e": bar.event, "c": code }))
         .await
         .assert_error("FORBIDDEN", None);
-    app.gql(open, json!({ "e": bar.event }))
+    app.gql(open, json!({ "e": bar.event, "c": code }))
         .await
         .assert_error("UNAUTHENTICATED", None);
-    let session = open_cup(&app, &bar.organizer, &bar.event, "guest").await;
+    let session = open_cup(&app, &bar.organizer, &bar.event, &guest).await;
     let id = session["id"].as_str().expect("id");
     cheers(&app, &stranger, id, 1)
         .await
@@ -140,7 +163,7 @@ async fn drinks_add_up_bill_calories_alcohol_and_bac(backend: Backend) {
     )
     .await
     .data();
-    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"].clone();
+    let id = open_cup(&app, &bar.bartender, &bar.event, &guest).await["id"].clone();
     let record = format!(
         "mutation($s: ID!, $d: DrinkInput!) {{ recordDrink(sessionId: $s, drink: $d) {{ {SESSION_FIELDS} }} }}"
     );
@@ -180,16 +203,16 @@ async fn drinks_add_up_bill_calories_alcohol_and_bac(backend: Backend) {
         .await;
     assert_eq!(strong.data()["recordDrink"]["bacWarning"], true);
     // Without body weight there is no estimate.
-    app.signup("light").await;
-    let other = open_cup(&app, &bar.bartender, &bar.event, "light").await;
+    let light = app.signup("light").await;
+    let other = open_cup(&app, &bar.bartender, &bar.event, &light).await;
     assert_eq!(other["estimatedBac"], Value::Null);
 }
 
 async fn drink_input_names_each_invalid_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
-    app.signup("guest").await;
-    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"].clone();
+    let guest = app.signup("guest").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, &guest).await["id"].clone();
     let cases = [
         (
             json!({ "name": "", "volumeMl": 500, "abv": 5, "priceCents": 1 }),
@@ -237,8 +260,8 @@ async fn drink_input_names_each_invalid_field(backend: Backend) {
 async fn concurrent_cheers_are_all_counted(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
-    app.signup("guest").await;
-    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"]
+    let guest = app.signup("guest").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, &guest).await["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -262,8 +285,8 @@ async fn concurrent_cheers_are_all_counted(backend: Backend) {
 async fn a_closed_session_refuses_updates(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
-    app.signup("guest").await;
-    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"]
+    let guest = app.signup("guest").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, &guest).await["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -306,7 +329,7 @@ async fn private_fields_stay_private(backend: Backend) {
     let bar = open_bar(&app).await;
     let guest = app.signup("guest").await;
     let stranger = app.signup("stranger").await;
-    let id = open_cup(&app, &bar.bartender, &bar.event, "guest").await["id"].clone();
+    let id = open_cup(&app, &bar.bartender, &bar.event, &guest).await["id"].clone();
     let query = "query($s: ID!) { cupSession(id: $s) { billCents } }";
     assert_eq!(
         app.gql_as(&stranger, query, json!({ "s": id }))
@@ -346,9 +369,9 @@ async fn the_leaderboard_ranks_by_score_then_time(backend: Backend) {
     let bar = open_bar(&app).await;
     let mut sessions = Vec::new();
     for handle in ["amy", "bob", "cal", "dee"] {
-        app.signup(handle).await;
+        let guest = app.signup(handle).await;
         sessions.push(
-            open_cup(&app, &bar.bartender, &bar.event, handle).await["id"]
+            open_cup(&app, &bar.bartender, &bar.event, &guest).await["id"]
                 .as_str()
                 .expect("id")
                 .to_owned(),
@@ -383,8 +406,8 @@ const LIVE_BOARD: &str = "subscription($e: ID!) { leaderboard(eventId: $e, first
 async fn live_leaderboard_sends_a_snapshot_then_changes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
-    app.signup("eli").await;
-    let id = open_cup(&app, &bar.bartender, &bar.event, "eli").await["id"]
+    let eli = app.signup("eli").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, &eli).await["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -425,11 +448,11 @@ async fn cup_session_updates_reach_staff_and_the_guest_only(backend: Backend) {
     let fin = app.signup("fin").await;
     let gus = app.signup("gus").await;
     let stranger = app.signup("stranger").await;
-    let fin_cup = open_cup(&app, &bar.bartender, &bar.event, "fin").await["id"]
+    let fin_cup = open_cup(&app, &bar.bartender, &bar.event, &fin).await["id"]
         .as_str()
         .expect("id")
         .to_owned();
-    let gus_cup = open_cup(&app, &bar.bartender, &bar.event, "gus").await["id"]
+    let gus_cup = open_cup(&app, &bar.bartender, &bar.event, &gus).await["id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -485,14 +508,13 @@ async fn cup_session_updates_reach_staff_and_the_guest_only(backend: Backend) {
         json!({ "user": { "handle": "fin" }, "cheers": 1, "billCents": 0 }),
         "only fin's own cup"
     );
-    let _ = gus;
 }
 
 async fn a_thousand_subscribers_share_one_leaderboard_computation(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
-    app.signup("star").await;
-    let id = open_cup(&app, &bar.bartender, &bar.event, "star").await["id"]
+    let star = app.signup("star").await;
+    let id = open_cup(&app, &bar.bartender, &bar.event, &star).await["id"]
         .as_str()
         .expect("id")
         .to_owned();

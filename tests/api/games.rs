@@ -70,9 +70,9 @@ async fn score_of(app: &TestApp, event: &str, handle: &str) -> i64 {
 async fn a_score_game_moves_the_leaderboard(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
-    for guest in ["ann", "bea"] {
-        app.signup(guest).await;
-        open_cup(&app, &bar.bartender, &bar.event, guest).await;
+    for handle in ["ann", "bea"] {
+        let guest = app.signup(handle).await;
+        open_cup(&app, &bar.bartender, &bar.event, &guest).await;
     }
     let game = create_game(
         &app,
@@ -150,8 +150,8 @@ async fn games_are_run_by_game_masters_and_organizers(backend: Backend) {
     let bar = open_bar(&app).await;
     let master = app.signup("master").await;
     let stranger = app.signup("stranger").await;
-    app.signup("ann").await;
-    open_cup(&app, &bar.bartender, &bar.event, "ann").await;
+    let ann = app.signup("ann").await;
+    open_cup(&app, &bar.bartender, &bar.event, &ann).await;
     app.gql_as(&bar.organizer, "mutation($e: ID!) { addEventStaff(eventId: $e, handle: \"master\", role: GAME_MASTER) { id } }", json!({ "e": bar.event }))
         .await
         .data();
@@ -245,8 +245,9 @@ async fn a_blur_round_gets_sharper_and_the_first_right_guess_wins(backend: Backe
     let bar = open_bar(&app).await;
     let mut guests = Vec::new();
     for handle in ["ann", "bea", "cid"] {
-        guests.push(app.signup(handle).await);
-        open_cup(&app, &bar.bartender, &bar.event, handle).await;
+        let guest = app.signup(handle).await;
+        open_cup(&app, &bar.bartender, &bar.event, &guest).await;
+        guests.push(guest);
     }
     let stranger = app.signup("stranger").await;
     let score_game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
@@ -390,8 +391,9 @@ async fn a_player_guesses_once_per_level(backend: Backend) {
     let handles = ["pia", "quin", "rex"];
     let mut players = Vec::new();
     for handle in handles {
-        players.push(app.signup(handle).await);
-        open_cup(&app, &bar.bartender, &bar.event, handle).await;
+        let player = app.signup(handle).await;
+        open_cup(&app, &bar.bartender, &bar.event, &player).await;
+        players.push(player);
     }
     let stranger = app.signup("stranger").await;
     let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &handles).await;
@@ -457,8 +459,9 @@ async fn concurrent_right_guesses_have_exactly_one_winner(backend: Backend) {
     let handles: Vec<String> = (0..8).map(|n| format!("player{n}")).collect();
     let mut players = Vec::new();
     for handle in &handles {
-        players.push(app.signup(handle).await);
-        open_cup(&app, &bar.bartender, &bar.event, handle).await;
+        let player = app.signup(handle).await;
+        open_cup(&app, &bar.bartender, &bar.event, &player).await;
+        players.push(player);
     }
     let names: Vec<&str> = handles.iter().map(String::as_str).collect();
     let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &names).await;
@@ -499,8 +502,8 @@ async fn concurrent_right_guesses_have_exactly_one_winner(backend: Backend) {
 async fn game_updated_sends_a_snapshot_then_changes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
-    app.signup("ann").await;
-    open_cup(&app, &bar.bartender, &bar.event, "ann").await;
+    let ann = app.signup("ann").await;
+    open_cup(&app, &bar.bartender, &bar.event, &ann).await;
     let game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
     let id = game.data()["createGame"]["id"]
         .as_str()
@@ -534,15 +537,15 @@ async fn a_scripted_bar_night_ends_with_every_phone_in_the_same_state(backend: B
     let mut guests = Vec::new();
     let mut cups = Vec::new();
     for n in 0..20 {
-        let handle = format!("guest_{n:02}");
-        guests.push(app.signup(&handle).await);
+        let guest = app.signup(&format!("guest_{n:02}")).await;
         let bartender = bartenders[n % 2];
         cups.push(
-            open_cup(&app, bartender, &bar.event, &handle).await["id"]
+            open_cup(&app, bartender, &bar.event, &guest).await["id"]
                 .as_str()
                 .expect("id")
                 .to_owned(),
         );
+        guests.push(guest);
     }
     let mut phones = Vec::new();
     for guest in &guests {

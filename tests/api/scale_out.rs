@@ -1,5 +1,6 @@
 //! Two `rally serve` processes sharing PostgreSQL and Redis: a subscriber on one sees changes made on
-//! the other, keeps working while Redis is cut off, and is whole again once Redis is back.
+//! the other, keeps working while Redis is cut off, and is whole again once Redis is back; a session
+//! ended on one is ended on the other.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -305,12 +306,22 @@ async fn a_leaderboard_on_one_instance_follows_cheers_recorded_on_another() {
         json!({ "id": id }),
     )
     .await;
+    // The guest asks for a cup; the organizer opens it with their code.
+    let code = b
+        .gql(
+            &http,
+            Some(sessions[1].access.as_str()),
+            "mutation($id: ID!) { requestCupCode(eventId: $id) { code } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let code = code["requestCupCode"]["code"].clone();
     let cup = b
         .gql(
             &http,
             token,
-            "mutation($id: ID!) { openCupSession(eventId: $id, handle: \"guest\") { id } }",
-            json!({ "id": id }),
+            "mutation($id: ID!, $c: String!) { openCupSession(eventId: $id, handle: \"guest\", code: $c) { id } }",
+            json!({ "id": id, "c": code }),
         )
         .await;
     let cup = cup["openCupSession"]["id"].clone();
@@ -464,5 +475,52 @@ async fn an_owner_on_one_instance_hears_of_bookings_and_cancellations_made_on_an
         "client"
     );
     drop((phone, a, b));
+    database.drop_blocking();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_instance_ends_the_session_on_another_within_a_second() {
+    let test = "a_logout_on_one_instance_ends_the_session_on_another_within_a_second";
+    let Some((database, http, a, b)) = two_instances(test).await else {
+        return;
+    };
+    let ann = sign_up(&b, &http, &["ann"]).await.remove(0);
+    let me = |instance: &Instance| {
+        http.post(format!("http://{}/graphql", instance.base))
+            .bearer_auth(&ann.access)
+            .json(&json!({ "query": "{ me { handle } }" }))
+            .send()
+    };
+    let before: Value = me(&a).await.expect("sent").json().await.expect("json");
+    assert_eq!(before["data"]["me"]["handle"], "ann", "{before}");
+    let mut socket = a.ws().await;
+    socket
+        .init(json!({ "authorization": format!("Bearer {}", ann.access) }))
+        .await;
+
+    b.gql(
+        &http,
+        None,
+        "mutation($t: String!) { logout(refreshToken: $t) }",
+        json!({ "t": ann.refresh }),
+    )
+    .await;
+    let ended = tokio::time::Instant::now();
+    let closed = socket.closed().await;
+    assert_eq!(
+        closed.code, 4403,
+        "A closed the session's socket: {closed:?}"
+    );
+    let after: Value = me(&a).await.expect("sent").json().await.expect("json");
+    assert_eq!(
+        after["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "A refuses the ended session's token: {after}"
+    );
+    assert!(
+        ended.elapsed() < Duration::from_secs(1),
+        "within a second: {:?}",
+        ended.elapsed()
+    );
+    drop((socket, a, b));
     database.drop_blocking();
 }

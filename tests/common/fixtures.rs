@@ -59,16 +59,44 @@ pub async fn open_bar(app: &TestApp) -> Bar {
 /// Every field of a cup session the tests read.
 pub const SESSION_FIELDS: &str = "id status cheers orders score alcoholGrams estimatedBac bacWarning billCents calories user { handle } drinks { name volumeMl abv priceCents calories }";
 
-/// Opens (or finds) `handle`'s cup at `event` as `staff`; returns its JSON.
-pub async fn open_cup(app: &TestApp, staff: &Session, event: &str, handle: &str) -> Value {
+/// `guest` asks for a cup at `event`: their new single-use code.
+pub async fn cup_code(app: &TestApp, guest: &Session, event: &str) -> String {
     app.gql_as(
-        staff,
-        &format!("mutation($e: ID!, $h: String!) {{ openCupSession(eventId: $e, handle: $h) {{ {SESSION_FIELDS} }} }}"),
-        json!({ "e": event, "h": handle }),
+        guest,
+        "mutation($e: ID!) { requestCupCode(eventId: $e) { code expiresAt } }",
+        json!({ "e": event }),
     )
     .await
-    .data()["openCupSession"]
+    .data()["requestCupCode"]["code"]
+        .as_str()
+        .expect("a code")
+        .to_owned()
+}
+
+/// `staff` opens (or finds) `guest`'s cup at `event` with a code the guest just asked for; returns
+/// the session's JSON.
+pub async fn open_cup(app: &TestApp, staff: &Session, event: &str, guest: &Session) -> Value {
+    let code = cup_code(app, guest, event).await;
+    open_cup_with(app, staff, event, &guest.handle, &code)
+        .await
+        .data()["openCupSession"]
         .clone()
+}
+
+/// `staff` presents `code` for `handle`'s cup at `event`.
+pub async fn open_cup_with(
+    app: &TestApp,
+    staff: &Session,
+    event: &str,
+    handle: &str,
+    code: &str,
+) -> Gql {
+    app.gql_as(
+        staff,
+        &format!("mutation($e: ID!, $h: String!, $c: String!) {{ openCupSession(eventId: $e, handle: $h, code: $c) {{ {SESSION_FIELDS} }} }}"),
+        json!({ "e": event, "h": handle, "c": code }),
+    )
+    .await
 }
 
 /// Records `count` cheers on `session` as `staff`.

@@ -85,6 +85,7 @@ impl TestApp {
         let response = request.send().await.expect("request sent");
         let status = response.status();
         let body = response.json().await.expect("JSON body");
+        assert_no_omitted_field(query, &body);
         Gql { status, body }
     }
 
@@ -133,6 +134,61 @@ impl TestApp {
             json!({ "t": refresh }),
         )
         .await
+    }
+}
+
+/// Asserts `body` has every field `query` asked for: a field that failed is `null` (or made its
+/// nearest nullable parent `null`), never a missing key, as the GraphQL spec says and Apollo
+/// Client's cache relies on. Every response the HTTP helpers receive is checked. Fields under
+/// directives (`@skip`, `@include`) and in fragments with a type condition may be absent.
+#[track_caller]
+pub fn assert_no_omitted_field(query: &str, body: &Value) {
+    use async_graphql::parser::types::{DocumentOperations, Selection, SelectionSet};
+
+    fn walk(set: &SelectionSet, value: &Value, path: &str, body: &Value) {
+        let object = match value {
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    walk(set, item, &format!("{path}.{index}"), body);
+                }
+                return;
+            }
+            Value::Object(object) => object,
+            _ => return, // null (a failure absorbed here), or a leaf
+        };
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) if field.node.directives.is_empty() => {
+                    let key = field.node.response_key().node.as_str();
+                    let Some(child) = object.get(key) else {
+                        panic!("{path}.{key} was asked for but is missing: {body}");
+                    };
+                    walk(
+                        &field.node.selection_set.node,
+                        child,
+                        &format!("{path}.{key}"),
+                        body,
+                    );
+                }
+                Selection::InlineFragment(fragment)
+                    if fragment.node.type_condition.is_none()
+                        && fragment.node.directives.is_empty() =>
+                {
+                    walk(&fragment.node.selection_set.node, value, path, body);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return; // a document that does not parse gets no data
+    };
+    let DocumentOperations::Single(operation) = &document.operations else {
+        return;
+    };
+    if let Some(data) = body.get("data") {
+        walk(&operation.node.selection_set.node, data, "data", body);
     }
 }
 

@@ -65,6 +65,7 @@ pub struct TestApp {
     pub leaderboards: rally::cups::Leaderboards,
     /// The server's shared subscription executions.
     pub fanout: rally::graphql::fanout::Fanout,
+    config: Config,
     _dir: tempfile::TempDir,
     postgres: Option<PostgresDb>,
     stop: Option<oneshot::Sender<()>>,
@@ -109,7 +110,11 @@ impl TestApp {
             }
         };
         tweak(&mut config);
-        let app = App::build(config).await.expect("app builds");
+        Self::start(config, dir, postgres).await
+    }
+
+    async fn start(config: Config, dir: tempfile::TempDir, postgres: Option<PostgresDb>) -> Self {
+        let app = App::build(config.clone()).await.expect("app builds");
         let address = format!("http://{}", app.address());
         let state = app.state().clone();
         let leaderboards = app.leaderboards();
@@ -124,11 +129,31 @@ impl TestApp {
             state,
             leaderboards,
             fanout,
+            config,
             _dir: dir,
             postgres,
             stop: Some(stop),
             server: Some(server),
         }
+    }
+
+    /// Stops this server and starts a new one (on a new port) on the same database and data dir:
+    /// what an instance restarted by a deploy sees.
+    pub async fn restart(mut self) -> Self {
+        let config = self.config.clone();
+        let postgres = self.postgres.take();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));
+        drop(self);
+        Self::start(config, dir, postgres).await
     }
 
     /// `address` + `path`.

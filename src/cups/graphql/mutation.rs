@@ -1,12 +1,13 @@
-//! Cup mutations: the gateway's.
+//! Cup mutations: the gateway's, and the guest's request for a cup.
 
-use async_graphql::{Context, ID, InputObject, Object};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
 
 use super::types::CupSession;
 use crate::accounts::model::Handle;
 use crate::cups::model::{Drink, parse_cheers};
 use crate::cups::service;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::graphql::{ContextExt, SignedIn, ids};
 
 /// A drink as the gateway reports it.
@@ -24,26 +25,54 @@ pub struct DrinkInput {
     calories: Option<i32>,
 }
 
-/// Cup mutations (the gateway's).
+/// What a guest shows at the bar (as a QR code, say): their consent and presence, for
+/// openCupSession.
+#[derive(SimpleObject)]
+pub struct CupCode {
+    /// Eight characters of 2-9 and A-Z without I, L and O; staff may type it with any case, spaces
+    /// or dashes.
+    code: String,
+    /// When it stops working.
+    expires_at: DateTime<Utc>,
+}
+
+/// Cup mutations (the gateway's and the guest's).
 #[derive(Default)]
 pub struct CupsMutation;
 
 #[Object]
 impl CupsMutation {
-    /// Staff: a guest asks for a cup. Returns the guest's OPEN session at this event if there is one,
-    /// else opens one. The event must be LIVE (else CONFLICT).
+    /// The guest: a single-use code, valid a few minutes (`RALLY_CUP_CODE_TTL_SECONDS`), that lets this
+    /// event's staff open (or find) their cup. The event must be SCHEDULED or LIVE (else CONFLICT).
+    #[graphql(guard = "SignedIn")]
+    async fn request_cup_code(&self, ctx: &Context<'_>, event_id: ID) -> Result<CupCode> {
+        let me = ctx.identity()?;
+        let event = ids::require(&event_id, "no such event")?;
+        let issued = service::request_code(ctx.state()?, me, event).await?;
+        Ok(CupCode {
+            code: issued.code.as_str().to_owned(),
+            expires_at: issued.expires_at,
+        })
+    }
+
+    /// Staff: a guest asks for a cup and shows their code. Returns the guest's OPEN session at this
+    /// event if there is one, else opens one; the event must be LIVE (else CONFLICT). A wrong, used,
+    /// expired or other guest's or other event's code is FORBIDDEN, in the same words for every
+    /// reason: nobody gets a cup (and so a bill, a BAC estimate or a leaderboard place) without asking
+    /// for it. Attempts per staff member are rate limited.
     #[graphql(guard = "SignedIn")]
     async fn open_cup_session(
         &self,
         ctx: &Context<'_>,
         event_id: ID,
         handle: String,
+        code: String,
     ) -> Result<CupSession> {
         let me = ctx.identity()?;
         let event = ids::require(&event_id, "no such event")?;
-        let handle = Handle::parse(&handle, "handle")
-            .map_err(|_| Error::NotFound("no user with this handle"))?;
-        let session = service::open(ctx.state()?, me, event, &handle).await?;
+        // An unparsable handle names nobody: refused like a wrong code (see `service::open`).
+        let handle = Handle::parse(&handle, "handle").map_err(|_| service::bad_code())?;
+        let session = service::open(ctx.state()?, me, event, &handle, &code).await?;
         Ok(CupSession::private(session))
     }
 

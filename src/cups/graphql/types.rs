@@ -28,8 +28,8 @@ pub enum CupSessionStatus {
 }
 
 /// One guest's cup at one event: opened when they ask for a cup, updated by the bartender's gateway
-/// device. Bill, drinks, alcohol, calories and BAC are private: only the guest, the event's staff and
-/// organizer see them (others get FORBIDDEN on those fields).
+/// device. Orders, bill, drinks, alcohol, calories and BAC are private: only the guest, the event's
+/// staff and organizer see them; anyone else gets null with a FORBIDDEN error at that path.
 pub struct CupSession {
     session: CupSessionState,
     /// Known in advance when the whole stream is for crew (cupSessionUpdated) or the guest.
@@ -136,9 +136,9 @@ impl CupSession {
     }
 
     /// Drinks ordered. Private.
-    async fn orders(&self, ctx: &Context<'_>) -> Result<i32> {
+    async fn orders(&self, ctx: &Context<'_>) -> Result<Option<i32>> {
         self.check_private(ctx).await?;
-        Ok(self.session.orders)
+        Ok(Some(self.session.orders))
     }
 
     /// cheers + points won in games at this event.
@@ -147,9 +147,9 @@ impl CupSession {
     }
 
     /// Grams of pure alcohol ordered so far. Private.
-    async fn alcohol_grams(&self, ctx: &Context<'_>) -> Result<f64> {
+    async fn alcohol_grams(&self, ctx: &Context<'_>) -> Result<Option<f64>> {
         self.check_private(ctx).await?;
-        Ok(self.session.alcohol_grams)
+        Ok(Some(self.session.alcohol_grams))
     }
 
     /// Estimated blood alcohol concentration in percent (Widmark), null when the profile lacks body
@@ -160,22 +160,26 @@ impl CupSession {
     }
 
     /// True when the estimate passes the configured threshold (responsible service). Private.
-    async fn bac_warning(&self, ctx: &Context<'_>) -> Result<bool> {
+    async fn bac_warning(&self, ctx: &Context<'_>) -> Result<Option<bool>> {
         self.check_private(ctx).await?;
         let threshold = ctx.state()?.config.bac_warning_threshold;
-        Ok(self.bac(ctx).await?.is_some_and(|bac| bac >= threshold))
+        Ok(Some(
+            self.bac(ctx).await?.is_some_and(|bac| bac >= threshold),
+        ))
     }
 
     /// Money owed, cents. Private.
-    async fn bill_cents(&self, ctx: &Context<'_>) -> Result<i32> {
+    async fn bill_cents(&self, ctx: &Context<'_>) -> Result<Option<i32>> {
         self.check_private(ctx).await?;
-        Ok(i32::try_from(self.session.bill_cents).unwrap_or(i32::MAX))
+        Ok(Some(
+            i32::try_from(self.session.bill_cents).unwrap_or(i32::MAX),
+        ))
     }
 
     /// kcal ordered. Private.
-    async fn calories(&self, ctx: &Context<'_>) -> Result<i32> {
+    async fn calories(&self, ctx: &Context<'_>) -> Result<Option<i32>> {
         self.check_private(ctx).await?;
-        Ok(self.session.calories)
+        Ok(Some(self.session.calories))
     }
 
     /// When the cup was handed out.
@@ -189,15 +193,17 @@ impl CupSession {
     }
 
     /// The drinks, oldest first. Private.
-    async fn drinks(&self, ctx: &Context<'_>) -> Result<Vec<DrinkOrder>> {
+    async fn drinks(&self, ctx: &Context<'_>) -> Result<Option<Vec<DrinkOrder>>> {
         self.check_private(ctx).await?;
-        Ok(loader::<DrinksLoader>(ctx)?
-            .load_one(self.session.id)
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .map(DrinkOrder)
-            .collect())
+        Ok(Some(
+            loader::<DrinksLoader>(ctx)?
+                .load_one(self.session.id)
+                .await?
+                .unwrap_or_default()
+                .into_iter()
+                .map(DrinkOrder)
+                .collect(),
+        ))
     }
 
     /// Grows with each committed change.

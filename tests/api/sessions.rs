@@ -1,0 +1,98 @@
+//! Ending a session (logout, or a replayed refresh token) ends its access tokens at once, not at their
+//! `exp`, and closes its open websockets with 4403; other sessions of the same user live on.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
+
+crate::on_every_backend!(
+    logout_ends_the_access_tokens_and_sockets_of_that_session_only,
+    a_replayed_refresh_token_ends_every_token_of_its_session,
+    a_restarted_instance_still_refuses_an_ended_sessions_tokens,
+);
+
+const ME: &str = "{ me { handle } }";
+
+async fn logout(app: &TestApp, session: &Session) {
+    let out = app
+        .gql(
+            "mutation($t: String!) { logout(refreshToken: $t) }",
+            json!({ "t": session.refresh }),
+        )
+        .await;
+    assert_eq!(out.data()["logout"], true);
+}
+
+async fn logout_ends_the_access_tokens_and_sockets_of_that_session_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let phone = app.signup("ann").await;
+    let laptop =
+        crate::common::gql::session_from(&app.login("ann", "password-ann").await.data()["login"]);
+    let mut phone_socket = app.ws(TRANSPORT_WS).await;
+    phone_socket
+        .init(json!({ "authorization": format!("Bearer {}", phone.access) }))
+        .await;
+    let mut laptop_socket = app.ws(TRANSPORT_WS).await;
+    laptop_socket
+        .init(json!({ "authorization": format!("Bearer {}", laptop.access) }))
+        .await;
+    assert_eq!(
+        app.gql_as(&phone, ME, json!({})).await.data()["me"]["handle"],
+        "ann"
+    );
+
+    logout(&app, &phone).await;
+
+    app.gql_as(&phone, ME, json!({}))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    let closed = phone_socket.closed().await;
+    assert_eq!(closed.code, 4403, "{closed:?}");
+    // The other session (another device) is untouched.
+    assert_eq!(
+        app.gql_as(&laptop, ME, json!({})).await.data()["me"]["handle"],
+        "ann"
+    );
+    laptop_socket.assert_quiet(Duration::from_millis(300)).await;
+    // A new socket with the ended session's token is refused at its init.
+    let mut again = app.ws(TRANSPORT_WS).await;
+    again
+        .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", phone.access) } }))
+        .await;
+    assert_eq!(again.closed().await.code, 4403);
+}
+
+async fn a_replayed_refresh_token_ends_every_token_of_its_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let first = app.signup("ann").await;
+    let rotated = crate::common::gql::session_from(
+        &app.refresh(&first.refresh).await.data()["refreshSession"],
+    );
+    assert_eq!(
+        app.gql_as(&rotated, ME, json!({})).await.data()["me"]["handle"],
+        "ann"
+    );
+    // A thief replays the spent token: the whole family ends, the fresh access token with it.
+    app.refresh(&first.refresh)
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    for token in [&first, &rotated] {
+        app.gql_as(token, ME, json!({}))
+            .await
+            .assert_error("UNAUTHENTICATED", None);
+    }
+}
+
+/// The database is the truth: an instance that starts after a logout reads the ended sessions back.
+async fn a_restarted_instance_still_refuses_an_ended_sessions_tokens(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    logout(&app, &ann).await;
+    let restarted = app.restart().await;
+    restarted
+        .gql_as(&ann, ME, json!({}))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+}
