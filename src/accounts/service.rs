@@ -234,6 +234,17 @@ async fn live_token(db: &impl ConnectionTrait, presented: &str) -> Result<refres
     if token.revoked_at.is_some() || token.expires_at <= Utc::now() {
         return Err(bad_refresh());
     }
+    // A token made by a refresh that raced the family's revocation (on PostgreSQL the revoking
+    // update cannot see a row not yet committed) is dead with its family.
+    let family_revoked = refresh_token::Entity::find()
+        .filter(refresh_token::Column::FamilyId.eq(token.family_id))
+        .filter(refresh_token::Column::RevokedAt.is_not_null())
+        .one(db)
+        .await?
+        .is_some();
+    if family_revoked {
+        return Err(bad_refresh());
+    }
     Ok(token)
 }
 
@@ -257,18 +268,30 @@ async fn end_session(state: &AppState, mut txn: WriteTxn, family: Uuid) -> Resul
     Ok(())
 }
 
+/// How often the database is read for ended sessions besides the broker: a revocation whose message
+/// was lost (Redis away, a full outbox) still ends its tokens here within this time.
+const ENDED_SESSIONS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Keeps this instance's set of ended sessions whole for as long as it runs: the sessions the
 /// database says were revoked within a token's lifetime (read before this returns, so an instance
 /// never serves without them), then, in the returned task, every session ended on any instance
-/// (through the broker), re-reading the database whenever the broker may have dropped messages.
+/// (through the broker, within moments), and the database again every
+/// [`ENDED_SESSIONS_POLL`] and whenever the broker may have dropped messages, so a lost message
+/// delays an ending by seconds, never until the tokens expire.
 pub async fn follow_ended_sessions(state: AppState) -> tokio::task::JoinHandle<()> {
     let mut feed = state.live.subscribe(&sessions_ended());
     load_ended_sessions(&state).await;
     tokio::spawn(async move {
-        while let Some(signal) = feed.next().await {
-            match signal {
-                Signal::Message(ended) => state.tokens.revoke(ended.session),
-                Signal::Resync => load_ended_sessions(&state).await,
+        let mut poll = tokio::time::interval(ENDED_SESSIONS_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                signal = feed.next() => match signal {
+                    Some(Signal::Message(ended)) => state.tokens.revoke(ended.session),
+                    Some(Signal::Resync) => load_ended_sessions(&state).await,
+                    None => break,
+                },
+                _ = poll.tick() => load_ended_sessions(&state).await,
             }
         }
     })
@@ -283,12 +306,11 @@ async fn load_ended_sessions(state: &AppState) {
             Ok(ended) => {
                 let horizon = state.tokens.revocation_horizon().as_secs();
                 let horizon = i64::try_from(horizon).unwrap_or(i64::MAX / 2);
-                for (family, revoked_at) in ended {
-                    state
-                        .tokens
-                        .revocations()
-                        .revoke(family, revoked_at.timestamp() + horizon);
-                }
+                state.tokens.revocations().revoke_many(
+                    ended
+                        .into_iter()
+                        .map(|(family, revoked_at)| (family, revoked_at.timestamp() + horizon)),
+                );
                 return;
             }
             Err(err) => {

@@ -35,16 +35,31 @@ impl Revocations {
     /// Lists `session` as revoked until `until` (seconds since the epoch), forgetting entries whose
     /// time has passed, and wakes the watchers.
     pub fn revoke(&self, session: Uuid, until: i64) {
+        self.revoke_many([(session, until)]);
+    }
+
+    /// Lists every `(session, until)` at once (one lock, one wake-up, and none when nothing was
+    /// new): what a reload from the database does.
+    pub fn revoke_many(&self, sessions: impl IntoIterator<Item = (Uuid, i64)>) {
         let now = chrono::Utc::now().timestamp();
+        let mut added = false;
         {
             let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
             revoked.retain(|_, listed_until| *listed_until > now);
-            if until > now {
-                let entry = revoked.entry(session).or_insert(until);
+            for (session, until) in sessions {
+                if until <= now {
+                    continue;
+                }
+                let entry = revoked.entry(session).or_insert_with(|| {
+                    added = true;
+                    until
+                });
                 *entry = (*entry).max(until);
             }
         }
-        self.changed.send_modify(|generation| *generation += 1);
+        if added {
+            self.changed.send_modify(|generation| *generation += 1);
+        }
     }
 
     /// Whether `session` was revoked.

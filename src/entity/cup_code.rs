@@ -13,7 +13,8 @@ pub struct Model {
     pub event_id: Uuid,
     /// The guest who asked for it.
     pub user_id: Uuid,
-    /// Hex HMAC-SHA256 of the code (the code itself is never stored).
+    /// HMAC-SHA256 (base64url) of the code bound to guest and event, keyed with the server's secret
+    /// (the code itself is never stored).
     pub code_hash: String,
     /// When it was asked for.
     pub created_at: DateTimeUtc,

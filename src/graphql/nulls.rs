@@ -6,17 +6,20 @@
 //! field that fails makes its parent `null`, and so on up to the nearest nullable ancestor (or
 //! `data: null`). Apollo Client's cache treats a missing key as a broken response.
 //!
-//! [`NullPropagation`] wraps every field's resolution (the engine's `resolve` hook, which sees the
-//! field's declared type and its path):
-//! - a nullable field whose resolver fails resolves to `null`; its error is kept here and appended
-//!   to the response;
-//! - a non-null field that fails marks its parent's path; when the parent's own resolution ends it
-//!   sees the mark and becomes `null` if it is nullable, or passes the mark on to its own parent;
-//! - a mark that reaches the root makes `data` null.
+//! [`NullPropagation`] watches every field's resolution (the engine's `resolve` hook, which sees
+//! the field's declared type and its path) and fixes the finished response, once the engine has
+//! merged every copy of a field (fragments and repeated selections resolve a field more than once
+//! under one path, and the engine merges them):
+//! - a failed field's path is recorded; a nullable one's error is kept here (the engine never sees
+//!   it) and added to the response;
+//! - once anything failed, each field that completes records whether it is nullable (its
+//!   ancestors complete after it, so the whole chain above a failure is known);
+//! - at the end, each failure is walked up to its nearest nullable ancestor-or-self, which is set to
+//!   `null` (the key is written even where the engine left it out); with none, `data` is null.
 //!
-//! The common case (no error) costs one atomic load per field.
+//! The common case (nothing failed) costs one atomic load per field.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,7 +27,9 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextResolve, NextSubscribe,
     ResolveInfo,
 };
-use async_graphql::{QueryPathNode, Response, ServerError, ServerResult, Value};
+use async_graphql::{
+    Name, QueryPathNode, QueryPathSegment, Response, ServerError, ServerResult, Value,
+};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
@@ -41,53 +46,106 @@ impl ExtensionFactory for NullPropagation {
 #[derive(Default)]
 struct Propagation(Arc<Failures>);
 
+/// One path segment as owned data.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+type Path = Vec<Segment>;
+
+fn path_of(node: &QueryPathNode<'_>) -> Path {
+    let mut path: Path = std::iter::once(node)
+        .chain(node.parents())
+        .map(|node| match node.segment {
+            QueryPathSegment::Name(name) => Segment::Key(name.to_owned()),
+            QueryPathSegment::Index(index) => Segment::Index(index),
+        })
+        .collect();
+    path.reverse();
+    path
+}
+
 /// One operation's failures.
 #[derive(Default)]
 struct Failures {
     /// Set once anything failed, so the common case reads one flag.
     failed: AtomicBool,
-    /// Errors of nullable fields, caught here (the engine never saw them).
-    caught: Mutex<Vec<ServerError>>,
-    /// Paths (`a.0.b`; the root is "") whose value must become null because a non-null child failed.
-    poisoned: Mutex<HashSet<String>>,
+    state: Mutex<State>,
 }
 
-/// The path key of `node`'s parent ("" at the root).
-fn parent_key(node: &QueryPathNode<'_>) -> String {
-    node.parent.map(ToString::to_string).unwrap_or_default()
+#[derive(Default)]
+struct State {
+    /// Errors of nullable fields, caught here (the engine never saw them).
+    caught: Vec<ServerError>,
+    /// Paths of fields that failed.
+    failed: Vec<Path>,
+    /// Whether the field (or list item) at a path is nullable, recorded once something failed.
+    nullable: HashMap<Path, bool>,
 }
 
 impl Failures {
-    fn poison(&self, key: String) {
-        self.failed.store(true, Ordering::Release);
-        lock(&self.poisoned).insert(key);
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `key` was poisoned (and forgets it: one field resolves once per execution).
-    fn take_poisoned(&self, key: &str) -> bool {
-        self.failed.load(Ordering::Acquire) && lock(&self.poisoned).remove(key)
-    }
-
-    /// Adds the caught errors to `response`, and nulls `data` when a failure reached the root.
+    /// Nulls the nearest nullable ancestor-or-self of every failure in `response`, adds the caught
+    /// errors, and starts clean (a subscription resolves again for its next event).
     fn finish(&self, mut response: Response) -> Response {
-        if !self.failed.load(Ordering::Acquire) {
+        if !self.failed.swap(false, Ordering::AcqRel) {
             return response;
         }
-        response.errors.append(&mut lock(&self.caught));
-        if lock(&self.poisoned).remove("") {
-            response.data = Value::Null;
+        let state = std::mem::take(&mut *self.lock());
+        response.errors.extend(state.caught);
+        for failed in &state.failed {
+            let nearest = (1..=failed.len())
+                .rev()
+                .map(|len| &failed[..len])
+                .find(|path| state.nullable.get(*path).copied().unwrap_or(false));
+            match nearest {
+                Some(path) => set_null(&mut response.data, path),
+                None => response.data = Value::Null,
+            }
         }
-        // A subscription resolves again for its next event: start clean.
-        lock(&self.poisoned).clear();
-        self.failed.store(false, Ordering::Release);
         response
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Sets the value at `path` in `data` to null, writing the key if it is missing; does nothing when
+/// a parent on the way is already null.
+fn set_null(data: &mut Value, path: &[Segment]) {
+    let Some((last, parents)) = path.split_last() else {
+        *data = Value::Null;
+        return;
+    };
+    let mut here = data;
+    for segment in parents {
+        here = match (segment, here) {
+            (Segment::Key(key), Value::Object(object)) => match object.get_mut(key.as_str()) {
+                Some(child) => child,
+                None => return,
+            },
+            (Segment::Index(index), Value::List(items)) => match items.get_mut(*index) {
+                Some(child) => child,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    match (last, here) {
+        (Segment::Key(key), Value::Object(object)) => {
+            object.insert(Name::new(key), Value::Null);
+        }
+        (Segment::Index(index), Value::List(items)) => {
+            if let Some(item) = items.get_mut(*index) {
+                *item = Value::Null;
+            }
+        }
+        _ => {}
+    }
 }
 
 #[async_trait::async_trait]
@@ -124,27 +182,25 @@ impl Extension for Propagation {
         let nullable = !info.return_type.ends_with('!');
         let node = info.path_node;
         let failures = &self.0;
-        match next.run(ctx, info).await {
-            Ok(value) => {
-                if !failures.take_poisoned(&node.to_string()) {
-                    Ok(value)
-                } else if nullable {
-                    // The failure below is already listed; this field absorbs it.
+        let result = next.run(ctx, info).await;
+        if result.is_ok() && !failures.failed.load(Ordering::Acquire) {
+            return result;
+        }
+        let path = path_of(node);
+        let mut state = failures.lock();
+        state.nullable.insert(path.clone(), nullable);
+        match result {
+            Ok(value) => Ok(value),
+            Err(err) => {
+                failures.failed.store(true, Ordering::Release);
+                state.failed.push(path);
+                if nullable {
+                    state.caught.push(err);
                     Ok(Some(Value::Null))
                 } else {
-                    failures.poison(parent_key(node));
-                    Ok(value)
+                    // The engine lists the error; `finish` nulls the nearest nullable parent.
+                    Err(err)
                 }
-            }
-            Err(err) if nullable => {
-                failures.failed.store(true, Ordering::Release);
-                lock(&failures.caught).push(err);
-                Ok(Some(Value::Null))
-            }
-            Err(err) => {
-                // The engine lists the error and drops the key; the parent becomes null.
-                failures.poison(parent_key(node));
-                Err(err)
             }
         }
     }

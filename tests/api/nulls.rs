@@ -108,4 +108,20 @@ async fn a_failing_non_null_field_nulls_its_nearest_nullable_parent(backend: Bac
     assert_eq!(root.body["data"], Value::Null, "{}", root.body);
     root.assert_error("UNAUTHENTICATED", None);
     assert_eq!(root.body["errors"][0]["path"], json!(["users"]));
+
+    // A field selected twice (as Apollo Client's fragments do) is merged first: whichever copy
+    // finishes first, the failure nulls the merged `event`, never leaves `leaderboard` out.
+    for document in [
+        "query($e: ID!) { event(id: $e) { id } event(id: $e) { leaderboard(first: 500) { updatedAt } } }",
+        "query Q($e: ID!) { ...Both } fragment Both on Query { event(id: $e) { id title } event(id: $e) { leaderboard(first: 500) { updatedAt } } }",
+    ] {
+        let merged = app.gql(document, json!({ "e": bar.event })).await;
+        assert_eq!(
+            merged.body["data"],
+            json!({ "event": null }),
+            "{}",
+            merged.body
+        );
+        merged.assert_error("BAD_USER_INPUT", Some("first"));
+    }
 }

@@ -50,6 +50,7 @@ async fn logout_ends_the_access_tokens_and_sockets_of_that_session_only(backend:
         .assert_error("UNAUTHENTICATED", None);
     let closed = phone_socket.closed().await;
     assert_eq!(closed.code, 4403, "{closed:?}");
+    assert!(closed.reason.contains("session ended"), "{closed:?}");
     // The other session (another device) is untouched.
     assert_eq!(
         app.gql_as(&laptop, ME, json!({})).await.data()["me"]["handle"],

@@ -142,15 +142,7 @@ impl TestApp {
     pub async fn restart(mut self) -> Self {
         let config = self.config.clone();
         let postgres = self.postgres.take();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server
-                .await
-                .expect("server task")
-                .expect("server stopped cleanly");
-        }
+        self.halt().await;
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));
         drop(self);
         Self::start(config, dir, postgres).await
@@ -197,6 +189,11 @@ impl TestApp {
 
     /// Stops the server and waits until it has drained.
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// Stops the server and waits until it has drained (the database stays).
+    async fn halt(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
