@@ -335,6 +335,24 @@ pub struct Config {
     )]
     pub cup_code_attempts_per_minute: u32,
 
+    /// At most one accepted location update per user per this many milliseconds (proximity).
+    #[arg(
+        long,
+        env = "RALLY_LOCATION_MIN_INTERVAL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub location_min_interval_ms: u64,
+
+    /// Seconds after which a watched person's last position counts as stale (proximity).
+    #[arg(
+        long,
+        env = "RALLY_LOCATION_STALE_SECONDS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub location_stale_seconds: u64,
+
     /// Longest availability (meetings), in minutes.
     #[arg(
         long,
@@ -423,7 +441,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 27] = [
+        let bounds: [(&str, u64, u64, u64); 29] = [
             (
                 "RALLY_ACCESS_TOKEN_TTL_SECONDS",
                 self.access_token_ttl_seconds,
@@ -573,6 +591,18 @@ impl Config {
                 self.cup_code_attempts_per_minute.into(),
                 1,
                 10_000,
+            ),
+            (
+                "RALLY_LOCATION_MIN_INTERVAL_MS",
+                self.location_min_interval_ms,
+                0,
+                3_600_000,
+            ),
+            (
+                "RALLY_LOCATION_STALE_SECONDS",
+                self.location_stale_seconds,
+                1,
+                DAY,
             ),
             (
                 "RALLY_CALENDAR_FEED_PER_MINUTE",

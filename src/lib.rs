@@ -19,6 +19,7 @@ pub mod live; // typed topics, the one publisher, the hub, brokers, the state-st
 pub mod media; // object store, upload checks, blur renderings, the /media routes
 pub mod meetings; // availabilities, bookings, weekly slots, the calendar feed
 pub mod model; // rules every domain shares (the text rule)
+pub mod proximity; // consenting watchers, locations, activities, live status and alerts
 pub mod startup; // App::build -> port -> run_until_stopped
 pub mod state; // AppState: db, broker, media, keys, config (no domain)
 

@@ -36,6 +36,8 @@ mod media;
 mod meetings;
 #[path = "api/nulls.rs"]
 mod nulls;
+#[path = "api/proximity.rs"]
+mod proximity;
 #[path = "api/query_plans.rs"]
 mod query_plans;
 #[path = "api/scale_out.rs"]

@@ -13,6 +13,7 @@ mod m20261201_000005_meetings;
 mod m20261201_000006_blur_guesses;
 mod m20261202_000007_cup_codes;
 mod m20261202_000008_ended_sessions;
+mod m20261202_000009_proximity;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_blur_guesses::Migration),
             Box::new(m20261202_000007_cup_codes::Migration),
             Box::new(m20261202_000008_ended_sessions::Migration),
+            Box::new(m20261202_000009_proximity::Migration),
         ]
     }
 }

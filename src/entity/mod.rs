@@ -1,6 +1,7 @@
 //! SeaORM entities, one file per table. Generated-style code only: no behaviour lives here; domain
 //! services own every read and write, and GraphQL types convert from these models in each domain.
 
+pub mod activity;
 pub mod availability;
 pub mod blur_guess;
 pub mod blur_round;
@@ -14,6 +15,9 @@ pub mod event_staff;
 pub mod event_template;
 pub mod game;
 pub mod game_player;
+pub mod location;
 pub mod meeting;
+pub mod monitor_link;
+pub mod proximity_state;
 pub mod refresh_token;
 pub mod user;

@@ -42,7 +42,7 @@ use uuid::Uuid;
 
 use super::context::{Caller, ViewerProbe};
 use super::response::{is_request_error, with_codes};
-use super::schema::{RallySchema, STATE_SUBSCRIPTIONS};
+use super::schema::{RallySchema, STATE_SUBSCRIPTIONS, UNSHARED_SUBSCRIPTIONS};
 use crate::auth::{ClientAddr, Viewer};
 use crate::error::{INTERNAL_MESSAGE, code};
 
@@ -224,7 +224,7 @@ impl Fanout {
         viewer: &Viewer,
         addr: ClientAddr,
     ) -> Payloads {
-        let Some(field) = field else {
+        let Some(field) = field.filter(|field| !UNSHARED_SUBSCRIPTIONS.contains(field)) else {
             return self.run_alone(request, viewer, addr);
         };
         let operation = Operation {

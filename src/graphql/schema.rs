@@ -23,6 +23,7 @@ use crate::games::graphql::{
 use crate::meetings::graphql::{
     AvailabilityLoader, MeetingsMutation, MeetingsQuery, MeetingsSubscription,
 };
+use crate::proximity::graphql::{ProximityMutation, ProximityQuery, ProximitySubscription};
 use crate::state::AppState;
 
 /// Every query root, merged.
@@ -33,6 +34,7 @@ pub struct Query(
     CupsQuery,
     GamesQuery,
     MeetingsQuery,
+    ProximityQuery,
 );
 
 /// Every mutation root, merged.
@@ -43,6 +45,7 @@ pub struct Mutation(
     CupsMutation,
     GamesMutation,
     MeetingsMutation,
+    ProximityMutation,
 );
 
 /// Every subscription root, merged.
@@ -52,15 +55,32 @@ pub struct Subscription(
     CupsSubscription,
     GamesSubscription,
     MeetingsSubscription,
+    ProximitySubscription,
 );
 
 /// Subscriptions whose stream starts with the current state (then follows its changes): a subscriber
 /// joining a shared execution late gets its latest payload first.
-pub const STATE_SUBSCRIPTIONS: &[&str] =
-    &["eventUpdated", "leaderboard", "gameUpdated", "myCupSession"];
+pub const STATE_SUBSCRIPTIONS: &[&str] = &[
+    "eventUpdated",
+    "leaderboard",
+    "gameUpdated",
+    "myCupSession",
+    "activityUpdated",
+];
 
 /// Subscriptions that stream events from the moment of subscribing (nothing to replay).
-pub const EVENT_SUBSCRIPTIONS: &[&str] = &["eventStatusChanged", "cupSessionUpdated", "myMeetings"];
+pub const EVENT_SUBSCRIPTIONS: &[&str] = &[
+    "eventStatusChanged",
+    "cupSessionUpdated",
+    "myMeetings",
+    "trackingCommands",
+    "proximityAlerts",
+];
+
+/// Subscriptions that begin with what is owed to this subscriber alone (trackingCommands replays
+/// the START of every running activity to each device that subscribes): never shared, so a second
+/// device of the same person gets its own replay.
+pub const UNSHARED_SUBSCRIPTIONS: &[&str] = &["trackingCommands"];
 
 /// Rally's schema type.
 pub type RallySchema = Schema<Query, Mutation, Subscription>;
@@ -77,8 +97,9 @@ pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Sub
     .limit_recursive_depth(limits.max_depth.max(32))
     .limit_directives(limits.max_directives)
     .extension(AliasLimit(limits.max_aliases))
-    .extension(NullPropagation)
-    .extension(OperationMetrics::new(limits.metrics_max_operations));
+    .extension(OperationMetrics::new(limits.metrics_max_operations))
+    // After the metrics: they see the response with the errors this one adds.
+    .extension(NullPropagation);
     if limits.introspection {
         builder
     } else {

@@ -1,0 +1,24 @@
+//! `proximity_states`: whether a watched person is inside an activity's alert radius (for
+//! edge-triggered alerts).
+
+use sea_orm::entity::prelude::*;
+
+/// One row of `proximity_states`.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "proximity_states")]
+pub struct Model {
+    /// The activity.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub activity_id: Uuid,
+    /// The watched person.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: Uuid,
+    /// Inside the radius since the last alert (until they go beyond the exit distance).
+    pub inside: bool,
+}
+
+/// `proximity_states` has no relations it navigates.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

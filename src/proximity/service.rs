@@ -1,0 +1,565 @@
+//! Proximity rules with storage: the only code touching `monitor_links`, `locations`, `activities`
+//! and `proximity_states`, the publisher of `user:{id}:tracking`, `activity:{id}` and
+//! `user:{id}:alerts`, and the live streams built on them.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{Duration, Utc};
+use futures_util::{Stream, StreamExt};
+use sea_orm::prelude::Expr;
+use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TryInsertResult,
+};
+use uuid::Uuid;
+
+use super::model::{
+    ACTIVITY, ALERTS, ActivityTouched, ActivityView, Command, Crossing, Position, ProximityAlert,
+    Report, TRACKING, TrackingCommand, crossing, status,
+};
+use crate::accounts;
+use crate::accounts::model::Handle;
+use crate::auth::Identity;
+use crate::entity::activity::{self, Status as ActivityStatus};
+use crate::entity::monitor_link::{self, Status as LinkStatus};
+use crate::entity::{location, proximity_state};
+use crate::error::{Error, Result, UniqueKey};
+use crate::live::{self, Signal};
+use crate::state::AppState;
+
+/// `activities_one_active_key` (see the proximity migration): one ACTIVE activity per owner.
+const ONE_ACTIVE_KEY: UniqueKey = UniqueKey {
+    name: "activities_one_active_key",
+    table: "activities",
+    columns: &["owner_id"],
+};
+
+/// The user a handle names, or NOT_FOUND.
+async fn user_by_handle(state: &AppState, handle: &Handle) -> Result<Uuid> {
+    Ok(accounts::service::find_by_handle(state, handle)
+        .await?
+        .ok_or(Error::NotFound("no user with this handle"))?
+        .id)
+}
+
+/// The caller asks to watch `handle`: a PENDING link (or the existing one, unchanged).
+#[tracing::instrument(skip(state))]
+pub async fn request_monitor(
+    state: &AppState,
+    me: Identity,
+    handle: &Handle,
+) -> Result<monitor_link::Model> {
+    let watched = user_by_handle(state, handle).await?;
+    if watched == me.user_id {
+        return Err(Error::bad_input("handle", "you cannot watch yourself"));
+    }
+    monitor_link::Entity::insert(monitor_link::ActiveModel {
+        watcher_id: Set(me.user_id),
+        watched_id: Set(watched),
+        status: Set(LinkStatus::Pending),
+        created_at: Set(Utc::now()),
+    })
+    .on_conflict(OnConflict::new().do_nothing().to_owned())
+    .do_nothing()
+    .exec(&state.db)
+    .await?;
+    link(state, me.user_id, watched)
+        .await?
+        .ok_or_else(|| Error::state_conflict("the link changed; try again"))
+}
+
+async fn link(
+    state: &AppState,
+    watcher: Uuid,
+    watched: Uuid,
+) -> Result<Option<monitor_link::Model>> {
+    Ok(monitor_link::Entity::find_by_id((watcher, watched))
+        .one(&state.db)
+        .await?)
+}
+
+/// The watched person accepts `watcher`'s request; NOT_FOUND when there is none. A running activity
+/// of the watcher starts tracking them at once.
+#[tracing::instrument(skip(state))]
+pub async fn accept_monitor(
+    state: &AppState,
+    me: Identity,
+    watcher: &Handle,
+) -> Result<monitor_link::Model> {
+    let watcher = user_by_handle(state, watcher).await?;
+    let accepted = monitor_link::Entity::update_many()
+        .col_expr(
+            monitor_link::Column::Status,
+            Expr::value(LinkStatus::Accepted),
+        )
+        .filter(monitor_link::Column::WatcherId.eq(watcher))
+        .filter(monitor_link::Column::WatchedId.eq(me.user_id))
+        .filter(monitor_link::Column::Status.eq(LinkStatus::Pending))
+        .exec(&state.db)
+        .await?;
+    let link = link(state, watcher, me.user_id)
+        .await?
+        .ok_or(Error::NotFound(
+            "nobody with this handle asked to watch you",
+        ))?;
+    if accepted.rows_affected == 1
+        && let Some(running) = active_of(state, watcher).await?
+    {
+        command(state, me.user_id, Command::Start, &running);
+        touch(state, running.id);
+    }
+    Ok(link)
+}
+
+/// Either side ends a link; `false` when there was none. A running activity of the watcher stops
+/// tracking the watched person.
+#[tracing::instrument(skip(state))]
+pub async fn remove_monitor(
+    state: &AppState,
+    me: Identity,
+    watcher: &Handle,
+    watched: &Handle,
+) -> Result<bool> {
+    let watcher = user_by_handle(state, watcher).await?;
+    let watched = user_by_handle(state, watched).await?;
+    if me.user_id != watcher && me.user_id != watched {
+        return Err(Error::Forbidden(
+            "only the watcher or the watched person may remove a link",
+        ));
+    }
+    let Some(link) = link(state, watcher, watched).await? else {
+        return Ok(false);
+    };
+    let removed = monitor_link::Entity::delete_by_id((watcher, watched))
+        .exec(&state.db)
+        .await?;
+    if removed.rows_affected == 1
+        && link.status == LinkStatus::Accepted
+        && let Some(running) = active_of(state, watcher).await?
+    {
+        command(state, watched, Command::Stop, &running);
+        touch(state, running.id);
+    }
+    Ok(removed.rows_affected == 1)
+}
+
+/// Links where the caller watches (`as_watcher`) or is watched, newest first.
+pub async fn links(
+    state: &AppState,
+    me: Identity,
+    as_watcher: bool,
+) -> Result<Vec<monitor_link::Model>> {
+    let column = if as_watcher {
+        monitor_link::Column::WatcherId
+    } else {
+        monitor_link::Column::WatchedId
+    };
+    Ok(monitor_link::Entity::find()
+        .filter(column.eq(me.user_id))
+        .order_by_desc(monitor_link::Column::CreatedAt)
+        .all(&state.db)
+        .await?)
+}
+
+/// Stores the caller's position (`None`: GPS off), at most once per `RALLY_LOCATION_MIN_INTERVAL_MS`
+/// (a conditional write: the previous update must be old enough, else RATE_LIMITED and nothing
+/// changes). Then every activity that watches the caller, and the caller's own, hears of it, and
+/// alerts are checked.
+#[tracing::instrument(skip(state, position))]
+pub async fn update_location(
+    state: &AppState,
+    me: Identity,
+    position: Option<Position>,
+) -> Result<location::Model> {
+    let now = Utc::now();
+    let interval = Duration::milliseconds(
+        i64::try_from(state.config.location_min_interval_ms).unwrap_or(i64::MAX / 2),
+    );
+    let (latitude, longitude) = match position {
+        Some(position) => (Some(position.latitude), Some(position.longitude)),
+        None => (None, None),
+    };
+    let updated = location::Entity::update_many()
+        .col_expr(location::Column::Latitude, Expr::value(latitude))
+        .col_expr(location::Column::Longitude, Expr::value(longitude))
+        .col_expr(location::Column::UpdatedAt, Expr::value(now))
+        .filter(location::Column::UserId.eq(me.user_id))
+        .filter(location::Column::UpdatedAt.lte(now - interval))
+        .exec(&state.db)
+        .await?;
+    if updated.rows_affected == 0 {
+        let inserted = location::Entity::insert(location::ActiveModel {
+            user_id: Set(me.user_id),
+            latitude: Set(latitude),
+            longitude: Set(longitude),
+            updated_at: Set(now),
+        })
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .do_nothing()
+        .exec(&state.db)
+        .await?;
+        if !matches!(inserted, TryInsertResult::Inserted(_)) {
+            let last = location::Entity::find_by_id(me.user_id)
+                .one(&state.db)
+                .await?
+                .map_or(now, |last| last.updated_at);
+            let wait = (last + interval - now).num_milliseconds().max(1);
+            return Err(Error::RateLimited {
+                what: "location updates come at most once per interval",
+                retry_after_seconds: u64::try_from(wait).unwrap_or(1).div_ceil(1000),
+            });
+        }
+    }
+    let stored = location::Model {
+        user_id: me.user_id,
+        latitude,
+        longitude,
+        updated_at: now,
+    };
+    after_update(state, me.user_id).await?;
+    Ok(stored)
+}
+
+/// The ACTIVE activities whose owners watch `user` with consent (through the watched-person index
+/// and the one-active-per-owner index; never a scan of activities).
+async fn watching(state: &AppState, user: Uuid) -> Result<Vec<activity::Model>> {
+    let watchers = Query::select()
+        .column(monitor_link::Column::WatcherId)
+        .from(monitor_link::Entity)
+        .and_where(monitor_link::Column::WatchedId.eq(user))
+        .and_where(monitor_link::Column::Status.eq(LinkStatus::Accepted))
+        .to_owned();
+    Ok(activity::Entity::find()
+        .filter(activity::Column::Status.eq(ActivityStatus::Active))
+        .filter(activity::Column::OwnerId.in_subquery(watchers))
+        .all(&state.db)
+        .await?)
+}
+
+/// The owner's ACTIVE activity, if any.
+async fn active_of(state: &AppState, owner: Uuid) -> Result<Option<activity::Model>> {
+    Ok(activity::Entity::find()
+        .filter(activity::Column::OwnerId.eq(owner))
+        .filter(activity::Column::Status.eq(ActivityStatus::Active))
+        .one(&state.db)
+        .await?)
+}
+
+/// People who accepted `owner` as a watcher.
+async fn watched_by(state: &AppState, owner: Uuid) -> Result<Vec<Uuid>> {
+    Ok(monitor_link::Entity::find()
+        .select_only()
+        .column(monitor_link::Column::WatchedId)
+        .filter(monitor_link::Column::WatcherId.eq(owner))
+        .filter(monitor_link::Column::Status.eq(LinkStatus::Accepted))
+        .order_by_asc(monitor_link::Column::CreatedAt)
+        .into_tuple()
+        .all(&state.db)
+        .await?)
+}
+
+async fn locations_of(state: &AppState, users: &[Uuid]) -> Result<Vec<location::Model>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(location::Entity::find()
+        .filter(location::Column::UserId.is_in(users.iter().copied()))
+        .all(&state.db)
+        .await?)
+}
+
+fn report(location: &location::Model) -> Report {
+    Report {
+        user_id: location.user_id,
+        position: location
+            .latitude
+            .zip(location.longitude)
+            .map(|(latitude, longitude)| Position {
+                latitude,
+                longitude,
+            }),
+        at: location.updated_at,
+    }
+}
+
+fn stale_after(state: &AppState) -> Duration {
+    Duration::seconds(i64::try_from(state.config.location_stale_seconds).unwrap_or(300))
+}
+
+/// Tells every activity touched by `user`'s new position, and checks its alerts.
+async fn after_update(state: &AppState, user: Uuid) -> Result<()> {
+    for running in watching(state, user).await? {
+        touch(state, running.id);
+        check_alert(state, &running, user).await?;
+    }
+    if let Some(own) = active_of(state, user).await? {
+        touch(state, own.id);
+        for watched in watched_by(state, user).await? {
+            check_alert(state, &own, watched).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Flips `watched`'s inside/outside state for `running` when the distance crosses the radius (in)
+/// or the exit distance (out); an entry alerts the owner. Conditional writes make each entry alert
+/// once, whichever instance sees it.
+async fn check_alert(state: &AppState, running: &activity::Model, watched: Uuid) -> Result<()> {
+    let now = Utc::now();
+    let reports = locations_of(state, &[running.owner_id, watched]).await?;
+    let position_of = |user: Uuid| {
+        reports
+            .iter()
+            .find(|location| location.user_id == user)
+            .map(report)
+            .filter(|report| now - report.at <= stale_after(state))
+            .and_then(|report| report.position)
+    };
+    let (Some(owner), Some(them)) = (position_of(running.owner_id), position_of(watched)) else {
+        return Ok(());
+    };
+    let distance = owner.distance_to(them);
+    let entered = match crossing(distance, running.alert_radius_meters) {
+        Crossing::Edge => return Ok(()),
+        Crossing::Outside => {
+            proximity_state::Entity::update_many()
+                .col_expr(proximity_state::Column::Inside, Expr::value(false))
+                .filter(proximity_state::Column::ActivityId.eq(running.id))
+                .filter(proximity_state::Column::UserId.eq(watched))
+                .exec(&state.db)
+                .await?;
+            return Ok(());
+        }
+        Crossing::Inside => {
+            let inserted = proximity_state::Entity::insert(proximity_state::ActiveModel {
+                activity_id: Set(running.id),
+                user_id: Set(watched),
+                inside: Set(true),
+            })
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .do_nothing()
+            .exec(&state.db)
+            .await?;
+            matches!(inserted, TryInsertResult::Inserted(_))
+                || proximity_state::Entity::update_many()
+                    .col_expr(proximity_state::Column::Inside, Expr::value(true))
+                    .filter(proximity_state::Column::ActivityId.eq(running.id))
+                    .filter(proximity_state::Column::UserId.eq(watched))
+                    .filter(proximity_state::Column::Inside.eq(false))
+                    .exec(&state.db)
+                    .await?
+                    .rows_affected
+                    == 1
+        }
+    };
+    if entered {
+        state.live.publish(
+            &ALERTS.of(running.owner_id),
+            &ProximityAlert {
+                activity_id: running.id,
+                user_id: watched,
+                distance_meters: distance,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn touch(state: &AppState, activity: Uuid) {
+    state.live.publish(
+        &ACTIVITY.of(activity),
+        &ActivityTouched {
+            activity_id: activity,
+        },
+    );
+}
+
+fn command(state: &AppState, watched: Uuid, command: Command, running: &activity::Model) {
+    state.live.publish(
+        &TRACKING.of(watched),
+        &TrackingCommand {
+            command,
+            activity_id: running.id,
+            requested_by: running.owner_id,
+        },
+    );
+}
+
+/// Starts the caller's activity (one ACTIVE per owner, by the database: a second is CONFLICT) and
+/// tells every consenting watched person's devices to START.
+#[tracing::instrument(skip(state))]
+pub async fn start_activity(state: &AppState, me: Identity, radius: f64) -> Result<ActivityView> {
+    let inserted = activity::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        owner_id: Set(me.user_id),
+        status: Set(ActivityStatus::Active),
+        alert_radius_meters: Set(radius),
+        started_at: Set(Utc::now()),
+        ended_at: Set(None),
+        version: Set(1),
+    }
+    .insert(&state.db)
+    .await;
+    let started = match inserted {
+        Ok(started) => started,
+        Err(err) if ONE_ACTIVE_KEY.violated_by(&err) => {
+            return Err(Error::state_conflict("you already have an ACTIVE activity"));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    for watched in watched_by(state, me.user_id).await? {
+        command(state, watched, Command::Start, &started);
+    }
+    view(state, started).await
+}
+
+/// Ends the caller's ACTIVE activity as `ending` (DISRUPTED or STOPPED) and tells the watched
+/// people's devices to STOP. Someone else's activity is NOT_FOUND; an ended one CONFLICT.
+#[tracing::instrument(skip(state))]
+pub async fn end_activity(
+    state: &AppState,
+    me: Identity,
+    id: Uuid,
+    ending: ActivityStatus,
+) -> Result<ActivityView> {
+    let ended = activity::Entity::update_many()
+        .col_expr(activity::Column::Status, Expr::value(ending))
+        .col_expr(activity::Column::EndedAt, Expr::value(Some(Utc::now())))
+        .col_expr(
+            activity::Column::Version,
+            Expr::col(activity::Column::Version).add(1),
+        )
+        .filter(activity::Column::Id.eq(id))
+        .filter(activity::Column::OwnerId.eq(me.user_id))
+        .filter(activity::Column::Status.eq(ActivityStatus::Active))
+        .exec(&state.db)
+        .await?;
+    let current = own(state, me, id).await?;
+    if ended.rows_affected != 1 {
+        return Err(Error::state_conflict("this activity has already ended"));
+    }
+    for watched in watched_by(state, me.user_id).await? {
+        command(state, watched, Command::Stop, &current);
+    }
+    touch(state, id);
+    view(state, current).await
+}
+
+/// The caller's own activity, or NOT_FOUND (anyone else's too).
+async fn own(state: &AppState, me: Identity, id: Uuid) -> Result<activity::Model> {
+    activity::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .filter(|found| found.owner_id == me.user_id)
+        .ok_or(Error::NotFound("no such activity"))
+}
+
+/// The caller's activity with its status now; NOT_FOUND for anyone else's.
+pub async fn activity(state: &AppState, me: Identity, id: Uuid) -> Result<ActivityView> {
+    let found = own(state, me, id).await?;
+    view(state, found).await
+}
+
+/// `found` with its status computed now (the owner's latest position, the consenting watched
+/// people's latest reports).
+async fn view(state: &AppState, found: activity::Model) -> Result<ActivityView> {
+    let watched = watched_by(state, found.owner_id).await?;
+    let mut users = watched.clone();
+    users.push(found.owner_id);
+    let reports = locations_of(state, &users).await?;
+    let report_of = |user: Uuid| {
+        reports
+            .iter()
+            .find(|location| location.user_id == user)
+            .map(report)
+    };
+    let owner = report_of(found.owner_id).and_then(|report| report.position);
+    let watched: Vec<(Uuid, Option<Report>)> = watched
+        .into_iter()
+        .map(|user| (user, report_of(user)))
+        .collect();
+    let now = Utc::now();
+    Ok(ActivityView {
+        status: status(owner, &watched, now, stale_after(state)),
+        activity: found,
+    })
+}
+
+/// The owner follows an activity: its status now, then again after every change that touches it
+/// (a watched person's report, a link accepted or removed, the activity ending) and whenever a
+/// watched person goes stale with no update (a timer). Ends after the activity ended.
+pub async fn follow_activity(
+    state: &AppState,
+    me: Identity,
+    id: Uuid,
+) -> Result<impl Stream<Item = ActivityView> + Send + 'static> {
+    let mut feed = state.live.subscribe(&ACTIVITY.of(id));
+    let first = activity(state, me, id).await?;
+    let state = state.clone();
+    Ok(async_stream::stream! {
+        let mut next_stale = first.status.next_stale_at;
+        let mut running = first.activity.status == ActivityStatus::Active;
+        yield first;
+        while running {
+            let timer = async {
+                match next_stale {
+                    Some(at) => {
+                        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                        // A moment past the threshold, so the report is stale when read.
+                        tokio::time::sleep(wait + StdDuration::from_millis(5)).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                signal = feed.next() => match signal {
+                    None => break,
+                    Some(Signal::Message(_) | Signal::Resync) => {}
+                },
+                () = timer => {}
+            }
+            feed.drain();
+            match activity(&state, me, id).await {
+                Ok(now) => {
+                    next_stale = now.status.next_stale_at;
+                    running = now.activity.status == ActivityStatus::Active;
+                    yield now;
+                }
+                Err(err) => {
+                    err.report();
+                    tokio::time::sleep(StdDuration::from_millis(500)).await;
+                }
+            }
+        }
+    })
+}
+
+/// A watched person's devices: START for every ACTIVE activity that watches them now (a phone that
+/// was offline still learns it must share), then every command as it happens.
+pub async fn tracking_commands(
+    state: &AppState,
+    me: Identity,
+) -> Result<impl Stream<Item = TrackingCommand> + Send + 'static> {
+    // Subscribed before the snapshot is read, so a command between the two is not lost.
+    let feed = state.live.subscribe(&TRACKING.of(me.user_id));
+    let snapshot: Vec<TrackingCommand> = watching(state, me.user_id)
+        .await?
+        .into_iter()
+        .map(|running| TrackingCommand {
+            command: Command::Start,
+            activity_id: running.id,
+            requested_by: running.owner_id,
+        })
+        .collect();
+    let live = live::events(feed).map(|command| (*command).clone());
+    Ok(futures_util::stream::iter(snapshot).chain(live))
+}
+
+/// The owner's proximity alerts, as they happen.
+pub fn alerts(
+    state: &AppState,
+    me: Identity,
+) -> impl Stream<Item = ProximityAlert> + Send + 'static {
+    live::events(state.live.subscribe(&ALERTS.of(me.user_id))).map(|alert| (*alert).clone())
+}

@@ -1,0 +1,531 @@
+//! Proximity: consent before anything is shared, the caller's own location (checked, rate limited),
+//! activities with nearest, stale and GPS-off people, tracking commands for devices, live status and
+//! edge-triggered alerts. Distances are checked against a haversine written here.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{Backend, Session, TRANSPORT_WS, TestApp, WsClient};
+
+crate::on_every_backend!(
+    nothing_is_shared_before_the_watched_person_accepts,
+    a_location_is_checked_then_rate_limited,
+    the_status_has_the_nearest_person_the_stale_and_the_gps_off,
+    one_active_activity_per_user_under_a_race,
+    strangers_learn_nothing,
+    devices_are_told_to_start_and_stop,
+    the_live_status_follows_positions_and_goes_stale_by_itself,
+    an_alert_fires_once_on_entry_and_again_only_after_leaving,
+);
+
+const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// Haversine, written here independently of the server's.
+fn haversine(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
+    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_M * h.sqrt().asin()
+}
+
+/// The owner's spot, and spots due north of it at `meters`.
+const HOME: (f64, f64) = (48.8566, 2.3522);
+fn north(meters: f64) -> (f64, f64) {
+    (HOME.0 + meters / 111_195.0, HOME.1)
+}
+
+const ACTIVITY: &str = "id status alertRadiusMeters nearest { user { handle } distanceMeters } stale { handle } gpsOff { handle }";
+
+async fn at(app: &TestApp, who: &Session, spot: Option<(f64, f64)>) -> crate::common::Gql {
+    app.gql_as(
+        who,
+        "mutation($lat: Float, $lon: Float) { updateLocation(latitude: $lat, longitude: $lon) { latitude longitude updatedAt user { handle } } }",
+        json!({ "lat": spot.map(|s| s.0), "lon": spot.map(|s| s.1) }),
+    )
+    .await
+}
+
+async fn watch(app: &TestApp, watcher: &Session, watched: &Session) {
+    app.gql_as(
+        watcher,
+        "mutation($h: String!) { requestMonitor(handle: $h) { status } }",
+        json!({ "h": watched.handle }),
+    )
+    .await
+    .data();
+    let accepted = app
+        .gql_as(
+            watched,
+            "mutation($w: String!) { acceptMonitor(watcher: $w) { status watcher { handle } watched { handle } } }",
+            json!({ "w": watcher.handle }),
+        )
+        .await;
+    assert_eq!(accepted.data()["acceptMonitor"]["status"], "ACCEPTED");
+}
+
+async fn start(app: &TestApp, owner: &Session, radius: f64) -> Value {
+    app.gql_as(
+        owner,
+        &format!("mutation($r: Float) {{ startActivity(alertRadiusMeters: $r) {{ {ACTIVITY} }} }}"),
+        json!({ "r": radius }),
+    )
+    .await
+    .data()["startActivity"]
+        .clone()
+}
+
+async fn activity(app: &TestApp, owner: &Session, id: &Value) -> Value {
+    app.gql_as(
+        owner,
+        &format!("query($id: ID!) {{ activity(id: $id) {{ {ACTIVITY} }} }}"),
+        json!({ "id": id }),
+    )
+    .await
+    .data()["activity"]
+        .clone()
+}
+
+fn handles(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|user| user["handle"].as_str().expect("handle"))
+        .collect()
+}
+
+fn quick(backend: Backend) -> impl std::future::Future<Output = TestApp> {
+    TestApp::spawn_with(backend, |c| c.location_min_interval_ms = 0)
+}
+
+async fn nothing_is_shared_before_the_watched_person_accepts(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let asked = app
+        .gql_as(
+            &ann,
+            "mutation { requestMonitor(handle: \"bob\") { status watcher { handle } watched { handle } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        asked.data()["requestMonitor"],
+        json!({ "status": "PENDING", "watcher": { "handle": "ann" }, "watched": { "handle": "bob" } })
+    );
+    let theirs = app
+        .gql_as(
+            &bob,
+            "{ monitoredBy { status watcher { handle } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        theirs.data()["monitoredBy"],
+        json!([{ "status": "PENDING", "watcher": { "handle": "ann" } }])
+    );
+    at(&app, &ann, Some(HOME)).await.data();
+    let bob_spot = north(150.0);
+    let own = at(&app, &bob, Some(bob_spot)).await;
+    assert_eq!(
+        own.data()["updateLocation"]["latitude"],
+        bob_spot.0,
+        "a person's own answer is the one place their coordinates appear"
+    );
+    let running = start(&app, &ann, 100.0).await;
+    assert_eq!(running["nearest"], Value::Null, "pending exposes nothing");
+    assert_eq!(running["stale"], json!([]));
+
+    app.gql_as(
+        &bob,
+        "mutation { acceptMonitor(watcher: \"ann\") { status } }",
+        json!({}),
+    )
+    .await
+    .data();
+    let seen = activity(&app, &ann, &running["id"]).await;
+    assert_eq!(seen["nearest"]["user"]["handle"], "bob");
+    let distance = seen["nearest"]["distanceMeters"]
+        .as_f64()
+        .expect("distance");
+    assert!(
+        (distance - haversine(HOME, bob_spot)).abs() < 0.5,
+        "{distance}"
+    );
+    // Everything Ann can ask shows distances, never Bob's coordinates.
+    let everything = app
+        .gql_as(
+            &ann,
+            &format!("query($id: ID!) {{ activity(id: $id) {{ {ACTIVITY} }} monitoring {{ status watched {{ handle }} }} }}"),
+            json!({ "id": running["id"] }),
+        )
+        .await;
+    let text = everything.body.to_string();
+    assert!(!text.contains(&format!("{}", bob_spot.0)), "{text}");
+    assert!(!text.contains("latitude"), "{text}");
+
+    // Bob withdraws: Ann sees nothing of him any more.
+    let removed = app
+        .gql_as(
+            &bob,
+            "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(removed.data()["removeMonitor"], true);
+    let after = activity(&app, &ann, &running["id"]).await;
+    assert_eq!(after["nearest"], Value::Null);
+    assert_eq!(after["stale"], json!([]));
+    let again = app
+        .gql_as(
+            &bob,
+            "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.data()["removeMonitor"], false);
+}
+
+async fn a_location_is_checked_then_rate_limited(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.location_min_interval_ms = 60_000).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    for (lat, lon, field) in [
+        (json!(null), json!(2.0), "latitude"),
+        (json!(48.0), json!(null), "longitude"),
+        (json!(90.5), json!(2.0), "latitude"),
+        (json!(48.0), json!(-181), "longitude"),
+    ] {
+        app.gql_as(
+            &bob,
+            "mutation($lat: Float, $lon: Float) { updateLocation(latitude: $lat, longitude: $lon) { updatedAt } }",
+            json!({ "lat": lat, "lon": lon }),
+        )
+        .await
+        .assert_error("BAD_USER_INPUT", Some(field));
+    }
+    // Refused input did not count: the first good update is accepted.
+    at(&app, &ann, Some(HOME)).await.data();
+    let first = north(40.0);
+    at(&app, &bob, Some(first)).await.data();
+    let limited = at(&app, &bob, Some(north(900.0))).await;
+    limited.assert_error("RATE_LIMITED", None);
+    let wait = limited.body["errors"][0]["extensions"]["retryAfterSeconds"]
+        .as_u64()
+        .expect("retryAfterSeconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+    // The stored position was not touched.
+    let running = start(&app, &ann, 100.0).await;
+    let distance = running["nearest"]["distanceMeters"]
+        .as_f64()
+        .expect("distance");
+    assert!(
+        (distance - haversine(HOME, first)).abs() < 0.5,
+        "{distance}"
+    );
+}
+
+async fn the_status_has_the_nearest_person_the_stale_and_the_gps_off(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let mut people = Vec::new();
+    for handle in ["bob", "cara", "dan", "eve"] {
+        let person = app.signup(handle).await;
+        watch(&app, &ann, &person).await;
+        people.push(person);
+    }
+    at(&app, &ann, Some(HOME)).await.data();
+    let bob_spot = (48.8575, 2.3535);
+    at(&app, &people[0], Some(bob_spot)).await.data();
+    at(&app, &people[1], Some(north(2_000.0))).await.data();
+    let off = at(&app, &people[2], None).await;
+    assert_eq!(
+        off.data()["updateLocation"],
+        json!({ "latitude": null, "longitude": null, "updatedAt": off.body["data"]["updateLocation"]["updatedAt"], "user": { "handle": "dan" } })
+    );
+    let running = start(&app, &ann, 100.0).await;
+    assert_eq!(running["status"], "ACTIVE");
+    assert_eq!(running["nearest"]["user"]["handle"], "bob");
+    let distance = running["nearest"]["distanceMeters"]
+        .as_f64()
+        .expect("distance");
+    assert!(
+        (distance - haversine(HOME, bob_spot)).abs() < 0.5,
+        "{distance} vs {}",
+        haversine(HOME, bob_spot)
+    );
+    assert_eq!(handles(&running["gpsOff"]), ["dan"]);
+    assert_eq!(handles(&running["stale"]), ["eve"], "never reported");
+}
+
+async fn one_active_activity_per_user_under_a_race(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    for bad in [0.5, 50_001.0] {
+        app.gql_as(
+            &ann,
+            "mutation($r: Float) { startActivity(alertRadiusMeters: $r) { id } }",
+            json!({ "r": bad }),
+        )
+        .await
+        .assert_error("BAD_USER_INPUT", Some("alertRadiusMeters"));
+    }
+    let starts = (0..10).map(|_| {
+        app.gql_as(
+            &ann,
+            "mutation { startActivity { id alertRadiusMeters } }",
+            json!({}),
+        )
+    });
+    let answers = futures_util::future::join_all(starts).await;
+    let won: Vec<&Value> = answers
+        .iter()
+        .filter(|answer| answer.body["errors"].is_null())
+        .map(|answer| &answer.body["data"]["startActivity"])
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one ACTIVE activity");
+    assert_eq!(won[0]["alertRadiusMeters"], 100.0, "the default radius");
+    for answer in answers
+        .iter()
+        .filter(|answer| !answer.body["errors"].is_null())
+    {
+        answer.assert_error("CONFLICT", None);
+    }
+    let id = won[0]["id"].clone();
+    let stopped = app
+        .gql_as(
+            &ann,
+            "mutation($id: ID!) { stopActivity(id: $id) { status endedAt } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(stopped.data()["stopActivity"]["status"], "STOPPED");
+    app.gql_as(
+        &ann,
+        "mutation($id: ID!) { disruptActivity(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await
+    .assert_error("CONFLICT", None);
+    let next = app
+        .gql_as(&ann, "mutation { startActivity { status } }", json!({}))
+        .await;
+    assert_eq!(
+        next.data()["startActivity"]["status"],
+        "ACTIVE",
+        "a new one after the end"
+    );
+}
+
+async fn strangers_learn_nothing(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let mallory = app.signup("mallory").await;
+    watch(&app, &ann, &bob).await;
+    let running = start(&app, &ann, 100.0).await;
+    let id = &running["id"];
+    for document in [
+        "{ monitoring { status } }",
+        "{ monitoredBy { status } }",
+        "query($id: ID!) { activity(id: $id) { id } }",
+        "mutation { updateLocation(latitude: 1, longitude: 1) { updatedAt } }",
+        "mutation { requestMonitor(handle: \"bob\") { status } }",
+        "mutation { acceptMonitor(watcher: \"ann\") { status } }",
+        "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
+        "mutation { startActivity { id } }",
+        "mutation($id: ID!) { stopActivity(id: $id) { id } }",
+        "mutation($id: ID!) { disruptActivity(id: $id) { id } }",
+    ] {
+        app.gql(document, json!({ "id": id }))
+            .await
+            .assert_error("UNAUTHENTICATED", None);
+    }
+    let theirs = app
+        .gql_as(
+            &mallory,
+            "query($id: ID!) { activity(id: $id) { id nearest { distanceMeters } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    theirs.assert_error("NOT_FOUND", None);
+    assert_eq!(theirs.body["data"]["activity"], Value::Null);
+    for document in [
+        "mutation($id: ID!) { stopActivity(id: $id) { id } }",
+        "mutation($id: ID!) { disruptActivity(id: $id) { id } }",
+    ] {
+        app.gql_as(&mallory, document, json!({ "id": id }))
+            .await
+            .assert_error("NOT_FOUND", None);
+    }
+    app.gql_as(
+        &mallory,
+        "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
+        json!({}),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+    // Mallory cannot accept a request nobody made to her, nor make herself a watcher of Bob.
+    app.gql_as(
+        &mallory,
+        "mutation { acceptMonitor(watcher: \"ann\") { status } }",
+        json!({}),
+    )
+    .await
+    .assert_error("NOT_FOUND", None);
+    let pending = app
+        .gql_as(
+            &mallory,
+            "mutation { requestMonitor(handle: \"bob\") { status } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(pending.data()["requestMonitor"]["status"], "PENDING");
+    let lists = app
+        .gql_as(
+            &mallory,
+            "{ monitoring { watched { handle } status } monitoredBy { status } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        lists.data()["monitoring"],
+        json!([{ "watched": { "handle": "bob" }, "status": "PENDING" }])
+    );
+    assert_eq!(lists.data()["monitoredBy"], json!([]));
+    // Ann's activity still stands.
+    assert_eq!(activity(&app, &ann, id).await["status"], "ACTIVE");
+}
+
+async fn subscribe(app: &TestApp, who: &Session, query: &str, variables: Value) -> WsClient {
+    let mut socket = app.ws(TRANSPORT_WS).await;
+    socket
+        .init(json!({ "authorization": format!("Bearer {}", who.access) }))
+        .await;
+    socket.subscribe("s", query, variables).await;
+    socket
+}
+
+const COMMANDS: &str =
+    "subscription { trackingCommands { command activityId requestedBy { handle } } }";
+
+async fn devices_are_told_to_start_and_stop(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    let mut phone = subscribe(&app, &bob, COMMANDS, json!({})).await;
+    app.listening(&format!("user:{}:tracking", bob.id), 1).await;
+    phone.assert_quiet(Duration::from_millis(200)).await;
+    let running = start(&app, &ann, 100.0).await;
+    let started = phone.next_data("s").await;
+    assert_eq!(
+        started["trackingCommands"],
+        json!({ "command": "START", "activityId": running["id"], "requestedBy": { "handle": "ann" } })
+    );
+    // A phone that was offline learns it must share as soon as it subscribes; so does a second one.
+    for _ in 0..2 {
+        let mut late = subscribe(&app, &bob, COMMANDS, json!({})).await;
+        assert_eq!(
+            late.next_data("s").await["trackingCommands"]["command"],
+            "START"
+        );
+    }
+    app.gql_as(
+        &ann,
+        "mutation($id: ID!) { disruptActivity(id: $id) { status } }",
+        json!({ "id": running["id"] }),
+    )
+    .await
+    .data();
+    let stopped = phone.next_data("s").await;
+    assert_eq!(stopped["trackingCommands"]["command"], "STOP");
+    assert_eq!(stopped["trackingCommands"]["activityId"], running["id"]);
+    // Nothing running: a new subscriber gets nothing to start.
+    let mut idle = subscribe(&app, &bob, COMMANDS, json!({})).await;
+    idle.assert_quiet(Duration::from_millis(300)).await;
+}
+
+async fn the_live_status_follows_positions_and_goes_stale_by_itself(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.location_min_interval_ms = 0;
+        c.location_stale_seconds = 2;
+    })
+    .await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    at(&app, &ann, Some(HOME)).await.data();
+    let running = start(&app, &ann, 100.0).await;
+    let mut screen = subscribe(
+        &app,
+        &ann,
+        &format!("subscription($id: ID!) {{ activityUpdated(activityId: $id) {{ {ACTIVITY} }} }}"),
+        json!({ "id": running["id"] }),
+    )
+    .await;
+    let first = screen.next_data("s").await;
+    assert_eq!(handles(&first["activityUpdated"]["stale"]), ["bob"]);
+
+    at(&app, &bob, Some(north(300.0))).await.data();
+    let moved = screen.next_data("s").await;
+    assert_eq!(moved["activityUpdated"]["nearest"]["user"]["handle"], "bob");
+    assert_eq!(moved["activityUpdated"]["stale"], json!([]));
+    // No update for two seconds: the status changes by itself.
+    let stale = screen.next_data("s").await;
+    assert_eq!(stale["activityUpdated"]["nearest"], Value::Null);
+    assert_eq!(handles(&stale["activityUpdated"]["stale"]), ["bob"]);
+
+    // A stranger cannot follow it.
+    let mallory = app.signup("mallory").await;
+    let mut theirs = subscribe(
+        &app,
+        &mallory,
+        "subscription($id: ID!) { activityUpdated(activityId: $id) { id } }",
+        json!({ "id": running["id"] }),
+    )
+    .await;
+    let refused = theirs.next_of("s").await;
+    assert!(refused.to_string().contains("NOT_FOUND"), "{refused}");
+}
+
+async fn an_alert_fires_once_on_entry_and_again_only_after_leaving(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    at(&app, &ann, Some(HOME)).await.data();
+    at(&app, &bob, Some(north(500.0))).await.data();
+    let running = start(&app, &ann, 100.0).await;
+    let mut alerts = subscribe(
+        &app,
+        &ann,
+        "subscription { proximityAlerts { user { handle } distanceMeters activity { id status } } }",
+        json!({}),
+    )
+    .await;
+    app.listening(&format!("user:{}:alerts", ann.id), 1).await;
+
+    at(&app, &bob, Some(north(50.0))).await.data();
+    let entered = alerts.next_data("s").await["proximityAlerts"].clone();
+    assert_eq!(entered["user"]["handle"], "bob");
+    assert_eq!(entered["activity"]["id"], running["id"]);
+    let distance = entered["distanceMeters"].as_f64().expect("distance");
+    assert!(
+        (distance - haversine(HOME, north(50.0))).abs() < 0.5,
+        "{distance}"
+    );
+    // Wandering at the edge (inside 100 m + 20 m) and back in: no second alert.
+    for meters in [60.0, 110.0, 115.0, 40.0] {
+        at(&app, &bob, Some(north(meters))).await.data();
+    }
+    alerts.assert_quiet(Duration::from_millis(400)).await;
+    // Out beyond the exit distance, then in again: one more alert.
+    at(&app, &bob, Some(north(200.0))).await.data();
+    at(&app, &bob, Some(north(30.0))).await.data();
+    let again = alerts.next_data("s").await["proximityAlerts"].clone();
+    assert_eq!(again["user"]["handle"], "bob");
+    alerts.assert_quiet(Duration::from_millis(300)).await;
+}
