@@ -164,6 +164,17 @@ impl Subscription {
 }
 
 impl Subscription {
+    /// The next signal already queued, without waiting.
+    pub(super) fn try_next(&mut self) -> Option<Signal> {
+        match self.receiver.try_recv() {
+            Ok(signal) => Some(signal),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => Some(Signal::Resync),
+            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => {
+                None
+            }
+        }
+    }
+
     /// Discards everything already queued (a consumer that only needs to know "something changed").
     pub(super) fn drain(&mut self) {
         while !matches!(

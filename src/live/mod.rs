@@ -199,4 +199,18 @@ impl<T: Payload> Feed<T> {
     pub fn drain(&mut self) {
         self.inner.drain();
     }
+
+    /// The next signal already queued, without waiting (`None` when nothing is).
+    pub fn try_next(&mut self) -> Option<Signal<T>> {
+        loop {
+            match self.inner.try_next()? {
+                hub::Signal::Message(delivery) => {
+                    if let Some(payload) = delivery.decode::<T>() {
+                        return Some(Signal::Message(payload));
+                    }
+                }
+                hub::Signal::Resync => return Some(Signal::Resync),
+            }
+        }
+    }
 }

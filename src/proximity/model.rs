@@ -45,6 +45,15 @@ pub struct TrackingCommand {
 pub struct ActivityTouched {
     /// The activity.
     pub activity_id: Uuid,
+    /// The activity itself or who it watches changed (not only someone's position): followers
+    /// reload the activity and its links, not only the positions. Messages of releases before it
+    /// lack the field and count as a reload (the safe reading).
+    #[serde(default = "reload_by_default")]
+    pub reload: bool,
+}
+
+fn reload_by_default() -> bool {
+    true
 }
 
 /// The payload of [`ALERTS`] (wire v1): a watched person entered an activity's radius.

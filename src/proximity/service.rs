@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
     TryInsertResult,
 };
 use uuid::Uuid;
@@ -107,7 +107,7 @@ pub async fn accept_monitor(
         && let Some(running) = active_of(state, watcher).await?
     {
         command(state, me.user_id, Command::Start, &running);
-        touch(state, running.id);
+        touch(state, running.id, true);
     }
     Ok(link)
 }
@@ -139,7 +139,7 @@ pub async fn remove_monitor(
         && let Some(running) = active_of(state, watcher).await?
     {
         command(state, watched, Command::Stop, &running);
-        touch(state, running.id);
+        touch(state, running.id, true);
     }
     Ok(removed.rows_affected == 1)
 }
@@ -221,20 +221,23 @@ pub async fn update_location(
     Ok(stored)
 }
 
-/// The ACTIVE activities whose owners watch `user` with consent (through the watched-person index
-/// and the one-active-per-owner index; never a scan of activities).
+/// The ACTIVE activities whose owners watch `user` with consent.
 async fn watching(state: &AppState, user: Uuid) -> Result<Vec<activity::Model>> {
+    Ok(watching_query(user).all(&state.db).await?)
+}
+
+/// The query behind [`watching`]: through the watched-person index and the activities' owner
+/// index, never a scan of activities (the query-plan test holds it to that).
+pub fn watching_query(user: Uuid) -> Select<activity::Entity> {
     let watchers = Query::select()
         .column(monitor_link::Column::WatcherId)
         .from(monitor_link::Entity)
         .and_where(monitor_link::Column::WatchedId.eq(user))
         .and_where(monitor_link::Column::Status.eq(LinkStatus::Accepted))
         .to_owned();
-    Ok(activity::Entity::find()
+    activity::Entity::find()
         .filter(activity::Column::Status.eq(ActivityStatus::Active))
         .filter(activity::Column::OwnerId.in_subquery(watchers))
-        .all(&state.db)
-        .await?)
 }
 
 /// The owner's ACTIVE activity, if any.
@@ -287,90 +290,132 @@ fn stale_after(state: &AppState) -> Duration {
     Duration::seconds(i64::try_from(state.config.location_stale_seconds).unwrap_or(300))
 }
 
-/// Tells every activity touched by `user`'s new position, and checks its alerts.
+/// Tells every activity touched by `user`'s new position, and checks its alerts: the activities
+/// that watch `user` for `user` alone, `user`'s own for everyone it watches (in one pass).
 async fn after_update(state: &AppState, user: Uuid) -> Result<()> {
     for running in watching(state, user).await? {
-        touch(state, running.id);
-        check_alert(state, &running, user).await?;
+        touch(state, running.id, false);
+        check_alerts(state, &running, &[user]).await?;
     }
     if let Some(own) = active_of(state, user).await? {
-        touch(state, own.id);
-        for watched in watched_by(state, user).await? {
-            check_alert(state, &own, watched).await?;
-        }
+        touch(state, own.id, false);
+        let watched = watched_by(state, user).await?;
+        check_alerts(state, &own, &watched).await?;
     }
     Ok(())
 }
 
-/// Flips `watched`'s inside/outside state for `running` when the distance crosses the radius (in)
-/// or the exit distance (out); an entry alerts the owner. Conditional writes make each entry alert
-/// once, whichever instance sees it.
-async fn check_alert(state: &AppState, running: &activity::Model, watched: Uuid) -> Result<()> {
+/// Flips each of `watched`'s inside/outside state for `running` when the distance crosses the
+/// radius (in) or the exit distance (out); an entry alerts the owner. Positions and states are read
+/// in two queries whatever the number of people, and a row is written only when a state flips: a
+/// conditional write, so each entry alerts once whichever instance sees it.
+async fn check_alerts(state: &AppState, running: &activity::Model, watched: &[Uuid]) -> Result<()> {
     let now = Utc::now();
-    let reports = locations_of(state, &[running.owner_id, watched]).await?;
-    let position_of = |user: Uuid| {
+    let mut users = watched.to_vec();
+    users.push(running.owner_id);
+    let reports = locations_of(state, &users).await?;
+    // As on the owner's screen: a watched person's position counts while fresh; the owner's own
+    // latest position counts however old (an owner standing still stops reporting).
+    let report_of = |user: Uuid| {
         reports
             .iter()
             .find(|location| location.user_id == user)
             .map(report)
+    };
+    let position_of = |user: Uuid| {
+        report_of(user)
             .filter(|report| now - report.at <= stale_after(state))
             .and_then(|report| report.position)
     };
-    let (Some(owner), Some(them)) = (position_of(running.owner_id), position_of(watched)) else {
+    let Some(owner) = report_of(running.owner_id).and_then(|report| report.position) else {
         return Ok(());
     };
-    let distance = owner.distance_to(them);
-    let entered = match crossing(distance, running.alert_radius_meters) {
-        Crossing::Edge => return Ok(()),
-        Crossing::Outside => {
-            proximity_state::Entity::update_many()
-                .col_expr(proximity_state::Column::Inside, Expr::value(false))
-                .filter(proximity_state::Column::ActivityId.eq(running.id))
-                .filter(proximity_state::Column::UserId.eq(watched))
+    let crossings: Vec<(Uuid, f64, Crossing)> = watched
+        .iter()
+        .filter_map(|&user| {
+            let distance = owner.distance_to(position_of(user)?);
+            Some((
+                user,
+                distance,
+                crossing(distance, running.alert_radius_meters),
+            ))
+        })
+        .filter(|(_, _, crossed)| *crossed != Crossing::Edge)
+        .collect();
+    if crossings.is_empty() {
+        return Ok(());
+    }
+    let inside: Vec<(Uuid, bool)> = proximity_state::Entity::find()
+        .select_only()
+        .column(proximity_state::Column::UserId)
+        .column(proximity_state::Column::Inside)
+        .filter(proximity_state::Column::ActivityId.eq(running.id))
+        .filter(proximity_state::Column::UserId.is_in(crossings.iter().map(|(user, ..)| *user)))
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    let was_inside = |user: Uuid| {
+        inside
+            .iter()
+            .find(|(them, _)| *them == user)
+            .map(|(_, inside)| *inside)
+    };
+    for (user, distance, crossed) in crossings {
+        let is_inside = crossed == Crossing::Inside;
+        let entered = match was_inside(user) {
+            Some(was) if was == is_inside => false,
+            Some(_) => flip(state, running.id, user, is_inside).await? && is_inside,
+            None if is_inside => {
+                let inserted = proximity_state::Entity::insert(proximity_state::ActiveModel {
+                    activity_id: Set(running.id),
+                    user_id: Set(user),
+                    inside: Set(true),
+                })
+                .on_conflict(OnConflict::new().do_nothing().to_owned())
+                .do_nothing()
                 .exec(&state.db)
                 .await?;
-            return Ok(());
+                matches!(inserted, TryInsertResult::Inserted(_))
+                    || flip(state, running.id, user, true).await?
+            }
+            // Never inside and still outside: nothing to remember.
+            None => false,
+        };
+        if entered {
+            state.live.publish(
+                &ALERTS.of(running.owner_id),
+                &ProximityAlert {
+                    activity_id: running.id,
+                    user_id: user,
+                    distance_meters: distance,
+                },
+            );
         }
-        Crossing::Inside => {
-            let inserted = proximity_state::Entity::insert(proximity_state::ActiveModel {
-                activity_id: Set(running.id),
-                user_id: Set(watched),
-                inside: Set(true),
-            })
-            .on_conflict(OnConflict::new().do_nothing().to_owned())
-            .do_nothing()
-            .exec(&state.db)
-            .await?;
-            matches!(inserted, TryInsertResult::Inserted(_))
-                || proximity_state::Entity::update_many()
-                    .col_expr(proximity_state::Column::Inside, Expr::value(true))
-                    .filter(proximity_state::Column::ActivityId.eq(running.id))
-                    .filter(proximity_state::Column::UserId.eq(watched))
-                    .filter(proximity_state::Column::Inside.eq(false))
-                    .exec(&state.db)
-                    .await?
-                    .rows_affected
-                    == 1
-        }
-    };
-    if entered {
-        state.live.publish(
-            &ALERTS.of(running.owner_id),
-            &ProximityAlert {
-                activity_id: running.id,
-                user_id: watched,
-                distance_meters: distance,
-            },
-        );
     }
     Ok(())
 }
 
-fn touch(state: &AppState, activity: Uuid) {
+/// Sets `user`'s state for `activity` to `inside` if it is not already; whether this call flipped
+/// it (of racing instances, exactly one does).
+async fn flip(state: &AppState, activity: Uuid, user: Uuid, inside: bool) -> Result<bool> {
+    let flipped = proximity_state::Entity::update_many()
+        .col_expr(proximity_state::Column::Inside, Expr::value(inside))
+        .filter(proximity_state::Column::ActivityId.eq(activity))
+        .filter(proximity_state::Column::UserId.eq(user))
+        .filter(proximity_state::Column::Inside.eq(!inside))
+        .exec(&state.db)
+        .await?;
+    Ok(flipped.rows_affected == 1)
+}
+
+/// Tells `activity`'s followers its status may have changed; `reload` when the activity or its
+/// links changed, not only positions.
+fn touch(state: &AppState, activity: Uuid, reload: bool) {
     state.live.publish(
         &ACTIVITY.of(activity),
         &ActivityTouched {
             activity_id: activity,
+            reload,
         },
     );
 }
@@ -442,7 +487,7 @@ pub async fn end_activity(
     for watched in watched_by(state, me.user_id).await? {
         command(state, watched, Command::Stop, &current);
     }
-    touch(state, id);
+    touch(state, id, true);
     view(state, current).await
 }
 
@@ -465,7 +510,17 @@ pub async fn activity(state: &AppState, me: Identity, id: Uuid) -> Result<Activi
 /// people's latest reports).
 async fn view(state: &AppState, found: activity::Model) -> Result<ActivityView> {
     let watched = watched_by(state, found.owner_id).await?;
-    let mut users = watched.clone();
+    view_of(state, found, &watched).await
+}
+
+/// `found`'s status now, for the people it watches (`watched`, as [`watched_by`] lists them): one
+/// read of positions.
+async fn view_of(
+    state: &AppState,
+    found: activity::Model,
+    watched: &[Uuid],
+) -> Result<ActivityView> {
+    let mut users = watched.to_vec();
     users.push(found.owner_id);
     let reports = locations_of(state, &users).await?;
     let report_of = |user: Uuid| {
@@ -476,8 +531,8 @@ async fn view(state: &AppState, found: activity::Model) -> Result<ActivityView> 
     };
     let owner = report_of(found.owner_id).and_then(|report| report.position);
     let watched: Vec<(Uuid, Option<Report>)> = watched
-        .into_iter()
-        .map(|user| (user, report_of(user)))
+        .iter()
+        .map(|&user| (user, report_of(user)))
         .collect();
     let now = Utc::now();
     Ok(ActivityView {
@@ -488,18 +543,22 @@ async fn view(state: &AppState, found: activity::Model) -> Result<ActivityView> 
 
 /// The owner follows an activity: its status now, then again after every change that touches it
 /// (a watched person's report, a link accepted or removed, the activity ending) and whenever a
-/// watched person goes stale with no update (a timer). Ends after the activity ended.
+/// watched person goes stale with no update (a timer). A position change re-reads positions only;
+/// a change of the activity or its links (or a resync) reloads those too. Ends after the activity
+/// ended.
 pub async fn follow_activity(
     state: &AppState,
     me: Identity,
     id: Uuid,
 ) -> Result<impl Stream<Item = ActivityView> + Send + 'static> {
     let mut feed = state.live.subscribe(&ACTIVITY.of(id));
-    let first = activity(state, me, id).await?;
+    let (first, mut watched) = reload(state, me, id).await?;
     let state = state.clone();
     Ok(async_stream::stream! {
         let mut next_stale = first.status.next_stale_at;
         let mut running = first.activity.status == ActivityStatus::Active;
+        let mut found = first.activity.clone();
+        let mut reload_owed = false;
         yield first;
         while running {
             let timer = async {
@@ -512,18 +571,35 @@ pub async fn follow_activity(
                     None => std::future::pending::<()>().await,
                 }
             };
-            tokio::select! {
+            let mut reloading = tokio::select! {
                 signal = feed.next() => match signal {
                     None => break,
-                    Some(Signal::Message(_) | Signal::Resync) => {}
+                    Some(Signal::Message(touched)) => touched.reload,
+                    Some(Signal::Resync) => true,
                 },
-                () = timer => {}
+                () = timer => false,
+            } || reload_owed;
+            while let Some(queued) = feed.try_next() {
+                reloading |= match queued {
+                    Signal::Message(touched) => touched.reload,
+                    Signal::Resync => true,
+                };
             }
-            feed.drain();
-            match activity(&state, me, id).await {
+            let now = if reloading {
+                reload(&state, me, id).await.map(|(now, links)| {
+                    watched = links;
+                    now
+                })
+            } else {
+                view_of(&state, found.clone(), &watched).await
+            };
+            // A reload that failed is owed until one succeeds.
+            reload_owed = reloading && now.is_err();
+            match now {
                 Ok(now) => {
                     next_stale = now.status.next_stale_at;
                     running = now.activity.status == ActivityStatus::Active;
+                    found = now.activity.clone();
                     yield now;
                 }
                 Err(err) => {
@@ -533,6 +609,13 @@ pub async fn follow_activity(
             }
         }
     })
+}
+
+/// The caller's activity with its status, and the people it watches, read afresh.
+async fn reload(state: &AppState, me: Identity, id: Uuid) -> Result<(ActivityView, Vec<Uuid>)> {
+    let found = own(state, me, id).await?;
+    let watched = watched_by(state, found.owner_id).await?;
+    Ok((view_of(state, found, &watched).await?, watched))
 }
 
 /// A watched person's devices: START for every ACTIVE activity that watches them now (a phone that

@@ -17,6 +17,7 @@ crate::on_every_backend!(
     devices_are_told_to_start_and_stop,
     the_live_status_follows_positions_and_goes_stale_by_itself,
     an_alert_fires_once_on_entry_and_again_only_after_leaving,
+    the_whole_workflow_with_three_users_over_websockets,
 );
 
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -528,4 +529,123 @@ async fn an_alert_fires_once_on_entry_and_again_only_after_leaving(backend: Back
     let again = alerts.next_data("s").await["proximityAlerts"].clone();
     assert_eq!(again["user"]["handle"], "bob");
     alerts.assert_quiet(Duration::from_millis(300)).await;
+}
+
+const ACTIVITY_UPDATED: &str = "subscription($id: ID!) { activityUpdated(activityId: $id) { id status alertRadiusMeters nearest { user { handle } distanceMeters } stale { handle } gpsOff { handle } } }";
+
+/// The next START or STOP each phone receives, for `activity`.
+async fn told(phones: &mut [&mut WsClient], command: &str, activity: &Value) {
+    for phone in phones.iter_mut() {
+        let frame = phone.next_data("s").await;
+        assert_eq!(frame["trackingCommands"]["command"], command, "{frame}");
+        assert_eq!(
+            frame["trackingCommands"]["activityId"], *activity,
+            "{frame}"
+        );
+        assert_eq!(frame["trackingCommands"]["requestedBy"]["handle"], "ann");
+    }
+}
+
+/// The workflow the app had, live: Ann starts an activity; the phones of Bob and Cat (who consented)
+/// are told to share; her screen shows the nearest person with the distance, Cat's GPS off, and Bob
+/// going stale with no update; she disrupts (the phones are told to stop), starts again and stops.
+async fn the_whole_workflow_with_three_users_over_websockets(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.location_min_interval_ms = 0;
+        c.location_stale_seconds = 5;
+    })
+    .await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let cat = app.signup("cat").await;
+    watch(&app, &ann, &bob).await;
+    watch(&app, &ann, &cat).await;
+    let mut bob_phone = subscribe(&app, &bob, COMMANDS, json!({})).await;
+    let mut cat_phone = subscribe(&app, &cat, COMMANDS, json!({})).await;
+    app.listening(&format!("user:{}:tracking", bob.id), 1).await;
+    app.listening(&format!("user:{}:tracking", cat.id), 1).await;
+    at(&app, &ann, Some(HOME)).await.data();
+
+    let running = start(&app, &ann, 100.0).await;
+    told(
+        &mut [&mut bob_phone, &mut cat_phone],
+        "START",
+        &running["id"],
+    )
+    .await;
+    let mut screen = subscribe(&app, &ann, ACTIVITY_UPDATED, json!({ "id": running["id"] })).await;
+    let first = screen.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(first["status"], "ACTIVE");
+    assert_eq!(
+        handles(&first["stale"]),
+        ["bob", "cat"],
+        "nobody reported yet"
+    );
+
+    at(&app, &bob, Some(north(250.0))).await.data();
+    let shared = screen.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(shared["nearest"]["user"]["handle"], "bob");
+    let distance = shared["nearest"]["distanceMeters"]
+        .as_f64()
+        .expect("distance");
+    let expected = haversine(HOME, north(250.0));
+    assert!(
+        (distance - expected).abs() <= expected * 0.005,
+        "{distance} vs {expected}"
+    );
+    assert_eq!(handles(&shared["stale"]), ["cat"]);
+
+    at(&app, &cat, None).await.data();
+    let gps_off = screen.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(handles(&gps_off["gpsOff"]), ["cat"]);
+    assert_eq!(gps_off["stale"], json!([]));
+    assert_eq!(gps_off["nearest"]["user"]["handle"], "bob");
+
+    // Nobody sends anything: after five seconds Bob is stale, pushed by the server on its own.
+    let went_stale = loop {
+        let status = screen.next_data("s").await["activityUpdated"].clone();
+        if handles(&status["stale"]).contains(&"bob") {
+            break status;
+        }
+    };
+    assert_eq!(
+        went_stale["nearest"],
+        Value::Null,
+        "a stale position is nobody's nearest"
+    );
+
+    // Someone came too close: Ann disrupts; the phones stop, and her screen sees the end.
+    app.gql_as(
+        &ann,
+        "mutation($id: ID!) { disruptActivity(id: $id) { status } }",
+        json!({ "id": running["id"] }),
+    )
+    .await
+    .data();
+    told(
+        &mut [&mut bob_phone, &mut cat_phone],
+        "STOP",
+        &running["id"],
+    )
+    .await;
+    let ended = loop {
+        let status = screen.next_data("s").await["activityUpdated"].clone();
+        if status["status"] != "ACTIVE" {
+            break status;
+        }
+    };
+    assert_eq!(ended["status"], "DISRUPTED");
+
+    // A new activity, stopped when done.
+    let again = start(&app, &ann, 50.0).await;
+    told(&mut [&mut bob_phone, &mut cat_phone], "START", &again["id"]).await;
+    let stopped = app
+        .gql_as(
+            &ann,
+            "mutation($id: ID!) { stopActivity(id: $id) { status } }",
+            json!({ "id": again["id"] }),
+        )
+        .await;
+    assert_eq!(stopped.data()["stopActivity"]["status"], "STOPPED");
+    told(&mut [&mut bob_phone, &mut cat_phone], "STOP", &again["id"]).await;
 }
