@@ -353,6 +353,59 @@ pub struct Config {
     )]
     pub location_stale_seconds: u64,
 
+    /// IANA time zone of scheduled jobs (the event finisher), e.g. `Europe/Paris`.
+    #[arg(long, env = "RALLY_TIME_ZONE", default_value = "UTC", value_parser = parse_time_zone, global = true)]
+    pub time_zone: chrono_tz::Tz,
+
+    /// Local time (`HH:MM` or `HH:MM:SS`, in `RALLY_TIME_ZONE`) at which, every day, LIVE events that
+    /// started before it are finished.
+    #[arg(long, env = "RALLY_EVENT_FINISH_TIME", default_value = "22:00", value_parser = parse_local_time, global = true)]
+    pub event_finish_time: chrono::NaiveTime,
+
+    /// H3 resolution of territory cells (0 to 15; 10 is about 66 m across).
+    #[arg(long, env = "RALLY_H3_RESOLUTION", default_value_t = 10, global = true)]
+    pub h3_resolution: u8,
+
+    /// Sustained speed above which a run's track is rejected, km/h.
+    #[arg(
+        long,
+        env = "RALLY_RUN_MAX_SPEED_KMH",
+        default_value_t = 40.0,
+        global = true
+    )]
+    pub run_max_speed_kmh: f64,
+
+    /// Seconds between token accruals (mining).
+    #[arg(
+        long,
+        env = "RALLY_MINING_INTERVAL_SECONDS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub mining_interval_seconds: u64,
+
+    /// Seconds a job's lease lasts without renewal: how long a crashed instance keeps its jobs.
+    #[arg(
+        long,
+        env = "RALLY_JOB_LEASE_SECONDS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub job_lease_seconds: u64,
+
+    /// Tokens each held cell adds to `claimable` per accrual.
+    #[arg(
+        long,
+        env = "RALLY_MINING_TOKENS_PER_CELL",
+        default_value_t = 1,
+        global = true
+    )]
+    pub mining_tokens_per_cell: u32,
+
+    /// Most tokens `claimable` may hold.
+    #[arg(long, env = "RALLY_WALLET_CAP", default_value_t = 100, global = true)]
+    pub wallet_cap: u32,
+
     /// Longest availability (meetings), in minutes.
     #[arg(
         long,
@@ -388,6 +441,21 @@ pub struct Config {
         global = true
     )]
     pub shutdown_grace_seconds: u64,
+}
+
+/// An IANA time zone name.
+fn parse_time_zone(raw: &str) -> Result<chrono_tz::Tz, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("{raw:?} is not an IANA time zone name (e.g. Europe/Paris)"))
+}
+
+/// A local time of day, `HH:MM` or `HH:MM:SS`.
+fn parse_local_time(raw: &str) -> Result<chrono::NaiveTime, String> {
+    let raw = raw.trim();
+    chrono::NaiveTime::parse_from_str(raw, "%H:%M:%S")
+        .or_else(|_| chrono::NaiveTime::parse_from_str(raw, "%H:%M"))
+        .map_err(|_| format!("{raw:?} is not a time of day as HH:MM or HH:MM:SS"))
 }
 
 /// A count or size as `u64` (saturating: anything past `u64` is out of every bound anyway).
@@ -441,7 +509,22 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 29] = [
+        let bounds: [(&str, u64, u64, u64); 34] = [
+            ("RALLY_JOB_LEASE_SECONDS", self.job_lease_seconds, 1, 3600),
+            ("RALLY_H3_RESOLUTION", self.h3_resolution.into(), 0, 15),
+            (
+                "RALLY_MINING_INTERVAL_SECONDS",
+                self.mining_interval_seconds,
+                1,
+                30 * DAY,
+            ),
+            (
+                "RALLY_MINING_TOKENS_PER_CELL",
+                self.mining_tokens_per_cell.into(),
+                0,
+                1_000_000,
+            ),
+            ("RALLY_WALLET_CAP", self.wallet_cap.into(), 1, 1_000_000_000),
             (
                 "RALLY_ACCESS_TOKEN_TTL_SECONDS",
                 self.access_token_ttl_seconds,
@@ -621,6 +704,10 @@ impl Config {
             if !(min..=max).contains(&value) {
                 bail!("{name} is {value}; it must be between {min} and {max}");
             }
+        }
+        let speed = self.run_max_speed_kmh;
+        if !(speed.is_finite() && (1.0..=1000.0).contains(&speed)) {
+            bail!("RALLY_RUN_MAX_SPEED_KMH is {speed}; it must be between 1 and 1000");
         }
         let bac = self.bac_warning_threshold;
         if !(bac.is_finite() && bac > 0.0 && bac <= 1.0) {

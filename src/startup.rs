@@ -22,7 +22,7 @@ use crate::graphql::ws::{SocketSettings, Sockets};
 use crate::live::Live;
 use crate::media::{self, MediaStore};
 use crate::state::{AppState, Inner};
-use crate::{accounts, db, http, meetings};
+use crate::{accounts, db, http, jobs, meetings};
 
 /// A built, bound, not yet serving Rally.
 pub struct App {
@@ -167,6 +167,8 @@ impl App {
         });
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let holder = jobs::service::holder_name();
+        let jobs = tokio::spawn(jobs::service::run_forever(state.clone(), holder.clone()));
         let ended_sessions = accounts::service::follow_ended_sessions(state.clone()).await;
         tracing::info!(%address, "rally is listening");
         let stopping_rx = stopping.subscribe();
@@ -207,6 +209,11 @@ impl App {
             tracing::warn!(open = sockets.open(), "websockets still open at exit");
         }
         housekeeping.abort();
+        jobs.abort();
+        let _ = jobs.await;
+        if let Err(err) = jobs::service::release_leases(&state, &holder).await {
+            err.report();
+        }
         ended_sessions.abort();
         if let Some(metrics) = metrics {
             metrics.abort();

@@ -40,6 +40,8 @@ mod nulls;
 mod proximity;
 #[path = "api/query_plans.rs"]
 mod query_plans;
+#[path = "api/runs.rs"]
+mod runs;
 #[path = "api/scale_out.rs"]
 mod scale_out;
 #[path = "api/sessions.rs"]

@@ -19,14 +19,24 @@
 //!   times (exactly one winner, 49 CONFLICT; time to the last answer); `availabilities` search
 //!   over 100,284 seeded slots against `{ __typename }` in the same run (and the seeding time).
 //!
-//! `--only http,live,auth,scale-out,meetings` picks parts, e.g. `cargo run -p bench --release --
+//! - Proximity (fresh instances): 1,000 activities each watching 10 of 10,000 phones that send one
+//!   update a second for 30 s; updates accepted per second, update-to-screen and update-to-alert
+//!   latency, server CPU per update; with PostgreSQL and Redis, again with the phones on one
+//!   instance and the screens on another.
+//!
+//! - Runs (a fresh instance): `saveRun` of 10,000-point tracks, GPX import of ~2 MB files with the
+//!   server's peak RSS, and `territories` over 100,000 cells beside `{ __typename }`.
+//!
+//! `--only http,live,auth,scale-out,meetings,proximity,runs` picks parts, e.g. `cargo run -p bench --release --
 //! --only meetings`.
 
 mod auth;
 mod http;
 mod live;
 mod meetings;
+mod proximity;
 mod rally;
+mod runs;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -67,7 +77,13 @@ struct Args {
     /// Redis URL (default: in-process broker); with `--database-url`, also runs scale-out.
     #[arg(long)]
     redis_url: Option<String>,
-    /// Only these parts (http, live, auth, scale-out, meetings); all by default.
+    /// Activities in the proximity part (each watches 10 phones sending one update a second).
+    #[arg(long, default_value_t = 1000)]
+    proximity_activities: usize,
+    /// Seconds the phones send in the proximity part.
+    #[arg(long, default_value_t = 30)]
+    proximity_seconds: u64,
+    /// Only these parts (http, live, auth, scale-out, meetings, proximity, runs); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where results are written.
@@ -496,6 +512,227 @@ async fn meetings_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Resu
     Ok(())
 }
 
+/// One proximity row.
+fn proximity_row(
+    out: &mut String,
+    name: &str,
+    figures: anyhow::Result<proximity::ProximityFigures>,
+) {
+    let f = match figures {
+        Ok(f) => f,
+        Err(err) => {
+            let _ = writeln!(
+                out,
+                "| {name} | not run: {} | | | | | | | | | | | FAIL |",
+                cell(&err)
+            );
+            return;
+        }
+    };
+    if let Some(error) = &f.first_error {
+        let short: String = error.chars().take(300).collect();
+        eprintln!(
+            "warning: {name}: {} updates failed, the first: {short}",
+            f.errors
+        );
+    }
+    let screen_pass =
+        f.p99_us.max(f.scheduled_p99_us) <= 100_000 && f.missed == 0 && f.accepted > 0;
+    let alerts_pass =
+        f.alerts_expected > 0 && f.alerts_received == f.alerts_expected && f.alerts_extra == 0;
+    let _ = writeln!(
+        out,
+        "| {name} | {} × {} phones, {} s (set-up {:.0} s) | {:.0} | {:.0} | {} / {} | {} | {} | {} / {} / {} ({} from schedule) | {}/{} (+{} extra) | {} / {} | {:.1} | p99 <= 100 ms, 0 missed: {}; every alert once: {} |",
+        f.activities,
+        f.phones,
+        f.seconds,
+        f.setup_seconds,
+        f.offered_per_second,
+        f.accepted_per_second,
+        f.rate_limited,
+        f.errors,
+        f.frames,
+        f.missed,
+        ms(f.p50_us),
+        ms(f.p99_us),
+        ms(f.max_us),
+        ms(f.scheduled_p99_us),
+        f.alerts_received,
+        f.alerts_expected,
+        f.alerts_extra,
+        ms(f.alert_p50_us),
+        ms(f.alert_p99_us),
+        f.cpu_us_per_update,
+        verdict(screen_pass),
+        verdict(alerts_pass),
+    );
+}
+
+/// The proximity table: one instance, then (with PostgreSQL and Redis) phones and screens on two.
+async fn proximity_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
+    // Sign-ups are set-up, not measured: argon2 at its cheapest. Phones send once a second; the
+    // server's limit is set to half that so a request delayed by the load generator is not refused.
+    let settings = [
+        ("RALLY_ARGON2_MEMORY_KIB", "256"),
+        ("RALLY_ARGON2_ITERATIONS", "1"),
+        ("RALLY_LOCATION_MIN_INTERVAL_MS", "500"),
+        ("RALLY_WS_KEEPALIVE_SECONDS", "120"),
+    ];
+    let (activities, seconds) = (args.proximity_activities, args.proximity_seconds);
+    let _ = writeln!(
+        out,
+        "## Proximity\n\n{activities} activities each watch {} phones; every phone sends one `updateLocation` a second for {seconds} s ({} updates/s offered when the server keeps up) through {} keep-alive connections, and each owner's screen follows `activityUpdated` and `proximityAlerts` on one websocket. Every update of an activity moves one of its phones 0.1 m nearer than the last, so a frame's nearest distance names the newest update it reflects; latency runs from the update's request to the first frame at the owner that reflects it or a newer one. Each phone crosses the {} m radius once (from the 16th second): one alert each. The server's rate limit is 500 ms for this run (phones send every 1,000 ms). CPU is the servers' user + system time per accepted update.\n\n| set-up | load | offered/s | accepted/s | RATE_LIMITED / errors | frames | missed | p50 / p99 / max ms to the screen | alerts | alert p50 / p99 ms | CPU µs/update | targets |\n|---|---|---|---|---|---|---|---|---|---|---|---|",
+        proximity::PHONES_PER_ACTIVITY,
+        activities * proximity::PHONES_PER_ACTIVITY,
+        proximity::CONNECTIONS,
+        proximity::RADIUS,
+    );
+    // At the full load first (the server's ceiling on this machine), then paced at 70% of the rate
+    // it sustained, where latency is the system's and not a queue's.
+    let mut sustained = 0.0;
+    let mut scales = vec![(activities, "saturation".to_owned())];
+    let mut done = 0;
+    while done < scales.len() {
+        let (count, name) = scales[done].clone();
+        let rally = args.rally(&settings).await?;
+        let figures = proximity::run(
+            &rally.url(),
+            &rally.ws_url(),
+            &rally.url(),
+            &[rally.pid()?],
+            &format!("{tag}{done}a"),
+            count,
+            seconds,
+        )
+        .await;
+        rally.stop().await;
+        if done == 0
+            && let Ok(f) = &figures
+        {
+            sustained = f.accepted_per_second;
+            let paced =
+                ((sustained * 0.7) / proximity::PHONES_PER_ACTIVITY as f64).floor() as usize;
+            if paced > 0 && paced < count {
+                scales.push((paced, format!("paced at 70% of {sustained:.0}/s")));
+            }
+        }
+        proximity_row(out, &format!("one instance, {name}"), figures);
+        done += 1;
+    }
+    if args.database_url.is_some() && args.redis_url.is_some() {
+        let paced = ((sustained * 0.7) / proximity::PHONES_PER_ACTIVITY as f64).floor() as usize;
+        for (count, name) in [
+            (activities, "saturation".to_owned()),
+            (paced.max(1).min(activities), "paced as above".to_owned()),
+        ] {
+            let screens = args.rally(&settings).await?;
+            let phones = args.rally(&settings).await?;
+            let figures = proximity::run(
+                &screens.url(),
+                &screens.ws_url(),
+                &phones.url(),
+                &[screens.pid()?, phones.pid()?],
+                &format!("{tag}{count}b"),
+                count,
+                seconds,
+            )
+            .await;
+            screens.stop().await;
+            phones.stop().await;
+            proximity_row(
+                out,
+                &format!("two instances (phones on one, screens on the other), {name}"),
+                figures,
+            );
+        }
+    }
+    out.push('\n');
+    Ok(())
+}
+
+/// The runs table, on a fresh instance.
+async fn runs_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
+    let settings = [
+        ("RALLY_ARGON2_MEMORY_KIB", "256"),
+        ("RALLY_ARGON2_ITERATIONS", "1"),
+        ("RALLY_RUN_MAX_SPEED_KMH", "1000"),
+    ];
+    let _ = writeln!(
+        out,
+        "## Runs\n\nA run's points must lie between its start and its save (a minute of skew allowed), and a client cannot set a start back, so each track spans the 110 s around `startRun`; for {} points to cover what a 2.8-hour run covers (29.7 km), this instance runs with `RALLY_RUN_MAX_SPEED_KMH=1000`. Every point is still judged, measured and turned into cells (H3 resolution 10). Rows are 222 m apart, so each save captures new cells. GPX files carry elevation, heart rate and cadence per point, as watch exports do. Territory: rows are saved until the event holds at least {} cells, then `territories(eventId)` runs at {} concurrent requests for {} s, with and without `boundary`, beside `{{ __typename }}` on the same instance.\n\n| scenario | rate | p50 | p99 / max | outcome | target | result |\n|---|---|---|---|---|---|---|",
+        runs::TRACK_POINTS,
+        runs::TERRITORY_CELLS,
+        runs::LISTERS,
+        args.duration,
+    );
+    let rally = args.rally(&settings).await?;
+    let figures = runs::run(
+        &rally.url(),
+        rally.pid()?,
+        tag,
+        Duration::from_secs(args.duration),
+    )
+    .await;
+    rally.stop().await;
+    match figures {
+        Ok(f) => {
+            let _ = writeln!(
+                out,
+                "| GPX import, {:.1} MB file ({} points), one after another | {:.2} tracks/s | {} ms | max RSS {:.0} MiB (from {:.0} MiB before) | {} imports saved | report | - |",
+                f.gpx_bytes as f64 / (1024.0 * 1024.0),
+                runs::TRACK_POINTS,
+                f.imports_per_second,
+                ms(f.import_p50_us),
+                f.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+                f.rss_before_bytes as f64 / (1024.0 * 1024.0),
+                f.imports,
+            );
+            let _ = writeln!(
+                out,
+                "| `saveRun`, {}-point track | {:.0} cells/s ({:.0} cells a save) | {} ms | max {} ms | {} saves | report | - |",
+                runs::TRACK_POINTS,
+                f.cells_per_second,
+                f.cells_per_save,
+                ms(f.save_p50_us),
+                ms(f.save_max_us),
+                f.saves,
+            );
+            let bare = f.trivial.per_second.max(f64::EPSILON);
+            let _ = writeln!(
+                out,
+                "| `territories` with `boundary`, {} cells ({:.1} MB a response; seeded in {:.0} s) | {:.2} req/s ({:.4}x `{{ __typename }}`) | {} ms | {} ms | {} errors | report | - |",
+                f.territory_cells,
+                f.list_bytes as f64 / (1024.0 * 1024.0),
+                f.seed_seconds,
+                f.listed.per_second,
+                f.listed.per_second / bare,
+                ms(f.listed.p50_us),
+                ms(f.listed.p99_us),
+                f.listed.errors,
+            );
+            let _ = writeln!(
+                out,
+                "| `territories` without `boundary` | {:.2} req/s ({:.4}x) | {} ms | {} ms | {} errors | report | - |",
+                f.listed_no_boundary.per_second,
+                f.listed_no_boundary.per_second / bare,
+                ms(f.listed_no_boundary.p50_us),
+                ms(f.listed_no_boundary.p99_us),
+                f.listed_no_boundary.errors,
+            );
+            let _ = writeln!(
+                out,
+                "| baseline: `{{ __typename }}`, same instance | {:.0} req/s | {} µs | {} µs | {} errors | report | - |",
+                f.trivial.per_second, f.trivial.p50_us, f.trivial.p99_us, f.trivial.errors,
+            );
+        }
+        Err(err) => {
+            let _ = writeln!(out, "| runs | not run: {} | | | | | FAIL |", cell(&err));
+        }
+    }
+    out.push('\n');
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -553,6 +790,14 @@ async fn main() -> anyhow::Result<()> {
     if args.runs("meetings") {
         eprintln!("meetings…");
         meetings_part(&args, &format!("{tag}m"), &mut out).await?;
+    }
+    if args.runs("proximity") {
+        eprintln!("proximity…");
+        proximity_part(&args, &format!("{tag}x"), &mut out).await?;
+    }
+    if args.runs("runs") {
+        eprintln!("runs…");
+        runs_part(&args, &format!("{tag}r"), &mut out).await?;
     }
     print!("{out}");
     std::fs::create_dir_all(&args.out_dir)?;

@@ -15,6 +15,7 @@ mod m20261202_000007_cup_codes;
 mod m20261202_000008_ended_sessions;
 mod m20261202_000009_proximity;
 mod m20261202_000010_activities_owner_idx;
+mod m20261202_000011_runs;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_ended_sessions::Migration),
             Box::new(m20261202_000009_proximity::Migration),
             Box::new(m20261202_000010_activities_owner_idx::Migration),
+            Box::new(m20261202_000011_runs::Migration),
         ]
     }
 }

@@ -119,6 +119,16 @@ impl User {
         Ok(visible.then_some(self.model.email.as_str()))
     }
 
+    /// Token wallet (runs/mining); only for the user themself, null for anyone else.
+    async fn wallet(&self, ctx: &Context<'_>) -> Result<Option<crate::runs::graphql::Wallet>> {
+        if !self.only_for_self(ctx)? {
+            return Ok(None);
+        }
+        Ok(Some(
+            crate::runs::graphql::Wallet::of(ctx, self.model.id).await?,
+        ))
+    }
+
     /// Body weight for the blood alcohol estimate; only for the user themself.
     async fn body_weight_kg(&self, ctx: &Context<'_>) -> Result<Option<f64>> {
         Ok(self

@@ -9,7 +9,7 @@ use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, Set,
+    QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -257,6 +257,49 @@ pub async fn set_status_system(
     let event = find_or_404(&state.db, id).await?;
     announce(state, &event, ChangeKind::Updated, None, true);
     Ok(Some(event))
+}
+
+/// Finishes, inside `txn`, every LIVE event that started before `moment` (the nightly finisher);
+/// each one is announced on `eventUpdated` and `eventStatusChanged` when `txn` commits. Returns
+/// the events finished.
+pub async fn finish_started_before(
+    txn: &mut crate::db::WriteTxn,
+    moment: DateTime<Utc>,
+) -> Result<Vec<event::Model>> {
+    let due: Vec<Uuid> = event::Entity::find()
+        .select_only()
+        .column(event::Column::Id)
+        .filter(event::Column::Status.eq(Status::Live))
+        .filter(event::Column::StartsAt.lt(moment))
+        .into_tuple()
+        .all(&**txn)
+        .await?;
+    let mut finished = Vec::with_capacity(due.len());
+    for id in due {
+        let moved = event::Entity::update_many()
+            .col_expr(event::Column::Status, Expr::value(Status::Finished))
+            .col_expr(
+                event::Column::Version,
+                Expr::col(event::Column::Version).add(1),
+            )
+            .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(event::Column::Id.eq(id))
+            .filter(event::Column::Status.eq(Status::Live))
+            .exec(&**txn)
+            .await?;
+        if moved.rows_affected == 1 {
+            let event = find_or_404(&**txn, id).await?;
+            let change = EventChanged {
+                event: event.clone().into(),
+                kind: ChangeKind::Updated,
+                actor: None,
+            };
+            txn.publish(&CHANGES.of(id), &change);
+            txn.publish(&status_changes(), &change);
+            finished.push(event);
+        }
+    }
+    Ok(finished)
 }
 
 /// Deletes an event with its likes and staff; organizer (or admin) only.

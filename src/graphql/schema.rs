@@ -24,6 +24,7 @@ use crate::meetings::graphql::{
     AvailabilityLoader, MeetingsMutation, MeetingsQuery, MeetingsSubscription,
 };
 use crate::proximity::graphql::{ProximityMutation, ProximityQuery, ProximitySubscription};
+use crate::runs::graphql::{RunsMutation, RunsQuery, RunsSubscription};
 use crate::state::AppState;
 
 /// Every query root, merged.
@@ -35,6 +36,7 @@ pub struct Query(
     GamesQuery,
     MeetingsQuery,
     ProximityQuery,
+    RunsQuery,
 );
 
 /// Every mutation root, merged.
@@ -46,6 +48,7 @@ pub struct Mutation(
     GamesMutation,
     MeetingsMutation,
     ProximityMutation,
+    RunsMutation,
 );
 
 /// Every subscription root, merged.
@@ -56,6 +59,7 @@ pub struct Subscription(
     GamesSubscription,
     MeetingsSubscription,
     ProximitySubscription,
+    RunsSubscription,
 );
 
 /// Subscriptions whose stream starts with the current state (then follows its changes): a subscriber
@@ -75,6 +79,7 @@ pub const EVENT_SUBSCRIPTIONS: &[&str] = &[
     "myMeetings",
     "trackingCommands",
     "proximityAlerts",
+    "territoryChanged",
 ];
 
 /// Subscriptions that begin with what is owed to this subscriber alone (trackingCommands replays

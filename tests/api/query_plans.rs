@@ -1,11 +1,13 @@
 //! The queries that must stay fast as tables grow use their indexes, on both databases: "my
-//! meetings" as owner, participant or either, and the search for open slots. The plans are read
+//! meetings" as owner, participant or either, the search for open slots, and the activities a
+//! location update reaches. The plans are read
 //! from the databases themselves (EXPLAIN QUERY PLAN on SQLite; EXPLAIN on PostgreSQL, with
 //! sequential scans priced out so the plan shows what an index can serve even on a tiny table).
 
 use chrono::{Duration, Utc};
 use rally::meetings::model::Role;
 use rally::meetings::service::{meetings_query, search_query};
+use rally::proximity::service::watching_query;
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, QuerySelect, QueryTrait, Statement, TransactionTrait,
 };
@@ -14,7 +16,10 @@ use uuid::Uuid;
 use crate::common::{Backend, TestApp};
 use crate::on_every_backend;
 
-on_every_backend!(my_meetings_and_the_slot_search_are_index_range_scans);
+on_every_backend!(
+    my_meetings_and_the_slot_search_are_index_range_scans,
+    a_location_update_finds_the_activities_watching_its_sender_by_index,
+);
 
 /// The plan of `statement`, one line per step.
 async fn plan(app: &TestApp, statement: Statement) -> String {
@@ -79,4 +84,19 @@ async fn my_meetings_and_the_slot_search_are_index_range_scans(backend: Backend)
     let plan = plan(&app, search).await;
     assert!(uses(&plan, "availabilities_search_idx"), "{plan}");
     assert!(!scans_whole(&plan, "availabilities"), "{plan}");
+}
+
+/// A location update reaches the activities that watch its sender through the watched-person index
+/// of `monitor_links` and the owner index of `activities`, never a scan of either table.
+async fn a_location_update_finds_the_activities_watching_its_sender_by_index(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let backend = app.state.db.get_database_backend();
+    let plan = plan(&app, watching_query(Uuid::now_v7()).build(backend)).await;
+    assert!(uses(&plan, "monitor_links_watched_idx"), "{plan}");
+    assert!(
+        uses(&plan, "activities_owner_idx") || uses(&plan, "activities_one_active_key"),
+        "{plan}"
+    );
+    assert!(!scans_whole(&plan, "activities"), "{plan}");
+    assert!(!scans_whole(&plan, "monitor_links"), "{plan}");
 }

@@ -83,6 +83,11 @@ struct Instance {
 
 impl Instance {
     fn start(database_url: &str, redis_url: &str) -> Self {
+        Self::start_with(database_url, redis_url, &[])
+    }
+
+    /// An instance with extra settings.
+    fn start_with(database_url: &str, redis_url: &str, settings: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
@@ -100,6 +105,7 @@ impl Instance {
             .env("RALLY_ARGON2_MEMORY_KIB", "256")
             .env("RALLY_ARGON2_ITERATIONS", "1")
             .env("RALLY_LOG", "warn")
+            .envs(settings.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -361,15 +367,42 @@ async fn a_leaderboard_on_one_instance_follows_cheers_recorded_on_another() {
 /// Two instances on a fresh PostgreSQL database and the machine's Redis, both connected to it;
 /// `None` (with the reason printed) when a service is absent and not required.
 async fn two_instances(test: &str) -> Option<(PostgresDb, reqwest::Client, Instance, Instance)> {
+    two_instances_with(test, &[]).await
+}
+
+/// [`two_instances`] with extra settings for both.
+async fn two_instances_with(
+    test: &str,
+    settings: &[(&str, &str)],
+) -> Option<(PostgresDb, reqwest::Client, Instance, Instance)> {
     let redis_url = crate::common::redis_url_or_skip(test)?;
     crate::common::Backend::postgres_or_skip(test)?;
     let database = PostgresDb::create().await;
     let http = reqwest::Client::new();
-    let a = Instance::start(&database.url, &redis_url);
+    let a = Instance::start_with(&database.url, &redis_url, settings);
     a.wait_for_broker(&http, "connected").await;
-    let b = Instance::start(&database.url, &redis_url);
+    let b = Instance::start_with(&database.url, &redis_url, settings);
     b.wait_for_broker(&http, "connected").await;
     Some((database, http, a, b))
+}
+
+/// Waits until `instance` counts `count` active subscriptions of `field`.
+async fn wait_for_subscriptions(
+    instance: &Instance,
+    http: &reqwest::Client,
+    field: &str,
+    count: f64,
+) {
+    for _ in 0..200 {
+        if active_subscriptions(instance, http, field).await >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "{field} never reached {count} subscriptions on {}",
+        instance.base
+    );
 }
 
 /// Signs `handles` up on `instance`.
@@ -522,5 +555,242 @@ async fn a_logout_on_one_instance_ends_the_session_on_another_within_a_second() 
         ended.elapsed()
     );
     drop((socket, a, b));
+    database.drop_blocking();
+}
+
+/// Haversine, written here independently of the server's.
+fn haversine(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
+    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * h.sqrt().asin()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another() {
+    let test = "a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another";
+    let Some((database, http, a, b)) =
+        two_instances_with(test, &[("RALLY_LOCATION_MIN_INTERVAL_MS", "0")]).await
+    else {
+        return;
+    };
+    let sessions = sign_up(&b, &http, &["ann", "bob"]).await;
+    let (ann, bob) = (&sessions[0], &sessions[1]);
+    a.gql(
+        &http,
+        Some(&ann.access),
+        "mutation { requestMonitor(handle: \"bob\") { status } }",
+        json!({}),
+    )
+    .await;
+    b.gql(
+        &http,
+        Some(&bob.access),
+        "mutation { acceptMonitor(watcher: \"ann\") { status } }",
+        json!({}),
+    )
+    .await;
+    let mut phone = b.ws().await;
+    phone
+        .init(json!({ "authorization": format!("Bearer {}", bob.access) }))
+        .await;
+    phone
+        .subscribe(
+            "t",
+            "subscription { trackingCommands { command activityId } }",
+            json!({}),
+        )
+        .await;
+    wait_for_subscriptions(&b, &http, "trackingCommands", 1.0).await;
+
+    let home = (52.52, 13.405);
+    let north = |meters: f64| (home.0 + meters / 111_195.0, home.1);
+    let locate = |instance: &Instance, who: &Session, (lat, lon): (f64, f64)| {
+        let http = http.clone();
+        let base = instance.base.clone();
+        let token = who.access.clone();
+        async move {
+            let body: Value = http
+                .post(format!("http://{base}/graphql"))
+                .bearer_auth(token)
+                .json(&json!({
+                    "query": "mutation($a: Float, $o: Float) { updateLocation(latitude: $a, longitude: $o) { updatedAt } }",
+                    "variables": { "a": lat, "o": lon },
+                }))
+                .send()
+                .await
+                .expect("sent")
+                .json()
+                .await
+                .expect("json");
+            assert!(body["errors"].is_null(), "{body}");
+        }
+    };
+    locate(&a, ann, home).await;
+    let started = a
+        .gql(
+            &http,
+            Some(&ann.access),
+            "mutation { startActivity(alertRadiusMeters: 100) { id } }",
+            json!({}),
+        )
+        .await;
+    let activity = started["startActivity"]["id"].clone();
+    let start = phone.next_data("t").await;
+    assert_eq!(start["trackingCommands"]["command"], "START");
+    assert_eq!(start["trackingCommands"]["activityId"], activity);
+
+    let mut screen = a.ws().await;
+    screen
+        .init(json!({ "authorization": format!("Bearer {}", ann.access) }))
+        .await;
+    screen
+        .subscribe(
+            "s",
+            "subscription($id: ID!) { activityUpdated(activityId: $id) { nearest { user { handle } distanceMeters } stale { handle } } }",
+            json!({ "id": activity }),
+        )
+        .await;
+    let mut alerts = a.ws().await;
+    alerts
+        .init(json!({ "authorization": format!("Bearer {}", ann.access) }))
+        .await;
+    alerts
+        .subscribe(
+            "p",
+            "subscription { proximityAlerts { user { handle } distanceMeters } }",
+            json!({}),
+        )
+        .await;
+    let first = screen.next_data("s").await;
+    assert_eq!(
+        first["activityUpdated"]["stale"],
+        json!([{ "handle": "bob" }])
+    );
+    wait_for_subscriptions(&a, &http, "proximityAlerts", 1.0).await;
+
+    locate(&b, bob, north(500.0)).await;
+    let far = screen.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(far["nearest"]["user"]["handle"], "bob");
+    let distance = far["nearest"]["distanceMeters"].as_f64().expect("distance");
+    let expected = haversine(home, north(500.0));
+    assert!(
+        (distance - expected).abs() <= expected * 0.005,
+        "{distance} vs {expected}"
+    );
+
+    locate(&b, bob, north(40.0)).await;
+    let alert = alerts.next_data("p").await["proximityAlerts"].clone();
+    assert_eq!(alert["user"]["handle"], "bob");
+    let distance = alert["distanceMeters"].as_f64().expect("distance");
+    assert!(
+        (distance - haversine(home, north(40.0))).abs() < 0.5,
+        "{distance}"
+    );
+    let near = screen.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(near["nearest"]["user"]["handle"], "bob");
+
+    a.gql(
+        &http,
+        Some(&ann.access),
+        "mutation($id: ID!) { stopActivity(id: $id) { status } }",
+        json!({ "id": activity }),
+    )
+    .await;
+    let stop = phone.next_data("t").await;
+    assert_eq!(stop["trackingCommands"]["command"], "STOP");
+    alerts.assert_quiet(Duration::from_millis(200)).await;
+    drop((phone, screen, alerts, a, b));
+    database.drop_blocking();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_finish_each_event_once_at_the_finish_time() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let test = "two_instances_finish_each_event_once_at_the_finish_time";
+    let finish = chrono::Utc::now() + chrono::Duration::seconds(12);
+    let at = finish.format("%H:%M:%S").to_string();
+    let Some((database, http, a, b)) =
+        two_instances_with(test, &[("RALLY_EVENT_FINISH_TIME", at.as_str())]).await
+    else {
+        return;
+    };
+    let org = sign_up(&b, &http, &["org"]).await.remove(0);
+    let started = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let mut events = Vec::new();
+    for n in 0..3 {
+        let created = b
+            .gql(
+                &http,
+                Some(&org.access),
+                "mutation($t: String!, $s: DateTime!) { createEvent(input: { title: $t, startsAt: $s }) { id } }",
+                json!({ "t": format!("Run {n}"), "s": started }),
+            )
+            .await;
+        let id = created["createEvent"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        b.gql(
+            &http,
+            Some(&org.access),
+            "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+        events.push(id);
+    }
+    events.sort();
+    let mut feeds = Vec::new();
+    for instance in [&a, &b] {
+        let mut feed = instance.ws().await;
+        feed.init(json!({})).await;
+        feed.subscribe(
+            "s",
+            "subscription { eventStatusChanged { id status } }",
+            json!({}),
+        )
+        .await;
+        wait_for_subscriptions(instance, &http, "eventStatusChanged", 1.0).await;
+        feeds.push(feed);
+    }
+    assert!(
+        chrono::Utc::now() + chrono::Duration::seconds(1) < finish,
+        "the set-up ran past the finish time; nothing is proven"
+    );
+    let until = (finish - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until).await;
+    for feed in &mut feeds {
+        let mut finished = Vec::new();
+        for _ in 0..events.len() {
+            let change = feed.next_data("s").await["eventStatusChanged"].clone();
+            assert_eq!(change["status"], "FINISHED", "{change}");
+            finished.push(change["id"].as_str().expect("id").to_owned());
+        }
+        finished.sort();
+        assert_eq!(finished, events, "each event finished and announced once");
+        feed.assert_quiet(Duration::from_millis(800)).await;
+    }
+    let db = sea_orm::Database::connect(&database.url)
+        .await
+        .expect("connect");
+    let rows = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n, MAX(changed) AS changed FROM job_runs WHERE job = 'finish-events' AND moment > NOW() - INTERVAL '1 minute'".to_owned(),
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    let count: i64 = rows.try_get("", "n").expect("n");
+    let changed: i32 = rows.try_get("", "changed").expect("changed");
+    assert_eq!(
+        (count, changed),
+        (1, 3),
+        "one ledger row for the moment, by one instance"
+    );
+    drop(db);
+    drop((feeds, a, b));
     database.drop_blocking();
 }

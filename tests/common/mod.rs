@@ -101,6 +101,8 @@ impl TestApp {
         config.argon2_iterations = 1;
         config.database_max_connections = 5;
         config.admins = vec!["root_admin".into()];
+        // The nightly finisher stays half a day away from any test that does not set its own time.
+        config.event_finish_time = (chrono::Utc::now() + chrono::Duration::hours(12)).time();
         let postgres = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -139,8 +141,14 @@ impl TestApp {
 
     /// Stops this server and starts a new one (on a new port) on the same database and data dir:
     /// what an instance restarted by a deploy sees.
-    pub async fn restart(mut self) -> Self {
-        let config = self.config.clone();
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`TestApp::restart`] with settings changed by `tweak` (a deploy with a new configuration).
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.config.clone();
+        tweak(&mut config);
         let postgres = self.postgres.take();
         self.halt().await;
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));

@@ -1,0 +1,219 @@
+//! Running the jobs: the lease, the ledger, the loop every instance runs, and what each job does.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::prelude::Expr;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set, TryInsertResult};
+use uuid::Uuid;
+
+use super::schedule::Schedule;
+use crate::entity::{job_lease, job_run};
+use crate::error::Result;
+use crate::events;
+use crate::runs;
+use crate::runs::model::Mining;
+use crate::state::AppState;
+
+/// How often an instance looks at its jobs when none is due sooner.
+const TICK: StdDuration = StdDuration::from_secs(5);
+
+/// What a job does at each of its moments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Finishes LIVE events that started before the moment and expires their tickets.
+    FinishEvents,
+    /// Adds the held cells' tokens to every holder's claimable tokens.
+    AccrueTokens,
+}
+
+/// A named job with its schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct Job {
+    /// The lease's and the ledger's key.
+    pub name: &'static str,
+    /// When it is due.
+    pub schedule: Schedule,
+    /// What it does.
+    pub work: Work,
+}
+
+/// The jobs this configuration runs.
+pub fn jobs(state: &AppState) -> [Job; 2] {
+    let config = &state.config;
+    [
+        Job {
+            name: "finish-events",
+            schedule: Schedule::Daily {
+                at: config.event_finish_time,
+                zone: config.time_zone,
+            },
+            work: Work::FinishEvents,
+        },
+        Job {
+            name: "accrue-tokens",
+            schedule: Schedule::Every(Duration::seconds(
+                i64::try_from(config.mining_interval_seconds).unwrap_or(3600),
+            )),
+            work: Work::AccrueTokens,
+        },
+    ]
+}
+
+/// Takes or renews `job`'s lease for `holder` until `now + ttl`: a conditional update succeeds
+/// when the lease is this holder's or has expired; a job never leased is inserted. Whether
+/// `holder` holds it now.
+pub async fn take_lease(
+    state: &AppState,
+    job: &str,
+    holder: &str,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<bool> {
+    let renewed = job_lease::Entity::update_many()
+        .col_expr(job_lease::Column::Holder, Expr::value(holder))
+        .col_expr(job_lease::Column::ExpiresAt, Expr::value(now + ttl))
+        .filter(job_lease::Column::Job.eq(job))
+        .filter(
+            Condition::any()
+                .add(job_lease::Column::Holder.eq(holder))
+                .add(job_lease::Column::ExpiresAt.lt(now)),
+        )
+        .exec(&state.db)
+        .await?;
+    if renewed.rows_affected == 1 {
+        return Ok(true);
+    }
+    let inserted = job_lease::Entity::insert(job_lease::ActiveModel {
+        job: Set(job.to_owned()),
+        holder: Set(holder.to_owned()),
+        expires_at: Set(now + ttl),
+    })
+    .on_conflict(OnConflict::new().do_nothing().to_owned())
+    .do_nothing()
+    .exec(&state.db)
+    .await?;
+    Ok(matches!(inserted, TryInsertResult::Inserted(_)))
+}
+
+/// Does `job`'s latest moment at or before `now` unless the ledger says it is done: in one write
+/// transaction, the moment's ledger row (its key refuses a second one), then the work. Returns the
+/// number of rows the work changed, or `None` when the moment was already done.
+pub async fn run_due(
+    state: &AppState,
+    job: &Job,
+    holder: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<u64>> {
+    let moment = job.schedule.latest(now);
+    let done = job_run::Entity::find_by_id((job.name.to_owned(), moment))
+        .one(&state.db)
+        .await?;
+    if done.is_some() {
+        return Ok(None);
+    }
+    let previous = job_run::Entity::find()
+        .filter(job_run::Column::Job.eq(job.name))
+        .filter(job_run::Column::Moment.lt(moment))
+        .order_by_desc(job_run::Column::Moment)
+        .one(&state.db)
+        .await?
+        .map(|run| run.moment);
+    let mut txn = state.begin_write().await?;
+    let claimed = job_run::Entity::insert(job_run::ActiveModel {
+        job: Set(job.name.to_owned()),
+        moment: Set(moment),
+        holder: Set(holder.to_owned()),
+        ran_at: Set(Utc::now()),
+        changed: Set(0),
+    })
+    .on_conflict(OnConflict::new().do_nothing().to_owned())
+    .do_nothing()
+    .exec(&*txn)
+    .await?;
+    if !matches!(claimed, TryInsertResult::Inserted(_)) {
+        return Ok(None);
+    }
+    let changed = match job.work {
+        Work::FinishEvents => {
+            let finished = events::service::finish_started_before(&mut txn, moment).await?;
+            let ids: Vec<Uuid> = finished.iter().map(|event| event.id).collect();
+            let expired = runs::service::expire_tickets(&txn, &ids).await?;
+            tracing::info!(%moment, events = ids.len(), tickets = expired, "events finished");
+            u64::try_from(ids.len()).unwrap_or(u64::MAX)
+        }
+        Work::AccrueTokens => {
+            // Moments missed while no instance ran are paid now, at most up to the cap.
+            let accruals = match (previous, job.schedule) {
+                (Some(previous), Schedule::Every(interval)) => {
+                    ((moment - previous).num_milliseconds() / interval.num_milliseconds().max(1))
+                        .max(1)
+                }
+                _ => 1,
+            };
+            let mining = Mining {
+                per_cell: i64::from(state.config.mining_tokens_per_cell),
+                cap: i64::from(state.config.wallet_cap),
+            };
+            runs::service::accrue(&txn, mining, accruals, moment).await?
+        }
+    };
+    job_run::Entity::update_many()
+        .col_expr(
+            job_run::Column::Changed,
+            Expr::value(i32::try_from(changed).unwrap_or(i32::MAX)),
+        )
+        .filter(job_run::Column::Job.eq(job.name))
+        .filter(job_run::Column::Moment.eq(moment))
+        .exec(&*txn)
+        .await?;
+    txn.commit().await?;
+    Ok(Some(changed))
+}
+
+/// A name for this instance as a lease holder, unique among instances.
+pub fn holder_name() -> String {
+    format!("rally-{}", Uuid::now_v7())
+}
+
+/// Gives up `holder`'s leases (at shutdown), so another instance takes the jobs at once rather
+/// than when the leases expire.
+pub async fn release_leases(state: &AppState, holder: &str) -> Result<u64> {
+    Ok(job_lease::Entity::delete_many()
+        .filter(job_lease::Column::Holder.eq(holder))
+        .exec(&state.db)
+        .await?
+        .rows_affected)
+}
+
+/// Every instance runs this until shut down: for each job whose lease it holds (or can take), the
+/// latest due moment if not done yet — so a moment missed while no instance ran is caught up once
+/// at start — then it sleeps until the next moment or [`TICK`], whichever is sooner.
+pub async fn run_forever(state: AppState, holder: String) {
+    let ttl = Duration::seconds(i64::try_from(state.config.job_lease_seconds).unwrap_or(30));
+    let jobs = jobs(&state);
+    loop {
+        let now = Utc::now();
+        for job in &jobs {
+            let outcome = match take_lease(&state, job.name, &holder, now, ttl).await {
+                Ok(true) => run_due(&state, job, &holder, now).await.map(|_| ()),
+                Ok(false) => Ok(()),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = outcome {
+                tracing::warn!(job = job.name, "a scheduled job failed; it is retried");
+                err.report();
+            }
+        }
+        let next = jobs
+            .iter()
+            .map(|job| job.schedule.next(now))
+            .min()
+            .unwrap_or(now);
+        // A moment past the next one, so the clock has surely reached it on waking.
+        let wait = (next - Utc::now()).to_std().unwrap_or_default().min(TICK)
+            + StdDuration::from_millis(2);
+        tokio::time::sleep(wait).await;
+    }
+}

@@ -1,0 +1,554 @@
+//! Run rules without IO: a track checked point by point, judged for plausibility (anti-cheat),
+//! measured (geodesic distance, duration) and turned into the H3 cells it passes through; the live
+//! payload of captured cells with its topic; the wallet's arithmetic.
+
+use chrono::{DateTime, Duration, Utc};
+use geo::{Distance, Geodesic, Haversine, InterpolatePoint, Point};
+use h3o::{CellIndex, LatLng, Resolution};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::live::Topics;
+
+/// Cells captured at one event, as they are captured: `event:{id}:territory`.
+pub const TERRITORY: Topics<CellCaptured> = Topics::stream("event", "territory");
+
+/// The payload of [`TERRITORY`] (wire v1): a cell changed hands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellCaptured {
+    /// The event.
+    pub event_id: Uuid,
+    /// The H3 cell.
+    pub cell: u64,
+    /// Its new holder.
+    pub owner_id: Uuid,
+    /// When.
+    pub captured_at: DateTime<Utc>,
+}
+
+/// Most points one track may hold (a 10-hour run at one fix a second is 36,000).
+pub const MAX_TRACK_POINTS: usize = 100_000;
+
+/// How far a single GPS fix may be off, in meters: distances within twice this carry no speed.
+pub const GPS_NOISE_METERS: f64 = 25.0;
+
+/// A sustained speed is measured over at least this much of the track's path...
+pub const SUSTAINED_METERS: f64 = 200.0;
+
+/// ...and at least this long, so a burst of bad fixes (after a tunnel, at a cold start) is averaged
+/// out while a car, a bike or a jump still is not.
+pub const SUSTAINED_SECONDS: i64 = 30;
+
+/// Most consecutive wild fixes left out as a glitch; more in a row are a movement.
+pub const MAX_GLITCH_POINTS: usize = 3;
+
+/// How far a device's clock may differ from the server's before points fall outside the run.
+pub const CLOCK_SKEW_SECONDS: i64 = 60;
+
+/// One GPS fix of a track.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackPoint {
+    /// Degrees, -90 to 90.
+    pub latitude: f64,
+    /// Degrees, -180 to 180.
+    pub longitude: f64,
+    /// When the fix was taken.
+    pub at: DateTime<Utc>,
+}
+
+impl TrackPoint {
+    fn point(self) -> Point {
+        Point::new(self.longitude, self.latitude)
+    }
+
+    /// Geodesic distance in meters (WGS84): what a run's distance is made of.
+    pub fn distance_to(self, other: Self) -> f64 {
+        Geodesic.distance(self.point(), other.point())
+    }
+
+    /// Great-circle distance in meters: the cheap one the speed checks screen with (within 0.5% of
+    /// the geodesic, far inside GPS error).
+    fn haversine_to(self, other: Self) -> f64 {
+        Haversine.distance(self.point(), other.point())
+    }
+}
+
+/// A track as given: every point's coordinates within range (BAD_USER_INPUT naming the point's
+/// field otherwise), at most [`MAX_TRACK_POINTS`]. Plausibility is [`judge`]'s.
+pub fn parse_track(points: Vec<TrackPoint>, field: &str) -> Result<Vec<TrackPoint>> {
+    if points.len() > MAX_TRACK_POINTS {
+        return Err(Error::bad_input(
+            field,
+            format!("a track holds at most {MAX_TRACK_POINTS} points"),
+        ));
+    }
+    for (n, point) in points.iter().enumerate() {
+        if !(point.latitude.is_finite() && (-90.0..=90.0).contains(&point.latitude)) {
+            return Err(Error::bad_input(
+                format!("{field}[{n}].latitude"),
+                "latitude is a number from -90 to 90",
+            ));
+        }
+        if !(point.longitude.is_finite() && (-180.0..=180.0).contains(&point.longitude)) {
+            return Err(Error::bad_input(
+                format!("{field}[{n}].longitude"),
+                "longitude is a number from -180 to 180",
+            ));
+        }
+    }
+    Ok(points)
+}
+
+/// What a run's track is judged against.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// When the track is being saved.
+    pub saved_at: DateTime<Utc>,
+    /// Sustained speed above which the track is rejected, meters per second.
+    pub max_speed: f64,
+    /// Cell size.
+    pub resolution: Resolution,
+}
+
+impl Limits {
+    /// `RALLY_RUN_MAX_SPEED_KMH` and `RALLY_H3_RESOLUTION` for a run started at `started_at`.
+    pub fn new(
+        started_at: DateTime<Utc>,
+        saved_at: DateTime<Utc>,
+        max_speed_kmh: f64,
+        resolution: u8,
+    ) -> Self {
+        Self {
+            started_at,
+            saved_at,
+            max_speed: max_speed_kmh / 3.6,
+            resolution: Resolution::try_from(resolution).unwrap_or(Resolution::Ten),
+        }
+    }
+}
+
+/// A plausible track, measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measured {
+    /// Geodesic length over the points kept, meters.
+    pub distance_meters: f64,
+    /// From the first point to the last.
+    pub duration_seconds: i32,
+    /// Every cell the track passes through, in the order first reached, each once.
+    pub cells: Vec<CellIndex>,
+    /// Wild fixes left out (a few in a row that jumped away and came back).
+    pub glitches: usize,
+}
+
+/// What a track amounts to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Plausible: saved, its cells captured.
+    Saved(Measured),
+    /// Implausible, with a reason a person can read; captures nothing.
+    Rejected(String),
+}
+
+/// Whether going from `a` to `b` needs a speed above `max_speed`, once GPS noise is allowed for (a
+/// distance within twice [`GPS_NOISE_METERS`] proves no movement at all).
+fn too_fast(a: TrackPoint, b: TrackPoint, max_speed: f64) -> bool {
+    let meters = (a.haversine_to(b) - 2.0 * GPS_NOISE_METERS).max(0.0);
+    let seconds = (b.at - a.at).num_milliseconds() as f64 / 1000.0;
+    meters > 0.0 && (seconds <= 0.0 || meters / seconds > max_speed)
+}
+
+/// The points of `track` without glitches: up to [`MAX_GLITCH_POINTS`] consecutive fixes too far
+/// from the last good point, followed by one that agrees with it again (fixes that jumped away and
+/// came back). The first point is a glitch when it is too far from the next two, which agree.
+/// Fixes that jump away and stay are kept: that is a movement, judged by [`sustained_speed`].
+fn without_glitches(track: &[TrackPoint], max_speed: f64) -> Vec<TrackPoint> {
+    let mut kept: Vec<TrackPoint> = Vec::with_capacity(track.len());
+    let first_is_glitch = track.len() >= 3
+        && too_fast(track[0], track[1], max_speed)
+        && too_fast(track[0], track[2], max_speed)
+        && !too_fast(track[1], track[2], max_speed);
+    let mut i = usize::from(first_is_glitch);
+    while i < track.len() {
+        let point = track[i];
+        if let Some(&good) = kept.last()
+            && too_fast(good, point, max_speed)
+            && let Some(back) = (i + 1..track.len().min(i + 1 + MAX_GLITCH_POINTS))
+                .find(|&k| !too_fast(good, track[k], max_speed))
+        {
+            // Points i..back jumped away and `back` agrees with the last good point again.
+            i = back;
+            continue;
+        }
+        kept.push(point);
+        i += 1;
+    }
+    kept
+}
+
+/// Judges a track: fewer than 2 points, a point earlier than the one before it, a point outside the
+/// run (before it started or after the save, with [`CLOCK_SKEW_SECONDS`] allowed), or a speed above
+/// the limit sustained over at least [`SUSTAINED_METERS`] and [`SUSTAINED_SECONDS`] rejects it.
+/// Glitches (a few wild fixes that come back) are left out rather than rejecting a real run.
+pub fn judge(track: &[TrackPoint], limits: Limits) -> Verdict {
+    let [first, .., last] = track else {
+        return Verdict::Rejected("a track needs at least 2 points".to_owned());
+    };
+    if let Some(n) = (1..track.len()).find(|&n| track[n].at < track[n - 1].at) {
+        return Verdict::Rejected(format!(
+            "point {} is earlier than the point before it",
+            n + 1
+        ));
+    }
+    let skew = Duration::seconds(CLOCK_SKEW_SECONDS);
+    if first.at < limits.started_at - skew {
+        return Verdict::Rejected(format!(
+            "the track starts at {}, before the run started ({})",
+            first.at.to_rfc3339(),
+            limits.started_at.to_rfc3339()
+        ));
+    }
+    if last.at > limits.saved_at + skew {
+        return Verdict::Rejected(format!(
+            "the track ends at {}, after it was saved ({})",
+            last.at.to_rfc3339(),
+            limits.saved_at.to_rfc3339()
+        ));
+    }
+    let kept = without_glitches(track, limits.max_speed);
+    if let Some(reason) = sustained_speed(&kept, limits.max_speed) {
+        return Verdict::Rejected(reason);
+    }
+    let distance_meters = kept
+        .windows(2)
+        .map(|pair| pair[0].distance_to(pair[1]))
+        .sum();
+    let duration = (last.at - first.at).num_seconds();
+    Verdict::Saved(Measured {
+        distance_meters,
+        duration_seconds: i32::try_from(duration).unwrap_or(i32::MAX),
+        cells: cells(&kept, limits.resolution),
+        glitches: track.len() - kept.len(),
+    })
+}
+
+/// The first stretch of the track, from a point to the first later one at least
+/// [`SUSTAINED_METERS`] along the path and [`SUSTAINED_SECONDS`] later, whose straight-line speed is
+/// above `max_speed`, as a reason. Over such a stretch, GPS error of [`GPS_NOISE_METERS`] at both
+/// ends moves a speed by under 2 m/s, so a runner is never near the limit while a bike, a car or a
+/// jump is over it. Linear: the stretch's end only moves forward as its start does.
+fn sustained_speed(track: &[TrackPoint], max_speed: f64) -> Option<String> {
+    let mut along = Vec::with_capacity(track.len());
+    let mut walked = 0.0;
+    for (n, point) in track.iter().enumerate() {
+        if n > 0 {
+            walked += track[n - 1].haversine_to(*point);
+        }
+        along.push(walked);
+    }
+    let span = Duration::seconds(SUSTAINED_SECONDS);
+    let mut j = 0;
+    for (i, from) in track.iter().enumerate() {
+        j = j.max(i + 1);
+        while j < track.len()
+            && (along[j] - along[i] < SUSTAINED_METERS || track[j].at - from.at < span)
+        {
+            j += 1;
+        }
+        let Some(to) = track.get(j) else {
+            // No later stretch is long enough.
+            break;
+        };
+        let meters = from.haversine_to(*to);
+        let seconds = (to.at - from.at).num_milliseconds() as f64 / 1000.0;
+        if meters / seconds > max_speed {
+            return Some(format!(
+                "{meters:.0} m in {seconds:.0} s ({:.0} km/h) is faster than the {:.0} km/h limit",
+                meters / seconds * 3.6,
+                max_speed * 3.6
+            ));
+        }
+    }
+    None
+}
+
+/// The cell of a point.
+fn cell_of(point: Point, resolution: Resolution) -> Option<CellIndex> {
+    LatLng::new(point.y(), point.x())
+        .ok()
+        .map(|at| at.to_cell(resolution))
+}
+
+/// Longest grid path asked of H3 at once; longer stretches are halved first.
+const MAX_PATH_CELLS: i32 = 1_000;
+/// How many times a stretch may be halved (2^24 pieces: far more than any track needs).
+const MAX_SPLITS: u32 = 24;
+
+/// Every cell the line from `a` to `b` passes through, `a`'s excluded, appended to `out`. A stretch
+/// H3 cannot draw at once (across a pentagon or an icosahedron face, or too long) is halved along
+/// the great circle until it can.
+fn path(a: Point, b: Point, resolution: Resolution, splits: u32, out: &mut Vec<CellIndex>) {
+    let (Some(from), Some(to)) = (cell_of(a, resolution), cell_of(b, resolution)) else {
+        return;
+    };
+    if from == to {
+        return;
+    }
+    let drawn = from
+        .grid_distance(to)
+        .ok()
+        .filter(|&cells| cells <= MAX_PATH_CELLS)
+        .and_then(|_| from.grid_path_cells(to).ok())
+        .and_then(|line| line.collect::<Result<Vec<_>, _>>().ok());
+    match drawn {
+        Some(line) => out.extend(line.into_iter().skip(1)),
+        None if splits < MAX_SPLITS => {
+            let middle = Haversine.point_at_ratio_between(a, b, 0.5);
+            path(a, middle, resolution, splits + 1, out);
+            path(middle, b, resolution, splits + 1, out);
+        }
+        None => out.push(to),
+    }
+}
+
+/// The cells `track` passes through, joining consecutive points along the line between them, each
+/// once, in the order first reached.
+pub fn cells(track: &[TrackPoint], resolution: Resolution) -> Vec<CellIndex> {
+    let mut line = Vec::new();
+    if let Some(first) = track.first().and_then(|p| cell_of(p.point(), resolution)) {
+        line.push(first);
+    }
+    for pair in track.windows(2) {
+        path(pair[0].point(), pair[1].point(), resolution, 0, &mut line);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(line.len());
+    line.retain(|cell| seen.insert(*cell));
+    line
+}
+
+/// A cell as stored (H3 indexes leave the top bit clear, so they fit an `i64`).
+pub fn stored(cell: CellIndex) -> i64 {
+    i64::try_from(u64::from(cell)).unwrap_or(i64::MAX)
+}
+
+/// A stored cell back, if it is one.
+pub fn unstored(cell: i64) -> Option<CellIndex> {
+    u64::try_from(cell)
+        .ok()
+        .and_then(|bits| CellIndex::try_from(bits).ok())
+}
+
+/// A cell's boundary as `[latitude, longitude]` pairs.
+pub fn boundary(cell: CellIndex) -> Vec<[f64; 2]> {
+    cell.boundary()
+        .iter()
+        .map(|corner| [corner.lat(), corner.lng()])
+        .collect()
+}
+
+/// The token rules: what one accrual adds per held cell, and the most `claimable` may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Mining {
+    /// Tokens per held cell per accrual.
+    pub per_cell: i64,
+    /// Most `claimable` may hold.
+    pub cap: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: &str = "2026-05-01T08:00:00Z";
+
+    fn start() -> DateTime<Utc> {
+        START.parse().unwrap()
+    }
+
+    /// A point `north` and `east` meters from a spot in Paris, `seconds` after the start.
+    fn at(north: f64, east: f64, seconds: f64) -> TrackPoint {
+        let latitude = 48.8566 + north / 111_195.0;
+        TrackPoint {
+            latitude,
+            longitude: 2.3522 + east / (111_195.0 * latitude.to_radians().cos()),
+            at: start() + Duration::milliseconds((seconds * 1000.0) as i64),
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits::new(start(), start() + Duration::hours(3), 40.0, 10)
+    }
+
+    /// A runner going east at `speed` m/s for `seconds`, one fix a second, each fix off by up to
+    /// `drift` meters (drifting slowly, as GPS errors do) plus 2 m of fix-to-fix noise.
+    fn runner(speed: f64, seconds: usize, drift: f64) -> Vec<TrackPoint> {
+        (0..=seconds)
+            .map(|s| {
+                let t = s as f64;
+                let noise = ((s * 7919) % 13) as f64 / 6.0 - 1.0;
+                at(
+                    drift * (t / 30.0).sin() + 2.0 * noise,
+                    speed * t + drift * (t / 45.0).cos(),
+                    t,
+                )
+            })
+            .collect()
+    }
+
+    fn reason(verdict: Verdict) -> String {
+        match verdict {
+            Verdict::Rejected(reason) => reason,
+            Verdict::Saved(measured) => panic!("saved: {measured:?}"),
+        }
+    }
+
+    fn saved(verdict: Verdict) -> Measured {
+        match verdict {
+            Verdict::Saved(measured) => measured,
+            Verdict::Rejected(reason) => panic!("rejected: {reason}"),
+        }
+    }
+
+    #[test]
+    fn a_fast_real_runner_with_gps_noise_passes() {
+        // 5.5 m/s (19.8 km/h, a fast 10 km pace) for 30 minutes, fixes off by up to 15 m.
+        let measured = saved(judge(&runner(5.5, 1800, 15.0), limits()));
+        assert!(
+            (measured.distance_meters - 9900.0).abs() < 9900.0 * 0.05,
+            "{}",
+            measured.distance_meters
+        );
+        assert_eq!(measured.duration_seconds, 1800);
+        assert!(measured.cells.len() > 100, "{}", measured.cells.len());
+    }
+
+    #[test]
+    fn a_single_wild_fix_is_left_out_not_rejected() {
+        let mut track = runner(4.0, 300, 5.0);
+        track[150].latitude += 800.0 / 111_195.0;
+        let measured = saved(judge(&track, limits()));
+        assert_eq!(measured.glitches, 1);
+        let clean = saved(judge(&runner(4.0, 300, 5.0), limits()));
+        assert!((measured.distance_meters - clean.distance_meters).abs() < 50.0);
+        // Three bad fixes in a row (leaving a tunnel) are left out too.
+        let mut tunnel = runner(4.0, 300, 5.0);
+        for point in &mut tunnel[100..103] {
+            point.longitude -= 300.0 / 73_000.0;
+        }
+        assert_eq!(saved(judge(&tunnel, limits())).glitches, 3);
+    }
+
+    #[test]
+    fn a_car_and_a_teleport_are_rejected() {
+        // 60 km/h for five minutes.
+        let car = reason(judge(&runner(60.0 / 3.6, 300, 5.0), limits()));
+        assert!(car.contains("km/h limit"), "{car}");
+        // A runner who jumps 5 km east in a second and runs on from there.
+        let mut teleport = runner(3.0, 300, 0.0);
+        for point in &mut teleport[150..] {
+            *point = at(
+                0.0,
+                5000.0 + (point.at - start()).num_seconds() as f64 * 3.0,
+                (point.at - start()).num_seconds() as f64,
+            );
+        }
+        assert!(reason(judge(&teleport, limits())).contains("faster than"));
+        // A bike at 45 km/h is over a 40 km/h limit too.
+        assert!(reason(judge(&runner(12.5, 120, 0.0), limits())).contains("faster"));
+    }
+
+    #[test]
+    fn short_disordered_or_out_of_window_tracks_are_rejected() {
+        assert!(reason(judge(&[], limits())).contains("at least 2 points"));
+        assert!(reason(judge(&[at(0.0, 0.0, 1.0)], limits())).contains("at least 2"));
+        let disordered = [at(0.0, 0.0, 10.0), at(0.0, 5.0, 12.0), at(0.0, 10.0, 11.0)];
+        assert!(reason(judge(&disordered, limits())).contains("point 3 is earlier"));
+        let early = [at(0.0, 0.0, -3600.0), at(0.0, 5.0, -3598.0)];
+        assert!(reason(judge(&early, limits())).contains("before the run started"));
+        let late = [at(0.0, 0.0, 10.0), at(0.0, 5.0, 4.0 * 3600.0)];
+        assert!(reason(judge(&late, limits())).contains("after it was saved"));
+        // A device clock a few seconds off is not cheating.
+        let skewed = [at(0.0, 0.0, -20.0), at(0.0, 30.0, -10.0)];
+        saved(judge(&skewed, limits()));
+    }
+
+    #[test]
+    fn cells_join_sparse_points_along_the_line() {
+        // Two fixes 2 km apart, 10 minutes apart: every cell between them, each a neighbour of
+        // the last.
+        let track = [at(0.0, 0.0, 0.0), at(0.0, 2000.0, 600.0)];
+        let measured = saved(judge(&track, limits()));
+        // Neighbouring resolution-10 cells are about 114 m apart, centre to centre.
+        assert!(
+            measured.cells.len() >= 2000 / 120,
+            "{}",
+            measured.cells.len()
+        );
+        for pair in measured.cells.windows(2) {
+            assert!(pair[0].is_neighbor_with(pair[1]).unwrap(), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_gap_and_a_pentagon_never_fail() {
+        // 3,000 km in one stretch: halved until H3 can draw each piece.
+        let far = [
+            TrackPoint {
+                latitude: 48.0,
+                longitude: 2.0,
+                at: start(),
+            },
+            TrackPoint {
+                latitude: 40.0,
+                longitude: 35.0,
+                at: start() + Duration::hours(2),
+            },
+        ];
+        let line = cells(&far, Resolution::Five);
+        assert!(line.len() > 100);
+        // Around the pentagon at resolution 5 near (64.7, 10.5).
+        let pentagon = [
+            TrackPoint {
+                latitude: 64.0,
+                longitude: 9.0,
+                at: start(),
+            },
+            TrackPoint {
+                latitude: 65.5,
+                longitude: 12.0,
+                at: start() + Duration::hours(1),
+            },
+        ];
+        assert!(cells(&pentagon, Resolution::Five).len() > 3);
+    }
+
+    #[test]
+    fn coordinates_are_checked_and_named() {
+        let bad = vec![
+            at(0.0, 0.0, 0.0),
+            TrackPoint {
+                latitude: 91.0,
+                ..at(0.0, 0.0, 1.0)
+            },
+        ];
+        let field = |result: Result<Vec<TrackPoint>>| match result {
+            Err(Error::BadInput { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(parse_track(bad, "track")), "track[1].latitude");
+        let nan = vec![TrackPoint {
+            longitude: f64::NAN,
+            ..at(0.0, 0.0, 0.0)
+        }];
+        assert_eq!(field(parse_track(nan, "track")), "track[0].longitude");
+    }
+
+    #[test]
+    fn cells_are_stored_and_read_back() {
+        let cell = cell_of(Point::new(2.35, 48.85), Resolution::Ten).unwrap();
+        assert_eq!(unstored(stored(cell)), Some(cell));
+        assert_eq!(boundary(cell).len(), 6);
+    }
+}

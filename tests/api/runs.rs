@@ -1,0 +1,946 @@
+//! Runs: tickets issued by organizers and consumed once, runs saved from tracks or GPX files and
+//! judged for plausibility, territory captured cell by cell (checked against the track with a
+//! point-in-polygon and a haversine written here), tokens mined up to the cap and claimed once, and
+//! the nightly finisher at its configured time and zone.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as Span, SecondsFormat, Utc};
+use rally::entity::{job_run, run};
+use rally::jobs::schedule::Schedule;
+use rally::jobs::service::{Job, Work, run_due};
+use sea_orm::prelude::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::fixtures::create_event;
+use crate::common::{Backend, Gql, Session, TRANSPORT_WS, TestApp, WsClient};
+
+crate::on_every_backend!(
+    the_whole_game_from_ticket_to_finished_event,
+    one_ticket_starts_one_run_under_a_race,
+    tickets_and_runs_refuse_strangers,
+    implausible_tracks_are_rejected_and_real_ones_pass,
+    gpx_exports_of_real_shapes_are_imported,
+    the_last_runner_holds_a_cell_and_each_capture_is_pushed,
+    ten_concurrent_claims_move_the_tokens_once,
+    the_finisher_honours_its_time_and_zone,
+    a_missed_finish_is_caught_up_once_at_start,
+    instances_racing_for_one_moment_do_it_once,
+);
+
+const RUN: &str = "id status distanceMeters durationSeconds cellsCaptured rejectionReason startedAt finishedAt user { handle } event { id }";
+const PARIS: (f64, f64) = (48.8566, 2.3522);
+const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Haversine, written here independently of the server's geodesic.
+fn haversine(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
+    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_M * h.sqrt().asin()
+}
+
+/// A runner heading east from `origin` at `speed` m/s from `from`, one fix every `step` seconds
+/// for `seconds`, each fix off by up to `jitter` meters north or south (drifting slowly, as GPS
+/// errors do).
+fn track(
+    origin: (f64, f64),
+    from: DateTime<Utc>,
+    speed: f64,
+    seconds: i64,
+    step: i64,
+    jitter: f64,
+) -> Vec<Value> {
+    (0..=seconds / step)
+        .map(|n| {
+            let s = n * step;
+            let wobble = (s as f64 / 30.0).sin();
+            let latitude = origin.0 + wobble * jitter / 111_195.0;
+            let longitude =
+                origin.1 + speed * s as f64 / (111_195.0 * origin.0.to_radians().cos());
+            json!({ "latitude": latitude, "longitude": longitude, "at": rfc3339(from + Span::seconds(s)) })
+        })
+        .collect()
+}
+
+fn point(value: &Value) -> (f64, f64) {
+    (
+        value["latitude"].as_f64().expect("latitude"),
+        value["longitude"].as_f64().expect("longitude"),
+    )
+}
+
+fn length(track: &[Value]) -> f64 {
+    track
+        .windows(2)
+        .map(|pair| haversine(point(&pair[0]), point(&pair[1])))
+        .sum()
+}
+
+/// Whether `spot` lies inside the polygon of `[lat, lng]` corners (ray casting, written here).
+fn inside(spot: (f64, f64), corners: &[Value]) -> bool {
+    let corners: Vec<(f64, f64)> = corners
+        .iter()
+        .map(|c| (c[0].as_f64().expect("lat"), c[1].as_f64().expect("lng")))
+        .collect();
+    let mut crossings = false;
+    for i in 0..corners.len() {
+        let (a, b) = (corners[i], corners[(i + 1) % corners.len()]);
+        if (a.0 > spot.0) != (b.0 > spot.0) {
+            let lng = a.1 + (spot.0 - a.0) / (b.0 - a.0) * (b.1 - a.1);
+            if spot.1 < lng {
+                crossings = !crossings;
+            }
+        }
+    }
+    crossings
+}
+
+async fn live_event(app: &TestApp, organizer: &Session, starts_at: DateTime<Utc>) -> String {
+    let id = create_event(app, organizer, "Night run", &rfc3339(starts_at)).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.gql_as(
+        organizer,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { status } }",
+        json!({ "id": id }),
+    )
+    .await
+    .data();
+    id
+}
+
+async fn issue(app: &TestApp, organizer: &Session, event: &str, handles: &[&str]) -> Gql {
+    app.gql_as(
+        organizer,
+        "mutation($e: ID!, $h: [String!]!) { issueTickets(eventId: $e, handles: $h) { id status owner { handle } event { id } issuedAt consumedAt } }",
+        json!({ "e": event, "h": handles }),
+    )
+    .await
+}
+
+async fn ticket(app: &TestApp, organizer: &Session, event: &str, runner: &Session) -> String {
+    let issued = issue(app, organizer, event, &[&runner.handle]).await;
+    issued.data()["issueTickets"][0]["id"]
+        .as_str()
+        .expect("ticket id")
+        .to_owned()
+}
+
+async fn start_run(app: &TestApp, runner: &Session, ticket: &str) -> Gql {
+    app.gql_as(
+        runner,
+        &format!("mutation($t: ID!) {{ startRun(ticketId: $t) {{ {RUN} }} }}"),
+        json!({ "t": ticket }),
+    )
+    .await
+}
+
+/// A RUNNING run of `runner` at a fresh LIVE event of `organizer`, started at `started_at` (the
+/// database row is set back, as if the runner had set off then).
+async fn running(
+    app: &TestApp,
+    organizer: &Session,
+    runner: &Session,
+    started_at: DateTime<Utc>,
+) -> (String, String) {
+    let event = live_event(app, organizer, Utc::now() - Span::hours(1)).await;
+    let ticket = ticket(app, organizer, &event, runner).await;
+    let id = start_run(app, runner, &ticket).await.data()["startRun"]["id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    run::Entity::update_many()
+        .col_expr(run::Column::StartedAt, Expr::value(started_at))
+        .filter(run::Column::Id.eq(Uuid::parse_str(&id).expect("uuid")))
+        .exec(&app.state.db)
+        .await
+        .expect("set back");
+    (event, id)
+}
+
+async fn save(app: &TestApp, runner: &Session, run: &str, track: &[Value]) -> Gql {
+    app.gql_as(
+        runner,
+        &format!("mutation($r: ID!, $t: [TrackPointInput!]!) {{ saveRun(runId: $r, track: $t) {{ {RUN} }} }}"),
+        json!({ "r": run, "t": track }),
+    )
+    .await
+}
+
+async fn territories(app: &TestApp, event: &str) -> Vec<Value> {
+    app.gql(
+        "query($e: ID!) { territories(eventId: $e) { cell capturedAt boundary owner { handle } } }",
+        json!({ "e": event }),
+    )
+    .await
+    .data()["territories"]
+        .as_array()
+        .expect("list")
+        .clone()
+}
+
+async fn wallet(app: &TestApp, who: &Session) -> Value {
+    app.gql_as(
+        who,
+        "{ me { wallet { tokens claimable cap nextAccrualAt } } }",
+        json!({}),
+    )
+    .await
+    .data()["me"]["wallet"]
+        .clone()
+}
+
+/// Polls the wallet until `done` holds (10 s at most).
+async fn wallet_until(app: &TestApp, who: &Session, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let now = wallet(app, who).await;
+        if done(&now) {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the wallet never got there: {}", wallet(app, who).await);
+}
+
+async fn subscribe(
+    app: &TestApp,
+    who: Option<&Session>,
+    query: &str,
+    variables: Value,
+) -> WsClient {
+    let mut socket = app.ws(TRANSPORT_WS).await;
+    let payload = who.map_or(
+        json!({}),
+        |who| json!({ "authorization": format!("Bearer {}", who.access) }),
+    );
+    socket.init(payload).await;
+    socket.subscribe("s", query, variables).await;
+    socket
+}
+
+/// The seed's flow: a ticket, a run, its territory, tokens mined and claimed, the event finished at
+/// the finish time (with the unused ticket expired).
+async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.mining_interval_seconds = 1).await;
+    let org = app.signup("org").await;
+    let ann = app.signup("ann").await;
+    let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
+
+    let issued = issue(&app, &org, &event, &["ann", "ann"]).await;
+    assert_eq!(
+        issued.data()["issueTickets"]
+            .as_array()
+            .expect("list")
+            .len(),
+        1,
+        "one ticket per named user per call"
+    );
+    issue(&app, &org, &event, &["ann"]).await.data();
+    let mine = app
+        .gql_as(&ann, "{ myTickets { id status event { id } } }", json!({}))
+        .await;
+    let tickets = mine.data()["myTickets"].as_array().expect("list").clone();
+    assert_eq!(tickets.len(), 2, "{tickets:?}");
+    assert!(tickets.iter().all(|t| t["status"] == "ACTIVE"));
+
+    let started = start_run(&app, &ann, tickets[0]["id"].as_str().expect("id")).await;
+    let run = started.data()["startRun"].clone();
+    assert_eq!(run["status"], "RUNNING");
+    let id = run["id"].as_str().expect("id").to_owned();
+    run::Entity::update_many()
+        .col_expr(
+            run::Column::StartedAt,
+            Expr::value(Utc::now() - Span::minutes(20)),
+        )
+        .filter(run::Column::Id.eq(Uuid::parse_str(&id).expect("uuid")))
+        .exec(&app.state.db)
+        .await
+        .expect("set back");
+    let path = track(PARIS, Utc::now() - Span::minutes(18), 3.0, 900, 2, 4.0);
+    let saved = save(&app, &ann, &id, &path).await;
+    let saved = saved.data()["saveRun"].clone();
+    assert_eq!(saved["status"], "SAVED", "{saved}");
+    let distance = saved["distanceMeters"].as_f64().expect("distance");
+    let expected = length(&path);
+    assert!(
+        (distance - expected).abs() <= expected * 0.01,
+        "{distance} m vs {expected} m"
+    );
+    assert_eq!(saved["durationSeconds"], 900);
+    let cells = saved["cellsCaptured"].as_i64().expect("cells");
+    assert!(cells >= 20, "2.7 km captures dozens of cells: {cells}");
+
+    let held = territories(&app, &event).await;
+    assert_eq!(held.len() as i64, cells);
+    assert!(held.iter().all(|cell| cell["owner"]["handle"] == "ann"));
+    for fix in &path {
+        assert!(
+            held.iter()
+                .any(|cell| inside(point(fix), cell["boundary"].as_array().expect("boundary"))),
+            "no held cell contains {fix}"
+        );
+    }
+
+    // Tokens accrue every second (cells × 1) up to the cap of 100, then are claimed.
+    let full = wallet_until(&app, &ann, |w| w["claimable"] == 100).await;
+    assert_eq!(full["cap"], 100);
+    assert!(full["nextAccrualAt"].is_string());
+    let claimed = app
+        .gql_as(
+            &ann,
+            "mutation { claimTokens { tokens claimable } }",
+            json!({}),
+        )
+        .await;
+    let claimed = claimed.data()["claimTokens"].clone();
+    assert!(
+        claimed["tokens"].as_i64().expect("tokens") >= 100,
+        "{claimed}"
+    );
+    assert!(
+        claimed["claimable"].as_i64().expect("claimable") < 100,
+        "{claimed}"
+    );
+
+    // A deploy sets the finish time four seconds ahead: then the event finishes, on its own.
+    let app = app
+        .restart_with(|c| c.event_finish_time = (Utc::now() + Span::seconds(4)).time())
+        .await;
+    let mut statuses = subscribe(
+        &app,
+        None,
+        "subscription { eventStatusChanged { id status } }",
+        json!({}),
+    )
+    .await;
+    app.listening("events:status-changes", 1).await;
+    let change = statuses.next_data("s").await;
+    assert_eq!(
+        change["eventStatusChanged"],
+        json!({ "id": event, "status": "FINISHED" })
+    );
+    let after = app
+        .gql_as(
+            &ann,
+            "{ myTickets(activeOnly: false) { id status } }",
+            json!({}),
+        )
+        .await;
+    let mut statuses_now: Vec<String> = after.data()["myTickets"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|t| t["status"].as_str().expect("status").to_owned())
+        .collect();
+    statuses_now.sort();
+    assert_eq!(statuses_now, ["CONSUMED", "EXPIRED"]);
+    let late = start_run(&app, &ann, tickets[1]["id"].as_str().expect("id")).await;
+    late.assert_error("CONFLICT", None);
+}
+
+async fn one_ticket_starts_one_run_under_a_race(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let bob = app.signup("bob").await;
+    let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
+    let ticket = ticket(&app, &org, &event, &bob).await;
+    let attempts: Vec<Gql> =
+        futures_util::future::join_all((0..10).map(|_| start_run(&app, &bob, &ticket))).await;
+    let started = attempts
+        .iter()
+        .filter(|a| a.body.get("errors").is_none())
+        .count();
+    assert_eq!(started, 1, "exactly one run");
+    for refused in attempts.iter().filter(|a| a.body.get("errors").is_some()) {
+        assert_eq!(refused.code(), "CONFLICT", "{}", refused.body);
+    }
+    let runs = app
+        .gql_as(&bob, "{ myRuns { id status } }", json!({}))
+        .await;
+    assert_eq!(runs.data()["myRuns"].as_array().expect("list").len(), 1);
+    // A second ticket while a run is RUNNING: one RUNNING run per runner.
+    let second = self::ticket(&app, &org, &event, &bob).await;
+    start_run(&app, &bob, &second)
+        .await
+        .assert_error("CONFLICT", None);
+    let tickets = app.gql_as(&bob, "{ myTickets { id } }", json!({})).await;
+    assert_eq!(
+        tickets.data()["myTickets"],
+        json!([{ "id": second }]),
+        "the refused start left the second ticket ACTIVE"
+    );
+}
+
+async fn tickets_and_runs_refuse_strangers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let bob = app.signup("bob").await;
+    let eve = app.signup("eve").await;
+    let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
+
+    issue(&app, &eve, &event, &["bob"])
+        .await
+        .assert_error("FORBIDDEN", None);
+    issue(&app, &org, &event, &["bob", "nobody_here"])
+        .await
+        .assert_error("BAD_USER_INPUT", Some("handles[1]"));
+    issue(&app, &org, &event, &[])
+        .await
+        .assert_error("BAD_USER_INPUT", Some("handles"));
+    let none = app.gql_as(&bob, "{ myTickets { id } }", json!({})).await;
+    assert_eq!(
+        none.data()["myTickets"],
+        json!([]),
+        "a refused call issued nothing"
+    );
+    app.gql("{ myTickets { id } }", json!({}))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+
+    let scheduled = create_event(&app, &org, "Later", "2030-01-01T10:00:00Z").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let early = ticket(&app, &org, &scheduled, &bob).await;
+    start_run(&app, &bob, &early)
+        .await
+        .assert_error("CONFLICT", None);
+
+    let ticket = ticket(&app, &org, &event, &bob).await;
+    start_run(&app, &eve, &ticket)
+        .await
+        .assert_error("NOT_FOUND", None);
+    let run = start_run(&app, &bob, &ticket).await.data()["startRun"]["id"].clone();
+    let theirs = app
+        .gql_as(
+            &eve,
+            "query($id: ID!) { run(id: $id) { id } }",
+            json!({ "id": run }),
+        )
+        .await;
+    theirs.assert_error("NOT_FOUND", None);
+    assert_eq!(theirs.body["data"]["run"], Value::Null);
+    let path = track(PARIS, Utc::now(), 3.0, 2, 1, 0.0);
+    save(&app, &eve, run.as_str().expect("id"), &path)
+        .await
+        .assert_error("NOT_FOUND", None);
+    let eves = app.gql_as(&eve, "{ myRuns { id } }", json!({})).await;
+    assert_eq!(eves.data()["myRuns"], json!([]));
+    // Someone else's wallet is null; one's own is not.
+    let looked = app
+        .gql_as(
+            &eve,
+            "query { user(handle: \"bob\") { wallet { tokens } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(looked.data()["user"]["wallet"], Value::Null);
+    let own = wallet(&app, &bob).await;
+    assert_eq!(own["tokens"], 0);
+    assert_eq!(
+        own["nextAccrualAt"],
+        Value::Null,
+        "no cell held, nothing accrues"
+    );
+    app.gql("mutation { claimTokens { tokens } }", json!({}))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+
+    // A finished event takes no more tickets.
+    app.gql_as(
+        &org,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { status: FINISHED }) { status } }",
+        json!({ "id": event }),
+    )
+    .await
+    .data();
+    issue(&app, &org, &event, &["bob"])
+        .await
+        .assert_error("CONFLICT", None);
+}
+
+async fn implausible_tracks_are_rejected_and_real_ones_pass(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let kim = app.signup("kim").await;
+    let start = Utc::now() - Span::hours(1);
+    let cases: Vec<(&str, Vec<Value>, &str)> = vec![
+        (
+            "a car at 60 km/h",
+            track(PARIS, start + Span::minutes(5), 60.0 / 3.6, 600, 2, 3.0),
+            "km/h",
+        ),
+        (
+            "one point",
+            track(PARIS, start + Span::minutes(5), 3.0, 0, 1, 0.0),
+            "at least 2 points",
+        ),
+        (
+            "times out of order",
+            {
+                let mut points = track(PARIS, start + Span::minutes(5), 3.0, 60, 1, 0.0);
+                points.swap(10, 20);
+                points
+            },
+            "earlier than the point before it",
+        ),
+        (
+            "points before the run started",
+            track(PARIS, start - Span::hours(2), 3.0, 600, 2, 0.0),
+            "before the run started",
+        ),
+        (
+            "a teleport",
+            {
+                let mut points = track(PARIS, start + Span::minutes(5), 3.0, 600, 2, 0.0);
+                for fix in &mut points[150..] {
+                    fix["longitude"] = json!(fix["longitude"].as_f64().expect("lng") + 0.1);
+                }
+                points
+            },
+            "faster than",
+        ),
+    ];
+    for (name, path, reason) in cases {
+        let (event, run) = running(&app, &org, &kim, start).await;
+        let judged = save(&app, &kim, &run, &path).await;
+        let judged = judged.data()["saveRun"].clone();
+        assert_eq!(judged["status"], "REJECTED", "{name}: {judged}");
+        let why = judged["rejectionReason"].as_str().expect("reason");
+        assert!(why.contains(reason), "{name}: {why}");
+        assert_eq!(judged["cellsCaptured"], 0, "{name}");
+        assert!(
+            territories(&app, &event).await.is_empty(),
+            "{name}: nothing captured"
+        );
+        save(&app, &kim, &run, &path)
+            .await
+            .assert_error("CONFLICT", None);
+    }
+
+    // A bad coordinate is refused before anything is judged: the run stays RUNNING.
+    let (_, run) = running(&app, &org, &kim, start).await;
+    let mut path = track(PARIS, start + Span::minutes(5), 3.0, 60, 1, 0.0);
+    path[1]["latitude"] = json!(95.0);
+    save(&app, &kim, &run, &path)
+        .await
+        .assert_error("BAD_USER_INPUT", Some("track[1].latitude"));
+    let still = app
+        .gql_as(
+            &kim,
+            "query($id: ID!) { run(id: $id) { status } }",
+            json!({ "id": run }),
+        )
+        .await;
+    assert_eq!(still.data()["run"]["status"], "RUNNING");
+
+    // A fast but real runner (5.5 m/s, 19.8 km/h, for 20 minutes) with GPS noise and one wild
+    // fix 400 m off: saved.
+    let mut fast = track(PARIS, start + Span::minutes(5), 5.5, 1200, 1, 12.0);
+    fast[600]["latitude"] = json!(fast[600]["latitude"].as_f64().expect("lat") + 400.0 / 111_195.0);
+    let saved = save(&app, &kim, &run, &fast).await;
+    let saved = saved.data()["saveRun"].clone();
+    assert_eq!(saved["status"], "SAVED", "{saved}");
+    let distance = saved["distanceMeters"].as_f64().expect("distance");
+    assert!(
+        (6000.0..7500.0).contains(&distance),
+        "6.6 km give or take the noise, the wild fix left out: {distance}"
+    );
+}
+
+/// A multipart `importRunGpx` of `bytes`.
+async fn import(app: &TestApp, runner: &Session, run: &str, bytes: Vec<u8>) -> Value {
+    use reqwest::multipart::{Form, Part};
+    let form = Form::new()
+        .text(
+            "operations",
+            json!({ "query": format!("mutation($r: ID!, $f: Upload!) {{ importRunGpx(runId: $r, file: $f) {{ {RUN} }} }}"), "variables": { "r": run, "f": null } }).to_string(),
+        )
+        .text("map", r#"{"0":["variables.f"]}"#)
+        .part("0", Part::bytes(bytes).file_name("track.gpx"));
+    app.http
+        .post(app.url("/graphql"))
+        .bearer_auth(&runner.access)
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/gpx/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
+}
+
+async fn gpx_exports_of_real_shapes_are_imported(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let lea = app.signup("lea").await;
+    // The fixtures were recorded on 2024-05-01 from 08:00 UTC (see their README).
+    let recorded: DateTime<Utc> = "2024-05-01T07:55:00Z".parse().expect("time");
+    for (name, seconds) in [
+        ("strava.gpx", 88),
+        ("garmin.gpx", 35),
+        ("gpx10.gpx", 116),
+        ("segments.gpx", 535),
+    ] {
+        let (event, run) = running(&app, &org, &lea, recorded).await;
+        let body = import(&app, &lea, &run, fixture(name)).await;
+        assert!(body["errors"].is_null(), "{name}: {body}");
+        let saved = &body["data"]["importRunGpx"];
+        assert_eq!(saved["status"], "SAVED", "{name}: {saved}");
+        assert_eq!(saved["durationSeconds"], seconds, "{name}");
+        assert!(
+            saved["distanceMeters"].as_f64().expect("distance") > 50.0,
+            "{name}"
+        );
+        let cells = saved["cellsCaptured"].as_i64().expect("cells");
+        assert!(cells >= 2, "{name}: {cells}");
+        assert_eq!(
+            territories(&app, &event).await.len() as i64,
+            cells,
+            "{name}"
+        );
+    }
+    // Not GPX: refused on `file`, the run still RUNNING. Someone else's run is not found.
+    let (_, run) = running(&app, &org, &lea, recorded).await;
+    let eve = app.signup("eve").await;
+    let theirs = import(&app, &eve, &run, fixture("strava.gpx")).await;
+    assert_eq!(
+        theirs["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{theirs}"
+    );
+    for bytes in [
+        fixture("not-gpx.gpx"),
+        b"{\"type\": \"FeatureCollection\"}".to_vec(),
+    ] {
+        let body = import(&app, &lea, &run, bytes).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+        assert_eq!(body["errors"][0]["extensions"]["field"], "file", "{body}");
+    }
+    let still = app
+        .gql_as(
+            &lea,
+            "query($id: ID!) { run(id: $id) { status } }",
+            json!({ "id": run }),
+        )
+        .await;
+    assert_eq!(still.data()["run"]["status"], "RUNNING");
+}
+
+async fn the_last_runner_holds_a_cell_and_each_capture_is_pushed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
+    let start = Utc::now() - Span::minutes(30);
+    let path = track(PARIS, start + Span::minutes(1), 3.0, 300, 2, 0.0);
+    let mut runs = Vec::new();
+    for runner in [&ann, &bob] {
+        let ticket = ticket(&app, &org, &event, runner).await;
+        let id = start_run(&app, runner, &ticket).await.data()["startRun"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        run::Entity::update_many()
+            .col_expr(run::Column::StartedAt, Expr::value(start))
+            .filter(run::Column::Id.eq(Uuid::parse_str(&id).expect("uuid")))
+            .exec(&app.state.db)
+            .await
+            .expect("set back");
+        runs.push(id);
+    }
+    save(&app, &ann, &runs[0], &path).await.data();
+    let first = territories(&app, &event).await;
+    assert!(first.iter().all(|cell| cell["owner"]["handle"] == "ann"));
+
+    let mut feed = subscribe(
+        &app,
+        None,
+        "subscription($e: ID!) { territoryChanged(eventId: $e) { cell owner { handle } boundary } }",
+        json!({ "e": event }),
+    )
+    .await;
+    app.listening(&format!("event:{event}:territory"), 1).await;
+    let saved = save(&app, &bob, &runs[1], &path).await;
+    let cells = saved.data()["saveRun"]["cellsCaptured"]
+        .as_i64()
+        .expect("cells");
+    assert_eq!(
+        cells as usize,
+        first.len(),
+        "the same track, the same cells"
+    );
+    let mut pushed = Vec::new();
+    for _ in 0..cells {
+        let change = feed.next_data("s").await["territoryChanged"].clone();
+        assert_eq!(change["owner"]["handle"], "bob");
+        assert_eq!(change["boundary"].as_array().expect("boundary").len(), 6);
+        pushed.push(change["cell"].as_str().expect("cell").to_owned());
+    }
+    let now = territories(&app, &event).await;
+    assert!(
+        now.iter().all(|cell| cell["owner"]["handle"] == "bob"),
+        "the last runner holds them"
+    );
+    let mut held: Vec<String> = now
+        .iter()
+        .map(|cell| cell["cell"].as_str().expect("cell").to_owned())
+        .collect();
+    held.sort();
+    pushed.sort();
+    assert_eq!(held, pushed, "each captured cell pushed once");
+}
+
+async fn ten_concurrent_claims_move_the_tokens_once(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.mining_interval_seconds = 5;
+        c.wallet_cap = 5;
+    })
+    .await;
+    let org = app.signup("org").await;
+    let cat = app.signup("cat").await;
+    let start = Utc::now() - Span::minutes(30);
+    let (_, run) = running(&app, &org, &cat, start).await;
+    save(
+        &app,
+        &cat,
+        &run,
+        &track(PARIS, start + Span::minutes(1), 3.0, 300, 2, 0.0),
+    )
+    .await
+    .data();
+    let full = wallet_until(&app, &cat, |w| w["claimable"] == 5).await;
+    // Right after an accrual, so none lands during the race.
+    let next: DateTime<Utc> = full["nextAccrualAt"]
+        .as_str()
+        .expect("next accrual")
+        .parse()
+        .expect("time");
+    let wait = (next - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(300);
+    tokio::time::sleep(wait).await;
+    let claims: Vec<Gql> = futures_util::future::join_all((0..10).map(|_| {
+        app.gql_as(
+            &cat,
+            "mutation { claimTokens { tokens claimable } }",
+            json!({}),
+        )
+    }))
+    .await;
+    for claim in &claims {
+        claim.data();
+    }
+    let after = wallet(&app, &cat).await;
+    assert_eq!(after["tokens"], 5, "moved exactly once: {after}");
+    assert_eq!(after["claimable"], 0, "{after}");
+}
+
+/// `RALLY_EVENT_FINISH_TIME` a few seconds ahead in a zone far from UTC (read with chrono-tz here):
+/// an event that started before it finishes; one that starts after it waits.
+async fn the_finisher_honours_its_time_and_zone(backend: Backend) {
+    let zone = chrono_tz::Pacific::Kiritimati;
+    let finish = Utc::now() + Span::seconds(8);
+    let local = finish.with_timezone(&zone).time();
+    let app = TestApp::spawn_with(backend, |c| {
+        c.time_zone = zone;
+        c.event_finish_time = local;
+    })
+    .await;
+    let org = app.signup("org").await;
+    let before = live_event(&app, &org, finish - Span::seconds(1)).await;
+    let after = live_event(&app, &org, finish + Span::seconds(2)).await;
+    let mut statuses = subscribe(
+        &app,
+        None,
+        "subscription { eventStatusChanged { id status } }",
+        json!({}),
+    )
+    .await;
+    app.listening("events:status-changes", 1).await;
+    assert!(
+        Utc::now() < finish,
+        "the set-up ran past the finish time; nothing is proven"
+    );
+    let change = statuses.next_data("s").await;
+    assert_eq!(
+        change["eventStatusChanged"],
+        json!({ "id": before, "status": "FINISHED" })
+    );
+    let finished_at = Utc::now();
+    assert!(
+        finished_at >= finish && finished_at - finish < Span::seconds(3),
+        "at the finish time: {finished_at} vs {finish}"
+    );
+    statuses.assert_quiet(Duration::from_millis(500)).await;
+    let later = app
+        .gql(
+            "query($id: ID!) { event(id: $id) { status } }",
+            json!({ "id": after }),
+        )
+        .await;
+    assert_eq!(
+        later.data()["event"]["status"],
+        "LIVE",
+        "it waits for tomorrow"
+    );
+}
+
+async fn a_missed_finish_is_caught_up_once_at_start(backend: Backend) {
+    // An instance whose finish time is half a day away; a LIVE event that started after its last
+    // finish moment.
+    let missed = Utc::now() - Span::minutes(1);
+    let app = TestApp::spawn_with(backend, |c| {
+        c.event_finish_time = (missed + Span::hours(12)).time();
+    })
+    .await;
+    let org = app.signup("org").await;
+    let event = live_event(&app, &org, missed - Span::minutes(30)).await;
+    let status = |app: &TestApp| {
+        let app_url = app.url("/graphql");
+        let http = app.http.clone();
+        let event = event.clone();
+        async move {
+            let body: Value = http
+                .post(app_url)
+                .json(&json!({ "query": "query($id: ID!) { event(id: $id) { status } }", "variables": { "id": event } }))
+                .send()
+                .await
+                .expect("sent")
+                .json()
+                .await
+                .expect("json");
+            body["data"]["event"]["status"]
+                .as_str()
+                .expect("status")
+                .to_owned()
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&app).await, "LIVE");
+    // A deploy moves the finish time to a minute ago, when no instance ran it: caught up at start.
+    let app = app
+        .restart_with(|c| c.event_finish_time = missed.time())
+        .await;
+    let mut finished = false;
+    for _ in 0..100 {
+        if status(&app).await == "FINISHED" {
+            finished = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(finished, "caught up at start");
+    let done_once = |app: &TestApp| {
+        let db = app.state.db.clone();
+        async move {
+            job_run::Entity::find()
+                .filter(job_run::Column::Job.eq("finish-events"))
+                .filter(job_run::Column::Moment.gte(missed - Span::seconds(1)))
+                .count(&db)
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(done_once(&app).await, 1);
+    let app = app.restart().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        done_once(&app).await,
+        1,
+        "the missed moment, once, across restarts"
+    );
+}
+
+/// Eight attempts at one finish moment from two instances sharing the database (the moment's
+/// ledger row is the only arbiter here: no lease is taken): it is done once, each event finished
+/// and announced once.
+async fn instances_racing_for_one_moment_do_it_once(backend: Backend) {
+    let a = TestApp::spawn(backend).await;
+    let url = a.state.config.database_url();
+    let b = TestApp::spawn_with(backend, |c| c.database_url = Some(url)).await;
+    let org = a.signup("org").await;
+    let moment = Utc::now() - Span::seconds(1);
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(live_event(&a, &org, moment - Span::hours(1)).await);
+    }
+    let mut feeds = Vec::new();
+    for app in [&a, &b] {
+        feeds.push(
+            subscribe(
+                app,
+                None,
+                "subscription { eventStatusChanged { id status } }",
+                json!({}),
+            )
+            .await,
+        );
+        app.listening("events:status-changes", 1).await;
+    }
+    let job = Job {
+        name: "finish-events",
+        schedule: Schedule::Daily {
+            at: moment.time(),
+            zone: chrono_tz::UTC,
+        },
+        work: Work::FinishEvents,
+    };
+    let now = Utc::now();
+    let holders: Vec<String> = (0..8).map(|n| format!("racer-{n}")).collect();
+    let attempts = futures_util::future::join_all(holders.iter().enumerate().map(|(n, holder)| {
+        let state = if n % 2 == 0 { &a.state } else { &b.state };
+        run_due(state, &job, holder, now)
+    }))
+    .await;
+    let done: Vec<u64> = attempts
+        .into_iter()
+        .filter_map(|attempt| attempt.expect("no attempt fails"))
+        .collect();
+    assert_eq!(
+        done,
+        [3],
+        "one attempt did the moment, finishing the three events"
+    );
+    let ledger = job_run::Entity::find()
+        .filter(job_run::Column::Job.eq("finish-events"))
+        .filter(job_run::Column::Moment.eq(job.schedule.latest(now)))
+        .count(&a.state.db)
+        .await
+        .expect("count");
+    assert_eq!(ledger, 1);
+    // Each instance announces what it committed: three changes in all, each event once.
+    let mut announced = Vec::new();
+    for feed in &mut feeds {
+        loop {
+            let next = tokio::time::timeout(Duration::from_millis(500), feed.next_frame()).await;
+            let Ok(Ok(frame)) = next else { break };
+            if frame["type"] == "next" {
+                let change = &frame["payload"]["data"]["eventStatusChanged"];
+                assert_eq!(change["status"], "FINISHED");
+                announced.push(change["id"].as_str().expect("id").to_owned());
+            }
+        }
+    }
+    announced.sort();
+    events.sort();
+    assert_eq!(announced, events);
+}
