@@ -572,11 +572,16 @@ fn proximity_row(
 async fn proximity_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
     // Sign-ups are set-up, not measured: argon2 at its cheapest. Phones send once a second; the
     // server's limit is set to half that so a request delayed by the load generator is not refused.
+    // One secret for every instance, so a token signed by one is accepted by the others.
     let settings = [
         ("RALLY_ARGON2_MEMORY_KIB", "256"),
         ("RALLY_ARGON2_ITERATIONS", "1"),
         ("RALLY_LOCATION_MIN_INTERVAL_MS", "500"),
         ("RALLY_WS_KEEPALIVE_SECONDS", "120"),
+        (
+            "RALLY_JWT_SECRET",
+            "bench-only-secret-shared-by-every-instance",
+        ),
     ];
     let (activities, seconds) = (args.proximity_activities, args.proximity_seconds);
     let _ = writeln!(
@@ -753,8 +758,13 @@ async fn main() -> anyhow::Result<()> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Rally bench, {} ({setup})\n\nCommand: `cargo build --release && cargo run -p bench --release --{}{}`  \nMachine: {} cores, loopback; the load generator, each baseline and every Rally instance run as separate processes on the same machine.\n",
+        "# Rally bench, {} ({setup})\n\nCommand: `cargo build --release && cargo run -p bench --release --{}{}{}`  \nMachine: {} cores, loopback; the load generator, each baseline and every Rally instance run as separate processes on the same machine.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        if args.only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only {}", args.only.join(","))
+        },
         args.database_url
             .as_ref()
             .map(|_| " --database-url …")

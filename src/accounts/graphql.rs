@@ -55,10 +55,22 @@ pub enum BodyType {
 }
 
 /// A person with an account.
+#[derive(Clone)]
 pub struct User {
     model: user::Model,
     /// Private fields are shown regardless of the viewer: the payload of the user's own sign-in.
     own_session: bool,
+}
+
+impl User {
+    /// The user with this id, through the loader (NOT_FOUND when there is none).
+    pub async fn load(ctx: &Context<'_>, id: Uuid) -> Result<Self> {
+        crate::graphql::loaders::loader::<UserLoader>(ctx)?
+            .load_one(id)
+            .await?
+            .map(Self::from)
+            .ok_or(Error::NotFound("no such user"))
+    }
 }
 
 impl From<user::Model> for User {

@@ -15,15 +15,6 @@ use crate::error::{Error, Result};
 use crate::graphql::loaders::loader;
 use crate::graphql::{ContextExt, SignedIn, ids};
 
-/// The user with this id, through the loader.
-async fn user(ctx: &Context<'_>, id: Uuid) -> Result<User> {
-    loader::<UserLoader>(ctx)?
-        .load_one(id)
-        .await?
-        .map(User::from)
-        .ok_or(Error::NotFound("no such user"))
-}
-
 /// A handle argument; one that cannot be a handle names nobody.
 fn handle(raw: &str, field: &str) -> Result<Handle> {
     Handle::parse(raw, field).map_err(|_| Error::NotFound("no user with this handle"))
@@ -68,12 +59,12 @@ pub struct MonitorLink(monitor_link::Model);
 impl MonitorLink {
     /// Who watches.
     async fn watcher(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.watcher_id).await
+        User::load(ctx, self.0.watcher_id).await
     }
 
     /// Who is watched.
     async fn watched(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.watched_id).await
+        User::load(ctx, self.0.watched_id).await
     }
 
     /// PENDING until the watched person accepts.
@@ -94,7 +85,7 @@ pub struct LocationState(location::Model);
 impl LocationState {
     /// The caller.
     async fn user(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.user_id).await
+        User::load(ctx, self.0.user_id).await
     }
 
     /// Both null when the device reported its GPS off.
@@ -120,7 +111,7 @@ pub struct NearestPerson(model::Nearest);
 impl NearestPerson {
     /// Who.
     async fn user(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.user_id).await
+        User::load(ctx, self.0.user_id).await
     }
 
     /// Meters from the owner's last position (haversine).
@@ -146,7 +137,7 @@ impl Activity {
 
     /// Who started it.
     async fn owner(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.activity.owner_id).await
+        User::load(ctx, self.0.activity.owner_id).await
     }
 
     /// ACTIVE, DISRUPTED or STOPPED.
@@ -214,7 +205,7 @@ impl TrackingCommand {
 
     /// The activity's owner.
     async fn requested_by(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.requested_by).await
+        User::load(ctx, self.0.requested_by).await
     }
 }
 
@@ -233,7 +224,7 @@ impl ProximityAlert {
 
     /// Who came near.
     async fn user(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.user_id).await
+        User::load(ctx, self.0.user_id).await
     }
 
     /// How near, meters.

@@ -15,15 +15,8 @@ use crate::events::graphql::{Event, EventLoader};
 use crate::graphql::loaders::loader;
 use crate::graphql::pagination::PageRequest;
 use crate::graphql::{ContextExt, SignedIn, ids, upload};
-
-async fn user(ctx: &Context<'_>, id: Uuid) -> Result<User> {
-    loader::<UserLoader>(ctx)?
-        .load_one(id)
-        .await?
-        .map(User::from)
-        .ok_or(Error::NotFound("no such user"))
-}
-
+use std::collections::HashMap;
+use std::sync::Arc;
 async fn event(ctx: &Context<'_>, id: Uuid) -> Result<Event> {
     loader::<EventLoader>(ctx)?
         .load_one(id)
@@ -73,7 +66,7 @@ impl Ticket {
 
     /// The runner.
     async fn owner(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.owner_id).await
+        User::load(ctx, self.0.owner_id).await
     }
 
     /// ACTIVE, CONSUMED or EXPIRED.
@@ -104,7 +97,7 @@ impl Run {
 
     /// The runner.
     async fn user(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.user_id).await
+        User::load(ctx, self.0.user_id).await
     }
 
     /// The event.
@@ -159,34 +152,59 @@ pub struct TrackPointInput {
     at: DateTime<Utc>,
 }
 
-/// A held cell of an event's territory.
-pub struct Territory(territory::Model);
+/// A held cell of an event's territory. A listing loads the holders once for all its cells (an
+/// event's territory runs to 100,000 cells), so `owner` costs no loader call per cell.
+pub struct Territory {
+    row: territory::Model,
+    owners: Arc<HashMap<Uuid, User>>,
+}
+
+impl Territory {
+    /// `rows` with their holders, loaded in one batch.
+    async fn all(ctx: &Context<'_>, rows: Vec<territory::Model>) -> Result<Vec<Self>> {
+        let mut ids: Vec<Uuid> = rows.iter().map(|row| row.owner_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let owners: HashMap<Uuid, User> = loader::<UserLoader>(ctx)?
+            .load_many(ids)
+            .await?
+            .into_iter()
+            .map(|(id, model)| (id, User::from(model)))
+            .collect();
+        let owners = Arc::new(owners);
+        Ok(rows
+            .into_iter()
+            .map(|row| Self {
+                row,
+                owners: owners.clone(),
+            })
+            .collect())
+    }
+}
 
 #[Object]
 impl Territory {
     /// H3 cell index, hex string.
     async fn cell(&self) -> String {
-        unstored(self.0.cell).map_or_else(|| format!("{:x}", self.0.cell), |c| c.to_string())
+        unstored(self.row.cell).map_or_else(|| format!("{:x}", self.row.cell), |c| c.to_string())
     }
 
     /// The last runner who captured it.
     async fn owner(&self, ctx: &Context<'_>) -> Result<User> {
-        user(ctx, self.0.owner_id).await
+        match self.owners.get(&self.row.owner_id) {
+            Some(owner) => Ok(owner.clone()),
+            None => User::load(ctx, self.row.owner_id).await,
+        }
     }
 
     /// When.
     async fn captured_at(&self) -> DateTime<Utc> {
-        self.0.captured_at
+        self.row.captured_at
     }
 
     /// Cell boundary as [latitude, longitude] pairs.
-    async fn boundary(&self) -> Vec<Vec<f64>> {
-        unstored(self.0.cell)
-            .map(boundary)
-            .unwrap_or_default()
-            .into_iter()
-            .map(Vec::from)
-            .collect()
+    async fn boundary(&self) -> Vec<[f64; 2]> {
+        unstored(self.row.cell).map(boundary).unwrap_or_default()
     }
 }
 
@@ -297,7 +315,7 @@ impl RunsQuery {
     async fn territories(&self, ctx: &Context<'_>, event_id: ID) -> Result<Vec<Territory>> {
         let id = ids::require(&event_id, "no such event")?;
         let cells = service::territories(ctx.state()?, id).await?;
-        Ok(cells.into_iter().map(Territory).collect())
+        Territory::all(ctx, cells).await
     }
 }
 
@@ -387,14 +405,17 @@ impl RunsSubscription {
     ) -> Result<impl Stream<Item = Territory>> {
         let id = ids::require(&event_id, "no such event")?;
         let captured = service::follow_territory(ctx.state()?, id).await?;
-        Ok(captured.map(|cell: model::CellCaptured| {
-            Territory(territory::Model {
+        let nobody = Arc::new(HashMap::new());
+        Ok(captured.map(move |cell: model::CellCaptured| Territory {
+            row: territory::Model {
                 event_id: cell.event_id,
                 cell: i64::try_from(cell.cell).unwrap_or(i64::MAX),
                 owner_id: cell.owner_id,
                 run_id: Uuid::nil(),
                 captured_at: cell.captured_at,
-            })
+            },
+            // A pushed cell's holder comes through the loader (once per instance and batch).
+            owners: nobody.clone(),
         }))
     }
 }

@@ -158,13 +158,18 @@ async fn running(
         .as_str()
         .expect("run id")
         .to_owned();
+    set_back(app, &id, started_at).await;
+    (event, id)
+}
+
+/// Sets run `id`'s start back to `started_at` in the database, as if the runner set off then.
+async fn set_back(app: &TestApp, id: &str, started_at: DateTime<Utc>) {
     run::Entity::update_many()
         .col_expr(run::Column::StartedAt, Expr::value(started_at))
-        .filter(run::Column::Id.eq(Uuid::parse_str(&id).expect("uuid")))
+        .filter(run::Column::Id.eq(Uuid::parse_str(id).expect("uuid")))
         .exec(&app.state.db)
         .await
         .expect("set back");
-    (event, id)
 }
 
 async fn save(app: &TestApp, runner: &Session, run: &str, track: &[Value]) -> Gql {
@@ -256,15 +261,7 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
     let run = started.data()["startRun"].clone();
     assert_eq!(run["status"], "RUNNING");
     let id = run["id"].as_str().expect("id").to_owned();
-    run::Entity::update_many()
-        .col_expr(
-            run::Column::StartedAt,
-            Expr::value(Utc::now() - Span::minutes(20)),
-        )
-        .filter(run::Column::Id.eq(Uuid::parse_str(&id).expect("uuid")))
-        .exec(&app.state.db)
-        .await
-        .expect("set back");
+    set_back(&app, &id, Utc::now() - Span::minutes(20)).await;
     let path = track(PARIS, Utc::now() - Span::minutes(18), 3.0, 900, 2, 4.0);
     let saved = save(&app, &ann, &id, &path).await;
     let saved = saved.data()["saveRun"].clone();
@@ -661,12 +658,7 @@ async fn the_last_runner_holds_a_cell_and_each_capture_is_pushed(backend: Backen
             .as_str()
             .expect("id")
             .to_owned();
-        run::Entity::update_many()
-            .col_expr(run::Column::StartedAt, Expr::value(start))
-            .filter(run::Column::Id.eq(Uuid::parse_str(&id).expect("uuid")))
-            .exec(&app.state.db)
-            .await
-            .expect("set back");
+        set_back(&app, &id, start).await;
         runs.push(id);
     }
     save(&app, &ann, &runs[0], &path).await.data();
