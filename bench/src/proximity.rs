@@ -15,8 +15,9 @@
 //!   enters once, and its alert's latency runs from its first accepted update inside.
 //! - If the server falls behind, the dispatcher waits for a free connection, so the offered rate
 //!   drops below `10 × activities`/s; the table prints the rate offered and the rate accepted.
-//! - CPU is the servers' user + system time from the first update to two seconds after the last,
-//!   divided by the accepted updates.
+//! - CPU is the servers' user + system time from the first update until the screens have heard
+//!   nothing for two seconds (at most a minute after the last update), divided by the accepted
+//!   updates; late frames and alerts still count as received.
 //!
 //! With two instances the phones talk to one and the owners' screens to the other.
 
@@ -179,6 +180,7 @@ async fn screen(
     connects: Arc<Semaphore>,
     ready: mpsc::UnboundedSender<()>,
     mut stop: watch::Receiver<bool>,
+    heard: Arc<(Instant, AtomicU64)>,
 ) -> anyhow::Result<Screen> {
     let mut request = ws_url.into_client_request()?;
     request.headers_mut().insert(
@@ -220,6 +222,7 @@ async fn screen(
                 let Some(Ok(message)) = message else { bail!("the screen's socket closed") };
                 let Message::Text(text) = message else { continue };
                 let at = Instant::now();
+                heard.1.fetch_max(micros(at.duration_since(heard.0)), Ordering::Relaxed);
                 let frame: Value = serde_json::from_str(&text)?;
                 match (frame["type"].as_str(), frame["id"].as_str()) {
                     (Some("next"), Some("a")) => {
@@ -419,6 +422,8 @@ pub async fn run(
     let connects = Arc::new(Semaphore::new(64));
     let (ready, mut readied) = mpsc::unbounded_channel();
     let (stop, stopped) = watch::channel(false);
+    // When any screen last heard anything: the run ends once they have all been quiet a while.
+    let heard = Arc::new((Instant::now(), AtomicU64::new(0)));
     let screens: Vec<_> = owners
         .iter()
         .zip(&running)
@@ -430,6 +435,7 @@ pub async fn run(
                 connects.clone(),
                 ready.clone(),
                 stopped.clone(),
+                heard.clone(),
             ))
         })
         .collect();
@@ -519,7 +525,17 @@ pub async fn run(
         }
     }
     let sending_seconds = start.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Late frames and alerts still count: wait until the screens have heard nothing for 2 s (at
+    // most a minute).
+    let quiet = Duration::from_secs(2);
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let last = Duration::from_micros(heard.1.load(Ordering::Relaxed));
+        if heard.0.elapsed().saturating_sub(last) >= quiet || Instant::now() >= give_up {
+            break;
+        }
+    }
     let cpu_after: u64 = pids
         .iter()
         .map(|&pid| cpu_us(pid))
