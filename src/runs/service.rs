@@ -264,12 +264,13 @@ pub async fn save_run(
         state.config.run_max_speed_kmh,
         state.config.h3_resolution,
     );
-    let (track, verdict) = tokio::task::spawn_blocking(move || {
+    // Judging and encoding a long track are CPU work: off the async workers.
+    let (kept, verdict) = tokio::task::spawn_blocking(move || {
         let verdict = judge(&track, limits);
-        (track, verdict)
+        serde_json::to_string(&track).map(|kept| (kept, verdict))
     })
-    .await?;
-    let kept = serde_json::to_string(&track).map_err(Error::internal)?;
+    .await?
+    .map_err(Error::internal)?;
 
     let mut txn = state.begin_write().await?;
     let mut finish = run::Entity::update_many()
