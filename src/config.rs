@@ -70,15 +70,31 @@ pub struct Config {
     )]
     pub database_max_connections: u32,
 
-    /// `redis://…` to share live updates between instances; unset: the in-process broker.
+    /// `redis://…` to share live updates and rate limits between instances; unset: the in-process
+    /// broker and per-instance limits.
     #[arg(long, env = "RALLY_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// The namespace of Rally's channels and keys in Redis, so deployments (or tests) can share one.
+    #[arg(
+        long,
+        env = "RALLY_REDIS_PREFIX",
+        default_value = "rally",
+        global = true
+    )]
+    pub redis_prefix: String,
 
     /// HS256 secret for access tokens (>= 32 bytes); default: generated once into the data dir.
     #[arg(long, env = "RALLY_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// Local media folder; default: `<data dir>/media`.
+    /// Where media objects live: `file:///path`, `s3://bucket/prefix` (any S3-compatible service,
+    /// configured by the standard `AWS_*` variables), `gs://bucket/prefix` or `az://container/prefix`;
+    /// default: `<data dir>/media`.
+    #[arg(long, env = "RALLY_MEDIA_URL", global = true)]
+    pub media_url: Option<String>,
+
+    /// Local media folder (the same as `RALLY_MEDIA_URL=file:///path`).
     #[arg(long, env = "RALLY_MEDIA_DIR", global = true)]
     pub media_dir: Option<PathBuf>,
 
@@ -501,6 +517,15 @@ impl Config {
                 );
             }
         }
+        self.media_url()?;
+        if self.redis_prefix.is_empty()
+            || !self
+                .redis_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            bail!("RALLY_REDIS_PREFIX must be letters, digits, '-', '_' or '.'");
+        }
         self.check_bounds()
     }
 
@@ -729,11 +754,24 @@ impl Config {
         }
     }
 
-    /// The local media folder.
-    pub fn media_dir(&self) -> PathBuf {
-        self.media_dir
+    /// Where media objects live, as a URL: `RALLY_MEDIA_URL`, or the folder `RALLY_MEDIA_DIR`
+    /// (default `<data dir>/media`) as a `file://` URL.
+    pub fn media_url(&self) -> anyhow::Result<url::Url> {
+        if let Some(url) = &self.media_url {
+            if self.media_dir.is_some() {
+                bail!("set RALLY_MEDIA_URL or RALLY_MEDIA_DIR, not both");
+            }
+            return url::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("RALLY_MEDIA_URL is not a URL: {e}"));
+        }
+        let dir = self
+            .media_dir
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("media"))
+            .unwrap_or_else(|| self.data_dir.join("media"));
+        let dir = std::path::absolute(&dir)
+            .map_err(|e| anyhow::anyhow!("RALLY_MEDIA_DIR {}: {e}", dir.display()))?;
+        url::Url::from_directory_path(&dir)
+            .map_err(|()| anyhow::anyhow!("RALLY_MEDIA_DIR {} is not a folder path", dir.display()))
     }
 
     /// Whether introspection is served.
@@ -819,9 +857,44 @@ mod tests {
         let config = Config::with_data_dir("/tmp/x");
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(config.database_url(), "sqlite:///tmp/x/rally.db?mode=rwc");
-        assert_eq!(config.media_dir(), PathBuf::from("/tmp/x/media"));
+        assert_eq!(config.media_url().unwrap().as_str(), "file:///tmp/x/media/");
         assert!(config.introspection_enabled());
         assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn media_is_a_url_or_a_folder_not_both() {
+        let mut config = Config::with_data_dir("/tmp/x");
+        config.media_dir = Some("/srv/media".into());
+        assert_eq!(config.media_url().unwrap().as_str(), "file:///srv/media/");
+        config.media_url = Some("s3://bucket/rally".into());
+        let err = config.check().expect_err("both set").to_string();
+        assert!(
+            err.contains("RALLY_MEDIA_URL") && err.contains("RALLY_MEDIA_DIR"),
+            "{err}"
+        );
+        config.media_dir = None;
+        assert_eq!(config.media_url().unwrap().as_str(), "s3://bucket/rally");
+        config.media_url = Some("not a url".into());
+        assert!(
+            config
+                .check()
+                .expect_err("bad URL")
+                .to_string()
+                .contains("RALLY_MEDIA_URL")
+        );
+    }
+
+    #[test]
+    fn the_redis_prefix_is_a_plain_name() {
+        let mut config = Config::with_data_dir("/tmp/x");
+        assert_eq!(config.redis_prefix, "rally");
+        config.redis_prefix = "staging-2".into();
+        assert!(config.check().is_ok());
+        for bad in ["", "a b", "a:b", "a*"] {
+            config.redis_prefix = bad.into();
+            assert!(config.check().is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -280,16 +280,27 @@ async fn readyz(State(http): State<HttpState>) -> Response {
         "kind": broker.kind,
         "state": if broker.connected { "connected" } else { "reconnecting" },
     });
-    match http.app.db.ping().await {
-        Ok(()) => {
-            Json(serde_json::json!({ "status": "ready", "database": "ok", "broker": broker }))
-                .into_response()
-        }
+    // Every instance shares the media store and the broker, so their trouble is reported but
+    // keeps no instance out of the balancer (taking all out helps nobody); the database does.
+    let (database, media_reachable) = tokio::join!(http.app.db.ping(), http.app.media.reachable());
+    let media = serde_json::json!({
+        "kind": http.app.media.kind(),
+        "state": if media_reachable { "ok" } else { "unreachable" },
+    });
+    let limits = http.app.auth_limits.store_status();
+    match database {
+        Ok(()) => Json(serde_json::json!({
+            "status": "ready", "database": "ok", "broker": broker, "media": media, "limits": limits,
+        }))
+        .into_response(),
         Err(err) => {
             tracing::warn!(error = %err, "database not reachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "unavailable", "database": "unreachable", "broker": broker })),
+                Json(serde_json::json!({
+                    "status": "unavailable", "database": "unreachable", "broker": broker,
+                    "media": media, "limits": limits,
+                })),
             )
                 .into_response()
         }

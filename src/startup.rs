@@ -11,7 +11,7 @@ use axum::Router;
 use axum::serve::ListenerExt as _;
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::auth::{AuthLimits, Passwords, PerUserLimit, TokenKeys};
+use crate::auth::{AuthLimits, LimitStore, Passwords, PerUserLimit, TokenKeys};
 use crate::config::Config;
 use crate::cups::Leaderboards;
 use crate::games::service::BlurRenditions;
@@ -44,11 +44,14 @@ impl App {
         config.prepare_data_dir()?;
         let db = db::connect(&config).await?;
         db::migrate_up(&db).await?;
-        let media = MediaStore::local(&config.media_dir(), config.public_url.as_deref())
-            .context("cannot open the media folder")?;
-        let live = match &config.redis_url {
-            Some(url) => Live::redis(url)?,
-            None => Live::in_process(),
+        let media = MediaStore::open(&config.media_url()?, config.public_url.as_deref())
+            .context("cannot open the media store")?;
+        let (live, limit_store) = match &config.redis_url {
+            Some(url) => (
+                Live::redis(url, &config.redis_prefix)?,
+                LimitStore::redis(url, &config.redis_prefix)?,
+            ),
+            None => (Live::in_process(), LimitStore::local()),
         };
         let tokens = TokenKeys::new(&config.load_jwt_secret()?, config.access_token_ttl());
         let passwords = Passwords::new(
@@ -60,12 +63,20 @@ impl App {
             config.auth_attempts_per_login,
             config.auth_attempts_per_address,
             Duration::from_secs(config.auth_window_seconds),
+            &limit_store,
         );
         let writes = db::Writes::for_backend(&db);
-        let uploads = PerUserLimit::per_minute(config.uploads_per_minute, "too many uploads");
+        let uploads = PerUserLimit::per_minute(
+            "uploads",
+            config.uploads_per_minute,
+            "too many uploads",
+            &limit_store,
+        );
         let cup_code_attempts = PerUserLimit::per_minute(
+            "cup-codes",
             config.cup_code_attempts_per_minute,
             "too many cup-code attempts",
+            &limit_store,
         );
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;

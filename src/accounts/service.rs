@@ -70,7 +70,7 @@ pub async fn signup(
     account: NewAccount,
 ) -> Result<Session> {
     if let Some(address) = client {
-        state.auth_limits.check_address(address)?;
+        state.auth_limits.check_address(address).await?;
     }
     let taken = user::Entity::find()
         .filter(
@@ -152,9 +152,9 @@ pub async fn login(
     password: String,
 ) -> Result<Session> {
     if let Some(address) = client {
-        state.auth_limits.check_address(address)?;
+        state.auth_limits.check_address(address).await?;
     }
-    state.auth_limits.check_login(login.as_str())?;
+    state.auth_limits.check_login(login.as_str()).await?;
     let column = match &login {
         Login::Email(_) => user::Column::Email,
         Login::Handle(_) => user::Column::Handle,
@@ -475,7 +475,7 @@ pub async fn set_avatar(state: &AppState, user_id: Uuid, bytes: Vec<u8>) -> Resu
         .one(&state.db)
         .await?
         .ok_or(Error::Unauthenticated("this account no longer exists"))?;
-    state.uploads.check(user_id)?;
+    state.uploads.check(user_id).await?;
     let picture = prepare_picture(bytes, state.image_limits(), AVATAR_SIDE, "file").await?;
     let key = state.media.put_picture(picture).await?;
     let old = current.avatar_key.clone();

@@ -1,104 +1,317 @@
 //! Rate limits: on credential use (per login name and per client address), and per signed-in user
 //! for what a domain must bound (uploads, cup-code attempts).
 //!
-//! All are GCRA buckets (governor): a burst of N attempts, refilled evenly over the window. The
-//! buckets live in this process; with several instances each keeps its own, so the effective limit
-//! is N per instance (the load balancer's stickiness or a shared store would tighten it).
+//! All are GCRA buckets: a burst of N attempts, refilled evenly over the window. Where they live is
+//! the [`LimitStore`]: this process's memory (governor) by default, or Redis with
+//! `RALLY_REDIS_URL`, where every check is one Lua script run on Redis's clock (no read-modify-write
+//! from Rust), so a limit holds across every instance behind a balancer. When Redis does not answer
+//! within [`SHARED_TIMEOUT`], a check falls back to this instance's own bucket (logged once per
+//! outage, counted in `rally_limiter_fallbacks_total`) and Redis is asked again after
+//! [`SHARED_REST`]: requests never fail because the limiter's store is down.
 
+use std::fmt::Display;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
+/// Longest wait for Redis to settle a check before this instance decides alone.
+pub const SHARED_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long checks stay local after Redis failed one.
+pub const SHARED_REST: Duration = Duration::from_secs(2);
+
+/// GCRA on Redis's clock. `KEYS[1]` holds the bucket's theoretical arrival time (ms); `ARGV[1]` is
+/// the refill period (ms) and `ARGV[2]` the burst. Returns 0 when the attempt counts, else the
+/// milliseconds until one would.
+const GCRA: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local period = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local next_tat = tat + period
+local wait = next_tat - burst * period - now
+if wait > 0 then return wait end
+redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
+return 0
+";
+
+/// Where the buckets are kept: here, or in Redis shared by every instance.
+#[derive(Clone, Default)]
+pub struct LimitStore(Option<Arc<Shared>>);
+
+struct Shared {
+    redis: ConnectionManager,
+    gcra: Script,
+    prefix: String,
+    /// Unix milliseconds before which Redis is not asked (it failed a check).
+    resting_until: AtomicU64,
+    /// Whether the last check fell back (so an outage is logged once).
+    degraded: AtomicBool,
+}
+
+impl LimitStore {
+    /// Buckets in this process only.
+    pub fn local() -> Self {
+        Self(None)
+    }
+
+    /// Buckets in Redis at `url`, under `{prefix}:limit:`; connects on first use.
+    pub fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("RALLY_REDIS_URL is not a Redis URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(SHARED_TIMEOUT))
+            .set_response_timeout(Some(SHARED_TIMEOUT))
+            .set_number_of_retries(1);
+        let redis = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| anyhow::anyhow!("cannot prepare the Redis connection for limits: {e}"))?;
+        Ok(Self(Some(Arc::new(Shared {
+            redis,
+            gcra: Script::new(GCRA),
+            prefix: format!("{prefix}:limit:"),
+            resting_until: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
+        }))))
+    }
+
+    /// `local`, `redis`, or `local (redis unreachable)` while checks fall back.
+    pub fn status(&self) -> &'static str {
+        match &self.0 {
+            None => "local",
+            Some(shared) if shared.degraded.load(Ordering::Relaxed) => "local (redis unreachable)",
+            Some(_) => "redis",
+        }
+    }
+}
+
+impl Shared {
+    /// Redis's verdict on one attempt in `bucket`, or `None` when Redis cannot give one now.
+    async fn check(
+        &self,
+        bucket: &str,
+        key: &str,
+        burst: u32,
+        period: Duration,
+    ) -> Option<Verdict> {
+        let now = unix_millis();
+        if now < self.resting_until.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Keys are hashed: login names and addresses are nobody's business in Redis.
+        let digest = Sha256::digest(key.as_bytes());
+        let redis_key = format!(
+            "{}{bucket}:{}",
+            self.prefix,
+            URL_SAFE_NO_PAD.encode(&digest[..18])
+        );
+        let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut redis = self.redis.clone();
+        let mut invocation = self.gcra.key(redis_key);
+        invocation.arg(period_ms).arg(burst);
+        // A connection dropped since the last check fails the first call and is re-established by
+        // it, so one more try fits in the same time budget.
+        let call = async {
+            match invocation.invoke_async::<u64>(&mut redis).await {
+                Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                    invocation.invoke_async::<u64>(&mut redis).await
+                }
+                answer => answer,
+            }
+        };
+        let failure = match tokio::time::timeout(SHARED_TIMEOUT, call).await {
+            Ok(Ok(wait_ms)) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Redis answers again: rate limits are shared again");
+                }
+                return Some(if wait_ms == 0 {
+                    Ok(())
+                } else {
+                    Err(Duration::from_millis(wait_ms))
+                });
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("no answer within {SHARED_TIMEOUT:?}"),
+        };
+        let rest = u64::try_from(SHARED_REST.as_millis()).unwrap_or(u64::MAX);
+        self.resting_until
+            .store(now.saturating_add(rest), Ordering::Relaxed);
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %failure, "Redis unreachable: rate limits are per instance until it answers");
+        }
+        None
+    }
+}
+
+/// An attempt counts (`Ok`), or is refused until the wait has passed.
+type Verdict = std::result::Result<(), Duration>;
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// One keyed limit: `burst` attempts, one back every `period`, in the store or (as a fallback, or
+/// without a shared store) in this process.
+struct Bucket<K: Hash + Eq + Clone> {
+    name: &'static str,
+    burst: u32,
+    period: Duration,
+    local: Arc<DefaultKeyedRateLimiter<K>>,
+    store: LimitStore,
+}
+
+impl<K: Hash + Eq + Clone + Display> Bucket<K> {
+    fn new(name: &'static str, attempts: u32, window: Duration, store: &LimitStore) -> Self {
+        let burst = NonZeroU32::new(attempts.max(1)).unwrap_or(NonZeroU32::MIN);
+        let period = (window / burst.get()).max(Duration::from_millis(1));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(burst))
+            .allow_burst(burst);
+        Self {
+            name,
+            burst: burst.get(),
+            period,
+            local: Arc::new(RateLimiter::keyed(quota)),
+            store: store.clone(),
+        }
+    }
+
+    async fn check(&self, key: &K) -> Verdict {
+        if let Some(shared) = &self.store.0 {
+            if let Some(verdict) = shared
+                .check(self.name, &key.to_string(), self.burst, self.period)
+                .await
+            {
+                return verdict;
+            }
+            metrics::counter!("rally_limiter_fallbacks_total", "limit" => self.name).increment(1);
+        }
+        let clock = DefaultClock::default();
+        self.local
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(clock.now()))
+    }
+
+    fn shrink(&self) {
+        self.local.retain_recent();
+        self.local.shrink_to_fit();
+    }
+}
+
+impl<K: Hash + Eq + Clone> Clone for Bucket<K> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name,
+            burst: self.burst,
+            period: self.period,
+            local: self.local.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
 /// The login and address buckets.
 #[derive(Clone)]
 pub struct AuthLimits {
-    per_login: Arc<DefaultKeyedRateLimiter<String>>,
-    per_address: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    clock: DefaultClock,
+    per_login: Bucket<String>,
+    per_address: Bucket<IpAddr>,
 }
 
 impl AuthLimits {
-    /// `per_login` and `per_address` attempts per `window`.
-    pub fn new(per_login: u32, per_address: u32, window: Duration) -> Self {
+    /// `per_login` and `per_address` attempts per `window`, kept in `store`.
+    pub fn new(per_login: u32, per_address: u32, window: Duration, store: &LimitStore) -> Self {
         Self {
-            per_login: Arc::new(RateLimiter::keyed(quota(per_login, window))),
-            per_address: Arc::new(RateLimiter::keyed(quota(per_address, window))),
-            clock: DefaultClock::default(),
+            per_login: Bucket::new("login", per_login, window, store),
+            per_address: Bucket::new("address", per_address, window, store),
         }
     }
 
     /// Counts one attempt from `address`; RATE_LIMITED once its bucket is empty.
-    pub fn check_address(&self, address: IpAddr) -> Result<()> {
-        self.per_address
-            .check_key(&address)
-            .map_err(|not_until| self.limited(not_until.wait_time_from(self.clock.now())))
+    pub async fn check_address(&self, address: IpAddr) -> Result<()> {
+        self.per_address.check(&address).await.map_err(limited)
     }
 
     /// Counts one attempt on the login name `login` (already canonical).
-    pub fn check_login(&self, login: &str) -> Result<()> {
+    pub async fn check_login(&self, login: &str) -> Result<()> {
         self.per_login
-            .check_key(&login.to_owned())
-            .map_err(|not_until| self.limited(not_until.wait_time_from(self.clock.now())))
+            .check(&login.to_owned())
+            .await
+            .map_err(limited)
     }
 
-    /// Forgets buckets that are full again, so memory stays bounded; call it now and then.
+    /// Where the buckets are kept, for `/readyz`.
+    pub fn store_status(&self) -> &'static str {
+        self.per_login.store.status()
+    }
+
+    /// Forgets local buckets that are full again, so memory stays bounded; call it now and then.
     pub fn shrink(&self) {
-        self.per_login.retain_recent();
-        self.per_address.retain_recent();
-        self.per_login.shrink_to_fit();
-        self.per_address.shrink_to_fit();
+        self.per_login.shrink();
+        self.per_address.shrink();
     }
+}
 
-    fn limited(&self, wait: Duration) -> Error {
-        Error::RateLimited {
-            what: "too many attempts",
-            retry_after_seconds: retry_after(wait),
-        }
+fn limited(wait: Duration) -> Error {
+    Error::RateLimited {
+        what: "too many attempts",
+        retry_after_seconds: retry_after(wait),
     }
 }
 
 /// A per-user limit: `per_minute` actions of one user a minute, then RATE_LIMITED saying `what`.
 #[derive(Clone)]
 pub struct PerUserLimit {
-    per_user: Arc<DefaultKeyedRateLimiter<Uuid>>,
+    per_user: Bucket<Uuid>,
     what: &'static str,
-    clock: DefaultClock,
 }
 
 impl PerUserLimit {
-    /// `per_minute` actions per user; RATE_LIMITED with `what` past it.
-    pub fn per_minute(per_minute: u32, what: &'static str) -> Self {
+    /// `per_minute` actions per user, counted in `store` under `name`; RATE_LIMITED with `what`
+    /// past it.
+    pub fn per_minute(
+        name: &'static str,
+        per_minute: u32,
+        what: &'static str,
+        store: &LimitStore,
+    ) -> Self {
         Self {
-            per_user: Arc::new(RateLimiter::keyed(quota(
-                per_minute,
-                Duration::from_secs(60),
-            ))),
+            per_user: Bucket::new(name, per_minute, Duration::from_secs(60), store),
             what,
-            clock: DefaultClock::default(),
         }
     }
 
     /// Counts one action of `user`; RATE_LIMITED once their bucket is empty.
-    pub fn check(&self, user: Uuid) -> Result<()> {
+    pub async fn check(&self, user: Uuid) -> Result<()> {
         self.per_user
-            .check_key(&user)
-            .map_err(|not_until| Error::RateLimited {
+            .check(&user)
+            .await
+            .map_err(|wait| Error::RateLimited {
                 what: self.what,
-                retry_after_seconds: retry_after(not_until.wait_time_from(self.clock.now())),
+                retry_after_seconds: retry_after(wait),
             })
     }
 
-    /// Forgets buckets that are full again.
+    /// Forgets local buckets that are full again.
     pub fn shrink(&self) {
-        self.per_user.retain_recent();
-        self.per_user.shrink_to_fit();
+        self.per_user.shrink();
     }
 }
 
@@ -107,25 +320,17 @@ fn retry_after(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
-fn quota(attempts: u32, window: Duration) -> Quota {
-    let burst = NonZeroU32::new(attempts.max(1)).unwrap_or(NonZeroU32::MIN);
-    let period = (window / burst.get()).max(Duration::from_millis(1));
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(burst))
-        .allow_burst(burst)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_login_is_limited_after_its_burst() {
-        let limits = AuthLimits::new(3, 100, Duration::from_secs(60));
+    #[tokio::test]
+    async fn a_login_is_limited_after_its_burst() {
+        let limits = AuthLimits::new(3, 100, Duration::from_secs(60), &LimitStore::local());
         for _ in 0..3 {
-            limits.check_login("alice").unwrap();
+            limits.check_login("alice").await.unwrap();
         }
-        match limits.check_login("alice") {
+        match limits.check_login("alice").await {
             Err(Error::RateLimited {
                 retry_after_seconds,
                 ..
@@ -134,19 +339,20 @@ mod tests {
             }
             other => panic!("expected RATE_LIMITED, got {other:?}"),
         }
-        limits.check_login("bob").unwrap();
+        limits.check_login("bob").await.unwrap();
     }
 
-    #[test]
-    fn a_user_is_limited_after_their_minute() {
-        let limit = PerUserLimit::per_minute(2, "too many uploads");
+    #[tokio::test]
+    async fn a_user_is_limited_after_their_minute() {
+        let limit =
+            PerUserLimit::per_minute("uploads", 2, "too many uploads", &LimitStore::local());
         let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        limit.check(ann).unwrap();
-        limit.check(ann).unwrap();
+        limit.check(ann).await.unwrap();
+        limit.check(ann).await.unwrap();
         assert!(matches!(
-            limit.check(ann),
+            limit.check(ann).await,
             Err(Error::RateLimited { what: "too many uploads", retry_after_seconds }) if (1..=30).contains(&retry_after_seconds)
         ));
-        limit.check(bob).unwrap();
+        limit.check(bob).await.unwrap();
     }
 }

@@ -13,7 +13,7 @@ mod revoked;
 mod token;
 mod viewer;
 
-pub use limits::{AuthLimits, PerUserLimit};
+pub use limits::{AuthLimits, LimitStore, PerUserLimit};
 pub use password::Passwords;
 pub use refresh::{RefreshToken, token_hash};
 pub use revoked::Revocations;

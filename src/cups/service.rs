@@ -256,7 +256,7 @@ pub async fn open(
     handle: &Handle,
     code: &str,
 ) -> Result<cup_session::Model> {
-    state.cup_code_attempts.check(actor.user_id)?;
+    state.cup_code_attempts.check(actor.user_id).await?;
     let event = events::service::require_crew(
         state,
         actor,

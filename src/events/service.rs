@@ -331,7 +331,7 @@ pub async fn set_image(
 ) -> Result<event::Model> {
     let current = find_or_404(&state.db, id).await?;
     ensure_organizer(actor, &current)?;
-    state.uploads.check(actor.user_id)?;
+    state.uploads.check(actor.user_id).await?;
     let picture = prepare_picture(bytes, state.image_limits(), IMAGE_SIDE, "file").await?;
     let key = state.media.put_picture(picture).await?;
     let updated = event::Entity::update_many()

@@ -370,7 +370,7 @@ pub async fn start_round(
             "the answer must be a player of this game",
         ));
     }
-    state.uploads.check(actor.user_id)?;
+    state.uploads.check(actor.user_id).await?;
     let picture = prepare_picture(photo, state.image_limits(), PHOTO_SIDE, "photo").await?;
     let photo_key = state.media.put_private(picture).await?;
     let mut txn = state.begin_write().await?;

@@ -97,10 +97,11 @@ impl Live {
 
     /// Redis pub/sub between instances (`redis://…`); starts reconnecting in the background, so
     /// Rally starts (and serves) even while Redis is away.
-    pub fn redis(url: &str) -> anyhow::Result<Self> {
+    /// Channels are named `{prefix}:{topic}`.
+    pub fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let hub = Arc::new(Hub::default());
         let origin = Uuid::now_v7();
-        let broker = RedisBroker::start(url, hub.clone(), origin)?;
+        let broker = RedisBroker::start(url, prefix, hub.clone(), origin)?;
         Ok(Self {
             hub,
             broker: Arc::new(broker),

@@ -1,5 +1,5 @@
 //! The Redis broker: PUBLISH for outgoing messages, and **one** pub/sub connection per process
-//! (`PSUBSCRIBE rally:*`) for incoming ones, fanned out by the local hub.
+//! (`PSUBSCRIBE {prefix}:*`, `rally:*` by default) for incoming ones, fanned out by the local hub.
 //!
 //! Both sides reconnect with exponential backoff (100 ms to 5 s). While Redis is away, publishing
 //! drops the cross-instance copy (counted in `rally_live_dropped_total`) but local subscribers still
@@ -21,8 +21,6 @@ use uuid::Uuid;
 use super::hub::{Delivery, Hub};
 use super::{Broker, BrokerStatus, TopicName, WIRE_VERSION};
 
-/// Channel prefix of every Rally topic.
-const PREFIX: &str = "rally:";
 /// Outgoing messages waiting for the publisher connection.
 const OUTBOX: usize = 10_000;
 /// A health ping on the pub/sub connection this often.
@@ -36,6 +34,8 @@ pub struct RedisBroker {
     origin: Uuid,
     outbox: mpsc::Sender<(String, String)>,
     connected: Arc<AtomicBool>,
+    /// `{RALLY_REDIS_PREFIX}:`, before every topic's channel name.
+    channels: String,
 }
 
 #[derive(Deserialize)]
@@ -49,19 +49,28 @@ struct Envelope<'a> {
 }
 
 impl RedisBroker {
-    /// Starts the publisher and subscriber tasks for `url`.
-    pub fn start(url: &str, hub: Arc<Hub>, origin: Uuid) -> anyhow::Result<Self> {
+    /// Starts the publisher and subscriber tasks for `url`, on the channels under `prefix`.
+    pub fn start(url: &str, prefix: &str, hub: Arc<Hub>, origin: Uuid) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("RALLY_REDIS_URL is not a Redis URL: {e}"))?;
         let (outbox, queue) = mpsc::channel(OUTBOX);
         let connected = Arc::new(AtomicBool::new(false));
         tokio::spawn(publisher(client.clone(), queue));
-        tokio::spawn(subscriber(client, hub.clone(), origin, connected.clone()));
+        let channels = format!("{prefix}:");
+        let pattern = format!("{channels}*");
+        tokio::spawn(subscriber(
+            client,
+            pattern,
+            hub.clone(),
+            origin,
+            connected.clone(),
+        ));
         Ok(Self {
             hub,
             origin,
             outbox,
             connected,
+            channels,
         })
     }
 }
@@ -75,7 +84,7 @@ impl Broker for RedisBroker {
             serde_json::Value::from(delivery.topic.as_str()),
             delivery.published_at_us,
         );
-        let channel = format!("{PREFIX}{}", delivery.topic.as_str());
+        let channel = format!("{}{}", self.channels, delivery.topic.as_str());
         self.hub.deliver(delivery);
         if self.outbox.try_send((channel, wire)).is_err() {
             metrics::counter!("rally_live_dropped_total").increment(1);
@@ -136,6 +145,7 @@ async fn publisher(client: redis::Client, mut queue: mpsc::Receiver<(String, Str
 /// Holds the one pub/sub connection, handing every foreign message to the hub.
 async fn subscriber(
     client: redis::Client,
+    pattern: String,
     hub: Arc<Hub>,
     origin: Uuid,
     connected: Arc<AtomicBool>,
@@ -158,7 +168,7 @@ async fn subscriber(
                 continue;
             }
         };
-        if let Err(err) = pubsub.psubscribe(format!("{PREFIX}*")).await {
+        if let Err(err) = pubsub.psubscribe(&pattern).await {
             tracing::warn!(error = %err, "redis PSUBSCRIBE failed");
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;

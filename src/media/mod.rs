@@ -3,19 +3,30 @@
 //!
 //! Uses `error` only: the blur game decides which rendering may be seen (see [`Renditions`]).
 //!
-//! The store is `object_store`'s local folder by default (`RALLY_MEDIA_DIR`); any other
-//! `ObjectStore` (S3, GCS, Azure) plugs in the same way. Objects are immutable: a new avatar is a new
-//! key, so `/media/{key}` can be cached forever. Decoding and encoding run on the blocking pool.
+//! The store is chosen by `RALLY_MEDIA_URL` ([`MediaStore::open`]): `object_store`'s local folder
+//! by default, or S3 (any S3-compatible service), Google Cloud Storage or Azure, which several
+//! instances share. Objects are immutable: a new avatar is a new key, so `/media/{key}` can be
+//! cached forever, and a blur rendering cached by one instance is good for all. Decoding and
+//! encoding run on the blocking pool; reads are streamed from the store.
 
 mod image;
 mod routes;
 
+use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::{Context, bail};
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreScheme, PutPayload};
+use url::Url;
 use uuid::Uuid;
 
 pub use self::image::{ImageLimits, Picture, prepare_picture, render_blurred};
@@ -26,18 +37,115 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct MediaStore {
     store: Arc<dyn ObjectStore>,
+    kind: &'static str,
     public_base: String,
 }
 
+/// A stored object being read: a part of it (`range`, all of it without a `Range`) as a stream.
+pub struct Reading {
+    /// Its content type.
+    pub content_type: &'static str,
+    /// The bytes sent.
+    pub range: Range<u64>,
+    /// The whole object's size.
+    pub size: u64,
+    /// The bytes, as the store sends them.
+    pub body: BoxStream<'static, object_store::Result<Bytes>>,
+}
+
+/// What a read finds.
+pub enum Lookup {
+    /// The object (or the part asked for).
+    Found(Reading),
+    /// No such object.
+    Missing,
+    /// The object exists, but the range asked for starts past its end.
+    Unsatisfiable {
+        /// The object's size.
+        size: u64,
+    },
+}
+
+/// Longest wait for the store to answer a readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl MediaStore {
-    /// A store in the local folder `dir` (created if missing); URLs start with `public_base`.
-    pub fn local(dir: &std::path::Path, public_base: Option<&str>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let store = LocalFileSystem::new_with_prefix(dir)?;
-        Ok(Self {
-            store: Arc::new(store),
+    /// The store at `url` (`file://`, `s3://`, `gs://` or `az://`, with an optional key prefix in
+    /// the path); URLs given to clients start with `public_base`. Cloud stores take their
+    /// credentials and endpoint from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`); an S3
+    /// endpoint may be plain HTTP only when `AWS_ENDPOINT_URL` says `http://`.
+    pub fn open(url: &Url, public_base: Option<&str>) -> anyhow::Result<Self> {
+        let (scheme, prefix) =
+            ObjectStoreScheme::parse(url).context("RALLY_MEDIA_URL names no object store")?;
+        let (store, kind): (Arc<dyn ObjectStore>, _) = match scheme {
+            ObjectStoreScheme::Local => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|()| anyhow::anyhow!("{url} is not a local folder"))?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let local = LocalFileSystem::new_with_prefix(&dir)?;
+                return Ok(Self::with(Arc::new(local), "file", public_base));
+            }
+            ObjectStoreScheme::AmazonS3 => {
+                let builder = AmazonS3Builder::from_env().with_url(url.as_str());
+                let plain_http = builder
+                    .get_config_value(&AmazonS3ConfigKey::Endpoint)
+                    .is_some_and(|endpoint| endpoint.starts_with("http://"));
+                (Arc::new(builder.with_allow_http(plain_http).build()?), "s3")
+            }
+            ObjectStoreScheme::GoogleCloudStorage => (
+                Arc::new(
+                    GoogleCloudStorageBuilder::from_env()
+                        .with_url(url.as_str())
+                        .build()?,
+                ),
+                "gcs",
+            ),
+            ObjectStoreScheme::MicrosoftAzure => (
+                Arc::new(
+                    MicrosoftAzureBuilder::from_env()
+                        .with_url(url.as_str())
+                        .build()?,
+                ),
+                "azure",
+            ),
+            other => bail!(
+                "RALLY_MEDIA_URL: {other:?} is not a media store; use file://, s3://, gs:// or az://"
+            ),
+        };
+        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+            store
+        } else {
+            Arc::new(PrefixStore::new(store, prefix))
+        };
+        Ok(Self::with(store, kind, public_base))
+    }
+
+    fn with(store: Arc<dyn ObjectStore>, kind: &'static str, public_base: Option<&str>) -> Self {
+        Self {
+            store,
+            kind,
             public_base: public_base.unwrap_or("").trim_end_matches('/').to_owned(),
-        })
+        }
+    }
+
+    /// The kind of store (`file`, `s3`, `gcs`, `azure`), for `/readyz`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Whether the store answers (a missing probe object is an answer).
+    pub async fn reachable(&self) -> bool {
+        let probe = Path::from("readyz-probe");
+        match tokio::time::timeout(PROBE_TIMEOUT, self.store.head(&probe)).await {
+            Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => true,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "media store not reachable");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// Stores an encoded picture under a new key and returns the key.
@@ -98,18 +206,32 @@ impl MediaStore {
         Ok(Some(Bytes::from(rendered)))
     }
 
-    /// The bytes and content type of `key`, or `None` when there is no such object.
-    pub async fn get(&self, key: &str) -> Result<Option<(Bytes, &'static str)>> {
+    /// Starts reading the public object `key`, all of it or `range`.
+    pub async fn read(&self, key: &str, range: Option<GetRange>) -> Result<Lookup> {
         let Some(content_type) = parse_key(key) else {
-            return Ok(None);
+            return Ok(Lookup::Missing);
         };
-        match self.store.get(&Path::from(key)).await {
-            Ok(found) => Ok(Some((
-                found.bytes().await.map_err(Error::internal)?,
+        let path = Path::from(key);
+        let options = GetOptions {
+            range: range.clone(),
+            ..GetOptions::default()
+        };
+        match self.store.get_opts(&path, options).await {
+            Ok(found) => Ok(Lookup::Found(Reading {
                 content_type,
-            ))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(err) => Err(Error::internal(err)),
+                range: found.range.clone(),
+                size: found.meta.size,
+                body: found.into_stream(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(Lookup::Missing),
+            // Stores refuse a range past the end in their own words: the size tells.
+            Err(err) => match (range, self.store.head(&path).await) {
+                (_, Err(object_store::Error::NotFound { .. })) => Ok(Lookup::Missing),
+                (Some(range), Ok(meta)) if starts_past_end(&range, meta.size) => {
+                    Ok(Lookup::Unsatisfiable { size: meta.size })
+                }
+                _ => Err(Error::internal(err)),
+            },
         }
     }
 
@@ -125,6 +247,15 @@ impl MediaStore {
     /// The URL clients fetch `key` from.
     pub fn url(&self, key: &str) -> String {
         format!("{}/media/{key}", self.public_base)
+    }
+}
+
+/// Whether `range` asks for nothing of an object of `size` bytes.
+fn starts_past_end(range: &GetRange, size: u64) -> bool {
+    match range {
+        GetRange::Bounded(bounds) => bounds.start >= size,
+        GetRange::Offset(start) => *start >= size,
+        GetRange::Suffix(length) => *length == 0,
     }
 }
 

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use object_store::GetRange;
 use uuid::Uuid;
 
-use super::MediaStore;
+use super::{Lookup, MediaStore, Reading};
 use crate::error::Result;
 
 /// Where blur renderings live: `{ROUNDS}/{round}/{level}.jpg`; the route and
@@ -57,6 +58,8 @@ pub fn routes(store: MediaStore, renditions: Arc<dyn Renditions>) -> Router {
         .with_state(Media { store, renditions })
 }
 
+/// A stored picture, streamed from the store; a single `Range` is answered with its part (206),
+/// or 416 when it starts past the end; several ranges get the whole object (as HTTP allows).
 async fn media(
     State(media): State<Media>,
     Path(key): Path<String>,
@@ -70,19 +73,81 @@ async fn media(
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let found = media.store.get(&key).await;
-    respond(found, |(bytes, content_type)| {
-        (
-            [
-                (header::CONTENT_TYPE, content_type.to_owned()),
-                (header::CACHE_CONTROL, IMMUTABLE.to_owned()),
-                (header::ETAG, etag),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-            ],
-            Body::from(bytes),
+    let range = requested_range(&headers);
+    let partial = range.is_some();
+    match media.store.read(&key, range).await {
+        Ok(Lookup::Found(reading)) => stream(reading, partial, etag),
+        Ok(Lookup::Missing) => not_found(),
+        Ok(Lookup::Unsatisfiable { size }) => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
         )
-            .into_response()
-    })
+            .into_response(),
+        Err(err) => {
+            err.report();
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+fn stream(reading: Reading, partial: bool, etag: String) -> Response {
+    let Reading {
+        content_type,
+        range,
+        size,
+        body,
+    } = reading;
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(range.end - range.start),
+    );
+    if let Ok(etag) = HeaderValue::try_from(etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    if partial {
+        let content_range = format!(
+            "bytes {}-{}/{size}",
+            range.start,
+            range.end.saturating_sub(1)
+        );
+        if let Ok(value) = HeaderValue::try_from(content_range) {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    response
+}
+
+/// The one byte range a request asks for (`bytes=a-b`, `bytes=a-`, `bytes=-n`); `None` for no
+/// `Range`, several ranges or a malformed one, which HTTP lets a server answer with the whole.
+fn requested_range(headers: &HeaderMap) -> Option<GetRange> {
+    let spec = headers
+        .get(header::RANGE)?
+        .to_str()
+        .ok()?
+        .trim()
+        .strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    match (first.trim(), last.trim()) {
+        ("", suffix) => Some(GetRange::Suffix(suffix.parse().ok()?)),
+        (first, "") => Some(GetRange::Offset(first.parse().ok()?)),
+        (first, last) => {
+            let (first, last) = (first.parse::<u64>().ok()?, last.parse::<u64>().ok()?);
+            (first <= last).then(|| GetRange::Bounded(first..last.saturating_add(1)))
+        }
+    }
 }
 
 /// A blur round's photo at a level (`/media/rounds/{round}/{level}.jpg`), rendered server-side.
@@ -125,4 +190,33 @@ fn respond<T>(lookup: Result<Option<T>>, found: impl FnOnce(T) -> Response) -> R
 
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such media").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str) -> Option<GetRange> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
+        requested_range(&headers)
+    }
+
+    #[test]
+    fn one_byte_range_is_understood_and_the_rest_ignored() {
+        assert_eq!(range("bytes=0-99"), Some(GetRange::Bounded(0..100)));
+        assert_eq!(range("bytes=100-"), Some(GetRange::Offset(100)));
+        assert_eq!(range("bytes=-10"), Some(GetRange::Suffix(10)));
+        assert_eq!(range("bytes=5-5"), Some(GetRange::Bounded(5..6)));
+        for ignored in [
+            "bytes=9-2",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+        ] {
+            assert_eq!(range(ignored), None, "{ignored}");
+        }
+        assert_eq!(requested_range(&HeaderMap::new()), None);
+    }
 }

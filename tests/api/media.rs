@@ -15,6 +15,7 @@ on_every_backend!(
     non_pictures_and_oversized_uploads_are_refused,
     uploads_are_rate_limited_per_user,
     an_avatar_original_may_have_fewer_pixels_than_an_event_picture,
+    media_answers_byte_ranges,
 );
 
 const UPLOAD: &str = r#"{"query":"mutation($f: Upload!) { uploadAvatar(file: $f) { avatarUrl } }","variables":{"f":null}}"#;
@@ -266,4 +267,74 @@ async fn an_avatar_original_may_have_fewer_pixels_than_an_event_picture(backend:
         .expect("json");
     assert!(body["errors"].is_null(), "{body}");
     assert!(body["data"]["uploadEventImage"]["imageUrl"].is_string());
+}
+
+async fn media_answers_byte_ranges(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ray = app.signup("ray").await;
+    let (status, body) = upload(&app, &ray, jpeg_with_exif(300, 200), "me.jpg").await;
+    assert_eq!(status, 200, "{body}");
+    let url = app.url(
+        body["data"]["uploadAvatar"]["avatarUrl"]
+            .as_str()
+            .expect("url"),
+    );
+    let whole = app.http.get(&url).send().await.expect("sent");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    let whole = whole.bytes().await.expect("bytes");
+    let size = whole.len();
+    assert!(size > 200, "a real JPEG: {size} bytes");
+
+    let get = |range: &'static str| app.http.get(&url).header("range", range).send();
+    let part = get("bytes=0-99").await.expect("sent");
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 0-99/{size}").as_str()
+    );
+    assert_eq!(part.headers()["content-length"], "100");
+    assert_eq!(part.bytes().await.expect("bytes"), whole[..100]);
+
+    let tail = get("bytes=-10").await.expect("sent");
+    assert_eq!(tail.status(), 206);
+    let expected = format!("bytes {}-{}/{size}", size - 10, size - 1);
+    assert_eq!(tail.headers()["content-range"], expected.as_str());
+    assert_eq!(tail.bytes().await.expect("bytes"), whole[size - 10..]);
+
+    let rest = app
+        .http
+        .get(&url)
+        .header("range", format!("bytes={}-", size - 5))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(rest.status(), 206);
+    assert_eq!(rest.bytes().await.expect("bytes"), whole[size - 5..]);
+
+    // Past the end: 416 with the size; several ranges or nonsense: the whole picture.
+    let beyond = app
+        .http
+        .get(&url)
+        .header("range", format!("bytes={size}-"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(beyond.status(), 416);
+    assert_eq!(
+        beyond.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
+    for ignored in ["bytes=0-1,5-6", "bytes=9-2", "lines=1-2"] {
+        let response = get(ignored).await.expect("sent");
+        assert_eq!(response.status(), 200, "{ignored}");
+        assert_eq!(response.bytes().await.expect("bytes"), whole, "{ignored}");
+    }
+    let absent = app
+        .http
+        .get(app.url(&format!("/media/{}.jpg", uuid::Uuid::now_v7())))
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(absent.status(), 404);
 }

@@ -101,6 +101,9 @@ impl Instance {
             .env("RALLY_DATA_DIR", dir.path())
             .env("RALLY_DATABASE_URL", database_url)
             .env("RALLY_REDIS_URL", redis_url)
+            // One Redis namespace per database, so the instances of one test share channels and
+            // limits with each other and with no other test.
+            .env("RALLY_REDIS_PREFIX", redis_prefix(database_url))
             .env("RALLY_JWT_SECRET", TEST_SECRET)
             .env("RALLY_ARGON2_MEMORY_KIB", "256")
             .env("RALLY_ARGON2_ITERATIONS", "1")
@@ -147,21 +150,58 @@ impl Instance {
         query: &str,
         variables: Value,
     ) -> Value {
+        let body = self.post(http, token, query, variables).await;
+        assert!(body["errors"].is_null(), "{body}");
+        body["data"].clone()
+    }
+
+    /// The whole response body, errors included.
+    async fn post(
+        &self,
+        http: &reqwest::Client,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
         let mut request = http
             .post(format!("http://{}/graphql", self.base))
             .json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let body: Value = request
+        request
             .send()
             .await
             .expect("sent")
             .json()
             .await
-            .expect("json");
-        assert!(body["errors"].is_null(), "{body}");
-        body["data"].clone()
+            .expect("json")
+    }
+
+    /// The error code of a wrong-password login for `login`.
+    async fn failed_login(&self, http: &reqwest::Client, login: &str) -> String {
+        let body = self
+            .post(
+                http,
+                None,
+                "mutation($l: String!) { login(login: $l, password: \"wrong password\") { accessToken } }",
+                json!({ "l": login }),
+            )
+            .await;
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a wrong password fails: {body}"))
+            .to_owned()
+    }
+
+    async fn readyz(&self, http: &reqwest::Client) -> Value {
+        http.get(format!("http://{}/readyz", self.base))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
     }
 
     async fn ws(&self) -> WsClient {
@@ -384,6 +424,14 @@ async fn two_instances_with(
     let b = Instance::start_with(&database.url, &redis_url, settings);
     b.wait_for_broker(&http, "connected").await;
     Some((database, http, a, b))
+}
+
+/// The Redis namespace of the instances on `database_url` (a fresh database per test).
+fn redis_prefix(database_url: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    database_url.hash(&mut hasher);
+    format!("t{:016x}", hasher.finish())
 }
 
 /// Waits until `instance` counts `count` active subscriptions of `field`.
@@ -792,5 +840,104 @@ async fn two_instances_finish_each_event_once_at_the_finish_time() {
     );
     drop(db);
     drop((feeds, a, b));
+    database.drop_blocking();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_limits_hold_across_instances_and_each_decides_alone_while_redis_is_away() {
+    let test = "login_limits_hold_across_instances";
+    let Some(redis_url) = crate::common::redis_url_or_skip(test) else {
+        return;
+    };
+    if crate::common::Backend::postgres_or_skip(test).is_none() {
+        return;
+    }
+    let redis: SocketAddr = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("RALLY_TEST_REDIS_URL is redis://host:port");
+    let proxy = Proxy::start(redis).await;
+    let database = PostgresDb::create().await;
+    let http = reqwest::Client::new();
+    let proxied = format!("redis://{}", proxy.address);
+    // Every attempt comes from 127.0.0.1: the address limit is lifted so the login limit is seen.
+    let settings = [("RALLY_AUTH_ATTEMPTS_PER_ADDRESS", "1000")];
+    let a = Instance::start_with(&database.url, &proxied, &settings);
+    a.wait_for_broker(&http, "connected").await;
+    let b = Instance::start_with(&database.url, &proxied, &settings);
+    b.wait_for_broker(&http, "connected").await;
+    for (handle, instance) in [("limited", &a), ("alone", &b)] {
+        instance
+            .gql(
+                &http,
+                None,
+                &format!("mutation {{ signup(input: {{ handle: \"{handle}\", email: \"{handle}@example.com\", password: \"12345678\" }}) {{ {AUTH_FIELDS} }} }}"),
+                json!({}),
+            )
+            .await;
+    }
+
+    // 30 wrong passwords spread over both instances: one bucket of 10 for the login, not one each.
+    let mut codes = Vec::new();
+    for attempt in 0..30 {
+        let instance = if attempt % 2 == 0 { &a } else { &b };
+        codes.push(instance.failed_login(&http, "limited").await);
+    }
+    assert!(
+        codes[..10].iter().all(|code| code == "UNAUTHENTICATED"),
+        "{codes:?}"
+    );
+    assert!(
+        codes[10..].iter().all(|code| code == "RATE_LIMITED"),
+        "{codes:?}"
+    );
+    assert_eq!(a.readyz(&http).await["limits"], "redis");
+
+    // Redis away: logins still answer, promptly, and each instance counts alone.
+    proxy.cut().await;
+    let started = std::time::Instant::now();
+    let mut alone = Vec::new();
+    for _ in 0..12 {
+        alone.push(b.failed_login(&http, "alone").await);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "12 logins took {:?} without Redis",
+        started.elapsed()
+    );
+    assert!(
+        alone[..10].iter().all(|code| code == "UNAUTHENTICATED"),
+        "{alone:?}"
+    );
+    assert!(
+        alone[10..].iter().all(|code| code == "RATE_LIMITED"),
+        "{alone:?}"
+    );
+    assert_eq!(b.readyz(&http).await["limits"], "local (redis unreachable)");
+    let metrics = http
+        .get(format!("http://{}/metrics", b.base))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    let fallbacks: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("rally_limiter_fallbacks_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        fallbacks >= 12.0,
+        "fallbacks counted: {fallbacks}\n{metrics}"
+    );
+
+    // Redis back: checks are shared again once the pause after the failure is over.
+    proxy.restore();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(a.failed_login(&http, "limited").await, "RATE_LIMITED");
+    assert_eq!(a.readyz(&http).await["limits"], "redis");
+    drop((a, b));
     database.drop_blocking();
 }

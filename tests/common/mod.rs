@@ -112,6 +112,10 @@ impl TestApp {
             }
         };
         tweak(&mut config);
+        if config.redis_url.is_some() {
+            // Channels and limits of this app alone, though every test shares one Redis.
+            config.redis_prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        }
         Self::start(config, dir, postgres).await
     }
 
