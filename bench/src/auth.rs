@@ -29,25 +29,50 @@ pub async fn logins_under_load(
     duration: Duration,
 ) -> anyhow::Result<AuthFigures> {
     let url = rally.url();
-    let http = reqwest::Client::new();
     let password = "benchmark-password";
+    let handles = sign_up(&url, tag, users, password).await?;
+
+    let idle = load(&url, TRIVIAL.to_owned(), None, PROBE_CONCURRENCY, duration).await;
+    let ((logins_per_second, login_errors), loaded) = tokio::join!(
+        logins_per_second(&url, &handles, password, duration),
+        load(&url, TRIVIAL.to_owned(), None, PROBE_CONCURRENCY, duration),
+    );
+    Ok(AuthFigures {
+        logins_per_second,
+        login_errors,
+        idle,
+        loaded,
+    })
+}
+
+/// Signs up `users` people on `url` (handles `login_{tag}_{n}`) with `password`.
+pub async fn sign_up(url: &str, tag: &str, users: usize, password: &str) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
     let mut handles = Vec::with_capacity(users);
     for n in 0..users {
         let handle = format!("login_{tag}_{n}");
-        signup(&http, &url, &handle, password).await?;
+        signup(&http, url, &handle, password).await?;
         handles.push(handle);
     }
+    Ok(handles)
+}
 
-    let idle = load(&url, TRIVIAL.to_owned(), None, PROBE_CONCURRENCY, duration).await;
-
+/// Successful logins per second and failures over `duration`, one login loop per handle.
+pub async fn logins_per_second(
+    url: &str,
+    handles: &[String],
+    password: &str,
+    duration: Duration,
+) -> (f64, u64) {
+    let http = reqwest::Client::new();
     let logins = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + duration;
     let started = Instant::now();
+    let deadline = started + duration;
     let loops: Vec<_> = handles
-        .into_iter()
+        .iter()
         .map(|handle| {
-            let (http, url, logins, errors) = (http.clone(), url.clone(), logins.clone(), errors.clone());
+            let (http, url, logins, errors) = (http.clone(), url.to_owned(), logins.clone(), errors.clone());
             let body = json!({
                 "query": "mutation($l: String!, $p: String!) { login(login: $l, password: $p) { accessToken } }",
                 "variables": { "l": handle, "p": password },
@@ -77,15 +102,12 @@ pub async fn logins_under_load(
             })
         })
         .collect();
-    let loaded = load(&url, TRIVIAL.to_owned(), None, PROBE_CONCURRENCY, duration).await;
     for login in loops {
-        login.await?;
+        let _ = login.await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(AuthFigures {
-        logins_per_second: logins.load(Ordering::Relaxed) as f64 / elapsed,
-        login_errors: errors.load(Ordering::Relaxed),
-        idle,
-        loaded,
-    })
+    (
+        logins.load(Ordering::Relaxed) as f64 / elapsed,
+        errors.load(Ordering::Relaxed),
+    )
 }

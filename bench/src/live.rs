@@ -65,6 +65,11 @@ pub fn cpu_us(pid: u32) -> anyhow::Result<u64> {
     Ok(ticks * 10_000)
 }
 
+/// `figure` of every process in `pids`, added up.
+pub fn sum(pids: &[u32], figure: fn(u32) -> anyhow::Result<u64>) -> anyhow::Result<u64> {
+    pids.iter().map(|&pid| figure(pid)).sum()
+}
+
 /// Resident memory of `pid`, in bytes.
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -147,10 +152,10 @@ async fn subscriber(
 }
 
 /// Connects `subscribers` clients to `watched`, makes `changes` changes with `change(k)` spaced by
-/// `spacing`, and measures. `pid` is the server's process.
+/// `spacing`, and measures. `pids` are the server's processes (their CPU and memory are summed).
 pub async fn fanout<F, Fut>(
     ws_url: &str,
-    pid: u32,
+    pids: &[u32],
     watched: &Watched,
     subscribers: usize,
     changes: u32,
@@ -169,7 +174,7 @@ where
         })
         .to_string(),
     );
-    let rss_before = rss_bytes(pid)?;
+    let rss_before = sum(pids, rss_bytes)?;
     let connects = Arc::new(Semaphore::new(256));
     let (reports, mut reported) = mpsc::unbounded_channel();
     let (stop, stopped) = watch::channel(false);
@@ -210,9 +215,9 @@ where
     }
     // Let the server settle (buffers of the set-up freed) before reading its memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after = rss_bytes(pid)?;
+    let rss_after = sum(pids, rss_bytes)?;
 
-    let cpu_before = cpu_us(pid)?;
+    let cpu_before = sum(pids, cpu_us)?;
     let mut sent = Vec::with_capacity(changes as usize + 1);
     sent.push(Instant::now());
     for k in 1..=changes {
@@ -222,7 +227,7 @@ where
     }
     // Wait for stragglers: every subscriber has what it will get once deliveries stop growing.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_after = cpu_us(pid)?;
+    let cpu_after = sum(pids, cpu_us)?;
     let _ = stop.send(true);
 
     let mut latencies = Vec::with_capacity(subscribers * changes as usize);

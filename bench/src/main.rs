@@ -12,8 +12,10 @@
 //!   then fan-out of changes to 10,000 and 1,000 subscribers of a leaderboard and of `eventUpdated`.
 //! - Auth (a fresh Rally, the configured argon2 cost): logins/s and the `{ __typename }` p99 while
 //!   they run.
-//! - Scale-out (with both PostgreSQL and Redis): two Rally instances; subscribers on one, the writer
-//!   on the other.
+//! - Scale-out (with both PostgreSQL and Redis; `scripts/install-cluster-tools` first): two Rally
+//!   instances behind nginx sharing PostgreSQL, Redis and an S3 server (`scripts/cluster`); fan-out
+//!   through nginx, then logins/s and avatar uploads/s of the embedded defaults, one PostgreSQL
+//!   instance, a cluster instance (limits in Redis, media on S3) and nginx, in interleaved rounds.
 //! - Meetings (fresh instances, argon2 at its cheapest since only sign-ups hash): 64 users booking
 //!   1,000 slots of one owner (bookings/s, latency, CONFLICTs); 50 users racing for one slot, five
 //!   times (exactly one winner, 49 CONFLICT; time to the last answer); `availabilities` search
@@ -31,8 +33,10 @@
 //! --only meetings`.
 
 mod auth;
+mod cluster;
 mod http;
 mod live;
+mod media;
 mod meetings;
 mod proximity;
 mod rally;
@@ -42,12 +46,13 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::json;
 
 use crate::http::{Figures, TRIVIAL, baseline, load};
 use crate::live::{FanoutFigures, Watched};
+use crate::cluster::Cluster;
 use crate::rally::{Rally, call, seed};
 
 /// Load generator for Rally.
@@ -286,7 +291,7 @@ async fn live_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
             };
             let figures = live::fanout(
                 &rally.ws_url(),
-                pid,
+                &[pid],
                 watched,
                 subscribers,
                 args.changes,
@@ -328,11 +333,40 @@ async fn auth_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
     Ok(())
 }
 
-/// The scale-out table: subscribers on one instance, the writer on another.
+/// Rounds of each comparison in the scale-out part, interleaved (A, B, C, D, A, B, …); the median is
+/// reported with its spread.
+const ROUNDS: usize = 3;
+
+/// The scale-out tables: a cluster of two instances behind nginx (`scripts/cluster`: PostgreSQL,
+/// Redis, S3), fan-out through it, and what the shared limiter and S3 cost against the embedded
+/// defaults and against one PostgreSQL instance with local limits and a local folder.
 async fn scale_out_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
-    let writer = args.rally(&[]).await?;
-    let reader = args.rally(&[("RALLY_WS_KEEPALIVE_SECONDS", "120")]).await?;
-    let url = writer.url();
+    let (Some(database_url), Some(redis_url)) = (&args.database_url, &args.redis_url) else {
+        bail!("scale-out needs --database-url and --redis-url");
+    };
+    // Hashing at its cheapest and no caps: what is compared is the limiter and the store.
+    let env = [
+        ("RALLY_ARGON2_MEMORY_KIB", "8"),
+        ("RALLY_ARGON2_ITERATIONS", "1"),
+        ("RALLY_AUTH_ATTEMPTS_PER_LOGIN", "1000000"),
+        ("RALLY_AUTH_ATTEMPTS_PER_ADDRESS", "1000000"),
+        ("RALLY_UPLOADS_PER_MINUTE", "10000"),
+        ("RALLY_WS_KEEPALIVE_SECONDS", "120"),
+    ];
+    let cluster = Cluster::up(&args.rally_bin, database_url, redis_url, 2, &env).await?;
+    let result = scale_out_figures(args, tag, &cluster, &env, out).await;
+    cluster.down().await;
+    result
+}
+
+async fn scale_out_figures(
+    args: &Args,
+    tag: &str,
+    cluster: &Cluster,
+    env: &[(&str, &str)],
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let url = cluster.url();
     let seed = seed(&url, tag).await?;
     let http = reqwest::Client::new();
     let watched = Watched {
@@ -349,9 +383,15 @@ async fn scale_out_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Res
             Ok(())
         }
     };
+    let pids: Vec<u32> = cluster
+        .instances
+        .iter()
+        .map(|node| node.pid)
+        .chain(cluster.nginx_pids.iter().copied())
+        .collect();
     let figures = live::fanout(
-        &reader.ws_url(),
-        reader.pid()?,
+        &cluster.ws_url(),
+        &pids,
         &watched,
         subscribers,
         args.changes,
@@ -359,11 +399,9 @@ async fn scale_out_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Res
         change,
     )
     .await?;
-    writer.stop().await;
-    reader.stop().await;
     let _ = writeln!(
         out,
-        "## Scale-out (two instances over PostgreSQL + Redis: the writer on one, {subscribers} `eventUpdated` subscribers on the other)\n\n| delivered | missed | p50 ms | p99 ms | max ms | CPU µs/delivery (reader) |\n|---|---|---|---|---|---|\n| {}/{} | {} | {} | {} | {} | {:.2} |\n",
+        "## Scale-out (two instances behind nginx, sharing PostgreSQL, Redis and S3: {subscribers} `eventUpdated` subscribers and the writer all through nginx)\n\n| delivered | missed | p50 ms | p99 ms | max ms | CPU µs/delivery (instances + nginx) |\n|---|---|---|---|---|---|\n| {}/{} | {} | {} | {} | {} | {:.2} |\n",
         figures.received,
         figures.expected(),
         figures.expected().saturating_sub(figures.received),
@@ -372,7 +410,105 @@ async fn scale_out_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Res
         ms(figures.max_us),
         figures.cpu_us_per_delivery,
     );
+
+    let embedded = Rally::start(&args.rally_bin, None, None, env).await?;
+    let postgres = Rally::start(&args.rally_bin, Some(database_url_of(args)?), None, env).await?;
+    let direct = format!("{}/graphql", cluster.instances[0].base);
+    let targets = [
+        ("embedded: SQLite, limits in memory, media in a folder", embedded.url()),
+        ("one instance: PostgreSQL, limits in memory, media in a folder", postgres.url()),
+        ("cluster instance: PostgreSQL, limits in Redis, media on S3", direct),
+        ("through nginx: two cluster instances", url.clone()),
+    ];
+    let password = "benchmark-password";
+    let mut logins = Vec::new();
+    let mut uploads = Vec::new();
+    let photo = media::photo()?;
+    for (n, (_, target)) in targets.iter().enumerate() {
+        let target_tag = format!("{tag}{n}");
+        let handles = auth::sign_up(target, &target_tag, args.logins, password).await?;
+        let tokens = uploaders(target, &target_tag, UPLOADERS).await?;
+        logins.push((handles, Vec::new()));
+        uploads.push((tokens, Vec::new()));
+    }
+    let duration = Duration::from_secs(args.duration);
+    for _ in 0..ROUNDS {
+        for (n, (_, target)) in targets.iter().enumerate() {
+            let (handles, rounds) = &mut logins[n];
+            rounds.push(auth::logins_per_second(target, handles, password, duration).await);
+        }
+        for (n, (_, target)) in targets.iter().enumerate() {
+            let (tokens, rounds) = &mut uploads[n];
+            rounds.push(media::uploads_per_second(target, tokens, &photo, duration).await);
+        }
+    }
+    embedded.stop().await;
+    postgres.stop().await;
+    let table = |out: &mut String, title: &str, unit: &str, figures: &[(Vec<String>, Vec<(f64, u64)>)]| {
+        let medians: Vec<(f64, f64, u64)> = figures
+            .iter()
+            .map(|(_, rounds)| median_with_spread(rounds))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{title}\n\n| set-up | {unit} (median of {ROUNDS}) | spread | failures | vs embedded | vs one PostgreSQL instance |\n|---|---|---|---|---|---|"
+        );
+        for ((name, _), (median, spread, failures)) in targets.iter().zip(&medians) {
+            let _ = writeln!(
+                out,
+                "| {name} | {median:.1} | {:.0}%{} | {failures} | {:.2}x | {:.2}x |",
+                spread * 100.0,
+                if *spread > 0.10 { " (wide)" } else { "" },
+                median / medians[0].0.max(f64::MIN_POSITIVE),
+                median / medians[1].0.max(f64::MIN_POSITIVE),
+            );
+        }
+        out.push('\n');
+    };
+    table(
+        out,
+        &format!("### Logins per second ({} users in a loop each; argon2id at its cheapest, so the limiter's share is not hidden under hashing; {ROUNDS} interleaved rounds of {} s)", args.logins, args.duration),
+        "logins/s",
+        &logins,
+    );
+    table(
+        out,
+        &format!("### Avatar uploads per second ({UPLOADERS} users uploading a 1024x768 JPEG in a loop each: checked, decoded, re-encoded to 512 px and stored; {ROUNDS} interleaved rounds of {} s)", args.duration),
+        "uploads/s",
+        &uploads,
+    );
     Ok(())
+}
+
+/// Users uploading at once in the scale-out part.
+const UPLOADERS: usize = 4;
+
+fn database_url_of(args: &Args) -> anyhow::Result<&str> {
+    args.database_url
+        .as_deref()
+        .context("the scale-out part needs --database-url")
+}
+
+/// `users` fresh users on `url`, as access tokens.
+async fn uploaders(url: &str, tag: &str, users: usize) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let mut tokens = Vec::with_capacity(users);
+    for n in 0..users {
+        tokens.push(rally::signup(&http, url, &format!("upload_{tag}_{n}"), "benchmark-password").await?);
+    }
+    Ok(tokens)
+}
+
+/// The median of per-round rates, their spread ((max - min) / median) and the failures in all.
+fn median_with_spread(rounds: &[(f64, u64)]) -> (f64, f64, u64) {
+    let mut rates: Vec<f64> = rounds.iter().map(|(rate, _)| *rate).collect();
+    rates.sort_by(f64::total_cmp);
+    let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+    let spread = match (rates.first(), rates.last()) {
+        (Some(low), Some(high)) if median > 0.0 => (high - low) / median,
+        _ => 0.0,
+    };
+    (median, spread, rounds.iter().map(|(_, failures)| failures).sum())
 }
 
 /// A table cell from an error (one line, no column breaks).

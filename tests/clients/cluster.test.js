@@ -277,6 +277,15 @@ test("an avatar uploaded through nginx is served byte for byte by every instance
   assert.equal(last.status, 206, "Range: bytes=-10 is a partial response");
   assert.equal(last.headers.get("content-range"), `bytes ${total - 10}-${total - 1}/${total}`);
   assert.ok(last.bytes.equals(viaNginx.bytes.subarray(total - 10)), "exactly the last 10 bytes");
+  const rest = await get(on(instance.url, uploadAvatar.avatarUrl), { range: `bytes=${total - 5}-` });
+  assert.equal(rest.status, 206, "Range: bytes=N- is a partial response");
+  assert.ok(rest.bytes.equals(viaNginx.bytes.subarray(total - 5)), "exactly the last 5 bytes");
+  // The store refuses a range past the end in its own words; the client gets 416 with the size.
+  const beyond = await get(on(instance.url, uploadAvatar.avatarUrl), { range: `bytes=${total}-` });
+  assert.equal(beyond.status, 416, "a range past the end is not satisfiable");
+  assert.equal(beyond.headers.get("content-range"), `bytes */${total}`);
+  const missing = await get(on(instance.url, "/media/01890000-0000-7000-8000-000000000000.jpg"));
+  assert.equal(missing.status, 404, "a key nobody stored is a 404 from the store");
 });
 
 test("a blur round started, revealed, rendered and guessed on three different instances", { skip, timeout: 60_000 }, async () => {

@@ -1,0 +1,65 @@
+//! Avatar uploads per second: multipart `uploadAvatar` of a phone-sized photo in a loop per user,
+//! which Rally checks, decodes, re-encodes and puts in its media store.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::multipart::{Form, Part};
+
+/// A 1024x768 JPEG with some detail (a gradient and a grid), about what a phone sends for an avatar.
+pub fn photo() -> anyhow::Result<Vec<u8>> {
+    let picture = image::RgbImage::from_fn(1024, 768, |x, y| {
+        let grid = if x % 64 < 4 || y % 64 < 4 { 255 } else { 0 };
+        image::Rgb([(x / 4) as u8, (y / 3) as u8, grid])
+    });
+    let mut encoded = Cursor::new(Vec::new());
+    picture.write_to(&mut encoded, image::ImageFormat::Jpeg)?;
+    Ok(encoded.into_inner())
+}
+
+/// Uploads/s and failures over `duration`, one loop per token, all to `url`.
+pub async fn uploads_per_second(
+    url: &str,
+    tokens: &[String],
+    photo: &[u8],
+    duration: Duration,
+) -> (f64, u64) {
+    let http = reqwest::Client::new();
+    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let loops: Vec<_> = tokens
+        .iter()
+        .map(|token| {
+            let (http, url, token) = (http.clone(), url.to_owned(), token.clone());
+            let (done, failed, photo) = (done.clone(), failed.clone(), photo.to_vec());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let form = Form::new()
+                        .text("operations", r#"{"query":"mutation($f: Upload!) { uploadAvatar(file: $f) { avatarUrl } }","variables":{"f":null}}"#)
+                        .text("map", r#"{"0":["variables.f"]}"#)
+                        .part("0", Part::bytes(photo.clone()).file_name("me.jpg"));
+                    let ok = match http.post(&url).bearer_auth(&token).multipart(form).send().await {
+                        Ok(response) => response
+                            .text()
+                            .await
+                            .is_ok_and(|body| body.contains("/media/") && !body.contains("\"errors\"")),
+                        Err(_) => false,
+                    };
+                    let counter = if ok { &done } else { &failed };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for upload in loops {
+        let _ = upload.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    (
+        done.load(Ordering::Relaxed) as f64 / elapsed,
+        failed.load(Ordering::Relaxed),
+    )
+}
