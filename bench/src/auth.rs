@@ -46,7 +46,12 @@ pub async fn logins_under_load(
 }
 
 /// Signs up `users` people on `url` (handles `login_{tag}_{n}`) with `password`.
-pub async fn sign_up(url: &str, tag: &str, users: usize, password: &str) -> anyhow::Result<Vec<String>> {
+pub async fn sign_up(
+    url: &str,
+    tag: &str,
+    users: usize,
+    password: &str,
+) -> anyhow::Result<Vec<String>> {
     let http = reqwest::Client::new();
     let mut handles = Vec::with_capacity(users);
     for n in 0..users {

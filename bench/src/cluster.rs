@@ -52,7 +52,10 @@ impl Cluster {
         for (key, value) in env {
             command.arg("--env").arg(format!("{key}={value}"));
         }
-        let output = command.output().await.context("cannot run scripts/cluster")?;
+        let output = command
+            .output()
+            .await
+            .context("cannot run scripts/cluster")?;
         if !output.status.success() {
             bail!(
                 "scripts/cluster up failed (scripts/install-cluster-tools installs nginx and the S3 server):\n{}{}",
@@ -83,10 +86,17 @@ impl Cluster {
         let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
             .unwrap_or_default();
         let nginx_pids = std::iter::once(master)
-            .chain(children.split_whitespace().filter_map(|pid| pid.parse().ok()))
+            .chain(
+                children
+                    .split_whitespace()
+                    .filter_map(|pid| pid.parse().ok()),
+            )
             .collect();
         Ok(Self {
-            base: state["url"].as_str().context("url in cluster.json")?.to_owned(),
+            base: state["url"]
+                .as_str()
+                .context("url in cluster.json")?
+                .to_owned(),
             instances,
             nginx_pids,
             dir,

@@ -50,9 +50,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::json;
 
+use crate::cluster::Cluster;
 use crate::http::{Figures, TRIVIAL, baseline, load};
 use crate::live::{FanoutFigures, Watched};
-use crate::cluster::Cluster;
 use crate::rally::{Rally, call, seed};
 
 /// Load generator for Rally.
@@ -415,69 +415,90 @@ async fn scale_out_figures(
     let postgres = Rally::start(&args.rally_bin, Some(database_url_of(args)?), None, env).await?;
     let direct = format!("{}/graphql", cluster.instances[0].base);
     let targets = [
-        ("embedded: SQLite, limits in memory, media in a folder", embedded.url()),
-        ("one instance: PostgreSQL, limits in memory, media in a folder", postgres.url()),
-        ("cluster instance: PostgreSQL, limits in Redis, media on S3", direct),
+        (
+            "embedded: SQLite, limits in memory, media in a folder",
+            embedded.url(),
+        ),
+        (
+            "one instance: PostgreSQL, limits in memory, media in a folder",
+            postgres.url(),
+        ),
+        (
+            "cluster instance: PostgreSQL, limits in Redis, media on S3",
+            direct,
+        ),
         ("through nginx: two cluster instances", url.clone()),
     ];
     let password = "benchmark-password";
-    let mut logins = Vec::new();
-    let mut uploads = Vec::new();
     let photo = media::photo()?;
+    let (mut users, mut uploaders_of) = (Vec::new(), Vec::new());
     for (n, (_, target)) in targets.iter().enumerate() {
         let target_tag = format!("{tag}{n}");
-        let handles = auth::sign_up(target, &target_tag, args.logins, password).await?;
-        let tokens = uploaders(target, &target_tag, UPLOADERS).await?;
-        logins.push((handles, Vec::new()));
-        uploads.push((tokens, Vec::new()));
+        users.push(auth::sign_up(target, &target_tag, args.logins, password).await?);
+        uploaders_of.push(uploaders(target, &target_tag, UPLOADERS).await?);
     }
     let duration = Duration::from_secs(args.duration);
+    let mut logins: Vec<Rounds> = vec![Vec::new(); targets.len()];
+    let mut uploads: Vec<Rounds> = vec![Vec::new(); targets.len()];
     for _ in 0..ROUNDS {
         for (n, (_, target)) in targets.iter().enumerate() {
-            let (handles, rounds) = &mut logins[n];
-            rounds.push(auth::logins_per_second(target, handles, password, duration).await);
+            logins[n].push(auth::logins_per_second(target, &users[n], password, duration).await);
         }
         for (n, (_, target)) in targets.iter().enumerate() {
-            let (tokens, rounds) = &mut uploads[n];
-            rounds.push(media::uploads_per_second(target, tokens, &photo, duration).await);
+            uploads[n]
+                .push(media::uploads_per_second(target, &uploaders_of[n], &photo, duration).await);
         }
     }
     embedded.stop().await;
     postgres.stop().await;
-    let table = |out: &mut String, title: &str, unit: &str, figures: &[(Vec<String>, Vec<(f64, u64)>)]| {
-        let medians: Vec<(f64, f64, u64)> = figures
-            .iter()
-            .map(|(_, rounds)| median_with_spread(rounds))
-            .collect();
-        let _ = writeln!(
-            out,
-            "{title}\n\n| set-up | {unit} (median of {ROUNDS}) | spread | failures | vs embedded | vs one PostgreSQL instance |\n|---|---|---|---|---|---|"
-        );
-        for ((name, _), (median, spread, failures)) in targets.iter().zip(&medians) {
-            let _ = writeln!(
-                out,
-                "| {name} | {median:.1} | {:.0}%{} | {failures} | {:.2}x | {:.2}x |",
-                spread * 100.0,
-                if *spread > 0.10 { " (wide)" } else { "" },
-                median / medians[0].0.max(f64::MIN_POSITIVE),
-                median / medians[1].0.max(f64::MIN_POSITIVE),
-            );
-        }
-        out.push('\n');
-    };
-    table(
+    let names: Vec<&str> = targets.iter().map(|(name, _)| *name).collect();
+    rates_table(
         out,
-        &format!("### Logins per second ({} users in a loop each; argon2id at its cheapest, so the limiter's share is not hidden under hashing; {ROUNDS} interleaved rounds of {} s)", args.logins, args.duration),
+        &names,
+        &format!(
+            "### Logins per second ({} users in a loop each; argon2id at its cheapest, so the limiter's share is not hidden under hashing; {ROUNDS} interleaved rounds of {} s)",
+            args.logins, args.duration
+        ),
         "logins/s",
         &logins,
     );
-    table(
+    rates_table(
         out,
-        &format!("### Avatar uploads per second ({UPLOADERS} users uploading a 1024x768 JPEG in a loop each: checked, decoded, re-encoded to 512 px and stored; {ROUNDS} interleaved rounds of {} s)", args.duration),
+        &names,
+        &format!(
+            "### Avatar uploads per second ({UPLOADERS} users uploading a 1024x768 JPEG in a loop each: checked, decoded, re-encoded to 512 px and stored; {ROUNDS} interleaved rounds of {} s)",
+            args.duration
+        ),
         "uploads/s",
         &uploads,
     );
     Ok(())
+}
+
+/// One set-up's (rate, failures) per round.
+type Rounds = Vec<(f64, u64)>;
+
+/// A table of rates per set-up, each the median of its rounds, with ratios to the first two.
+fn rates_table(out: &mut String, names: &[&str], title: &str, unit: &str, figures: &[Rounds]) {
+    let medians: Vec<(f64, f64, u64)> = figures
+        .iter()
+        .map(|rounds| median_with_spread(rounds))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{title}\n\n| set-up | {unit} (median of {ROUNDS}) | spread | failures | vs embedded | vs one PostgreSQL instance |\n|---|---|---|---|---|---|"
+    );
+    for (name, (median, spread, failures)) in names.iter().zip(&medians) {
+        let _ = writeln!(
+            out,
+            "| {name} | {median:.1} | {:.0}%{} | {failures} | {:.2}x | {:.2}x |",
+            spread * 100.0,
+            if *spread > 0.10 { " (wide)" } else { "" },
+            median / medians[0].0.max(f64::MIN_POSITIVE),
+            median / medians[1].0.max(f64::MIN_POSITIVE),
+        );
+    }
+    out.push('\n');
 }
 
 /// Users uploading at once in the scale-out part.
@@ -494,7 +515,15 @@ async fn uploaders(url: &str, tag: &str, users: usize) -> anyhow::Result<Vec<Str
     let http = reqwest::Client::new();
     let mut tokens = Vec::with_capacity(users);
     for n in 0..users {
-        tokens.push(rally::signup(&http, url, &format!("upload_{tag}_{n}"), "benchmark-password").await?);
+        tokens.push(
+            rally::signup(
+                &http,
+                url,
+                &format!("upload_{tag}_{n}"),
+                "benchmark-password",
+            )
+            .await?,
+        );
     }
     Ok(tokens)
 }
@@ -508,7 +537,11 @@ fn median_with_spread(rounds: &[(f64, u64)]) -> (f64, f64, u64) {
         (Some(low), Some(high)) if median > 0.0 => (high - low) / median,
         _ => 0.0,
     };
-    (median, spread, rounds.iter().map(|(_, failures)| failures).sum())
+    (
+        median,
+        spread,
+        rounds.iter().map(|(_, failures)| failures).sum(),
+    )
 }
 
 /// A table cell from an error (one line, no column breaks).
