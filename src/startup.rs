@@ -46,14 +46,14 @@ impl App {
         db::migrate_up(&db).await?;
         let media = MediaStore::open(&config.media_url()?, config.public_url.as_deref())
             .context("cannot open the media store")?;
+        let tokens = TokenKeys::new(&config.load_jwt_secret()?, config.access_token_ttl());
         let (live, limit_store) = match &config.redis_url {
             Some(url) => (
                 Live::redis(url, &config.redis_prefix)?,
-                LimitStore::redis(url, &config.redis_prefix)?,
+                LimitStore::redis(url, &config.redis_prefix, tokens.clone())?,
             ),
             None => (Live::in_process(), LimitStore::local()),
         };
-        let tokens = TokenKeys::new(&config.load_jwt_secret()?, config.access_token_ttl());
         let passwords = Passwords::new(
             config.argon2_memory_kib,
             config.argon2_iterations,

@@ -33,10 +33,11 @@ pub async fn logins_under_load(
     let handles = sign_up(&url, tag, users, password).await?;
 
     let idle = load(&url, TRIVIAL.to_owned(), None, PROBE_CONCURRENCY, duration).await;
-    let ((logins_per_second, login_errors), loaded) = tokio::join!(
+    let (logins, loaded) = tokio::join!(
         logins_per_second(&url, &handles, password, duration),
         load(&url, TRIVIAL.to_owned(), None, PROBE_CONCURRENCY, duration),
     );
+    let (logins_per_second, login_errors) = logins?;
     Ok(AuthFigures {
         logins_per_second,
         login_errors,
@@ -68,7 +69,7 @@ pub async fn logins_per_second(
     handles: &[String],
     password: &str,
     duration: Duration,
-) -> (f64, u64) {
+) -> anyhow::Result<(f64, u64)> {
     let http = reqwest::Client::new();
     let logins = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -108,11 +109,11 @@ pub async fn logins_per_second(
         })
         .collect();
     for login in loops {
-        let _ = login.await;
+        login.await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    (
+    Ok((
         logins.load(Ordering::Relaxed) as f64 / elapsed,
         errors.load(Ordering::Relaxed),
-    )
+    ))
 }

@@ -8,21 +8,17 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use tokio::process::Command;
 
-/// One `rally serve` of the cluster.
-pub struct Node {
-    /// `http://127.0.0.1:<port>`.
-    pub base: String,
-    pub pid: u32,
-}
-
 /// A running cluster; [`Cluster::down`] stops it.
 pub struct Cluster {
     dir: tempfile::TempDir,
     /// nginx: `http://127.0.0.1:<port>`.
     pub base: String,
-    pub instances: Vec<Node>,
+    /// The `rally serve` processes.
+    pub instance_pids: Vec<u32>,
     /// nginx's master and workers.
     pub nginx_pids: Vec<u32>,
+    /// The S3 server's endpoint (bucket `rally`).
+    pub s3_endpoint: String,
 }
 
 fn script() -> PathBuf {
@@ -71,16 +67,11 @@ impl Cluster {
                 .and_then(|pid| u32::try_from(pid).ok())
                 .context("a pid in cluster.json")
         };
-        let instances = state["instances"]
+        let instance_pids = state["instances"]
             .as_array()
             .context("instances in cluster.json")?
             .iter()
-            .map(|node| {
-                Ok(Node {
-                    base: node["url"].as_str().context("an instance url")?.to_owned(),
-                    pid: pid(&node["pid"])?,
-                })
-            })
+            .map(|node| pid(&node["pid"]))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let master = pid(&state["nginx"]["pid"])?;
         let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
@@ -97,7 +88,11 @@ impl Cluster {
                 .as_str()
                 .context("url in cluster.json")?
                 .to_owned(),
-            instances,
+            s3_endpoint: state["s3"]["endpoint"]
+                .as_str()
+                .context("s3.endpoint in cluster.json")?
+                .to_owned(),
+            instance_pids,
             nginx_pids,
             dir,
         })

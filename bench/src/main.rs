@@ -46,7 +46,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use serde_json::json;
 
@@ -354,7 +354,8 @@ async fn scale_out_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Res
         ("RALLY_WS_KEEPALIVE_SECONDS", "120"),
     ];
     let cluster = Cluster::up(&args.rally_bin, database_url, redis_url, 2, &env).await?;
-    let result = scale_out_figures(args, tag, &cluster, &env, out).await;
+    let urls = (database_url.as_str(), redis_url.as_str());
+    let result = scale_out_figures(args, tag, &cluster, urls, &env, out).await;
     cluster.down().await;
     result
 }
@@ -363,6 +364,7 @@ async fn scale_out_figures(
     args: &Args,
     tag: &str,
     cluster: &Cluster,
+    (database_url, redis_url): (&str, &str),
     env: &[(&str, &str)],
     out: &mut String,
 ) -> anyhow::Result<()> {
@@ -384,10 +386,10 @@ async fn scale_out_figures(
         }
     };
     let pids: Vec<u32> = cluster
-        .instances
+        .instance_pids
         .iter()
-        .map(|node| node.pid)
-        .chain(cluster.nginx_pids.iter().copied())
+        .chain(&cluster.nginx_pids)
+        .copied()
         .collect();
     let figures = live::fanout(
         &cluster.ws_url(),
@@ -411,9 +413,21 @@ async fn scale_out_figures(
         figures.cpu_us_per_delivery,
     );
 
-    let embedded = Rally::start(&args.rally_bin, None, None, env).await?;
-    let postgres = Rally::start(&args.rally_bin, Some(database_url_of(args)?), None, env).await?;
-    let direct = format!("{}/graphql", cluster.instances[0].base);
+    // One change at a time against one PostgreSQL instance: Redis (limits, and the broker), then
+    // S3 (media); the embedded defaults and nginx over the cluster beside them.
+    let s3 = [
+        ("RALLY_MEDIA_URL", "s3://rally/bench-media"),
+        ("AWS_ENDPOINT_URL", cluster.s3_endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "rally"),
+        ("AWS_SECRET_ACCESS_KEY", "rally-secret"),
+    ];
+    let with_s3: Vec<(&str, &str)> = env.iter().chain(&s3).copied().collect();
+    let bin = &args.rally_bin;
+    let embedded = Rally::start(bin, None, None, env).await?;
+    let postgres = Rally::start(bin, Some(database_url), None, env).await?;
+    let shared_limits = Rally::start(bin, Some(database_url), Some(redis_url), env).await?;
+    let on_s3 = Rally::start(bin, Some(database_url), None, &with_s3).await?;
     let targets = [
         (
             "embedded: SQLite, limits in memory, media in a folder",
@@ -424,12 +438,16 @@ async fn scale_out_figures(
             postgres.url(),
         ),
         (
-            "cluster instance: PostgreSQL, limits in Redis, media on S3",
-            direct,
+            "the same with limits in Redis (`RALLY_REDIS_URL`)",
+            shared_limits.url(),
         ),
-        ("through nginx: two cluster instances", url.clone()),
+        ("the same with media on S3 (`RALLY_MEDIA_URL`)", on_s3.url()),
+        (
+            "through nginx: two cluster instances (Redis and S3)",
+            url.clone(),
+        ),
     ];
-    let password = "benchmark-password";
+    let password = PASSWORD;
     let photo = media::photo()?;
     let (mut users, mut uploaders_of) = (Vec::new(), Vec::new());
     for (n, (_, target)) in targets.iter().enumerate() {
@@ -442,15 +460,16 @@ async fn scale_out_figures(
     let mut uploads: Vec<Rounds> = vec![Vec::new(); targets.len()];
     for _ in 0..ROUNDS {
         for (n, (_, target)) in targets.iter().enumerate() {
-            logins[n].push(auth::logins_per_second(target, &users[n], password, duration).await);
+            logins[n].push(auth::logins_per_second(target, &users[n], password, duration).await?);
         }
         for (n, (_, target)) in targets.iter().enumerate() {
             uploads[n]
-                .push(media::uploads_per_second(target, &uploaders_of[n], &photo, duration).await);
+                .push(media::uploads_per_second(target, &uploaders_of[n], &photo, duration).await?);
         }
     }
-    embedded.stop().await;
-    postgres.stop().await;
+    for rally in [embedded, postgres, shared_limits, on_s3] {
+        rally.stop().await;
+    }
     let names: Vec<&str> = targets.iter().map(|(name, _)| *name).collect();
     rates_table(
         out,
@@ -501,29 +520,18 @@ fn rates_table(out: &mut String, names: &[&str], title: &str, unit: &str, figure
     out.push('\n');
 }
 
+/// The password of every user the scale-out part makes.
+const PASSWORD: &str = "benchmark-password";
+
 /// Users uploading at once in the scale-out part.
 const UPLOADERS: usize = 4;
-
-fn database_url_of(args: &Args) -> anyhow::Result<&str> {
-    args.database_url
-        .as_deref()
-        .context("the scale-out part needs --database-url")
-}
 
 /// `users` fresh users on `url`, as access tokens.
 async fn uploaders(url: &str, tag: &str, users: usize) -> anyhow::Result<Vec<String>> {
     let http = reqwest::Client::new();
     let mut tokens = Vec::with_capacity(users);
     for n in 0..users {
-        tokens.push(
-            rally::signup(
-                &http,
-                url,
-                &format!("upload_{tag}_{n}"),
-                "benchmark-password",
-            )
-            .await?,
-        );
+        tokens.push(rally::signup(&http, url, &format!("upload_{tag}_{n}"), PASSWORD).await?);
     }
     Ok(tokens)
 }

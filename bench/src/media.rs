@@ -25,7 +25,7 @@ pub async fn uploads_per_second(
     tokens: &[String],
     photo: &[u8],
     duration: Duration,
-) -> (f64, u64) {
+) -> anyhow::Result<(f64, u64)> {
     let http = reqwest::Client::new();
     let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let started = Instant::now();
@@ -55,11 +55,11 @@ pub async fn uploads_per_second(
         })
         .collect();
     for upload in loops {
-        let _ = upload.await;
+        upload.await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    (
+    Ok((
         done.load(Ordering::Relaxed) as f64 / elapsed,
         failed.load(Ordering::Relaxed),
-    )
+    ))
 }

@@ -17,15 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::TokenKeys;
 use crate::error::{Error, Result};
 
 /// Longest wait for Redis to settle a check before this instance decides alone.
@@ -58,6 +56,9 @@ struct Shared {
     redis: ConnectionManager,
     gcra: Script,
     prefix: String,
+    /// Names keys by an HMAC of the server's secret: login names and addresses are not readable
+    /// (nor guessable by hashing candidates) in Redis.
+    keys: TokenKeys,
     /// Unix milliseconds before which Redis is not asked (it failed a check).
     resting_until: AtomicU64,
     /// Whether the last check fell back (so an outage is logged once).
@@ -70,8 +71,9 @@ impl LimitStore {
         Self(None)
     }
 
-    /// Buckets in Redis at `url`, under `{prefix}:limit:`; connects on first use.
-    pub fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    /// Buckets in Redis at `url`, under `{prefix}:limit:`, named through `keys`; connects on first
+    /// use.
+    pub fn redis(url: &str, prefix: &str, keys: TokenKeys) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("RALLY_REDIS_URL is not a Redis URL: {e}"))?;
         let config = ConnectionManagerConfig::new()
@@ -84,6 +86,7 @@ impl LimitStore {
             redis,
             gcra: Script::new(GCRA),
             prefix: format!("{prefix}:limit:"),
+            keys,
             resting_until: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
         }))))
@@ -112,22 +115,20 @@ impl Shared {
         if now < self.resting_until.load(Ordering::Relaxed) {
             return None;
         }
-        // Keys are hashed: login names and addresses are nobody's business in Redis.
-        let digest = Sha256::digest(key.as_bytes());
-        let redis_key = format!(
-            "{}{bucket}:{}",
-            self.prefix,
-            URL_SAFE_NO_PAD.encode(&digest[..18])
-        );
+        let name = self
+            .keys
+            .derive("rate limit", &format!("{bucket}\0{key}"))
+            .ok()?;
+        let redis_key = format!("{}{bucket}:{name}", self.prefix);
         let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut redis = self.redis.clone();
         let mut invocation = self.gcra.key(redis_key);
         invocation.arg(period_ms).arg(burst);
-        // A connection dropped since the last check fails the first call and is re-established by
-        // it, so one more try fits in the same time budget.
+        // A connection dropped since the last check fails the first call (the script did not run)
+        // and is re-established by it: one more try, within the same deadline.
         let call = async {
             match invocation.invoke_async::<u64>(&mut redis).await {
-                Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                Err(err) if err.is_connection_dropped() => {
                     invocation.invoke_async::<u64>(&mut redis).await
                 }
                 answer => answer,

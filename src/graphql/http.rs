@@ -3,6 +3,8 @@
 //! client accepts it (request errors then get 400) and `application/json` otherwise (always 200
 //! once the request parsed). Bodies are read with a size limit chosen by content type (JSON or
 //! multipart upload), so an oversized request is refused with 413 before it is buffered whole.
+//! Apollo's automatic persisted queries are honoured on both methods (see `documents`), so a query
+//! can be a short, stable `GET` URL.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::Caller;
-use super::documents::Documents;
+use super::documents::{Documents, PersistedQueryError};
 use super::response::{is_request_error, with_codes};
 use super::schema::RallySchema;
 use crate::auth::{ClientAddr, Viewer};
@@ -95,27 +97,55 @@ impl Mode {
 struct Rejection {
     status: StatusCode,
     message: String,
-    field: &'static str,
+    extensions: serde_json::Value,
+    /// The body was a GraphQL request (legacy `application/json` responses are then 200).
+    parsed: bool,
 }
+
+/// The code Apollo's persisted-queries link waits for before it sends the document with its hash.
+const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 
 impl Rejection {
     fn new(status: StatusCode, field: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
-            field,
+            extensions: serde_json::json!({ "code": code::BAD_USER_INPUT, "field": field }),
+            parsed: false,
+        }
+    }
+
+    fn persisted(error: PersistedQueryError) -> Self {
+        let (message, extensions) = match error {
+            // Apollo's protocol names this one by its message and its code.
+            PersistedQueryError::NotFound => (
+                "PersistedQueryNotFound".to_owned(),
+                serde_json::json!({ "code": PERSISTED_QUERY_NOT_FOUND }),
+            ),
+            PersistedQueryError::Invalid(why) => (
+                why.to_owned(),
+                serde_json::json!({ "code": code::BAD_USER_INPUT, "field": "extensions.persistedQuery" }),
+            ),
+        };
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message,
+            extensions,
+            parsed: true,
         }
     }
 
     fn into_response(self, mode: Mode) -> Response {
         let body = serde_json::json!({
-            "errors": [{
-                "message": self.message,
-                "extensions": { "code": code::BAD_USER_INPUT, "field": self.field },
-            }]
+            "errors": [{ "message": self.message, "extensions": self.extensions }]
         });
+        let status = if self.parsed && mode == Mode::Json {
+            StatusCode::OK
+        } else {
+            self.status
+        };
         (
-            self.status,
+            status,
             [(header::CONTENT_TYPE, mode.content_type())],
             body.to_string(),
         )
@@ -138,13 +168,16 @@ async fn graphql(
             .into_response();
     };
     let mut gql = match read_request(&http.app, &method, &headers, request).await {
-        Ok(gql) if gql.query.trim().is_empty() => {
-            return Rejection::new(StatusCode::BAD_REQUEST, "query", "the request has no query")
-                .into_response(mode);
-        }
         Ok(gql) => gql,
         Err(rejection) => return rejection.into_response(mode),
     };
+    if let Err(error) = http.documents.resolve_persisted(&mut gql) {
+        return Rejection::persisted(error).into_response(mode);
+    }
+    if gql.query.trim().is_empty() {
+        return Rejection::new(StatusCode::BAD_REQUEST, "query", "the request has no query")
+            .into_response(mode);
+    }
     http.documents.prepare(&mut gql);
     if method == Method::GET && is_mutation(&mut gql) {
         let mut response = Rejection::new(

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -77,6 +78,7 @@ impl MediaStore {
     pub fn open(url: &Url, public_base: Option<&str>) -> anyhow::Result<Self> {
         let (scheme, prefix) =
             ObjectStoreScheme::parse(url).context("RALLY_MEDIA_URL names no object store")?;
+        let prefix = key_prefix(url, &scheme, prefix)?;
         let (store, kind): (Arc<dyn ObjectStore>, _) = match scheme {
             ObjectStoreScheme::Local => {
                 let dir = url
@@ -207,11 +209,20 @@ impl MediaStore {
     }
 
     /// Starts reading the public object `key`, all of it or `range`.
+    #[tracing::instrument(skip(self))]
     pub async fn read(&self, key: &str, range: Option<GetRange>) -> Result<Lookup> {
         let Some(content_type) = parse_key(key) else {
             return Ok(Lookup::Missing);
         };
         let path = Path::from(key);
+        if matches!(range, Some(GetRange::Suffix(0))) {
+            // The last zero bytes: nothing to send, which HTTP answers with 416 and the size.
+            return match self.store.head(&path).await {
+                Ok(meta) => Ok(Lookup::Unsatisfiable { size: meta.size }),
+                Err(object_store::Error::NotFound { .. }) => Ok(Lookup::Missing),
+                Err(err) => Err(Error::internal(err)),
+            };
+        }
         let options = GetOptions {
             range: range.clone(),
             ..GetOptions::default()
@@ -221,7 +232,10 @@ impl MediaStore {
                 content_type,
                 range: found.range.clone(),
                 size: found.meta.size,
-                body: found.into_stream(),
+                body: found
+                    .into_stream()
+                    .inspect_err(|err| tracing::warn!(error = %err, "media stream cut"))
+                    .boxed(),
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(Lookup::Missing),
             // Stores refuse a range past the end in their own words: the size tells.
@@ -250,6 +264,18 @@ impl MediaStore {
     }
 }
 
+/// The key prefix inside the store named by `url`. `object_store` reads `az://a/b/c` as account
+/// `a`, container `b`, prefix `c`, but its Azure builder (and Rally's documentation) as container
+/// `a`, prefix `b/c`: the prefix is then the whole path.
+fn key_prefix(url: &Url, scheme: &ObjectStoreScheme, parsed: Path) -> anyhow::Result<Path> {
+    match (scheme, url.scheme()) {
+        (ObjectStoreScheme::MicrosoftAzure, "az" | "adl" | "azure") => {
+            Ok(Path::from_url_path(url.path())?)
+        }
+        _ => Ok(parsed),
+    }
+}
+
 /// Whether `range` asks for nothing of an object of `size` bytes.
 fn starts_past_end(range: &GetRange, size: u64) -> bool {
     match range {
@@ -273,6 +299,25 @@ fn parse_key(key: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_prefix_is_the_path_after_the_bucket_or_container() {
+        for (url, prefix) in [
+            ("s3://bucket/rally/media", "rally/media"),
+            ("s3://bucket", ""),
+            ("gs://bucket/media", "media"),
+            ("az://container/rally/media", "rally/media"),
+            ("az://container", ""),
+        ] {
+            let url = Url::parse(url).unwrap();
+            let (scheme, parsed) = ObjectStoreScheme::parse(&url).unwrap();
+            assert_eq!(
+                key_prefix(&url, &scheme, parsed).unwrap().as_ref(),
+                prefix,
+                "{url}"
+            );
+        }
+    }
 
     #[test]
     fn only_well_formed_keys_name_media() {

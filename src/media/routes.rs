@@ -75,19 +75,16 @@ async fn media(
     }
     let range = requested_range(&headers);
     let partial = range.is_some();
-    match media.store.read(&key, range).await {
-        Ok(Lookup::Found(reading)) => stream(reading, partial, etag),
-        Ok(Lookup::Missing) => not_found(),
-        Ok(Lookup::Unsatisfiable { size }) => (
+    let lookup = media.store.read(&key, range).await.map(Some);
+    respond(lookup, |lookup| match lookup {
+        Lookup::Found(reading) => stream(reading, partial, etag),
+        Lookup::Missing => not_found(),
+        Lookup::Unsatisfiable { size } => (
             StatusCode::RANGE_NOT_SATISFIABLE,
             [(header::CONTENT_RANGE, format!("bytes */{size}"))],
         )
             .into_response(),
-        Err(err) => {
-            err.report();
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    })
 }
 
 fn stream(reading: Reading, partial: bool, etag: String) -> Response {

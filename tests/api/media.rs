@@ -324,6 +324,25 @@ async fn media_answers_byte_ranges(backend: Backend) {
         beyond.headers()["content-range"],
         format!("bytes */{size}").as_str()
     );
+    let nothing = get("bytes=-0").await.expect("sent");
+    assert_eq!(nothing.status(), 416, "the last zero bytes");
+    assert_eq!(
+        nothing.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
+    // A range that ends past the object gets what there is.
+    let clamped = get("bytes=5-99999999").await.expect("sent");
+    assert_eq!(clamped.status(), 206);
+    let expected = format!("bytes 5-{}/{size}", size - 1);
+    assert_eq!(clamped.headers()["content-range"], expected.as_str());
+    assert_eq!(clamped.bytes().await.expect("bytes"), whole[5..]);
+    let head = app.http.head(&url).send().await.expect("sent");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], size.to_string().as_str());
+    assert!(
+        head.bytes().await.expect("bytes").is_empty(),
+        "HEAD has no body"
+    );
     for ignored in ["bytes=0-1,5-6", "bytes=9-2", "lines=1-2"] {
         let response = get(ignored).await.expect("sent");
         assert_eq!(response.status(), 200, "{ignored}");

@@ -3,9 +3,12 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { ApolloClient, HttpLink, InMemoryCache, gql, split } from "@apollo/client/core/index.js";
+import { createPersistedQueryLink } from "@apollo/client/link/persisted-queries/index.js";
 import { GraphQLWsLink } from "@apollo/client/link/subscriptions/index.js";
 import { getMainDefinition } from "@apollo/client/utilities/index.js";
+import { print } from "graphql";
 import { createClient } from "graphql-ws";
+import { createHash } from "node:crypto";
 import WebSocket from "ws";
 import { startRally } from "./rally.js";
 
@@ -117,4 +120,71 @@ test("graphql-ws gets a document that fails validation as its error, coded, and 
     JSON.stringify(observed.error),
   );
   await linked.dispose();
+});
+
+const sha256 = (text) => createHash("sha256").update(text).digest("hex");
+
+test("Apollo Client's automatic persisted queries: the document once, then its hash alone on GET", async () => {
+  const sent = [];
+  const http = new HttpLink({
+    uri: rally.url,
+    fetch: (uri, options) => {
+      const url = new URL(uri, rally.url);
+      const body = options.body ? JSON.parse(options.body) : {};
+      const extensions = body.extensions ?? JSON.parse(url.searchParams.get("extensions") ?? "{}");
+      sent.push({
+        method: options.method ?? "GET",
+        document: Boolean(body.query ?? url.searchParams.get("query")),
+        hash: extensions.persistedQuery?.sha256Hash,
+      });
+      return fetch(uri, options);
+    },
+  });
+  const link = createPersistedQueryLink({ sha256, useGETForHashedQueries: true }).concat(http);
+  const client = new ApolloClient({ link, cache: new InMemoryCache() });
+  // A document no other test sends, so the server has not seen it.
+  const query = gql`query PersistedProbe { probe: __typename }`;
+  const hash = sha256(print(query));
+
+  const first = await client.query({ query, fetchPolicy: "network-only" });
+  assert.equal(first.data.probe, "Query");
+  assert.deepEqual(
+    sent.map(({ method, document, hash }) => ({ method, document, hash })),
+    [
+      { method: "GET", document: false, hash },
+      { method: "POST", document: true, hash },
+    ],
+    "the hash alone, refused as unknown, then the document with its hash",
+  );
+
+  sent.length = 0;
+  const again = await client.query({ query, fetchPolicy: "network-only" });
+  assert.equal(again.data.probe, "Query");
+  assert.deepEqual(sent, [{ method: "GET", document: false, hash }], "the hash alone, on GET, is enough now");
+
+  // The protocol's refusals, raw: an unknown hash, a hash that is not the document's, and a
+  // persisted mutation on GET.
+  const extensions = (sha256Hash) => JSON.stringify({ persistedQuery: { version: 1, sha256Hash } });
+  const accept = { accept: "application/graphql-response+json" };
+  const unknown = await fetch(`${rally.url}?extensions=${encodeURIComponent(extensions("ab".repeat(32)))}`, { headers: accept });
+  assert.equal(unknown.status, 400);
+  const unknownBody = await unknown.json();
+  assert.equal(unknownBody.errors[0].message, "PersistedQueryNotFound");
+  assert.equal(unknownBody.errors[0].extensions.code, "PERSISTED_QUERY_NOT_FOUND");
+  const lying = await fetch(rally.url, {
+    method: "POST",
+    headers: { ...accept, "content-type": "application/json" },
+    body: JSON.stringify({ query: "{ __typename }", extensions: JSON.parse(extensions(hash)) }),
+  });
+  assert.equal(lying.status, 400);
+  assert.equal((await lying.json()).errors[0].extensions.field, "extensions.persistedQuery");
+  const mutation = "mutation { logout(refreshToken: \"not-a-token\") }";
+  const registered = await fetch(rally.url, {
+    method: "POST",
+    headers: { ...accept, "content-type": "application/json" },
+    body: JSON.stringify({ query: mutation, extensions: JSON.parse(extensions(sha256(mutation))) }),
+  });
+  assert.equal(registered.status, 200, "a mutation may be persisted, and runs on POST");
+  const onGet = await fetch(`${rally.url}?extensions=${encodeURIComponent(extensions(sha256(mutation)))}`, { headers: accept });
+  assert.equal(onGet.status, 405, "a persisted mutation still does not run on GET");
 });

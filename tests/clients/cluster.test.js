@@ -329,6 +329,11 @@ test("a blur round started, revealed, rendered and guessed on three different in
   assert.equal(rendered.status, 200, `instance 3 renders ${revealBlurRound.imageUrl} from the photo instance 1 received`);
   assert.equal(rendered.headers.get("content-type"), "image/jpeg");
   assert.ok(rendered.bytes.length > 2 && rendered.bytes[0] === 0xff && rendered.bytes[1] === 0xd8, "a JPEG (FF D8)");
+  // The rendering is cached in the shared store (not in instance 3), so every instance finds it.
+  const listing = await fetch(`${cluster.s3.endpoint}/${cluster.s3.bucket}?list-type=2&prefix=${encodeURIComponent(`media/private/blur/${startBlurRound.id}/`)}`);
+  assert.equal(listing.status, 200, "the S3 server lists the bucket");
+  const keys = [...(await listing.text()).matchAll(/<Key>([^<]+)<\/Key>/g)].map((m) => m[1]);
+  assert.deepEqual(keys, [`media/private/blur/${startBlurRound.id}/9.jpg`], "one cached rendering, in the shared store");
   const again = await get(on(cluster.instances[0].url, revealBlurRound.imageUrl));
   assert.equal(again.status, 200, "instance 1 serves the same rendering");
   assert.ok(again.bytes.equals(rendered.bytes), "instance 1 serves the same bytes as instance 3");
