@@ -1,13 +1,11 @@
 //! Logins under load: how many argon2id logins per second the configured cost allows, and what they
 //! do to the latency of everything else (`{ __typename }` p99 while logins run, against idle).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::http::{Figures, TRIVIAL, load};
+use crate::http::{Figures, TRIVIAL, load, loops_per_second};
 use crate::rally::{Rally, signup};
 
 /// What the run measured.
@@ -71,49 +69,32 @@ pub async fn logins_per_second(
     duration: Duration,
 ) -> anyhow::Result<(f64, u64)> {
     let http = reqwest::Client::new();
-    let logins = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let loops: Vec<_> = handles
+    let bodies: Vec<String> = handles
         .iter()
         .map(|handle| {
-            let (http, url, logins, errors) = (http.clone(), url.to_owned(), logins.clone(), errors.clone());
-            let body = json!({
+            json!({
                 "query": "mutation($l: String!, $p: String!) { login(login: $l, password: $p) { accessToken } }",
                 "variables": { "l": handle, "p": password },
             })
-            .to_string();
-            tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    let response = http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    let ok = match response {
-                        Ok(response) => response
-                            .text()
-                            .await
-                            .is_ok_and(|text| text.contains("accessToken") && !text.contains("\"errors\"")),
-                        Err(_) => false,
-                    };
-                    if ok {
-                        logins.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
+            .to_string()
         })
         .collect();
-    for login in loops {
-        login.await?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok((
-        logins.load(Ordering::Relaxed) as f64 / elapsed,
-        errors.load(Ordering::Relaxed),
-    ))
+    let url = url.to_owned();
+    loops_per_second(bodies, duration, move |body| {
+        let request = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send();
+        async move {
+            match request.await {
+                Ok(response) => response
+                    .text()
+                    .await
+                    .is_ok_and(|text| text.contains("accessToken") && !text.contains("\"errors\"")),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
 }

@@ -217,3 +217,46 @@ pub async fn load_cycled(
         p99_us: at(0.99),
     }
 }
+
+/// One loop per worker, each running `attempt(worker)` until `duration` is over: successful
+/// attempts per second, and the failures, in all.
+pub async fn loops_per_second<W, F, Fut>(
+    workers: Vec<W>,
+    duration: Duration,
+    attempt: F,
+) -> anyhow::Result<(f64, u64)>
+where
+    W: Clone + Send + 'static,
+    F: Fn(W) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let loops: Vec<_> = workers
+        .into_iter()
+        .map(|worker| {
+            let (attempt, done, failed) = (attempt.clone(), done.clone(), failed.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let counter = if attempt(worker.clone()).await {
+                        &done
+                    } else {
+                        &failed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for worker in loops {
+        worker.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok((
+        done.load(Ordering::Relaxed) as f64 / elapsed,
+        failed.load(Ordering::Relaxed),
+    ))
+}

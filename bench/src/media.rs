@@ -2,11 +2,11 @@
 //! which Rally checks, decodes, re-encodes and puts in its media store.
 
 use std::io::Cursor;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::multipart::{Form, Part};
+
+use crate::http::loops_per_second;
 
 /// A 1024x768 JPEG with some detail (a gradient and a grid), about what a phone sends for an avatar.
 pub fn photo() -> anyhow::Result<Vec<u8>> {
@@ -27,39 +27,22 @@ pub async fn uploads_per_second(
     duration: Duration,
 ) -> anyhow::Result<(f64, u64)> {
     let http = reqwest::Client::new();
-    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let loops: Vec<_> = tokens
-        .iter()
-        .map(|token| {
-            let (http, url, token) = (http.clone(), url.to_owned(), token.clone());
-            let (done, failed, photo) = (done.clone(), failed.clone(), photo.to_vec());
-            tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    let form = Form::new()
-                        .text("operations", r#"{"query":"mutation($f: Upload!) { uploadAvatar(file: $f) { avatarUrl } }","variables":{"f":null}}"#)
-                        .text("map", r#"{"0":["variables.f"]}"#)
-                        .part("0", Part::bytes(photo.clone()).file_name("me.jpg"));
-                    let ok = match http.post(&url).bearer_auth(&token).multipart(form).send().await {
-                        Ok(response) => response
-                            .text()
-                            .await
-                            .is_ok_and(|body| body.contains("/media/") && !body.contains("\"errors\"")),
-                        Err(_) => false,
-                    };
-                    let counter = if ok { &done } else { &failed };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for upload in loops {
-        upload.await?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok((
-        done.load(Ordering::Relaxed) as f64 / elapsed,
-        failed.load(Ordering::Relaxed),
-    ))
+    let (url, photo) = (url.to_owned(), photo.to_vec());
+    loops_per_second(tokens.to_vec(), duration, move |token| {
+        let form = Form::new()
+            .text("operations", r#"{"query":"mutation($f: Upload!) { uploadAvatar(file: $f) { avatarUrl } }","variables":{"f":null}}"#)
+            .text("map", r#"{"0":["variables.f"]}"#)
+            .part("0", Part::bytes(photo.clone()).file_name("me.jpg"));
+        let request = http.post(&url).bearer_auth(&token).multipart(form).send();
+        async move {
+            match request.await {
+                Ok(response) => response
+                    .text()
+                    .await
+                    .is_ok_and(|body| body.contains("/media/") && !body.contains("\"errors\"")),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
 }

@@ -82,10 +82,6 @@ struct Instance {
 }
 
 impl Instance {
-    fn start(database_url: &str, redis_url: &str) -> Self {
-        Self::start_with(database_url, redis_url, &[])
-    }
-
     /// An instance with extra settings.
     fn start_with(database_url: &str, redis_url: &str, settings: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -194,6 +190,16 @@ impl Instance {
             .to_owned()
     }
 
+    async fn metrics(&self, http: &reqwest::Client) -> String {
+        http.get(format!("http://{}/metrics", self.base))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text")
+    }
+
     async fn readyz(&self, http: &reqwest::Client) -> Value {
         http.get(format!("http://{}/readyz", self.base))
             .send()
@@ -223,26 +229,9 @@ const RENAME: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_instance_reaches_subscribers_on_another_and_survives_a_redis_outage() {
     let test = "a_change_on_one_instance_reaches_subscribers_on_another";
-    let Some(redis_url) = crate::common::redis_url_or_skip(test) else {
+    let Some((proxy, database, http, a, b)) = two_instances_behind_a_proxy(test, &[]).await else {
         return;
     };
-    if crate::common::Backend::postgres_or_skip(test).is_none() {
-        return;
-    }
-    let redis: SocketAddr = redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("RALLY_TEST_REDIS_URL is redis://host:port");
-    let proxy = Proxy::start(redis).await;
-    let database = PostgresDb::create().await;
-    let http = reqwest::Client::new();
-    let proxied = format!("redis://{}", proxy.address);
-    // Start one instance first so the migrations run once, then the second.
-    let a = Instance::start(&database.url, &proxied);
-    a.wait_for_broker(&http, "connected").await;
-    let b = Instance::start(&database.url, &proxied);
-    b.wait_for_broker(&http, "connected").await;
 
     let signup = b
         .gql(
@@ -411,6 +400,31 @@ async fn two_instances(test: &str) -> Option<(PostgresDb, reqwest::Client, Insta
 }
 
 /// [`two_instances`] with extra settings for both.
+/// Two instances with `settings` on a fresh database, reaching Redis through a [`Proxy`] the test
+/// can cut; `None` (a printed skip) without PostgreSQL and Redis.
+async fn two_instances_behind_a_proxy(
+    test: &str,
+    settings: &[(&str, &str)],
+) -> Option<(Proxy, PostgresDb, reqwest::Client, Instance, Instance)> {
+    let redis_url = crate::common::redis_url_or_skip(test)?;
+    crate::common::Backend::postgres_or_skip(test)?;
+    let redis: SocketAddr = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("RALLY_TEST_REDIS_URL is redis://host:port");
+    let proxy = Proxy::start(redis).await;
+    let database = PostgresDb::create().await;
+    let http = reqwest::Client::new();
+    let proxied = format!("redis://{}", proxy.address);
+    // One instance first so the migrations run once, then the second.
+    let a = Instance::start_with(&database.url, &proxied, settings);
+    a.wait_for_broker(&http, "connected").await;
+    let b = Instance::start_with(&database.url, &proxied, settings);
+    b.wait_for_broker(&http, "connected").await;
+    Some((proxy, database, http, a, b))
+}
+
 async fn two_instances_with(
     test: &str,
     settings: &[(&str, &str)],
@@ -846,27 +860,12 @@ async fn two_instances_finish_each_event_once_at_the_finish_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_limits_hold_across_instances_and_each_decides_alone_while_redis_is_away() {
     let test = "login_limits_hold_across_instances";
-    let Some(redis_url) = crate::common::redis_url_or_skip(test) else {
-        return;
-    };
-    if crate::common::Backend::postgres_or_skip(test).is_none() {
-        return;
-    }
-    let redis: SocketAddr = redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("RALLY_TEST_REDIS_URL is redis://host:port");
-    let proxy = Proxy::start(redis).await;
-    let database = PostgresDb::create().await;
-    let http = reqwest::Client::new();
-    let proxied = format!("redis://{}", proxy.address);
     // Every attempt comes from 127.0.0.1: the address limit is lifted so the login limit is seen.
     let settings = [("RALLY_AUTH_ATTEMPTS_PER_ADDRESS", "1000")];
-    let a = Instance::start_with(&database.url, &proxied, &settings);
-    a.wait_for_broker(&http, "connected").await;
-    let b = Instance::start_with(&database.url, &proxied, &settings);
-    b.wait_for_broker(&http, "connected").await;
+    let Some((proxy, database, http, a, b)) = two_instances_behind_a_proxy(test, &settings).await
+    else {
+        return;
+    };
     for (handle, instance) in [("limited", &a), ("alone", &b)] {
         instance
             .gql(
@@ -922,14 +921,7 @@ async fn login_limits_hold_across_instances_and_each_decides_alone_while_redis_i
             "local (redis unreachable)"
         );
     }
-    let metrics = http
-        .get(format!("http://{}/metrics", b.base))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = b.metrics(&http).await;
     let fallbacks: f64 = metrics
         .lines()
         .filter(|line| line.starts_with("rally_limiter_fallbacks_total{"))
