@@ -61,6 +61,9 @@ struct Args {
     /// Seconds each HTTP scenario runs.
     #[arg(long, default_value_t = 5)]
     duration: u64,
+    /// Interleaved rounds of each HTTP scenario and its baselines.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Concurrent HTTP requests in flight.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -126,7 +129,9 @@ fn verdict(pass: bool) -> &'static str {
     if pass { "PASS" } else { "FAIL" }
 }
 
-/// The HTTP table.
+/// The HTTP table: every scenario and both baselines in interleaved rounds (bare axum, the bare
+/// engine, then each of Rally's scenarios, again and again), so a ratio compares loads measured
+/// seconds apart; each ratio is the median of its per-round ratios, with their spread.
 async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.duration);
     let c = args.concurrency;
@@ -139,64 +144,118 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
     let read = json!({ "query": "query($id: ID!) { event(id: $id) { title likeCount organizer { handle } } }", "variables": { "id": seed.event } }).to_string();
     let list = json!({ "query": "{ events(first: 20) { edges { node { id title organizer { handle displayName } } } } }" }).to_string();
     let cheers = json!({ "query": "mutation($s: ID!) { recordCheers(sessionId: $s) { cheers } }", "variables": { "s": seed.session } }).to_string();
-    let bare = load(&axum_url, TRIVIAL.to_owned(), None, c, duration).await;
-    let engine = load(&engine_url, TRIVIAL.to_owned(), None, c, duration).await;
-    let rows = [
-        (
-            "`{ __typename }`",
-            load(&url, TRIVIAL.to_owned(), None, c, duration).await,
-            Some(1.0),
+    let scenario = |name, url: &str, body: &str, token: Option<&str>, target| Scenario {
+        name,
+        url: url.to_owned(),
+        body: body.to_owned(),
+        token: token.map(str::to_owned),
+        target,
+    };
+    let token = Some(seed.token.as_str());
+    let scenarios = [
+        scenario(
+            "baseline: bare axum, same bytes",
+            &axum_url,
+            TRIVIAL,
+            None,
+            None,
         ),
-        (
+        scenario(
+            "baseline: bare async-graphql",
+            &engine_url,
+            TRIVIAL,
+            None,
+            None,
+        ),
+        scenario("`{ __typename }`", &url, TRIVIAL, None, Some(1.0)),
+        scenario(
             "authenticated `event(id)` read",
-            load(&url, read, Some(seed.token.clone()), c, duration).await,
+            &url,
+            &read,
+            token,
             Some(0.5),
         ),
-        (
+        scenario(
             "`events(first: 20)` with organizer",
-            load(&url, list, None, c, duration).await,
+            &url,
+            &list,
             None,
+            Some(0.25),
         ),
-        (
-            "`recordCheers` mutation",
-            load(&url, cheers, Some(seed.token.clone()), c, duration).await,
-            None,
-        ),
+        scenario("`recordCheers` mutation", &url, &cheers, token, None),
     ];
+    let mut rounds: Vec<Vec<Figures>> = scenarios.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.rounds.max(1) {
+        for (n, s) in scenarios.iter().enumerate() {
+            rounds[n].push(load(&s.url, s.body.clone(), s.token.clone(), c, duration).await);
+        }
+    }
     rally.stop().await;
 
     let _ = writeln!(
         out,
-        "## HTTP ({c} concurrent requests, {}s per scenario)\n\n| scenario | req/s | p50 µs | p99 µs | errors | x bare axum | x bare engine | target | result |\n|---|---|---|---|---|---|---|---|---|",
+        "## HTTP ({c} concurrent requests; {} interleaved rounds of {}s per scenario; medians, and the spread of each ratio over the rounds)\n\n| scenario | req/s | p50 µs | p99 µs | errors | x bare axum | x bare engine | spread | target | result |\n|---|---|---|---|---|---|---|---|---|---|",
+        args.rounds.max(1),
         args.duration
     );
-    let line = |out: &mut String, name: &str, f: &Figures, target: Option<f64>| {
-        let vs_engine = f.per_second / engine.per_second;
+    for (n, Scenario { name, target, .. }) in scenarios.iter().enumerate() {
+        let per_round = |baseline: usize| -> Vec<f64> {
+            rounds[n]
+                .iter()
+                .zip(&rounds[baseline])
+                .map(|(f, b)| f.per_second / b.per_second.max(f64::MIN_POSITIVE))
+                .collect()
+        };
+        let (vs_bare, _) = median_and_spread(per_round(0));
+        let (vs_engine, spread) = median_and_spread(per_round(1));
         let (target_text, result) = match target {
-            Some(t) => (format!(">= {t:.1}x engine"), verdict(vs_engine >= t)),
+            Some(t) => (format!(">= {t:.2}x engine"), verdict(vs_engine >= *t)),
             None => ("report".to_owned(), "-"),
         };
+        let middle = median_round(&rounds[n]);
+        let errors: u64 = rounds[n].iter().map(|f| f.errors).sum();
         let _ = writeln!(
             out,
-            "| {name} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {target_text} | {result} |",
-            f.per_second,
-            f.p50_us,
-            f.p99_us,
-            f.errors,
-            f.per_second / bare.per_second,
-            vs_engine,
+            "| {name} | {:.0} | {} | {} | {errors} | {vs_bare:.2} | {vs_engine:.2} | {:.0}%{} | {target_text} | {result} |",
+            middle.per_second,
+            middle.p50_us,
+            middle.p99_us,
+            spread * 100.0,
+            if spread > 0.10 { " (wide)" } else { "" },
         );
-    };
-    line(out, "baseline: bare axum, same bytes", &bare, None);
-    line(out, "baseline: bare async-graphql", &engine, None);
-    for (name, figures, target) in &rows {
-        line(out, name, figures, *target);
-        if figures.requests == 0 {
-            eprintln!("warning: {name} completed no request");
+        if rounds[n].iter().any(|f| f.requests == 0) {
+            eprintln!("warning: {name} completed no request in a round");
         }
     }
     out.push('\n');
     Ok(())
+}
+
+/// One HTTP scenario: a body sent to a URL, and its target as a multiple of the bare engine.
+struct Scenario {
+    name: &'static str,
+    url: String,
+    body: String,
+    token: Option<String>,
+    target: Option<f64>,
+}
+
+/// The median of `values` and their spread ((max - min) / median).
+fn median_and_spread(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
+    let spread = match (values.first(), values.last()) {
+        (Some(low), Some(high)) if median > 0.0 => (high - low) / median,
+        _ => 0.0,
+    };
+    (median, spread)
+}
+
+/// The round with the median rate (its latencies go with it).
+fn median_round(rounds: &[Figures]) -> &Figures {
+    let mut sorted: Vec<&Figures> = rounds.iter().collect();
+    sorted.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    sorted[sorted.len() / 2]
 }
 
 const LEADERBOARD: &str = "subscription($id: ID!) { leaderboard(eventId: $id, first: 10) { updatedAt entries { rank score cheers user { handle displayName } } } }";
@@ -333,10 +392,6 @@ async fn auth_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
     Ok(())
 }
 
-/// Rounds of each comparison in the scale-out part, interleaved (A, B, C, D, A, B, …); the median is
-/// reported with its spread.
-const ROUNDS: usize = 3;
-
 /// The scale-out tables: a cluster of two instances behind nginx (`scripts/cluster`: PostgreSQL,
 /// Redis, S3), fan-out through it, and what the shared limiter and S3 cost against the embedded
 /// defaults and against one PostgreSQL instance with local limits and a local folder.
@@ -458,7 +513,8 @@ async fn scale_out_figures(
     let duration = Duration::from_secs(args.duration);
     let mut logins: Vec<Rounds> = vec![Vec::new(); targets.len()];
     let mut uploads: Vec<Rounds> = vec![Vec::new(); targets.len()];
-    for _ in 0..ROUNDS {
+    let rounds = args.rounds.max(1);
+    for _ in 0..rounds {
         for (n, (_, target)) in targets.iter().enumerate() {
             logins[n].push(auth::logins_per_second(target, &users[n], password, duration).await?);
         }
@@ -475,7 +531,7 @@ async fn scale_out_figures(
         out,
         &names,
         &format!(
-            "### Logins per second ({} users in a loop each; argon2id at its cheapest, so the limiter's share is not hidden under hashing; {ROUNDS} interleaved rounds of {} s)",
+            "### Logins per second ({} users in a loop each; argon2id at its cheapest, so the limiter's share is not hidden under hashing; {rounds} interleaved rounds of {} s)",
             args.logins, args.duration
         ),
         "logins/s",
@@ -485,7 +541,7 @@ async fn scale_out_figures(
         out,
         &names,
         &format!(
-            "### Avatar uploads per second ({UPLOADERS} users uploading a 1024x768 JPEG in a loop each: checked, decoded, re-encoded to 512 px and stored; {ROUNDS} interleaved rounds of {} s)",
+            "### Avatar uploads per second ({UPLOADERS} users uploading a 1024x768 JPEG in a loop each: checked, decoded, re-encoded to 512 px and stored; {rounds} interleaved rounds of {} s)",
             args.duration
         ),
         "uploads/s",
@@ -499,13 +555,14 @@ type Rounds = Vec<(f64, u64)>;
 
 /// A table of rates per set-up, each the median of its rounds, with ratios to the first two.
 fn rates_table(out: &mut String, names: &[&str], title: &str, unit: &str, figures: &[Rounds]) {
+    let rounds = figures.first().map_or(0, Vec::len);
     let medians: Vec<(f64, f64, u64)> = figures
         .iter()
         .map(|rounds| median_with_spread(rounds))
         .collect();
     let _ = writeln!(
         out,
-        "{title}\n\n| set-up | {unit} (median of {ROUNDS}) | spread | failures | vs embedded | vs one PostgreSQL instance |\n|---|---|---|---|---|---|"
+        "{title}\n\n| set-up | {unit} (median of {rounds}) | spread | failures | vs embedded | vs one PostgreSQL instance |\n|---|---|---|---|---|---|"
     );
     for (name, (median, spread, failures)) in names.iter().zip(&medians) {
         let _ = writeln!(
@@ -538,13 +595,7 @@ async fn uploaders(url: &str, tag: &str, users: usize) -> anyhow::Result<Vec<Str
 
 /// The median of per-round rates, their spread ((max - min) / median) and the failures in all.
 fn median_with_spread(rounds: &[(f64, u64)]) -> (f64, f64, u64) {
-    let mut rates: Vec<f64> = rounds.iter().map(|(rate, _)| *rate).collect();
-    rates.sort_by(f64::total_cmp);
-    let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
-    let spread = match (rates.first(), rates.last()) {
-        (Some(low), Some(high)) if median > 0.0 => (high - low) / median,
-        _ => 0.0,
-    };
+    let (median, spread) = median_and_spread(rounds.iter().map(|(rate, _)| *rate).collect());
     (
         median,
         spread,
