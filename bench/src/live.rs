@@ -36,6 +36,8 @@ pub struct FanoutFigures {
     pub p99_us: u64,
     pub max_us: u64,
     pub cpu_us_per_delivery: f64,
+    pub user_us_per_delivery: f64,
+    pub system_us_per_delivery: f64,
 }
 
 impl FanoutFigures {
@@ -56,13 +58,28 @@ fn counter(text: &str, key: &str) -> Option<i64> {
 
 /// Server CPU time (user + system) of `pid`, in µs.
 pub fn cpu_us(pid: u32) -> anyhow::Result<u64> {
+    Ok(user_us(pid)? + system_us(pid)?)
+}
+
+/// User CPU time of `pid`, in µs.
+pub fn user_us(pid: u32) -> anyhow::Result<u64> {
+    stat_ticks_us(pid, 11)
+}
+
+/// System CPU time of `pid` (the kernel working for it: on loopback, sending also carries much of
+/// the receiving side's work), in µs.
+pub fn system_us(pid: u32) -> anyhow::Result<u64> {
+    stat_ticks_us(pid, 12)
+}
+
+/// Field `index` (counted after the parenthesised name) of `/proc/{pid}/stat`, in clock ticks, as µs.
+fn stat_ticks_us(pid: u32, index: usize) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let field = rest.split_whitespace().nth(index).context("stat format")?;
     // /proc counts in USER_HZ, which the Linux ABI fixes at 100 per second.
-    Ok(ticks * 10_000)
+    Ok(field.parse::<u64>()? * 10_000)
 }
 
 /// `figure` of every process in `pids`, added up.
@@ -217,7 +234,7 @@ where
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = sum(pids, rss_bytes)?;
 
-    let cpu_before = sum(pids, cpu_us)?;
+    let (user_before, system_before) = (sum(pids, user_us)?, sum(pids, system_us)?);
     let mut sent = Vec::with_capacity(changes as usize + 1);
     sent.push(Instant::now());
     for k in 1..=changes {
@@ -227,7 +244,7 @@ where
     }
     // Wait for stragglers: every subscriber has what it will get once deliveries stop growing.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_after = sum(pids, cpu_us)?;
+    let (user_after, system_after) = (sum(pids, user_us)?, sum(pids, system_us)?);
     let _ = stop.send(true);
 
     let mut latencies = Vec::with_capacity(subscribers * changes as usize);
@@ -260,6 +277,9 @@ where
         p50_us: at(0.50),
         p99_us: at(0.99),
         max_us: latencies.last().copied().unwrap_or(0),
-        cpu_us_per_delivery: (cpu_after - cpu_before) as f64 / received.max(1) as f64,
+        cpu_us_per_delivery: (user_after + system_after - user_before - system_before) as f64
+            / received.max(1) as f64,
+        user_us_per_delivery: (user_after - user_before) as f64 / received.max(1) as f64,
+        system_us_per_delivery: (system_after - system_before) as f64 / received.max(1) as f64,
     })
 }
