@@ -1,7 +1,8 @@
 //! The naive fan-out baseline: a stock async-graphql subscription server, the way its examples
 //! build one. async-graphql-axum's own websocket handling (with the same 4 KiB read buffer as
-//! Rally), every subscriber's stream fed by one tokio broadcast channel and executed on its own, and
-//! a `change` mutation that publishes the next version. Run in its own process like Rally.
+//! Rally), every subscriber's stream (the current version, then each new one) fed by one tokio
+//! broadcast channel and executed on its own, and a `change` mutation that publishes the next
+//! version. Run in its own process like Rally.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -10,7 +11,7 @@ use async_graphql::{Context, Object, Schema, SimpleObject, Subscription};
 use async_graphql_axum::{GraphQL, GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
@@ -53,9 +54,15 @@ pub struct Subscriber;
 
 #[Subscription]
 impl Subscriber {
+    /// The current version, then every new one (as Rally's state subscriptions start with the
+    /// current state).
     async fn updated(&self, ctx: &Context<'_>) -> impl Stream<Item = Update> + use<> {
-        let receiver = ctx.data_unchecked::<Changes>().sender.subscribe();
-        futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let changes = ctx.data_unchecked::<Changes>();
+        let receiver = changes.sender.subscribe();
+        let current = Update {
+            version: changes.last.load(Ordering::Relaxed),
+        };
+        let next = futures_util::stream::unfold(receiver, |mut receiver| async move {
             loop {
                 match receiver.recv().await {
                     Ok(version) => return Some((Update { version }, receiver)),
@@ -63,7 +70,8 @@ impl Subscriber {
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
-        })
+        });
+        futures_util::stream::once(async move { current }).chain(next)
     }
 }
 
