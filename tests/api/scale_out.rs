@@ -190,24 +190,19 @@ impl Instance {
             .to_owned()
     }
 
-    async fn metrics(&self, http: &reqwest::Client) -> String {
-        http.get(format!("http://{}/metrics", self.base))
+    async fn get(&self, http: &reqwest::Client, path: &str) -> reqwest::Response {
+        http.get(format!("http://{}{path}", self.base))
             .send()
             .await
             .expect("sent")
-            .text()
-            .await
-            .expect("text")
+    }
+
+    async fn metrics(&self, http: &reqwest::Client) -> String {
+        self.get(http, "/metrics").await.text().await.expect("text")
     }
 
     async fn readyz(&self, http: &reqwest::Client) -> Value {
-        http.get(format!("http://{}/readyz", self.base))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json")
+        self.get(http, "/readyz").await.json().await.expect("json")
     }
 
     async fn ws(&self) -> WsClient {
