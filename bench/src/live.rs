@@ -47,7 +47,7 @@ impl FanoutFigures {
 }
 
 /// The number after `key` in `text`.
-fn counter(text: &str, key: &str) -> Option<i64> {
+pub fn counter(text: &str, key: &str) -> Option<i64> {
     let start = text.find(key)? + key.len();
     let digits: String = text[start..]
         .chars()

@@ -29,11 +29,16 @@
 //! - Runs (a fresh instance): `saveRun` of 10,000-point tracks, GPX import of ~2 MB files with the
 //!   server's peak RSS, and `territories` over 100,000 cells beside `{ __typename }`.
 //!
-//! `--only http,live,auth,scale-out,meetings,proximity,runs` picks parts, e.g. `cargo run -p bench --release --
+//! - Counts (valgrind): instructions per request of `{ __typename }` (Rally and the bare engine), the
+//!   authenticated read, `events(first: 20)`, `recordCheers`, and per fan-out delivery (Rally and the
+//!   naive server), counted under callgrind so they do not move with the machine's load.
+//!
+//! `--only http,counts,live,auth,scale-out,meetings,proximity,runs` picks parts, e.g. `cargo run -p bench --release --
 //! --only meetings`.
 
 mod auth;
 mod cluster;
+mod counts;
 mod http;
 mod live;
 mod media;
@@ -92,7 +97,7 @@ struct Args {
     /// Seconds the phones send in the proximity part.
     #[arg(long, default_value_t = 30)]
     proximity_seconds: u64,
-    /// Only these parts (http, live, auth, scale-out, meetings, proximity, runs); all by default.
+    /// Only these parts (http, counts, live, auth, scale-out, meetings, proximity, runs); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where results are written.
@@ -142,9 +147,9 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
     let url = rally.url();
     let seed = seed(&url, tag).await?;
 
-    let read = json!({ "query": "query($id: ID!) { event(id: $id) { title likeCount organizer { handle } } }", "variables": { "id": seed.event } }).to_string();
-    let list = json!({ "query": "{ events(first: 20) { edges { node { id title organizer { handle displayName } } } } }" }).to_string();
-    let cheers = json!({ "query": "mutation($s: ID!) { recordCheers(sessionId: $s) { cheers } }", "variables": { "s": seed.session } }).to_string();
+    let read = json!({ "query": READ, "variables": { "id": seed.event } }).to_string();
+    let list = json!({ "query": LIST }).to_string();
+    let cheers = json!({ "query": CHEERS, "variables": { "s": seed.session } }).to_string();
     let scenario = |name, url: &str, body: &str, token: Option<&str>, target| Scenario {
         name,
         url: url.to_owned(),
@@ -258,6 +263,14 @@ fn median_round(rounds: &[Figures]) -> &Figures {
     sorted.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
     sorted[sorted.len() / 2]
 }
+
+/// The HTTP scenarios' documents.
+const READ: &str = "query($id: ID!) { event(id: $id) { title likeCount organizer { handle } } }";
+const LIST: &str =
+    "{ events(first: 20) { edges { node { id title organizer { handle displayName } } } } }";
+const CHEERS: &str = "mutation($s: ID!) { recordCheers(sessionId: $s) { cheers } }";
+const UPDATE_TITLE: &str =
+    "mutation($id: ID!, $t: String!) { updateEvent(id: $id, input: { title: $t }) { version } }";
 
 const LEADERBOARD: &str = "subscription($id: ID!) { leaderboard(eventId: $id, first: 10) { updatedAt entries { rank score cheers user { handle displayName } } } }";
 const EVENT_UPDATED: &str =
@@ -396,12 +409,19 @@ async fn live_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
                             http,
                             url,
                             Some(&seed.token),
-                            "mutation($s: ID!) { recordCheers(sessionId: $s) { cheers } }",
+                            CHEERS,
                             json!({ "s": seed.session }),
                         )
                         .await?;
                     } else {
-                        call(http, url, Some(&seed.token), "mutation($id: ID!, $t: String!) { updateEvent(id: $id, input: { title: $t }) { version } }", json!({ "id": seed.event, "t": format!("Live {k}") })).await?;
+                        call(
+                            http,
+                            url,
+                            Some(&seed.token),
+                            UPDATE_TITLE,
+                            json!({ "id": seed.event, "t": format!("Live {k}") }),
+                        )
+                        .await?;
                     }
                     Ok(())
                 }
@@ -450,6 +470,175 @@ async fn auth_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
     Ok(())
 }
 
+/// Requests (or deliveries) counted per scenario under callgrind.
+const COUNTED_REQUESTS: usize = 200;
+const COUNTED_SUBSCRIBERS: usize = 100;
+const COUNTED_CHANGES: u32 = 10;
+
+/// Instruction counts of the hot paths under callgrind (see `counts`), with the inclusive profile
+/// of each of Rally's scenarios.
+async fn counts_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
+    // The dumps stay for `callgrind_annotate` (not committed: bench/results/callgrind is ignored).
+    let dumps = args.out_dir.join("callgrind");
+    std::fs::create_dir_all(&dumps)?;
+    let dir = tempfile::tempdir_in(&dumps)?.keep();
+    let mut counted = Vec::new();
+
+    let (axum_url, axum, mut axum_counter) = counts::baseline("axum", dir.as_path()).await?;
+    counted.push(
+        counts::count_requests(
+            &mut axum_counter,
+            "baseline: bare axum, same bytes",
+            &axum_url,
+            TRIVIAL,
+            None,
+            COUNTED_REQUESTS,
+        )
+        .await?,
+    );
+    drop(axum);
+    let (engine_url, engine, mut engine_counter) =
+        counts::baseline("engine", dir.as_path()).await?;
+    counted.push(
+        counts::count_requests(
+            &mut engine_counter,
+            "baseline: bare async-graphql `{ __typename }`",
+            &engine_url,
+            TRIVIAL,
+            None,
+            COUNTED_REQUESTS,
+        )
+        .await?,
+    );
+    drop(engine);
+
+    let (naive_url, naive_server, mut naive_counter) =
+        counts::baseline("fanout", dir.as_path()).await?;
+    let naive_ws = format!("{}/ws", naive_url.replacen("http", "ws", 1));
+    let mut sockets = counts::subscribers(
+        &naive_ws,
+        naive::UPDATED,
+        &json!({}),
+        "\"version\":",
+        COUNTED_SUBSCRIBERS,
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let deliveries = COUNTED_SUBSCRIBERS as u64 * u64::from(COUNTED_CHANGES);
+    counted.push(
+        naive_counter
+            .count("naive baseline: one fan-out delivery", deliveries, || {
+                counts::fan_out(&mut sockets, "\"version\":", COUNTED_CHANGES, |_| {
+                    let (http, url) = (&http, &naive_url);
+                    async move {
+                        call(http, url, None, naive::CHANGE, json!({})).await?;
+                        Ok(())
+                    }
+                })
+            })
+            .await?,
+    );
+    drop(sockets);
+    drop(naive_server);
+
+    let rally_out = dir.as_path().join("rally.callgrind");
+    let rally = Rally::launch(
+        counts::Callgrind::command(&args.rally_bin, &rally_out),
+        args.database_url.as_deref(),
+        args.redis_url.as_deref(),
+        &[
+            ("RALLY_ARGON2_MEMORY_KIB", "8"),
+            ("RALLY_ARGON2_ITERATIONS", "1"),
+            ("RALLY_WS_KEEPALIVE_SECONDS", "120"),
+        ],
+        Duration::from_secs(300),
+    )
+    .await?;
+    let mut counter = counts::Callgrind::follow(rally.pid()?, &rally_out);
+    let url = rally.url();
+    let seed = seed(&url, tag).await?;
+    let read = json!({ "query": READ, "variables": { "id": seed.event } }).to_string();
+    let list = json!({ "query": LIST }).to_string();
+    let cheers = json!({ "query": CHEERS, "variables": { "s": seed.session } }).to_string();
+    let token = Some(seed.token.as_str());
+    let mut profiled = Vec::new();
+    for (name, body, token) in [
+        ("`{ __typename }`", TRIVIAL, None),
+        ("authenticated `event(id)` read", read.as_str(), token),
+        ("`events(first: 20)` with organizer", list.as_str(), None),
+        ("`recordCheers` mutation", cheers.as_str(), token),
+    ] {
+        let count =
+            counts::count_requests(&mut counter, name, &url, body, token, COUNTED_REQUESTS).await?;
+        profiled.push((name, counts::profile(&count.dump, 30).await));
+        counted.push(count);
+    }
+    let mut sockets = counts::subscribers(
+        &rally.ws_url(),
+        EVENT_UPDATED,
+        &json!({ "id": seed.event }),
+        "\"version\":",
+        COUNTED_SUBSCRIBERS,
+    )
+    .await?;
+    let delivery = counter
+        .count("`eventUpdated`: one fan-out delivery", deliveries, || {
+            counts::fan_out(&mut sockets, "\"version\":", COUNTED_CHANGES, |k| {
+                let (http, url, seed) = (&http, &url, &seed);
+                async move {
+                    call(
+                        http,
+                        url,
+                        Some(&seed.token),
+                        UPDATE_TITLE,
+                        json!({ "id": seed.event, "t": format!("Counted {k}") }),
+                    )
+                    .await?;
+                    Ok(())
+                }
+            })
+        })
+        .await?;
+    profiled.push((
+        "`eventUpdated`: one fan-out delivery",
+        counts::profile(&delivery.dump, 30).await,
+    ));
+    counted.push(delivery);
+    drop(sockets);
+    rally.stop().await;
+
+    let engine = counted[1].per_operation;
+    let naive_delivery = counted[2].per_operation;
+    let _ = writeln!(
+        out,
+        "## Instruction counts (valgrind callgrind; {COUNTED_REQUESTS} requests one after another on one connection after {} warm-up requests, or {COUNTED_CHANGES} changes each awaited by {COUNTED_SUBSCRIBERS} subscribers)\n\nInstructions the server executed (user space, all threads) per request or per delivery. They do not move with the machine's load: compare them with the last committed run. The x columns are ratios of instructions (lower is cheaper), against the bare engine's `{{ __typename }}` and the naive server's delivery counted in the same run.\n\n| scenario | operations | instructions per operation | x engine | x naive delivery |\n|---|---|---|---|---|",
+        counts::WARM_UP,
+    );
+    for count in &counted {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.2} | {} |",
+            count.name,
+            count.operations,
+            count.per_operation,
+            count.per_operation / engine.max(1.0),
+            if count.name.contains("delivery") {
+                format!("{:.2}", count.per_operation / naive_delivery.max(1.0))
+            } else {
+                "-".to_owned()
+            },
+        );
+    }
+    out.push_str("\nWhere Rally's instructions go: the 30 functions with the most instructions of their own (callees not included) in each scenario's dump (`callgrind_annotate`; the dumps are kept under `callgrind/` beside the results, not committed):\n\n");
+    for (name, profile) in profiled {
+        let _ = writeln!(
+            out,
+            "<details><summary>{name}</summary>\n\n```\n{profile}\n```\n</details>\n"
+        );
+    }
+    Ok(())
+}
+
 /// The scale-out tables: a cluster of two instances behind nginx (`scripts/cluster`: PostgreSQL,
 /// Redis, S3), fan-out through it, and what the shared limiter and S3 cost against the embedded
 /// defaults and against one PostgreSQL instance with local limits and a local folder.
@@ -494,7 +683,14 @@ async fn scale_out_figures(
     let change = |k: u32| {
         let (http, url, seed) = (&http, &url, &seed);
         async move {
-            call(http, url, Some(&seed.token), "mutation($id: ID!, $t: String!) { updateEvent(id: $id, input: { title: $t }) { version } }", json!({ "id": seed.event, "t": format!("Across {k}") })).await?;
+            call(
+                http,
+                url,
+                Some(&seed.token),
+                UPDATE_TITLE,
+                json!({ "id": seed.event, "t": format!("Across {k}") }),
+            )
+            .await?;
             Ok(())
         }
     };
@@ -1067,6 +1263,10 @@ async fn main() -> anyhow::Result<()> {
     if args.runs("http") {
         eprintln!("http…");
         http_part(&args, &format!("{tag}h"), &mut out).await?;
+    }
+    if args.runs("counts") {
+        eprintln!("instruction counts (valgrind)…");
+        counts_part(&args, &format!("{tag}c"), &mut out).await?;
     }
     if args.runs("live") {
         eprintln!("websockets…");

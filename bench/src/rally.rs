@@ -23,11 +23,30 @@ impl Rally {
         redis_url: Option<&str>,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::launch(
+            Command::new(bin),
+            database_url,
+            redis_url,
+            env,
+            Duration::from_secs(20),
+        )
+        .await
+        .with_context(|| format!("{} (cargo build --release first)", bin.display()))
+    }
+
+    /// Starts Rally through `command`: the binary itself, or a tool (valgrind) given the binary as
+    /// its last argument so far; waits `ready_within` for `/readyz`.
+    pub async fn launch(
+        mut command: Command,
+        database_url: Option<&str>,
+        redis_url: Option<&str>,
+        env: &[(&str, &str)],
+        ready_within: Duration,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let mut command = Command::new(bin);
         command
             .arg("serve")
             .env("RALLY_BIND", format!("127.0.0.1:{port}"))
@@ -43,15 +62,11 @@ impl Rally {
             command.env("RALLY_REDIS_URL", url);
         }
         command.envs(env.iter().copied());
-        let child = command.spawn().with_context(|| {
-            format!(
-                "cannot start {} (cargo build --release first)",
-                bin.display()
-            )
-        })?;
+        let child = command.spawn().context("cannot start rally")?;
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        for _ in 0..400 {
+        let deadline = std::time::Instant::now() + ready_within;
+        while std::time::Instant::now() < deadline {
             if http
                 .get(format!("{base}/readyz"))
                 .send()
