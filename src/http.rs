@@ -2,7 +2,8 @@
 //! `/`, `/healthz`, `/readyz` and `/metrics`. The routes of GraphQL over HTTP and the websocket
 //! (`graphql::http`, `graphql::ws`) and of media (`media`) are merged in here.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -22,7 +23,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::graphql;
-use crate::graphql::schema::RallySchema;
+use crate::graphql::execution::Executor;
 use crate::graphql::ws::{self, Sockets};
 use crate::state::AppState;
 
@@ -64,7 +65,7 @@ impl MakeRequestId for RandomIds {
 /// The whole HTTP application: `graphql::http`'s, the websocket's and the domains' own routes
 /// (`/media`, `/calendar`) with the router's own, under one set of layers (the websocket outside the
 /// timeout and compression).
-pub fn router(app: AppState, schema: RallySchema, sockets: Sockets, domains: Router) -> Router {
+pub fn router(app: AppState, executor: Executor, sockets: Sockets, domains: Router) -> Router {
     let config = &app.config;
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, RandomIds))
@@ -102,7 +103,7 @@ pub fn router(app: AppState, schema: RallySchema, sockets: Sockets, domains: Rou
     } else {
         own
     };
-    graphql::http::routes(app, schema)
+    graphql::http::routes(app, executor)
         .merge(own)
         .merge(domains)
         .route_layer(middleware::from_fn(track_requests))
@@ -163,16 +164,71 @@ async fn track_requests(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().to_string();
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("rally_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("rally_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let handles = RouteMetrics::of(&route);
+    handles.requests(method, response.status()).increment(1);
+    handles.duration.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The HTTP metrics of one route, registered on first use and kept (routes are the router's own,
+/// a bounded set; registering a labelled metric per request costs more than the request's routing).
+struct RouteMetrics {
+    route: String,
+    duration: metrics::Histogram,
+    requests: std::sync::Mutex<HashMap<(&'static str, StatusCode), metrics::Counter>>,
+}
+
+impl RouteMetrics {
+    fn of(route: &str) -> Arc<Self> {
+        static ROUTES: OnceLock<std::sync::Mutex<HashMap<String, Arc<RouteMetrics>>>> =
+            OnceLock::new();
+        let mut routes = lock(ROUTES.get_or_init(Default::default));
+        if let Some(known) = routes.get(route) {
+            return known.clone();
+        }
+        let known = Arc::new(Self {
+            route: route.to_owned(),
+            duration: metrics::histogram!("rally_http_request_duration_seconds", "route" => route.to_owned()),
+            requests: Default::default(),
+        });
+        routes.insert(route.to_owned(), known.clone());
+        known
+    }
+
+    fn requests(&self, method: &'static str, status: StatusCode) -> metrics::Counter {
+        lock(&self.requests)
+            .entry((method, status))
+            .or_insert_with(|| {
+                metrics::counter!("rally_http_requests_total", "route" => self.route.clone(), "method" => method, "status" => status.as_u16().to_string())
+            })
+            .clone()
+    }
+}
+
+/// The method as a metrics label: the standard ones by name, any other as `OTHER` (a client can
+/// invent methods without end).
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// GraphiQL's page and scripts, vendored by `scripts/vendor-graphiql` and embedded in the binary so

@@ -15,6 +15,7 @@ use crate::auth::{AuthLimits, LimitStore, Passwords, PerUserLimit, TokenKeys};
 use crate::config::Config;
 use crate::cups::Leaderboards;
 use crate::games::service::BlurRenditions;
+use crate::graphql::execution::Executor;
 use crate::graphql::fanout::Fanout;
 use crate::graphql::limits::QueryLimits;
 use crate::graphql::schema;
@@ -111,11 +112,12 @@ impl App {
             keepalive: Duration::from_secs(state.config.ws_keepalive_seconds.max(1)),
             max_subscriptions: state.config.ws_max_subscriptions,
         };
-        let fanout = Fanout::new(schema.clone());
+        let executor = Executor::new(schema, limits);
+        let fanout = Fanout::new(executor.clone());
         let sockets = Sockets::new(fanout, state.clone(), settings, stopping_rx);
         let domains = media::routes(state.media.clone(), Arc::new(BlurRenditions(state.clone())))
             .merge(meetings::calendar::routes(state.clone()));
-        let router = http::router(state.clone(), schema, sockets.clone(), domains);
+        let router = http::router(state.clone(), executor, sockets.clone(), domains);
         Ok(Self {
             listener,
             address,

@@ -9,7 +9,7 @@
 //! not seen the hash: one extra round trip, no shared store on the request path).
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::Value;
 use async_graphql::parser::parse_query;
@@ -17,12 +17,14 @@ use async_graphql::parser::types::ExecutableDocument;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
+use super::limits::aliases;
+
 /// Documents longer than this are parsed every time (they are rare, and would crowd the cache).
 const MAX_CACHED_LEN: usize = 16 * 1024;
 
 /// A bounded, least-recently-used cache of parsed documents, and of persisted documents by hash.
 pub struct Documents {
-    cache: Mutex<LruCache<Box<str>, ExecutableDocument>>,
+    cache: Mutex<LruCache<Box<str>, Arc<Parsed>>>,
     persisted: Mutex<LruCache<[u8; 32], Box<str>>>,
 }
 
@@ -82,29 +84,34 @@ impl Documents {
         Ok(())
     }
 
-    /// Attaches the parsed document to `request` (from the cache, or parsed now and remembered).
-    /// A document that does not parse is left for the engine to report.
-    pub fn prepare(&self, request: &mut async_graphql::Request) {
-        if request.query.len() > MAX_CACHED_LEN {
-            return;
+    /// The parsed document of `query`, from the cache or parsed now (and remembered unless it is
+    /// long). `None` when it does not parse: the engine reports the syntax error.
+    pub fn parse(&self, query: &str) -> Option<Arc<Parsed>> {
+        if query.len() > MAX_CACHED_LEN {
+            return Parsed::of(query).map(Arc::new);
         }
-        let cached = self.lock().get(request.query.as_str()).cloned();
-        let document = match cached {
-            Some(document) => document,
-            None => {
-                let Ok(document) = parse_query(&request.query) else {
-                    return;
-                };
-                self.lock()
-                    .put(request.query.as_str().into(), document.clone());
-                document
-            }
-        };
-        request.set_parsed_query(document);
+        if let Some(parsed) = lock(&self.cache).get(query) {
+            return Some(parsed.clone());
+        }
+        let parsed = Arc::new(Parsed::of(query)?);
+        lock(&self.cache).put(query.into(), parsed.clone());
+        Some(parsed)
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Box<str>, ExecutableDocument>> {
-        lock(&self.cache)
+/// A parsed document, with what is checked on it before every execution.
+pub struct Parsed {
+    /// The document (the engine takes a copy of it for each execution).
+    pub document: ExecutableDocument,
+    /// Its aliased fields (see `limits::check_aliases`).
+    pub aliases: usize,
+}
+
+impl Parsed {
+    fn of(query: &str) -> Option<Self> {
+        let document = parse_query(query).ok()?;
+        let aliases = aliases(&document);
+        Some(Self { document, aliases })
     }
 }
 
@@ -136,21 +143,15 @@ mod tests {
     #[test]
     fn a_cached_document_is_the_parsed_one_and_bad_ones_are_left_alone() {
         let documents = Documents::new(2);
-        let mut request = async_graphql::Request::new("{ __typename }");
-        documents.prepare(&mut request);
-        let first = format!("{:?}", request.parsed_query().unwrap());
-        let mut again = async_graphql::Request::new("{ __typename }");
-        documents.prepare(&mut again);
-        assert_eq!(format!("{:?}", again.parsed_query().unwrap()), first);
-        assert_eq!(documents.lock().len(), 1);
-
-        let mut broken = async_graphql::Request::new("{ nope");
-        documents.prepare(&mut broken);
+        let first = documents.parse("{ a: __typename }").expect("parsed");
+        assert_eq!(first.aliases, 1);
+        let again = documents.parse("{ a: __typename }").expect("parsed");
         assert!(
-            broken.parsed_query().is_err(),
-            "the engine still sees the syntax error"
+            Arc::ptr_eq(&first, &again),
+            "the second one comes from the cache"
         );
-        assert_eq!(documents.lock().len(), 1);
+        assert!(documents.parse("{ nope").is_none(), "the engine reports it");
+        assert_eq!(lock(&documents.cache).len(), 1);
     }
 
     fn persisted(query: &str, hash: &str) -> async_graphql::Request {

@@ -41,8 +41,9 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::context::{Caller, ViewerProbe};
+use super::execution::Executor;
 use super::response::{is_request_error, with_codes};
-use super::schema::{RallySchema, STATE_SUBSCRIPTIONS, UNSHARED_SUBSCRIPTIONS};
+use super::schema::{STATE_SUBSCRIPTIONS, UNSHARED_SUBSCRIPTIONS};
 use crate::auth::{ClientAddr, Viewer};
 use crate::error::{INTERNAL_MESSAGE, code};
 
@@ -154,7 +155,7 @@ pub struct Fanout {
 }
 
 struct Inner {
-    schema: RallySchema,
+    executor: Executor,
     cohorts: Mutex<HashMap<Key, Arc<Cohort>>>,
     /// Hashes of operations known to be impersonal (a collision can only put a signed-in member in
     /// the public cohort, which runs as anonymous and moves it out when the caller matters).
@@ -198,11 +199,11 @@ fn subscription_field(query: &str, operation_name: Option<&str>) -> Option<Strin
 }
 
 impl Fanout {
-    /// Cohorts executing on `schema`.
-    pub fn new(schema: RallySchema) -> Self {
+    /// Cohorts executing with `executor`.
+    pub fn new(executor: Executor) -> Self {
         Self {
             inner: Arc::new(Inner {
-                schema,
+                executor,
                 cohorts: Mutex::new(HashMap::new()),
                 impersonal: Mutex::new(HashSet::new()),
                 hasher: std::collections::hash_map::RandomState::new(),
@@ -261,7 +262,8 @@ impl Fanout {
         // operation or leaves first (only the result is dropped then). A subscription run this way
         // stops at its next payload once nobody reads it.
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
-        let mut responses = self.inner.schema.execute_stream(request);
+        let executor = &self.inner.executor;
+        let mut responses = executor.execute_stream(executor.prepare(request));
         tokio::spawn(async move {
             while let Some(response) = responses.next().await {
                 if sender
@@ -513,7 +515,8 @@ async fn execute(fanout: Fanout, cohort: Arc<Cohort>, runs_as: Viewer) {
         addr: None,
     };
     let request = caller.attach(request, Some(probe.clone()));
-    let mut responses = fanout.inner.schema.execute_stream(request);
+    let executor = &fanout.inner.executor;
+    let mut responses = executor.execute_stream(executor.prepare(request));
     let mut first = true;
     while let Some(response) = responses.next().await {
         let asked = probe.touched();

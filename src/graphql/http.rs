@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_graphql::http::MultipartOptions;
-use async_graphql::parser::types::OperationType;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -18,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::Caller;
-use super::documents::{Documents, PersistedQueryError};
+use super::documents::PersistedQueryError;
+use super::execution::Executor;
 use super::response::{is_request_error, with_codes};
-use super::schema::RallySchema;
 use crate::auth::{ClientAddr, Viewer};
 use crate::error::code;
 use crate::state::AppState;
@@ -28,23 +27,15 @@ use crate::state::AppState;
 /// Media type of GraphQL-over-HTTP responses.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
-/// Parsed documents kept for reuse (an app sends a few hundred distinct documents at most).
-const DOCUMENT_CACHE: usize = 1024;
-
 /// What the `/graphql` handler shares, behind one `Arc` so each request clones a pointer.
 struct GraphqlHttp {
     app: AppState,
-    schema: RallySchema,
-    documents: Documents,
+    executor: Executor,
 }
 
 /// The `/graphql` route (GET and POST).
-pub fn routes(app: AppState, schema: RallySchema) -> Router {
-    let shared = Arc::new(GraphqlHttp {
-        app,
-        schema,
-        documents: Documents::new(DOCUMENT_CACHE),
-    });
+pub fn routes(app: AppState, executor: Executor) -> Router {
+    let shared = Arc::new(GraphqlHttp { app, executor });
     Router::new()
         .route("/graphql", get(graphql).post(graphql))
         .with_state(shared)
@@ -171,15 +162,27 @@ async fn graphql(
         Ok(gql) => gql,
         Err(rejection) => return rejection.into_response(mode),
     };
-    if let Err(error) = http.documents.resolve_persisted(&mut gql) {
+    if let Err(error) = http.executor.resolve_persisted(&mut gql) {
         return Rejection::persisted(error).into_response(mode);
     }
     if gql.query.trim().is_empty() {
         return Rejection::new(StatusCode::BAD_REQUEST, "query", "the request has no query")
             .into_response(mode);
     }
-    http.documents.prepare(&mut gql);
-    if method == Method::GET && is_mutation(&mut gql) {
+    let viewer = Viewer::from_credentials(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        &http.app.tokens,
+    );
+    let addr = ClientAddr::from_request(&headers, peer, http.app.config.trust_proxy_headers);
+    let gql = Caller {
+        viewer,
+        addr: Some(addr),
+    }
+    .attach(gql, None);
+    let prepared = http.executor.prepare(gql);
+    if method == Method::GET && prepared.is_mutation() {
         let mut response = Rejection::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "query",
@@ -191,19 +194,7 @@ async fn graphql(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let viewer = Viewer::from_credentials(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-        &http.app.tokens,
-    );
-    let addr = ClientAddr::from_request(&headers, peer, http.app.config.trust_proxy_headers);
-    let request = Caller {
-        viewer,
-        addr: Some(addr),
-    }
-    .attach(gql, None);
-    let response = with_codes(http.schema.execute(request).await);
+    let response = with_codes(http.executor.execute(prepared).await);
     finish(response, mode)
 }
 
@@ -284,23 +275,6 @@ async fn read_request(
             )
         })
     }
-}
-
-/// Whether the operation the request would run is a mutation (or a subscription).
-fn is_mutation(request: &mut async_graphql::Request) -> bool {
-    let wanted = request.operation_name.clone();
-    let wanted = wanted.as_deref();
-    let Ok(document) = request.parsed_query() else {
-        return false;
-    };
-    document.operations.iter().any(|(name, operation)| {
-        let selected = match (wanted, name) {
-            (None, _) => true,
-            (Some(wanted), Some(name)) => wanted == name.as_str(),
-            (Some(_), None) => false,
-        };
-        selected && operation.node.ty != OperationType::Query
-    })
 }
 
 /// Picks the status for the response mode, and leaves `data` out of a request error.

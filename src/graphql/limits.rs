@@ -1,11 +1,8 @@
 //! Limits on documents: depth, complexity, directives (async-graphql's own) and aliases (ours), so a
 //! single request cannot make the server do unbounded work.
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ServerError, ServerResult, Variables};
+use async_graphql::{ServerError, ServerResult};
 
 use crate::config::Config;
 
@@ -53,46 +50,31 @@ impl QueryLimits {
     }
 }
 
-/// Refuses documents with more than N aliased fields (alias batching multiplies work, e.g. many
+/// Refuses documents with more than `max` aliased fields (alias batching multiplies work, e.g. many
 /// `login` attempts in one request).
-pub struct AliasLimit(pub usize);
-
-impl ExtensionFactory for AliasLimit {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(AliasLimitExtension(self.0))
+pub fn check_aliases(aliases: usize, max: usize) -> ServerResult<()> {
+    if aliases > max {
+        return Err(ServerError::new(
+            format!("the document has {aliases} aliases; at most {max} are allowed"),
+            None,
+        ));
     }
+    Ok(())
 }
 
-struct AliasLimitExtension(usize);
-
-#[async_trait::async_trait]
-impl Extension for AliasLimitExtension {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let mut aliases = 0;
-        for (_, operation) in document.operations.iter() {
-            aliases += count_aliases(&operation.node.selection_set.node);
-        }
-        for fragment in document.fragments.values() {
-            aliases += count_aliases(&fragment.node.selection_set.node);
-        }
-        if aliases > self.0 {
-            return Err(ServerError::new(
-                format!(
-                    "the document has {aliases} aliases; at most {} are allowed",
-                    self.0
-                ),
-                None,
-            ));
-        }
-        Ok(document)
-    }
+/// The aliased fields of `document`, its operations and fragments.
+pub fn aliases(document: &ExecutableDocument) -> usize {
+    let operations: usize = document
+        .operations
+        .iter()
+        .map(|(_, operation)| count_aliases(&operation.node.selection_set.node))
+        .sum();
+    let fragments: usize = document
+        .fragments
+        .values()
+        .map(|fragment| count_aliases(&fragment.node.selection_set.node))
+        .sum();
+    operations + fragments
 }
 
 fn count_aliases(set: &SelectionSet) -> usize {

@@ -5,11 +5,13 @@
 //! registered data), [`guards`], [`ids`], [`pagination`], [`loaders`] (how DataLoaders batch),
 //! [`upload`], [`response`] (every error gets a contract code), query [`limits`], operation
 //! [`telemetry`], parsed [`documents`] and spec [`nulls`] (a failed field is null, never a missing
-//! key).
+//! key); what they check and record is applied per request by `execution`, not by engine
+//! extensions.
 //!
 //! **Assembly** (only `main`, startup, the HTTP router and the transports import these): [`schema`] (the
 //! merged roots, the one builder shared with `rally schema`, the SDL, loader registration),
-//! [`http`] (GraphQL over HTTP), [`ws`] (both websocket protocols) and [`fanout`] (shared
+//! [`execution`] (the engine with Rally's rules around it, for every transport), [`http`] (GraphQL
+//! over HTTP), [`ws`] (both websocket protocols) and [`fanout`] (shared
 //! subscription executions).
 
 mod context;
@@ -24,6 +26,7 @@ pub mod response;
 pub mod telemetry;
 pub mod upload;
 
+pub mod execution;
 pub mod fanout;
 pub mod http;
 pub mod schema;

@@ -6,202 +6,381 @@
 //! field that fails makes its parent `null`, and so on up to the nearest nullable ancestor (or
 //! `data: null`). Apollo Client's cache treats a missing key as a broken response.
 //!
-//! [`NullPropagation`] watches every field's resolution (the engine's `resolve` hook, which sees
-//! the field's declared type and its path) and fixes the finished response, once the engine has
-//! merged every copy of a field (fragments and repeated selections resolve a field more than once
-//! under one path, and the engine merges them):
-//! - a failed field's path is recorded; a nullable one's error is kept here (the engine never sees
-//!   it) and added to the response;
-//! - once anything failed, each field that completes records whether it is nullable (its
-//!   ancestors complete after it, so the whole chain above a failure is known);
-//! - at the end, each failure is walked up to its nearest nullable ancestor-or-self, which is set to
-//!   `null` (the key is written even where the engine left it out); with none, `data` is null.
-//!
-//! The common case (nothing failed) costs one atomic load per field.
+//! [`Shapes`] fixes a finished response from its errors alone, so the engine runs without a
+//! per-field hook (an extension's `resolve` hook costs every field of every request, failed or
+//! not). Each error's path is walked through the executed document (aliases, fragments and inline
+//! fragments included) and the schema's field types, which say for every step of the path whether
+//! the value there may be null; the nearest nullable ancestor-or-self is set to `null`, with the
+//! key written even where the engine left it out; with none, `data` is null. A response without
+//! errors costs nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextResolve, NextSubscribe,
-    ResolveInfo,
+use async_graphql::parser::types::{
+    BaseType, DocumentOperations, ExecutableDocument, OperationDefinition, OperationType,
+    Selection, SelectionSet, Type, TypeKind, TypeSystemDefinition,
 };
-use async_graphql::{
-    Name, QueryPathNode, QueryPathSegment, Response, ServerError, ServerResult, Value,
-};
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
+use async_graphql::{Name, PathSegment, Response, Value};
 
-/// Puts `null` where a field failed, and propagates it as the spec says (see the module docs).
-pub struct NullPropagation;
+/// Deepest fragment nesting followed while matching a path (validation refuses cycles; this bounds
+/// the walk anyway).
+const MAX_FRAGMENT_DEPTH: usize = 64;
 
-impl ExtensionFactory for NullPropagation {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Propagation::default())
-    }
+/// Every field's declared type, by parent type and field name, read from the schema's SDL.
+pub struct Shapes {
+    fields: HashMap<String, HashMap<String, Type>>,
+    roots: [String; 3],
 }
 
-/// The extension of one operation; the state is shared with a subscription's response stream.
-#[derive(Default)]
-struct Propagation(Arc<Failures>);
-
-/// One path segment as owned data.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-enum Segment {
-    Key(String),
-    Index(usize),
+/// A field of the document that a response key names, with the type it was selected on.
+struct Selected<'a> {
+    parent: &'a str,
+    field: &'a async_graphql::parser::types::Field,
 }
 
-type Path = Vec<Segment>;
-
-fn path_of(node: &QueryPathNode<'_>) -> Path {
-    let mut path: Path = std::iter::once(node)
-        .chain(node.parents())
-        .map(|node| match node.segment {
-            QueryPathSegment::Name(name) => Segment::Key(name.to_owned()),
-            QueryPathSegment::Index(index) => Segment::Index(index),
-        })
-        .collect();
-    path.reverse();
-    path
-}
-
-/// One operation's failures.
-#[derive(Default)]
-struct Failures {
-    /// Set once anything failed, so the common case reads one flag.
-    failed: AtomicBool,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    /// Errors of nullable fields, caught here (the engine never saw them).
-    caught: Vec<ServerError>,
-    /// Paths of fields that failed.
-    failed: Vec<Path>,
-    /// Whether the field (or list item) at a path is nullable, recorded once something failed.
-    nullable: HashMap<Path, bool>,
-}
-
-impl Failures {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Nulls the nearest nullable ancestor-or-self of every failure in `response`, adds the caught
-    /// errors, and starts clean (a subscription resolves again for its next event).
-    fn finish(&self, mut response: Response) -> Response {
-        if !self.failed.swap(false, Ordering::AcqRel) {
-            return response;
-        }
-        let state = std::mem::take(&mut *self.lock());
-        response.errors.extend(state.caught);
-        for failed in &state.failed {
-            let nearest = (1..=failed.len())
-                .rev()
-                .map(|len| &failed[..len])
-                .find(|path| state.nullable.get(*path).copied().unwrap_or(false));
-            match nearest {
-                Some(path) => set_null(&mut response.data, path),
-                None => response.data = Value::Null,
+impl Shapes {
+    /// The field types of the schema printed as `sdl`.
+    pub fn of_sdl(sdl: &str) -> Self {
+        let mut fields = HashMap::new();
+        let mut roots = [
+            "Query".to_owned(),
+            "Mutation".to_owned(),
+            "Subscription".to_owned(),
+        ];
+        if let Ok(document) = async_graphql::parser::parse_schema(sdl) {
+            for definition in document.definitions {
+                match definition {
+                    TypeSystemDefinition::Type(ty) => {
+                        let ty = ty.node;
+                        let declared = match ty.kind {
+                            TypeKind::Object(object) => object.fields,
+                            TypeKind::Interface(interface) => interface.fields,
+                            _ => continue,
+                        };
+                        let by_name = declared
+                            .into_iter()
+                            .map(|field| (field.node.name.node.to_string(), field.node.ty.node))
+                            .collect();
+                        fields.insert(ty.name.node.to_string(), by_name);
+                    }
+                    TypeSystemDefinition::Schema(schema) => {
+                        let schema = schema.node;
+                        for (slot, root) in roots.iter_mut().zip([
+                            schema.query,
+                            schema.mutation,
+                            schema.subscription,
+                        ]) {
+                            if let Some(name) = root {
+                                *slot = name.node.to_string();
+                            }
+                        }
+                    }
+                    TypeSystemDefinition::Directive(_) => {}
+                }
             }
         }
-        response
+        Self { fields, roots }
+    }
+
+    /// Nulls the nearest nullable ancestor-or-self of every error's path in `response` (see the
+    /// module docs). `document` and `operation_name` are what was executed.
+    pub fn propagate(
+        &self,
+        document: &ExecutableDocument,
+        operation_name: Option<&str>,
+        response: &mut Response,
+    ) {
+        if response.errors.iter().all(|error| error.path.is_empty()) {
+            return;
+        }
+        let Some(operation) = operation(document, operation_name) else {
+            return;
+        };
+        for error in &response.errors {
+            if error.path.is_empty() {
+                continue;
+            }
+            let nullable = self.nullability(document, operation, &error.path);
+            let mut nulled = false;
+            for end in (1..=error.path.len()).rev() {
+                if !nullable.get(end - 1).copied().unwrap_or(true) {
+                    continue;
+                }
+                match set_null(&mut response.data, &error.path[..end]) {
+                    Outcome::Written | Outcome::UnderNull => {
+                        nulled = true;
+                        break;
+                    }
+                    // An ancestor's key is missing (the engine dropped it whole): go further up.
+                    Outcome::Missing => {}
+                }
+            }
+            if !nulled {
+                response.data = Value::Null;
+            }
+        }
+    }
+
+    /// Whether the value at each prefix of `path` may be null (entry `i` is for `path[..=i]`). The
+    /// list is shorter than the path where the document or the schema does not say (introspection
+    /// types): those steps count as nullable.
+    fn nullability(
+        &self,
+        document: &ExecutableDocument,
+        operation: &OperationDefinition,
+        path: &[PathSegment],
+    ) -> Vec<bool> {
+        let root = match operation.ty {
+            OperationType::Query => &self.roots[0],
+            OperationType::Mutation => &self.roots[1],
+            OperationType::Subscription => &self.roots[2],
+        };
+        let mut nullable = Vec::with_capacity(path.len());
+        let mut sets: Vec<(&str, &SelectionSet)> =
+            vec![(root.as_str(), &operation.selection_set.node)];
+        let mut current: Option<&Type> = None;
+        for segment in path {
+            match segment {
+                PathSegment::Field(key) => {
+                    let mut found = Vec::new();
+                    for (parent, set) in &sets {
+                        collect(document, parent, set, key, 0, &mut found);
+                    }
+                    let Some(first) = found.first() else { break };
+                    let Some(ty) = self.field_type(first) else {
+                        break;
+                    };
+                    nullable.push(ty.nullable);
+                    let named = named(ty);
+                    sets = found
+                        .iter()
+                        .map(|selected| (named, &selected.field.selection_set.node))
+                        .collect();
+                    current = Some(ty);
+                }
+                PathSegment::Index(_) => {
+                    let Some(BaseType::List(item)) = current.map(|ty| &ty.base) else {
+                        break;
+                    };
+                    nullable.push(item.nullable);
+                    current = Some(item);
+                }
+            }
+        }
+        nullable
+    }
+
+    fn field_type<'s>(&'s self, selected: &Selected<'_>) -> Option<&'s Type> {
+        static TYPENAME: std::sync::OnceLock<Type> = std::sync::OnceLock::new();
+        let name = selected.field.name.node.as_str();
+        if name == "__typename" {
+            return Some(TYPENAME.get_or_init(|| Type {
+                base: BaseType::Named(Name::new("String")),
+                nullable: false,
+            }));
+        }
+        self.fields.get(selected.parent)?.get(name)
     }
 }
 
-/// Sets the value at `path` in `data` to null, writing the key if it is missing; does nothing when
-/// a parent on the way is already null.
-fn set_null(data: &mut Value, path: &[Segment]) {
+/// The operation the engine runs for `name` (its own rule: the named one, or the only one).
+pub fn operation<'d>(
+    document: &'d ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'d OperationDefinition> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), None) => Some(&operation.node),
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            operations.get(name).map(|operation| &operation.node)
+        }
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next().map(|operation| &operation.node)
+        }
+        _ => None,
+    }
+}
+
+/// The named type under a type's list and non-null wrappers.
+fn named(ty: &Type) -> &str {
+    match &ty.base {
+        BaseType::Named(name) => name.as_str(),
+        BaseType::List(item) => named(item),
+    }
+}
+
+/// The fields of `set` (through its fragments) whose response key is `key`.
+fn collect<'a>(
+    document: &'a ExecutableDocument,
+    parent: &'a str,
+    set: &'a SelectionSet,
+    key: &str,
+    depth: usize,
+    found: &mut Vec<Selected<'a>>,
+) {
+    if depth > MAX_FRAGMENT_DEPTH {
+        return;
+    }
+    for selection in &set.items {
+        match &selection.node {
+            Selection::Field(field) => {
+                if field.node.response_key().node.as_str() == key {
+                    found.push(Selected {
+                        parent,
+                        field: &field.node,
+                    });
+                }
+            }
+            Selection::InlineFragment(fragment) => {
+                let on = fragment
+                    .node
+                    .type_condition
+                    .as_ref()
+                    .map_or(parent, |condition| condition.node.on.node.as_str());
+                collect(
+                    document,
+                    on,
+                    &fragment.node.selection_set.node,
+                    key,
+                    depth + 1,
+                    found,
+                );
+            }
+            Selection::FragmentSpread(spread) => {
+                if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
+                    collect(
+                        document,
+                        fragment.node.type_condition.node.on.node.as_str(),
+                        &fragment.node.selection_set.node,
+                        key,
+                        depth + 1,
+                        found,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What [`set_null`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The value at the path is now null.
+    Written,
+    /// An ancestor on the way is already null: nothing to do.
+    UnderNull,
+    /// An ancestor on the way is missing.
+    Missing,
+}
+
+/// Sets the value at `path` in `data` to null, writing the key if it is missing.
+fn set_null(data: &mut Value, path: &[PathSegment]) -> Outcome {
     let Some((last, parents)) = path.split_last() else {
         *data = Value::Null;
-        return;
+        return Outcome::Written;
     };
     let mut here = data;
     for segment in parents {
         here = match (segment, here) {
-            (Segment::Key(key), Value::Object(object)) => match object.get_mut(key.as_str()) {
+            (_, Value::Null) => return Outcome::UnderNull,
+            (PathSegment::Field(key), Value::Object(object)) => {
+                match object.get_mut(key.as_str()) {
+                    Some(child) => child,
+                    None => return Outcome::Missing,
+                }
+            }
+            (PathSegment::Index(index), Value::List(items)) => match items.get_mut(*index) {
                 Some(child) => child,
-                None => return,
+                None => return Outcome::Missing,
             },
-            (Segment::Index(index), Value::List(items)) => match items.get_mut(*index) {
-                Some(child) => child,
-                None => return,
-            },
-            _ => return,
+            _ => return Outcome::Missing,
         };
     }
     match (last, here) {
-        (Segment::Key(key), Value::Object(object)) => {
+        (_, Value::Null) => Outcome::UnderNull,
+        (PathSegment::Field(key), Value::Object(object)) => {
             object.insert(Name::new(key), Value::Null);
+            Outcome::Written
         }
-        (Segment::Index(index), Value::List(items)) => {
-            if let Some(item) = items.get_mut(*index) {
+        (PathSegment::Index(index), Value::List(items)) => match items.get_mut(*index) {
+            Some(item) => {
                 *item = Value::Null;
+                Outcome::Written
             }
-        }
-        _ => {}
+            None => Outcome::Missing,
+        },
+        _ => Outcome::Missing,
     }
 }
 
-#[async_trait::async_trait]
-impl Extension for Propagation {
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        let response = next.run(ctx, operation_name).await;
-        self.0.finish(response)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::ServerError;
+    use async_graphql::parser::parse_query;
+
+    const SDL: &str = "
+        type Query { me: User, users: [User!]!, node: Node }
+        interface Node { id: ID! }
+        type User implements Node { id: ID!, handle: String!, email: String, friends: [User] }
+    ";
+
+    fn failed(data: serde_json::Value, query: &str, path: serde_json::Value) -> serde_json::Value {
+        let shapes = Shapes::of_sdl(SDL);
+        let document = parse_query(query).expect("a document");
+        let mut error = ServerError::new("boom", None);
+        error.path = serde_json::from_value(path).expect("a path");
+        let mut response = Response::new(Value::from_json(data).expect("a value"));
+        response.errors.push(error);
+        shapes.propagate(&document, None, &mut response);
+        response.data.into_json().expect("json")
     }
 
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        // Each response takes the failures of its own resolution.
-        let failures = self.0.clone();
-        next.run(ctx, stream)
-            .map(move |response| failures.finish(response))
-            .boxed()
+    #[test]
+    fn a_nullable_field_that_failed_is_null_and_keeps_its_key() {
+        let data = failed(
+            serde_json::json!({ "me": { "handle": "ada" } }),
+            "{ me { handle email } }",
+            serde_json::json!(["me", "email"]),
+        );
+        assert_eq!(
+            data,
+            serde_json::json!({ "me": { "handle": "ada", "email": null } })
+        );
     }
 
-    async fn resolve(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        let nullable = !info.return_type.ends_with('!');
-        let node = info.path_node;
-        let failures = &self.0;
-        let result = next.run(ctx, info).await;
-        if result.is_ok() && !failures.failed.load(Ordering::Acquire) {
-            return result;
-        }
-        let path = path_of(node);
-        let mut state = failures.lock();
-        state.nullable.insert(path.clone(), nullable);
-        match result {
-            Ok(value) => Ok(value),
-            Err(err) => {
-                failures.failed.store(true, Ordering::Release);
-                state.failed.push(path);
-                if nullable {
-                    state.caught.push(err);
-                    Ok(Some(Value::Null))
-                } else {
-                    // The engine lists the error; `finish` nulls the nearest nullable parent.
-                    Err(err)
-                }
-            }
-        }
+    #[test]
+    fn a_non_null_failure_nulls_the_nearest_nullable_ancestor_through_aliases_and_fragments() {
+        let data = failed(
+            serde_json::json!({ "people": [{ "id": "1", "name": "ada" }, { "id": "2" }] }),
+            "{ people: users { ...on Node { id } ...F } } fragment F on User { name: handle }",
+            serde_json::json!(["people", 1, "name"]),
+        );
+        // `users` is [User!]!: the item cannot be null, nor the list, and `Query` is the root.
+        assert_eq!(data, serde_json::Value::Null);
+
+        let data = failed(
+            serde_json::json!({ "me": { "friends": [{ "id": "1" }, { "id": "2" }] } }),
+            "{ me { friends { id handle } } }",
+            serde_json::json!(["me", "friends", 1, "handle"]),
+        );
+        assert_eq!(
+            data,
+            serde_json::json!({ "me": { "friends": [{ "id": "1" }, null] } }),
+            "a [User] item is nullable"
+        );
+    }
+
+    #[test]
+    fn a_missing_ancestor_moves_the_null_further_up() {
+        // The engine dropped `friends` whole; its parent `me` is the nearest nullable one left.
+        let data = failed(
+            serde_json::json!({ "me": { "id": "1" } }),
+            "{ me { id friends { handle } } }",
+            serde_json::json!(["me", "friends", 0, "handle"]),
+        );
+        assert_eq!(
+            data,
+            serde_json::json!({ "me": { "id": "1", "friends": null } })
+        );
     }
 }

@@ -7,10 +7,8 @@
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
-use super::limits::{AliasLimit, QueryLimits};
+use super::limits::QueryLimits;
 use super::loaders::app_wide;
-use super::nulls::NullPropagation;
-use super::telemetry::OperationMetrics;
 use crate::accounts::graphql::{AccountsMutation, AccountsQuery, UserLoader};
 use crate::cups::Leaderboards;
 use crate::cups::graphql::{CupsMutation, CupsQuery, CupsSubscription, DrinksLoader};
@@ -90,7 +88,8 @@ pub const UNSHARED_SUBSCRIPTIONS: &[&str] = &["trackingCommands"];
 /// Rally's schema type.
 pub type RallySchema = Schema<Query, Mutation, Subscription>;
 
-/// The schema with its limits, before app-wide data is attached.
+/// The schema with its limits, before app-wide data is attached. No extension is registered: one
+/// would cost every field of every request (see `execution`, which does their work per request).
 pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Subscription> {
     let builder = Schema::build(
         Query::default(),
@@ -100,11 +99,7 @@ pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Sub
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth(limits.max_depth.max(32))
-    .limit_directives(limits.max_directives)
-    .extension(AliasLimit(limits.max_aliases))
-    .extension(OperationMetrics::new(limits.metrics_max_operations))
-    // After the metrics: they see the response with the errors this one adds.
-    .extension(NullPropagation);
+    .limit_directives(limits.max_directives);
     if limits.introspection {
         builder
     } else {
