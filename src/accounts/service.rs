@@ -15,7 +15,7 @@ use super::model::{
     Bio, BodyWeightKg, DisplayName, Email, Handle, Login, Password, SessionEnded, sessions_ended,
 };
 use crate::auth::{AccessToken, RefreshToken};
-use crate::db::WriteTxn;
+use crate::db::{self, WriteTxn};
 use crate::entity::user::{BodyType, Role};
 use crate::entity::{refresh_token, user};
 use crate::error::{Error, Result, UniqueKey};
@@ -387,10 +387,10 @@ pub async fn find_by_id(state: &AppState, id: Uuid) -> Result<Option<user::Model
 
 /// The users with these ids (in no particular order).
 pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<user::Model>> {
-    Ok(user::Entity::find()
-        .filter(user::Column::Id.is_in(ids.iter().copied()))
-        .all(&state.db)
-        .await?)
+    Ok(db::find_by_keys(&state.db, "users by id", ids, |ids| {
+        user::Entity::find().filter(user::Column::Id.is_in(ids.iter().copied()))
+    })
+    .await?)
 }
 
 /// The user with this handle, if any.

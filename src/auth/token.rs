@@ -1,10 +1,13 @@
 //! JWT access tokens: HS256, short-lived; `exp`, `iat`, `sub`, `iss` and `aud` are all checked, and a
 //! token of an ended session (`sid`, see [`Revocations`]) is refused.
 
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -55,7 +58,13 @@ pub struct TokenKeys {
     validation: Validation,
     ttl: Duration,
     revocations: std::sync::Arc<Revocations>,
+    verified: std::sync::Arc<Mutex<LruCache<Box<str>, Claims>>>,
 }
+
+/// Tokens kept with their checked claims. An app sends the same token with every request until it
+/// refreshes it; verifying it (base64, JSON, HMAC, claim checks) was a tenth of an authenticated
+/// read's instructions.
+const VERIFIED_TOKENS: usize = 10_000;
 
 impl TokenKeys {
     /// Keys for `secret`; tokens live for `ttl`.
@@ -72,6 +81,9 @@ impl TokenKeys {
             validation,
             ttl,
             revocations: std::sync::Arc::default(),
+            verified: std::sync::Arc::new(Mutex::new(LruCache::new(
+                NonZeroUsize::new(VERIFIED_TOKENS).unwrap_or(NonZeroUsize::MIN),
+            ))),
         }
     }
 
@@ -133,23 +145,46 @@ impl TokenKeys {
     }
 
     /// The claims of a valid token; any flaw (signature, algorithm, expiry, issuer, audience, an
-    /// ended session) is UNAUTHENTICATED, with no detail of which check failed.
+    /// ended session) is UNAUTHENTICATED, with no detail of which check failed. A token verified
+    /// before is known by its text (signature, algorithm, issuer and audience cannot change);
+    /// expiry and revocation are checked on every use.
     pub fn verify(&self, token: &str) -> Result<Claims> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|err| {
-                tracing::debug!(reason = %err, "access token rejected");
-                Error::Unauthenticated("invalid or expired access token")
-            })?;
+        let refused = || Error::Unauthenticated("invalid or expired access token");
+        let known = lock(&self.verified).get(token).cloned();
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims =
+                    jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+                        .map(|data| data.claims)
+                        .map_err(|err| {
+                            tracing::debug!(reason = %err, "access token rejected");
+                            refused()
+                        })?;
+                lock(&self.verified).put(token.into(), claims.clone());
+                claims
+            }
+        };
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
+        if claims.exp.saturating_add(leeway) < Utc::now().timestamp() {
+            tracing::debug!("expired access token rejected");
+            return Err(refused());
+        }
         if claims
             .sid
             .is_some_and(|session| self.revocations.is_revoked(session))
         {
             tracing::debug!("access token of an ended session rejected");
-            return Err(Error::Unauthenticated("invalid or expired access token"));
+            return Err(refused());
         }
         Ok(claims)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -194,5 +229,27 @@ mod tests {
             other.verify(&token.token),
             Err(Error::Unauthenticated(_))
         ));
+    }
+
+    #[test]
+    fn a_known_token_is_still_refused_once_expired() {
+        let keys = keys();
+        let token = keys
+            .issue(Uuid::now_v7(), Role::User, Uuid::now_v7())
+            .unwrap();
+        let mut claims = keys.verify(&token.token).unwrap();
+        // As if its lifetime and the leeway had passed since it was first verified.
+        claims.exp = Utc::now().timestamp() - 6;
+        lock(&keys.verified).put(token.token.as_str().into(), claims);
+        assert!(matches!(
+            keys.verify(&token.token),
+            Err(Error::Unauthenticated(_))
+        ));
+        let mut tampered = token.token.clone();
+        tampered.pop();
+        assert!(
+            keys.verify(&tampered).is_err(),
+            "another text is verified anew"
+        );
     }
 }

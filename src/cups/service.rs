@@ -16,7 +16,7 @@ use super::model::{CupCode, CupSessionState, Drink, SCORES, SESSIONS, ScoresChan
 use crate::accounts;
 use crate::accounts::model::Handle;
 use crate::auth::Identity;
-use crate::db::WriteTxn;
+use crate::db::{self, WriteTxn};
 use crate::entity::cup_session::{self, Status};
 use crate::entity::event::{self, Status as EventStatus};
 use crate::entity::{cup_code, drink_order, user};
@@ -550,12 +550,15 @@ pub async fn follow_mine(
 
 /// The drinks of these sessions, oldest first.
 pub async fn drinks_of(state: &AppState, sessions: &[Uuid]) -> Result<Vec<drink_order::Model>> {
-    Ok(drink_order::Entity::find()
-        .filter(drink_order::Column::SessionId.is_in(sessions.iter().copied()))
-        .order_by_asc(drink_order::Column::OrderedAt)
-        .order_by_asc(drink_order::Column::Id)
-        .all(&state.db)
-        .await?)
+    Ok(
+        db::find_by_keys(&state.db, "drinks by session", sessions, |sessions| {
+            drink_order::Entity::find()
+                .filter(drink_order::Column::SessionId.is_in(sessions.iter().copied()))
+                .order_by_asc(drink_order::Column::OrderedAt)
+                .order_by_asc(drink_order::Column::Id)
+        })
+        .await?,
+    )
 }
 
 /// The top `limit` sessions of an event: score, then who reached it first.

@@ -20,6 +20,7 @@ use super::model::{
 use crate::accounts;
 use crate::accounts::model::Handle;
 use crate::auth::Identity;
+use crate::db;
 use crate::entity::event::{self, Status};
 use crate::entity::event_staff::{self, StaffRole};
 use crate::entity::{event_like, event_template};
@@ -87,10 +88,10 @@ pub async fn find(state: &AppState, id: Uuid) -> Result<Option<event::Model>> {
 
 /// The events with these ids (in no particular order).
 pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<event::Model>> {
-    Ok(event::Entity::find()
-        .filter(event::Column::Id.is_in(ids.iter().copied()))
-        .all(&state.db)
-        .await?)
+    Ok(db::find_by_keys(&state.db, "events by id", ids, |ids| {
+        event::Entity::find().filter(event::Column::Id.is_in(ids.iter().copied()))
+    })
+    .await?)
 }
 
 async fn find_or_404(db: &impl ConnectionTrait, id: Uuid) -> Result<event::Model> {
@@ -521,11 +522,14 @@ pub async fn list(
 
 /// The staff of each of `events`.
 pub async fn staff_of(state: &AppState, events: &[Uuid]) -> Result<Vec<event_staff::Model>> {
-    Ok(event_staff::Entity::find()
-        .filter(event_staff::Column::EventId.is_in(events.iter().copied()))
-        .order_by_asc(event_staff::Column::CreatedAt)
-        .all(&state.db)
-        .await?)
+    Ok(
+        db::find_by_keys(&state.db, "staff by event", events, |events| {
+            event_staff::Entity::find()
+                .filter(event_staff::Column::EventId.is_in(events.iter().copied()))
+                .order_by_asc(event_staff::Column::CreatedAt)
+        })
+        .await?,
+    )
 }
 
 /// The role of `user` at `event`, if they are staff.

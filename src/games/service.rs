@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::model::{CHANGES, GameState, START_LEVEL, guess_points};
 use crate::accounts::model::Handle;
 use crate::auth::Identity;
-use crate::db::WriteTxn;
+use crate::db::{self, WriteTxn};
 use crate::entity::event_staff::StaffRole;
 use crate::entity::game::{self, Kind, Status};
 use crate::entity::{blur_guess, blur_round, game_player, user};
@@ -304,11 +304,14 @@ pub async fn follow(
 
 /// The games of these events, oldest first.
 pub async fn for_events(state: &AppState, events: &[Uuid]) -> Result<Vec<game::Model>> {
-    Ok(game::Entity::find()
-        .filter(game::Column::EventId.is_in(events.iter().copied()))
-        .order_by_asc(game::Column::CreatedAt)
-        .all(&state.db)
-        .await?)
+    Ok(
+        db::find_by_keys(&state.db, "games by event", events, |events| {
+            game::Entity::find()
+                .filter(game::Column::EventId.is_in(events.iter().copied()))
+                .order_by_asc(game::Column::CreatedAt)
+        })
+        .await?,
+    )
 }
 
 /// The players of these games, in joining order.

@@ -31,7 +31,7 @@ use super::model::{
 use crate::accounts;
 use crate::accounts::model::Handle;
 use crate::auth::{Identity, token_hash};
-use crate::db::WriteTxn;
+use crate::db::{self, WriteTxn};
 use crate::entity::availability::{self, Status};
 use crate::entity::meeting::{self, Status as MeetingStatus};
 use crate::entity::{calendar_feed, user};
@@ -238,10 +238,12 @@ pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
 
 /// The availabilities with these ids (for the loader).
 pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<availability::Model>> {
-    Ok(availability::Entity::find()
-        .filter(availability::Column::Id.is_in(ids.iter().copied()))
-        .all(&state.db)
-        .await?)
+    Ok(
+        db::find_by_keys(&state.db, "availabilities by id", ids, |ids| {
+            availability::Entity::find().filter(availability::Column::Id.is_in(ids.iter().copied()))
+        })
+        .await?,
+    )
 }
 
 /// An update of slots that counts as a change: the version grows, `updated_at` moves.
