@@ -9,8 +9,8 @@ use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QuerySelect, QueryTrait, Select, Statement,
-    TransactionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, QuerySelect, QueryTrait, Select,
+    Statement, TransactionTrait,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -232,7 +232,7 @@ pub async fn find_by_keys<E: EntityTrait>(
             statement
         }
     };
-    E::find().from_raw_sql(statement).all(db).await
+    E::Model::find_by_statement(statement).all(db).await
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -31,7 +31,6 @@ impl Rally {
             Duration::from_secs(20),
         )
         .await
-        .with_context(|| format!("{} (cargo build --release first)", bin.display()))
     }
 
     /// Starts Rally through `command`: the binary itself, or a tool (valgrind) given the binary as
@@ -62,7 +61,9 @@ impl Rally {
             command.env("RALLY_REDIS_URL", url);
         }
         command.envs(env.iter().copied());
-        let child = command.spawn().context("cannot start rally")?;
+        let child = command
+            .spawn()
+            .context("cannot start rally (cargo build --release first)")?;
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let deadline = std::time::Instant::now() + ready_within;

@@ -35,6 +35,7 @@ impl ViewerProbe {
 }
 
 /// Who a request runs as, and where it came from: what a transport attaches to a request.
+#[derive(Clone)]
 pub struct Caller {
     /// Who is calling.
     pub viewer: Viewer,

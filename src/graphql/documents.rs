@@ -9,6 +9,7 @@
 //! not seen the hash: one extra round trip, no shared store on the request path).
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::Value;
@@ -105,13 +106,20 @@ pub struct Parsed {
     pub document: ExecutableDocument,
     /// Its aliased fields (see `limits::check_aliases`).
     pub aliases: usize,
+    /// Whether it passed the engine's full validation once (only variables' values can make it
+    /// fail that validation now).
+    pub validated: AtomicBool,
 }
 
 impl Parsed {
     fn of(query: &str) -> Option<Self> {
         let document = parse_query(query).ok()?;
         let aliases = aliases(&document);
-        Some(Self { document, aliases })
+        Some(Self {
+            document,
+            aliases,
+            validated: AtomicBool::new(false),
+        })
     }
 }
 

@@ -5,6 +5,13 @@
 //! boxed futures for every field of every request; that per-field toll made each object of a list
 //! cost several times its data. So what the extensions did is done here, once per request:
 //! - the parsed document comes from a cache ([`Documents`]), so the engine skips parsing;
+//! - a query whose document passed the engine's full validation once runs on a twin schema in the
+//!   engine's fast validation mode (limits and fragment cycles only): the result of the skipped
+//!   rules depends on the document alone, except for the values of variables. Those are coerced
+//!   where they are used, and a value the skipped rules would have refused makes the engine raise
+//!   an error of its own (one without a contract code); the query then runs again on the strict
+//!   schema, so the client gets the same request error as the first time. Queries only: they
+//!   read, so a second run changes nothing. Mutations and subscriptions are always fully validated;
 //! - the alias limit is checked on that document ([`limits::check_aliases`]), counted once when it
 //!   was parsed;
 //! - failed fields are nulled as the spec says, from the errors' paths ([`Shapes`]);
@@ -13,14 +20,16 @@
 //! The depth, complexity and directive limits stay the engine's own (they cost nothing per field).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use async_graphql::parser::types::OperationType;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument};
-use async_graphql::{Request, Response};
+use async_graphql::{Request, Response, ServerError};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
+use super::context::Caller;
 use super::documents::{Documents, Parsed, PersistedQueryError};
 use super::limits::{QueryLimits, check_aliases};
 use super::nulls::{Shapes, operation};
@@ -36,7 +45,10 @@ const DOCUMENT_CACHE: usize = 1024;
 pub struct Executor(Arc<Inner>);
 
 struct Inner {
+    /// Fully validating: what every document meets first.
     schema: RallySchema,
+    /// The same schema in the engine's fast validation mode, for queries validated before.
+    validated: RallySchema,
     documents: Documents,
     shapes: Shapes,
     metrics: OperationMetrics,
@@ -61,11 +73,13 @@ impl Prepared {
 }
 
 impl Executor {
-    /// `schema` (built without extensions) under `limits`.
-    pub fn new(schema: RallySchema, limits: QueryLimits) -> Self {
+    /// `schema` (built without extensions, fully validating) and its twin in fast validation mode,
+    /// under `limits`.
+    pub fn new(schema: RallySchema, validated: RallySchema, limits: QueryLimits) -> Self {
         let shapes = Shapes::of_sdl(&schema.sdl());
         Self(Arc::new(Inner {
             schema,
+            validated,
             documents: Documents::new(DOCUMENT_CACHE),
             shapes,
             metrics: OperationMetrics::new(limits.metrics_max_operations),
@@ -87,15 +101,39 @@ impl Executor {
         Prepared { request, parsed }
     }
 
-    /// Runs a query or mutation.
-    pub async fn execute(&self, prepared: Prepared) -> Response {
+    /// Runs a query or mutation for `caller`.
+    pub async fn execute(&self, prepared: Prepared, caller: Caller) -> Response {
         let Prepared { request, parsed } = prepared;
         if let Some(refused) = self.refusal(parsed.as_deref()) {
             return refused;
         }
         let operation_name = request.operation_name.clone();
         let started = Instant::now();
-        let response = self.0.schema.execute(request).await;
+        let response = match parsed.as_deref() {
+            Some(parsed) if is_known_query(parsed, &request) => {
+                let mut again = copy_of(&request);
+                let response = self
+                    .0
+                    .validated
+                    .execute(caller.clone().attach(request, None))
+                    .await;
+                if response.errors.iter().any(raised_by_engine) {
+                    again.set_parsed_query(parsed.document.clone());
+                    self.0.schema.execute(caller.attach(again, None)).await
+                } else {
+                    response
+                }
+            }
+            _ => {
+                let response = self.0.schema.execute(caller.attach(request, None)).await;
+                if let Some(parsed) = parsed.as_deref()
+                    && !is_request_error(&response)
+                {
+                    parsed.validated.store(true, Ordering::Relaxed);
+                }
+                response
+            }
+        };
         self.finish(
             parsed.as_deref(),
             operation_name.as_deref(),
@@ -176,4 +214,30 @@ fn only_name(document: &ExecutableDocument) -> Option<&str> {
         }
         _ => None,
     }
+}
+
+/// Whether `request` is a query (no uploads) of a document that passed full validation before.
+fn is_known_query(parsed: &Parsed, request: &Request) -> bool {
+    parsed.validated.load(Ordering::Relaxed)
+        && request.uploads.is_empty()
+        && operation(&parsed.document, request.operation_name.as_deref())
+            .is_some_and(|operation| operation.ty == OperationType::Query)
+}
+
+/// `request` without its data (the caller is attached again) nor its parsed document, for a second
+/// run.
+fn copy_of(request: &Request) -> Request {
+    let mut copy = Request::new(request.query.clone()).variables(request.variables.clone());
+    copy.operation_name.clone_from(&request.operation_name);
+    copy.extensions.clone_from(&request.extensions);
+    copy.introspection_mode = request.introspection_mode;
+    copy
+}
+
+/// An error the engine raised itself (resolvers' errors all carry a contract code).
+fn raised_by_engine(error: &ServerError) -> bool {
+    error
+        .extensions
+        .as_ref()
+        .is_none_or(|extensions| extensions.get("code").is_none())
 }

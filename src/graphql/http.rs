@@ -176,11 +176,10 @@ async fn graphql(
         &http.app.tokens,
     );
     let addr = ClientAddr::from_request(&headers, peer, http.app.config.trust_proxy_headers);
-    let gql = Caller {
+    let caller = Caller {
         viewer,
         addr: Some(addr),
-    }
-    .attach(gql, None);
+    };
     let prepared = http.executor.prepare(gql);
     if method == Method::GET && prepared.is_mutation() {
         let mut response = Rejection::new(
@@ -194,7 +193,7 @@ async fn graphql(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let response = with_codes(http.executor.execute(prepared).await);
+    let response = with_codes(http.executor.execute(prepared, caller).await);
     finish(response, mode)
 }
 

@@ -5,7 +5,7 @@
 //! Only `main` (`rally schema`), startup, the HTTP router and the transports use this module;
 //! domains use the toolkit.
 
-use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder, ValidationMode};
 
 use super::limits::QueryLimits;
 use super::loaders::app_wide;
@@ -107,9 +107,17 @@ pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Sub
     }
 }
 
-/// The served schema: limits, app state, loaders and per-instance services.
-pub fn build(limits: QueryLimits, state: &AppState, leaderboards: Leaderboards) -> RallySchema {
+/// The served schema: limits, app state, loaders and per-instance services. `validation` is
+/// `Strict` for the schema every document meets first, `Fast` for the one that runs documents
+/// already validated (see `execution`).
+pub fn build(
+    limits: QueryLimits,
+    state: &AppState,
+    leaderboards: Leaderboards,
+    validation: ValidationMode,
+) -> RallySchema {
     schema_builder(limits)
+        .validation_mode(validation)
         .data(state.clone())
         .data(leaderboards)
         .data(app_wide(UserLoader(state.clone())))

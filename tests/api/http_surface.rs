@@ -14,6 +14,7 @@ on_every_backend!(
     every_response_carries_a_request_id,
     every_error_carries_a_contract_code,
     cross_origin_apps_may_send_their_token,
+    a_known_document_refuses_bad_variables_as_on_first_sight,
 );
 
 async fn get_runs_queries_but_not_mutations(backend: Backend) {
@@ -256,4 +257,30 @@ async fn every_error_carries_a_contract_code(backend: Backend) {
             assert!(codes.contains(&code), "{document}: {error}");
         }
     }
+}
+
+/// A query whose document was validated before runs without the engine's full validation; a
+/// variable value that validation would refuse must still be the same request error.
+async fn a_known_document_refuses_bad_variables_as_on_first_sight(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let query = "query($first: Int) { events(first: $first) { edges { node { id } } } }";
+    let bad = json!({ "first": "twenty" });
+    let refused = app.gql(query, bad.clone()).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.get("data").is_none(), "{}", refused.body);
+    assert_eq!(
+        refused.body["errors"][0]["extensions"]["code"],
+        "BAD_USER_INPUT"
+    );
+    for _ in 0..2 {
+        let fine = app.gql(query, json!({ "first": 2 })).await;
+        assert_eq!(fine.status, 200, "{}", fine.body);
+        assert!(fine.body["data"]["events"]["edges"].is_array());
+    }
+    let again = app.gql(query, bad).await;
+    assert_eq!(again.status, refused.status);
+    assert_eq!(
+        again.body, refused.body,
+        "the same refusal as the first time"
+    );
 }
