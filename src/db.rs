@@ -200,13 +200,18 @@ const MEMOIZED_MAX_KEYS: usize = 128;
 /// what a small read spends most on: sea-query quotes every identifier of the column list anew
 /// (a quarter of an authenticated `event(id)` read's instructions, in callgrind). A query whose
 /// values turn out not to be exactly the keys is run as built, never memoized.
-pub async fn find_by_keys<E: EntityTrait>(
+pub async fn find_by_keys<E: EntityTrait + 'static>(
     db: &impl ConnectionTrait,
     shape: &'static str,
     keys: &[uuid::Uuid],
     select: impl FnOnce(&[uuid::Uuid]) -> Select<E>,
 ) -> Result<Vec<E::Model>, DbErr> {
-    type Key = (&'static str, std::mem::Discriminant<DatabaseBackend>, usize);
+    type Key = (
+        std::any::TypeId,
+        &'static str,
+        std::mem::Discriminant<DatabaseBackend>,
+        usize,
+    );
     static SQL: std::sync::LazyLock<std::sync::Mutex<HashMap<Key, Arc<str>>>> =
         std::sync::LazyLock::new(Default::default);
     if keys.is_empty() {
@@ -214,7 +219,12 @@ pub async fn find_by_keys<E: EntityTrait>(
     }
     let backend = db.get_database_backend();
     let values: Vec<sea_orm::Value> = keys.iter().map(|key| (*key).into()).collect();
-    let key = (shape, std::mem::discriminant(&backend), keys.len());
+    let key = (
+        std::any::TypeId::of::<E>(),
+        shape,
+        std::mem::discriminant(&backend),
+        keys.len(),
+    );
     let memoized = (keys.len() <= MEMOIZED_MAX_KEYS)
         .then(|| lock(&SQL).get(&key).cloned())
         .flatten();

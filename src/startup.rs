@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_graphql::ValidationMode;
 use axum::Router;
 use axum::serve::ListenerExt as _;
 use tokio::net::{TcpListener, TcpSocket};
@@ -105,8 +104,7 @@ impl App {
         });
         let leaderboards =
             Leaderboards::new(Duration::from_millis(state.config.leaderboard_window_ms));
-        let schema = schema::build(limits, &state, leaderboards.clone(), ValidationMode::Strict);
-        let validated = schema::build(limits, &state, leaderboards.clone(), ValidationMode::Fast);
+        let schemas = schema::build(limits, &state, leaderboards.clone());
         http::prometheus();
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let settings = SocketSettings {
@@ -114,7 +112,7 @@ impl App {
             keepalive: Duration::from_secs(state.config.ws_keepalive_seconds.max(1)),
             max_subscriptions: state.config.ws_max_subscriptions,
         };
-        let executor = Executor::new(schema, validated, limits);
+        let executor = Executor::new(schemas, limits);
         let fanout = Fanout::new(executor.clone());
         let sockets = Sockets::new(fanout, state.clone(), settings, stopping_rx);
         let domains = media::routes(state.media.clone(), Arc::new(BlurRenditions(state.clone())))

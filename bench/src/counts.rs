@@ -5,10 +5,13 @@
 //! After a warm-up its counters are zeroed (`callgrind_control --zero`), a fixed number of requests
 //! is sent one after another on one keep-alive connection (or a fixed number of changes is fanned
 //! out to a fixed number of subscribers, each change awaited by all of them before the next), and
-//! the counters are dumped (`callgrind_control --dump`). A figure is the instructions the server
-//! executed, all its threads together, per request or per delivery: the request's whole path in
-//! the server (kernel work is not counted). The dumps are kept, so `callgrind_annotate` shows where
-//! each scenario's instructions go.
+//! the counters are dumped (`callgrind_control --dump`); then an idle window as long is counted the
+//! same way and subtracted, so the server's own timers (session polls, the job loop) are not charged
+//! to the requests. A figure is the instructions the server executed, all its threads together, per
+//! request or per delivery, in the steady state (every cache warm): the request's whole path in the
+//! server (kernel work is not counted). Rally runs on its embedded SQLite, so the database's work is
+//! counted too. The dumps are kept, so `callgrind_annotate` shows where each scenario's
+//! instructions go.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,14 +28,27 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Requests sent (one after another) before the counters are zeroed.
 pub const WARM_UP: usize = 50;
 
+/// Whether valgrind (with callgrind_control) can be run.
+pub async fn valgrind_installed() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|status| status.success())
+}
+
 /// One scenario's count.
 pub struct Count {
     /// What ran.
     pub name: String,
     /// Requests or deliveries counted.
     pub operations: u64,
-    /// Instructions the server executed per operation.
+    /// Instructions the server executed per operation, its background work taken out.
     pub per_operation: f64,
+    /// The share of the window's instructions that was background work (timers, polls), counted in
+    /// an idle window as long as the work's and subtracted.
+    pub background: f64,
     /// The callgrind dump it came from.
     pub dump: PathBuf,
 }
@@ -106,12 +122,19 @@ impl Callgrind {
         Fut: std::future::Future<Output = anyhow::Result<()>>,
     {
         self.zero().await?;
+        let started = std::time::Instant::now();
         work().await?;
+        let busy = started.elapsed();
         let (total, dump) = self.dump(name).await?;
+        // The server's own timers run meanwhile; an idle window as long says how much they did.
+        self.zero().await?;
+        tokio::time::sleep(busy).await;
+        let (idle, _) = self.dump(&format!("{name} idle")).await?;
         Ok(Count {
             name: name.to_owned(),
             operations,
-            per_operation: total as f64 / operations.max(1) as f64,
+            per_operation: total.saturating_sub(idle) as f64 / operations.max(1) as f64,
+            background: idle as f64 / total.max(1) as f64,
             dump,
         })
     }

@@ -9,6 +9,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use uuid::Uuid;
 
 use super::Revocations;
@@ -58,12 +59,12 @@ pub struct TokenKeys {
     validation: Validation,
     ttl: Duration,
     revocations: std::sync::Arc<Revocations>,
-    verified: std::sync::Arc<Mutex<LruCache<Box<str>, Claims>>>,
+    verified: std::sync::Arc<Mutex<LruCache<[u8; 32], Claims>>>,
 }
 
-/// Tokens kept with their checked claims. An app sends the same token with every request until it
-/// refreshes it; verifying it (base64, JSON, HMAC, claim checks) was a tenth of an authenticated
-/// read's instructions.
+/// Tokens kept with their checked claims, by the SHA-256 of their text (the tokens themselves are not
+/// kept). An app sends the same token with every request until it refreshes it; verifying it
+/// (base64, JSON, HMAC, claim checks) was a tenth of an authenticated read's instructions.
 const VERIFIED_TOKENS: usize = 10_000;
 
 impl TokenKeys {
@@ -150,7 +151,8 @@ impl TokenKeys {
     /// expiry and revocation are checked on every use.
     pub fn verify(&self, token: &str) -> Result<Claims> {
         let refused = || Error::Unauthenticated("invalid or expired access token");
-        let known = lock(&self.verified).get(token).cloned();
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let known = lock(&self.verified).get(&digest).cloned();
         let claims = match known {
             Some(claims) => claims,
             None => {
@@ -161,13 +163,14 @@ impl TokenKeys {
                             tracing::debug!(reason = %err, "access token rejected");
                             refused()
                         })?;
-                lock(&self.verified).put(token.into(), claims.clone());
+                lock(&self.verified).put(digest, claims.clone());
                 claims
             }
         };
         let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
         if claims.exp.saturating_add(leeway) < Utc::now().timestamp() {
             tracing::debug!("expired access token rejected");
+            lock(&self.verified).pop(&digest);
             return Err(refused());
         }
         if claims
@@ -240,7 +243,8 @@ mod tests {
         let mut claims = keys.verify(&token.token).unwrap();
         // As if its lifetime and the leeway had passed since it was first verified.
         claims.exp = Utc::now().timestamp() - 6;
-        lock(&keys.verified).put(token.token.as_str().into(), claims);
+        let digest: [u8; 32] = sha2::Sha256::digest(token.token.as_bytes()).into();
+        lock(&keys.verified).put(digest, claims);
         assert!(matches!(
             keys.verify(&token.token),
             Err(Error::Unauthenticated(_))

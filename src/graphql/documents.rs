@@ -106,8 +106,9 @@ pub struct Parsed {
     pub document: ExecutableDocument,
     /// Its aliased fields (see `limits::check_aliases`).
     pub aliases: usize,
-    /// Whether it passed the engine's full validation once (only variables' values can make it
-    /// fail that validation now).
+    /// Whether any of its operations declares variables.
+    pub has_variables: bool,
+    /// Whether it passed the engine's full validation once.
     pub validated: AtomicBool,
 }
 
@@ -115,9 +116,14 @@ impl Parsed {
     fn of(query: &str) -> Option<Self> {
         let document = parse_query(query).ok()?;
         let aliases = aliases(&document);
+        let has_variables = document
+            .operations
+            .iter()
+            .any(|(_, operation)| !operation.node.variable_definitions.is_empty());
         Some(Self {
             document,
             aliases,
+            has_variables,
             validated: AtomicBool::new(false),
         })
     }

@@ -5,13 +5,11 @@
 //! boxed futures for every field of every request; that per-field toll made each object of a list
 //! cost several times its data. So what the extensions did is done here, once per request:
 //! - the parsed document comes from a cache ([`Documents`]), so the engine skips parsing;
-//! - a query whose document passed the engine's full validation once runs on a twin schema in the
-//!   engine's fast validation mode (limits and fragment cycles only): the result of the skipped
-//!   rules depends on the document alone, except for the values of variables. Those are coerced
-//!   where they are used, and a value the skipped rules would have refused makes the engine raise
-//!   an error of its own (one without a contract code); the query then runs again on the strict
-//!   schema, so the client gets the same request error as the first time. Queries only: they
-//!   read, so a second run changes nothing. Mutations and subscriptions are always fully validated;
+//! - a query whose document declares no variables and passed the engine's full validation once
+//!   runs on a twin schema in the engine's fast validation mode (limits and fragment cycles only):
+//!   without variables, what the skipped rules decide depends on the document and the schema alone.
+//!   A document with variables is validated every time: its arguments' values, its `@skip(if:)`
+//!   and the arguments of selections that never execute can only be checked by the full rules;
 //! - the alias limit is checked on that document ([`limits::check_aliases`]), counted once when it
 //!   was parsed;
 //! - failed fields are nulled as the spec says, from the errors' paths ([`Shapes`]);
@@ -23,9 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+#[cfg(test)]
+use async_graphql::Value;
 use async_graphql::parser::types::OperationType;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument};
-use async_graphql::{Request, Response, ServerError};
+use async_graphql::{Request, Response};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
@@ -34,7 +34,7 @@ use super::documents::{Documents, Parsed, PersistedQueryError};
 use super::limits::{QueryLimits, check_aliases};
 use super::nulls::{Shapes, operation};
 use super::response::is_request_error;
-use super::schema::RallySchema;
+use super::schema::{RallySchema, Schemas};
 use super::telemetry::OperationMetrics;
 
 /// Parsed documents kept for reuse (an app sends a few hundred distinct documents at most).
@@ -73,13 +73,12 @@ impl Prepared {
 }
 
 impl Executor {
-    /// `schema` (built without extensions, fully validating) and its twin in fast validation mode,
-    /// under `limits`.
-    pub fn new(schema: RallySchema, validated: RallySchema, limits: QueryLimits) -> Self {
-        let shapes = Shapes::of_sdl(&schema.sdl());
+    /// The schemas (built without extensions) under `limits`.
+    pub fn new(schemas: Schemas, limits: QueryLimits) -> Self {
+        let shapes = Shapes::of_sdl(&schemas.strict.sdl());
         Self(Arc::new(Inner {
-            schema,
-            validated,
+            schema: schemas.strict,
+            validated: schemas.validated,
             documents: Documents::new(DOCUMENT_CACHE),
             shapes,
             metrics: OperationMetrics::new(limits.metrics_max_operations),
@@ -109,31 +108,21 @@ impl Executor {
         }
         let operation_name = request.operation_name.clone();
         let started = Instant::now();
-        let response = match parsed.as_deref() {
-            Some(parsed) if is_known_query(parsed, &request) => {
-                let mut again = copy_of(&request);
-                let response = self
-                    .0
-                    .validated
-                    .execute(caller.clone().attach(request, None))
-                    .await;
-                if response.errors.iter().any(raised_by_engine) {
-                    again.set_parsed_query(parsed.document.clone());
-                    self.0.schema.execute(caller.attach(again, None)).await
-                } else {
-                    response
-                }
-            }
-            _ => {
-                let response = self.0.schema.execute(caller.attach(request, None)).await;
-                if let Some(parsed) = parsed.as_deref()
-                    && !is_request_error(&response)
-                {
-                    parsed.validated.store(true, Ordering::Relaxed);
-                }
-                response
-            }
+        let known = parsed
+            .as_deref()
+            .is_some_and(|parsed| is_known_query(parsed, &request));
+        let schema = if known {
+            &self.0.validated
+        } else {
+            &self.0.schema
         };
+        let response = schema.execute(caller.attach(request, None)).await;
+        if let Some(parsed) = parsed.as_deref()
+            && !known
+            && !is_request_error(&response)
+        {
+            parsed.validated.store(true, Ordering::Relaxed);
+        }
         self.finish(
             parsed.as_deref(),
             operation_name.as_deref(),
@@ -216,28 +205,44 @@ fn only_name(document: &ExecutableDocument) -> Option<&str> {
     }
 }
 
-/// Whether `request` is a query (no uploads) of a document that passed full validation before.
+/// Whether `request` is a query of a variable-free document that passed full validation before.
 fn is_known_query(parsed: &Parsed, request: &Request) -> bool {
     parsed.validated.load(Ordering::Relaxed)
-        && request.uploads.is_empty()
+        && !parsed.has_variables
         && operation(&parsed.document, request.operation_name.as_deref())
             .is_some_and(|operation| operation.ty == OperationType::Query)
 }
 
-/// `request` without its data (the caller is attached again) nor its parsed document, for a second
-/// run.
-fn copy_of(request: &Request) -> Request {
-    let mut copy = Request::new(request.query.clone()).variables(request.variables.clone());
-    copy.operation_name.clone_from(&request.operation_name);
-    copy.extensions.clone_from(&request.extensions);
-    copy.introspection_mode = request.introspection_mode;
-    copy
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// An error the engine raised itself (resolvers' errors all carry a contract code).
-fn raised_by_engine(error: &ServerError) -> bool {
-    error
-        .extensions
-        .as_ref()
-        .is_none_or(|extensions| extensions.get("code").is_none())
+    /// The engine's answer to `{ me { <field> } }` when `field` failed, made right with the field
+    /// types read from the served schema's SDL.
+    fn me_with_failed(field: &str) -> serde_json::Value {
+        let shapes = Shapes::of_sdl(&super::super::schema::sdl());
+        let query = format!("{{ me {{ {field} }} }}");
+        let document = async_graphql::parser::parse_query(&query).expect("parsed");
+        // `me` resolved, then its only field failed: the engine collapsed it to null.
+        let collapsed = serde_json::json!({ "me": null });
+        let mut response = Response::new(Value::from_json(collapsed).expect("a value"));
+        let mut error = async_graphql::ServerError::new("boom", None);
+        error.path = vec![
+            async_graphql::PathSegment::Field("me".into()),
+            async_graphql::PathSegment::Field(field.into()),
+        ];
+        response.errors.push(error);
+        shapes.propagate(&document, None, &mut response);
+        response.data.into_json().expect("json")
+    }
+
+    #[test]
+    fn the_served_schema_gives_the_null_propagation_its_field_types() {
+        // `me: User` and `User.email: String` are nullable in the contract; `User.handle` is not.
+        assert_eq!(
+            me_with_failed("email"),
+            serde_json::json!({ "me": { "email": null } })
+        );
+        assert_eq!(me_with_failed("handle"), serde_json::json!({ "me": null }));
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
@@ -19,19 +20,22 @@ use crate::error::Result;
 /// to run meanwhile ask for. Under load that is many requests' keys in one query; when idle a lookup
 /// waits for nothing. (A timed window, async-graphql's default 1 ms, made each of the two hops of
 /// `event(id) { organizer }` wait a whole millisecond.)
-pub fn app_wide<T: Send + Sync + 'static>(loader: T) -> DataLoader<T> {
-    DataLoader::new(loader, |batch| {
-        tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            batch.await;
+/// Shared by the schema and its fast-validating twin, so their requests batch together.
+pub fn app_wide<T: Send + Sync + 'static>(loader: T) -> Arc<DataLoader<T>> {
+    Arc::new(
+        DataLoader::new(loader, |batch| {
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                batch.await;
+            })
         })
-    })
-    .delay(std::time::Duration::ZERO)
+        .delay(std::time::Duration::ZERO),
+    )
 }
 
 /// The loader `T` from the context.
 pub fn loader<'a, T: Send + Sync + 'static>(ctx: &'a Context<'_>) -> Result<&'a DataLoader<T>> {
-    ctx.registered::<DataLoader<T>>()
+    ctx.registered::<Arc<DataLoader<T>>>().map(Arc::as_ref)
 }
 
 /// Rows keyed by one of their fields.

@@ -10,7 +10,8 @@
 //! per-field hook (an extension's `resolve` hook costs every field of every request, failed or
 //! not). Each error's path is walked through the executed document (aliases, fragments and inline
 //! fragments included) and the schema's field types, which say for every step of the path whether
-//! the value there may be null; the nearest nullable ancestor-or-self is set to `null`, with the
+//! the value there may be null (the engine's `null` for an object whose every field failed is made
+//! an object again first); the nearest nullable ancestor-or-self is set to `null`, with the
 //! key written even where the engine left it out; with none, `data` is null. A response without
 //! errors costs nothing.
 
@@ -47,7 +48,11 @@ impl Shapes {
             "Mutation".to_owned(),
             "Subscription".to_owned(),
         ];
-        if let Ok(document) = async_graphql::parser::parse_schema(sdl) {
+        let parsed = async_graphql::parser::parse_schema(sdl);
+        if let Err(err) = &parsed {
+            tracing::error!(error = %err, "the schema's SDL does not parse: failed fields will be null where they fail");
+        }
+        if let Ok(document) = parsed {
             for definition in document.definitions {
                 match definition {
                     TypeSystemDefinition::Type(ty) => {
@@ -96,6 +101,12 @@ impl Shapes {
         let Some(operation) = operation(document, operation_name) else {
             return;
         };
+        // The engine leaves `null` for an object whose every selected field failed (and for `data`
+        // when every root field did). Resolution went inside it, so it was an object: it becomes
+        // one again before the failures are placed, each where the spec puts it.
+        for error in &response.errors {
+            revive(&mut response.data, &error.path);
+        }
         for error in &response.errors {
             if error.path.is_empty() {
                 continue;
@@ -261,6 +272,30 @@ fn collect<'a>(
     }
 }
 
+/// Makes every `null` that the engine left on the way to `path` (not at `path` itself) an empty
+/// object again, where the next step is a key.
+fn revive(data: &mut Value, path: &[PathSegment]) {
+    let mut here = data;
+    for segment in path {
+        if matches!(here, Value::Null) && matches!(segment, PathSegment::Field(_)) {
+            *here = Value::Object(Default::default());
+        }
+        here = match (segment, here) {
+            (PathSegment::Field(key), Value::Object(object)) => {
+                match object.get_mut(key.as_str()) {
+                    Some(child) => child,
+                    None => return,
+                }
+            }
+            (PathSegment::Index(index), Value::List(items)) => match items.get_mut(*index) {
+                Some(child) => child,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+}
+
 /// What [`set_null`] did.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -368,6 +403,24 @@ mod tests {
             serde_json::json!({ "me": { "friends": [{ "id": "1" }, null] } }),
             "a [User] item is nullable"
         );
+    }
+
+    #[test]
+    fn an_object_whose_every_field_failed_is_an_object_again() {
+        // The engine's answer to `{ me { email } }` when `email` failed: `me` collapsed to null.
+        let data = failed(
+            serde_json::json!({ "me": null }),
+            "{ me { email } }",
+            serde_json::json!(["me", "email"]),
+        );
+        assert_eq!(data, serde_json::json!({ "me": { "email": null } }));
+        // ... and when the only root field failed, `data` itself.
+        let data = failed(
+            serde_json::Value::Null,
+            "{ me { handle } }",
+            serde_json::json!(["me"]),
+        );
+        assert_eq!(data, serde_json::json!({ "me": null }));
     }
 
     #[test]

@@ -107,29 +107,47 @@ pub fn schema_builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Sub
     }
 }
 
-/// The served schema: limits, app state, loaders and per-instance services. `validation` is
-/// `Strict` for the schema every document meets first, `Fast` for the one that runs documents
-/// already validated (see `execution`).
-pub fn build(
-    limits: QueryLimits,
-    state: &AppState,
-    leaderboards: Leaderboards,
-    validation: ValidationMode,
-) -> RallySchema {
-    schema_builder(limits)
-        .validation_mode(validation)
-        .data(state.clone())
-        .data(leaderboards)
-        .data(app_wide(UserLoader(state.clone())))
-        .data(app_wide(StaffLoader(state.clone())))
-        .data(app_wide(LikeLoader(state.clone())))
-        .data(app_wide(EventLoader(state.clone())))
-        .data(app_wide(DrinksLoader(state.clone())))
-        .data(app_wide(GamesLoader(state.clone())))
-        .data(app_wide(PlayersLoader(state.clone())))
-        .data(app_wide(RoundsLoader(state.clone())))
-        .data(app_wide(AvailabilityLoader(state.clone())))
-        .finish()
+/// The served schema twice over, sharing the app state, the loaders and the per-instance services:
+/// one validating every document fully, its twin in the engine's fast validation mode for
+/// documents that cannot fail validation any more (see `execution`).
+pub struct Schemas {
+    /// Full validation: what every document meets first.
+    pub strict: RallySchema,
+    /// Fast validation (limits only), for documents validated before.
+    pub validated: RallySchema,
+}
+
+/// The served schemas: limits, app state, loaders and per-instance services.
+pub fn build(limits: QueryLimits, state: &AppState, leaderboards: Leaderboards) -> Schemas {
+    let users = app_wide(UserLoader(state.clone()));
+    let staff = app_wide(StaffLoader(state.clone()));
+    let likes = app_wide(LikeLoader(state.clone()));
+    let events = app_wide(EventLoader(state.clone()));
+    let drinks = app_wide(DrinksLoader(state.clone()));
+    let games = app_wide(GamesLoader(state.clone()));
+    let players = app_wide(PlayersLoader(state.clone()));
+    let rounds = app_wide(RoundsLoader(state.clone()));
+    let availabilities = app_wide(AvailabilityLoader(state.clone()));
+    let schema = |validation| {
+        schema_builder(limits)
+            .validation_mode(validation)
+            .data(state.clone())
+            .data(leaderboards.clone())
+            .data(users.clone())
+            .data(staff.clone())
+            .data(likes.clone())
+            .data(events.clone())
+            .data(drinks.clone())
+            .data(games.clone())
+            .data(players.clone())
+            .data(rounds.clone())
+            .data(availabilities.clone())
+            .finish()
+    };
+    Schemas {
+        strict: schema(ValidationMode::Strict),
+        validated: schema(ValidationMode::Fast),
+    }
 }
 
 /// The SDL of the schema, as committed in `schema.graphql` (indented with two spaces, as the API

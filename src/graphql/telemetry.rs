@@ -15,8 +15,15 @@ use metrics::{Counter, Histogram};
 /// The metric handles of each label are registered once and kept (registering builds and looks up
 /// a labelled key: a tenth of a small request's instructions when done per request).
 pub struct OperationMetrics {
-    known: Mutex<HashMap<String, Arc<Handles>>>,
+    known: Mutex<Known>,
     max: usize,
+}
+
+/// The labels registered so far, and how many of them are operation names.
+#[derive(Default)]
+struct Known {
+    labels: HashMap<String, Arc<Handles>>,
+    names: usize,
 }
 
 /// The metrics of one operation label.
@@ -41,7 +48,7 @@ impl OperationMetrics {
     /// At most `max` distinct operation labels.
     pub fn new(max: usize) -> Self {
         Self {
-            known: Mutex::new(HashMap::new()),
+            known: Mutex::default(),
             max,
         }
     }
@@ -54,40 +61,29 @@ impl OperationMetrics {
         handles.duration.record(took.as_secs_f64());
     }
 
-    /// The handles of `name`'s label, registered on first use.
+    /// The handles of `name`'s label, registered on first use: the name itself while fewer than
+    /// `max` names have one, else `other` (`anonymous` and `invalid` are labels of their own).
     fn handles(&self, name: Option<&str>) -> Arc<Handles> {
         let mut known = self
             .known
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(handles) = name.and_then(|name| known.get(name)) {
+        if let Some(handles) = name.and_then(|name| known.labels.get(name)) {
             return handles.clone();
         }
-        let label = self.of_locked(&known, name);
-        if let Some(handles) = known.get(&label) {
-            return handles.clone();
+        let mut label = label(name);
+        if name.is_some() && label != "invalid" && !known.labels.contains_key(&label) {
+            if known.names < self.max {
+                known.names += 1;
+            } else {
+                label = "other".to_owned();
+            }
         }
-        let handles = Handles::of(&label);
-        known.insert(label, handles.clone());
-        handles
-    }
-
-    /// The label of `name`: itself while there is room among the names (or it has one already),
-    /// else `other`.
-    fn of_locked(&self, known: &HashMap<String, Arc<Handles>>, name: Option<&str>) -> String {
-        let label = label(name);
-        if name.is_none() || label == "invalid" || known.contains_key(&label) {
-            return label;
-        }
-        let names = known
-            .keys()
-            .filter(|key| !FIXED.contains(&key.as_str()))
-            .count();
-        if names < self.max {
-            label
-        } else {
-            "other".to_owned()
-        }
+        known
+            .labels
+            .entry(label)
+            .or_insert_with_key(|label| Handles::of(label))
+            .clone()
     }
 
     #[cfg(test)]
@@ -95,15 +91,13 @@ impl OperationMetrics {
         let handles = self.handles(name);
         let known = self.known.lock().expect("not poisoned");
         known
+            .labels
             .iter()
             .find(|(_, kept)| Arc::ptr_eq(kept, &handles))
             .map(|(label, _)| label.clone())
             .expect("a label")
     }
 }
-
-/// Labels that are not operation names (they do not count against the bound).
-const FIXED: [&str; 3] = ["anonymous", "invalid", "other"];
 
 /// A metrics label for the operation name.
 fn label(name: Option<&str>) -> String {

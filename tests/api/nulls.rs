@@ -10,6 +10,7 @@ use crate::common::{Backend, TestApp};
 crate::on_every_backend!(
     a_private_cup_field_is_null_with_forbidden_at_its_path,
     a_failing_non_null_field_nulls_its_nearest_nullable_parent,
+    a_lone_field_that_fails_leaves_its_parent_standing,
 );
 
 const BOARD: &str = "query($e: ID!) { event(id: $e) { leaderboard { entries { score session { id billCents orders alcoholGrams estimatedBac calories drinks { name } } } } } }";
@@ -124,4 +125,39 @@ async fn a_failing_non_null_field_nulls_its_nearest_nullable_parent(backend: Bac
         );
         merged.assert_error("BAD_USER_INPUT", Some("first"));
     }
+}
+
+/// The engine answers `null` for an object whose every selected field failed, and `data: null`
+/// when every root field did; the spec wants the failed fields null inside them.
+async fn a_lone_field_that_fails_leaves_its_parent_standing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    // The only root field, nullable, refused: `data` is an object with that field null.
+    let root = app
+        .gql(
+            "query($e: ID!) { event(id: $e) { leaderboard(first: 500) { updatedAt } } }",
+            json!({ "e": bar.event }),
+        )
+        .await;
+    assert_eq!(root.body["data"], json!({ "event": null }), "{}", root.body);
+    // The only selected field of an object, nullable and refused (a stranger's bill): the object
+    // stays, with the field null.
+    let guest = app.signup("guest").await;
+    let cup = open_cup(&app, &bar.bartender, &bar.event, &guest).await;
+    cheers(&app, &bar.bartender, cup["id"].as_str().expect("id"), 1)
+        .await
+        .data();
+    let lone = app
+        .gql(
+            "query($e: ID!) { event(id: $e) { leaderboard { entries { session { billCents } } } } }",
+            json!({ "e": bar.event }),
+        )
+        .await;
+    assert_eq!(
+        lone.body["data"]["event"]["leaderboard"]["entries"][0]["session"],
+        json!({ "billCents": null }),
+        "{}",
+        lone.body
+    );
+    lone.assert_error("FORBIDDEN", None);
 }
