@@ -21,10 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-#[cfg(test)]
-use async_graphql::Value;
-use async_graphql::parser::types::OperationType;
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{Request, Response};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -215,6 +212,8 @@ fn is_known_query(parsed: &Parsed, request: &Request) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use async_graphql::Value;
+
     use super::*;
 
     /// The engine's answer to `{ me { <field> } }` when `field` failed, made right with the field
