@@ -1,4 +1,5 @@
-//! The Redis broker: PUBLISH for outgoing messages, and **one** pub/sub connection per process
+//! The Redis broker: PUBLISH for outgoing messages (whatever is queued goes in one pipeline), and
+//! **one** pub/sub connection per process
 //! (`PSUBSCRIBE {prefix}:*`, `rally:*` by default) for incoming ones, fanned out by the local hub.
 //!
 //! Both sides reconnect with exponential backoff (100 ms to 5 s). While Redis is away, publishing
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -23,6 +23,8 @@ use super::{Broker, BrokerStatus, TopicName, WIRE_VERSION};
 
 /// Outgoing messages waiting for the publisher connection.
 const OUTBOX: usize = 10_000;
+/// Most messages sent in one pipeline.
+const PUBLISH_BATCH: usize = 256;
 /// A health ping on the pub/sub connection this often.
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// Longest wait for Redis to answer anything.
@@ -130,13 +132,23 @@ async fn publisher(client: redis::Client, mut queue: mpsc::Receiver<(String, Str
                 continue;
             }
         };
-        while let Some((channel, message)) = queue.recv().await {
-            let sent: redis::RedisResult<i64> = connection.publish(&channel, &message).await;
+        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+        while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+            // Everything queued meanwhile goes in one pipeline (one round trip, in order): one
+            // PUBLISH awaited at a time fell behind a busy instance's writes, until a slow answer
+            // timed out and the reconnection dropped the whole queue.
+            let mut pipeline = redis::pipe();
+            for (channel, message) in &batch {
+                pipeline.publish(channel, message).ignore();
+            }
+            let sent: redis::RedisResult<()> = pipeline.query_async(&mut connection).await;
             if let Err(err) = sent {
                 tracing::warn!(error = %err, "redis publish failed; reconnecting");
-                metrics::counter!("rally_live_dropped_total").increment(1);
+                metrics::counter!("rally_live_dropped_total").increment(batch.len() as u64);
+                batch.clear();
                 continue 'connect;
             }
+            batch.clear();
         }
         return;
     }
