@@ -155,31 +155,12 @@ async fn control(args: &[&str]) -> anyhow::Result<()> {
 
 /// A bench baseline (`--serve-baseline kind`) under callgrind; its URL, the child and its counters.
 pub async fn baseline(kind: &str, dir: &Path) -> anyhow::Result<(String, Child, Callgrind)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     let out = dir.join(format!("{kind}.callgrind"));
-    let child = Callgrind::command(&std::env::current_exe()?, &out)
-        .args(["--serve-baseline", kind, "--port", &port.to_string()])
-        .kill_on_drop(true)
-        .spawn()?;
+    let command = Callgrind::command(&std::env::current_exe()?, &out);
+    let (url, child) =
+        crate::http::baseline_through(command, kind, Duration::from_secs(60)).await?;
     let pid = child.id().context("the baseline exited")?;
-    let url = format!("http://127.0.0.1:{port}/graphql");
-    let http = reqwest::Client::new();
-    for _ in 0..600 {
-        if http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(crate::http::TRIVIAL)
-            .send()
-            .await
-            .is_ok()
-        {
-            return Ok((url, child, Callgrind::follow(pid, &out)));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("baseline {kind} did not start under valgrind")
+    Ok((url, child, Callgrind::follow(pid, &out)))
 }
 
 /// Sends `body` `n` times, one after another on one connection; an error answer is a failure.

@@ -47,16 +47,32 @@ impl BareQuery {
 /// Starts a baseline in its own process (as Rally runs in its own), so every server under test
 /// competes with the load generator the same way; returns its URL and the child.
 pub async fn baseline(kind: &str) -> anyhow::Result<(String, Child)> {
+    baseline_through(
+        Command::new(std::env::current_exe()?),
+        kind,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+/// Starts baseline `kind` through `command` (this program, or a tool given this program as its last
+/// argument so far) and waits up to `wait` for it to answer.
+pub async fn baseline_through(
+    mut command: Command,
+    kind: &str,
+    wait: Duration,
+) -> anyhow::Result<(String, Child)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(std::env::current_exe()?)
+    let child = command
         .args(["--serve-baseline", kind, "--port", &port.to_string()])
         .kill_on_drop(true)
         .spawn()?;
     let url = format!("http://127.0.0.1:{port}/graphql");
     let http = reqwest::Client::new();
-    for _ in 0..200 {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
         if http
             .post(&url)
             .header("content-type", "application/json")

@@ -59,7 +59,7 @@ use serde_json::json;
 use crate::cluster::Cluster;
 use crate::http::{Figures, TRIVIAL, baseline, load};
 use crate::live::{FanoutFigures, Watched};
-use crate::rally::{Rally, call, seed};
+use crate::rally::{Rally, Seed, call, seed};
 
 /// Load generator for Rally.
 #[derive(Parser)]
@@ -272,6 +272,24 @@ const CHEERS: &str = "mutation($s: ID!) { recordCheers(sessionId: $s) { cheers }
 const UPDATE_TITLE: &str =
     "mutation($id: ID!, $t: String!) { updateEvent(id: $id, input: { title: $t }) { version } }";
 
+/// Renames the seeded event (one change to its `eventUpdated` subscribers).
+async fn retitle(
+    http: &reqwest::Client,
+    url: &str,
+    seed: &Seed,
+    title: String,
+) -> anyhow::Result<()> {
+    call(
+        http,
+        url,
+        Some(&seed.token),
+        UPDATE_TITLE,
+        json!({ "id": seed.event, "t": title }),
+    )
+    .await?;
+    Ok(())
+}
+
 const LEADERBOARD: &str = "subscription($id: ID!) { leaderboard(eventId: $id, first: 10) { updatedAt entries { rank score cheers user { handle displayName } } } }";
 const EVENT_UPDATED: &str =
     "subscription($id: ID!) { eventUpdated(eventId: $id) { id title likeCount status version } }";
@@ -414,14 +432,7 @@ async fn live_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
                         )
                         .await?;
                     } else {
-                        call(
-                            http,
-                            url,
-                            Some(&seed.token),
-                            UPDATE_TITLE,
-                            json!({ "id": seed.event, "t": format!("Live {k}") }),
-                        )
-                        .await?;
+                        retitle(http, url, seed, format!("Live {k}")).await?;
                     }
                     Ok(())
                 }
@@ -586,17 +597,7 @@ async fn counts_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result
         .count("`eventUpdated`: one fan-out delivery", deliveries, || {
             counts::fan_out(&mut sockets, "\"version\":", COUNTED_CHANGES, |k| {
                 let (http, url, seed) = (&http, &url, &seed);
-                async move {
-                    call(
-                        http,
-                        url,
-                        Some(&seed.token),
-                        UPDATE_TITLE,
-                        json!({ "id": seed.event, "t": format!("Counted {k}") }),
-                    )
-                    .await?;
-                    Ok(())
-                }
+                retitle(http, url, seed, format!("Counted {k}"))
             })
         })
         .await?;
@@ -684,17 +685,7 @@ async fn scale_out_figures(
     let subscribers = args.subscribers.iter().copied().min().unwrap_or(1000);
     let change = |k: u32| {
         let (http, url, seed) = (&http, &url, &seed);
-        async move {
-            call(
-                http,
-                url,
-                Some(&seed.token),
-                UPDATE_TITLE,
-                json!({ "id": seed.event, "t": format!("Across {k}") }),
-            )
-            .await?;
-            Ok(())
-        }
+        retitle(http, url, seed, format!("Across {k}"))
     };
     let pids: Vec<u32> = cluster
         .instance_pids
