@@ -150,24 +150,31 @@ impl WsClient {
 
     /// Asserts nothing but keep-alives arrives within `quiet`.
     pub async fn assert_quiet(&mut self, quiet: Duration) {
+        let frames = self.frames_within(quiet).await;
+        assert!(frames.is_empty(), "expected silence, got {frames:?}");
+    }
+
+    /// Every frame but keep-alives that arrives within `quiet` (the socket must stay open).
+    pub async fn frames_within(&mut self, quiet: Duration) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + quiet;
+        let mut frames = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return;
+                return frames;
             }
             match tokio::time::timeout(left, self.socket.next()).await {
-                Err(_) => return,
+                Err(_) => return frames,
                 Ok(Some(Ok(Message::Text(text)))) => {
                     let frame: Value = serde_json::from_str(text.as_str()).expect("JSON");
                     match frame["type"].as_str() {
                         Some("ka") | Some("pong") => {}
                         Some("ping") => self.send(json!({ "type": "pong" })).await,
-                        _ => panic!("expected silence, got {frame}"),
+                        _ => frames.push(frame),
                     }
                 }
                 Ok(Some(Ok(_))) => {}
-                Ok(other) => panic!("expected silence, got {other:?}"),
+                Ok(other) => panic!("expected the socket open, got {other:?}"),
             }
         }
     }
