@@ -169,17 +169,6 @@ async fn graphql(
         return Rejection::new(StatusCode::BAD_REQUEST, "query", "the request has no query")
             .into_response(mode);
     }
-    let viewer = Viewer::from_credentials(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-        &http.app.tokens,
-    );
-    let addr = ClientAddr::from_request(&headers, peer, http.app.config.trust_proxy_headers);
-    let caller = Caller {
-        viewer,
-        addr: Some(addr),
-    };
     let prepared = http.executor.prepare(gql);
     if method == Method::GET && prepared.is_mutation() {
         let mut response = Rejection::new(
@@ -193,6 +182,17 @@ async fn graphql(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    let viewer = Viewer::from_credentials(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        &http.app.tokens,
+    );
+    let addr = ClientAddr::from_request(&headers, peer, http.app.config.trust_proxy_headers);
+    let caller = Caller {
+        viewer,
+        addr: Some(addr),
+    };
     let response = with_codes(http.executor.execute(prepared, caller).await);
     finish(response, mode)
 }
