@@ -15,6 +15,7 @@ use sea_orm::{
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
+use crate::entity::{ByPosition, Positional};
 use crate::live::{Live, Payload, Prepared, Topic};
 
 /// How long a SQLite statement waits for the write lock.
@@ -178,17 +179,29 @@ impl std::ops::Deref for WriteTxn {
     }
 }
 
-/// One page of `select`: at most `limit` rows, and whether more follow (one more row is fetched to
-/// tell).
-pub async fn page<E: EntityTrait>(
+/// One page of `select` (the entity's own columns, decoded by position): at most `limit` rows, and
+/// whether more follow (one more row is fetched to tell).
+pub async fn page<E>(
     db: &impl ConnectionTrait,
     select: Select<E>,
     limit: u64,
-) -> Result<(Vec<E::Model>, bool), DbErr> {
-    let mut rows = select.limit(limit.saturating_add(1)).all(db).await?;
+) -> Result<(Vec<E::Model>, bool), DbErr>
+where
+    E: EntityTrait,
+    E::Model: ByPosition,
+{
+    let rows = select
+        .limit(limit.saturating_add(1))
+        .into_model::<Positional<E::Model>>()
+        .all(db)
+        .await?;
     let more = rows.len() as u64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    Ok((rows, more))
+    let rows = rows.into_iter().map(|Positional(model)| model);
+    Ok((
+        rows.take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect(),
+        more,
+    ))
 }
 
 /// Queries of a fixed shape whose SQL is built once per backend and number of keys, then reused.
@@ -200,12 +213,16 @@ const MEMOIZED_MAX_KEYS: usize = 128;
 /// what a small read spends most on: sea-query quotes every identifier of the column list anew
 /// (a quarter of an authenticated `event(id)` read's instructions, in callgrind). A query whose
 /// values turn out not to be exactly the keys is run as built, never memoized.
-pub async fn find_by_keys<E: EntityTrait + 'static>(
+pub async fn find_by_keys<E>(
     db: &impl ConnectionTrait,
     shape: &'static str,
     keys: &[uuid::Uuid],
     select: impl FnOnce(&[uuid::Uuid]) -> Select<E>,
-) -> Result<Vec<E::Model>, DbErr> {
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: EntityTrait + 'static,
+    E::Model: ByPosition,
+{
     type Key = (
         std::any::TypeId,
         &'static str,
@@ -242,7 +259,10 @@ pub async fn find_by_keys<E: EntityTrait + 'static>(
             statement
         }
     };
-    E::Model::find_by_statement(statement).all(db).await
+    let rows = Positional::<E::Model>::find_by_statement(statement)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|Positional(model)| model).collect())
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
