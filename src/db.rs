@@ -15,8 +15,11 @@ use sea_orm::{
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
-use crate::entity::{ByPosition, Positional};
 use crate::live::{Live, Payload, Prepared, Topic};
+
+mod positional;
+
+pub use positional::{ByPosition, Positional};
 
 /// How long a SQLite statement waits for the write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -195,13 +198,10 @@ where
         .into_model::<Positional<E::Model>>()
         .all(db)
         .await?;
+    let mut rows: Vec<E::Model> = rows.into_iter().map(|Positional(model)| model).collect();
     let more = rows.len() as u64 > limit;
-    let rows = rows.into_iter().map(|Positional(model)| model);
-    Ok((
-        rows.take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect(),
-        more,
-    ))
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok((rows, more))
 }
 
 /// Queries of a fixed shape whose SQL is built once per backend and number of keys, then reused.

@@ -49,16 +49,3 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
-
-super::by_position!(Model {
-    id,
-    owner_id,
-    start_time,
-    end_time,
-    title,
-    description,
-    status,
-    version,
-    created_at,
-    updated_at
-});

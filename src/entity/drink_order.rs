@@ -33,15 +33,3 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
-
-super::by_position!(Model {
-    id,
-    session_id,
-    name,
-    volume_ml,
-    abv,
-    price_cents,
-    calories,
-    alcohol_grams,
-    ordered_at
-});

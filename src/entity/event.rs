@@ -71,20 +71,3 @@ pub enum Relation {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
-
-super::by_position!(Model {
-    id,
-    title,
-    description,
-    venue,
-    starts_at,
-    ends_at,
-    status,
-    image_key,
-    organizer_id,
-    template_id,
-    like_count,
-    version,
-    created_at,
-    updated_at
-});

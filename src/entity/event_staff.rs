@@ -36,10 +36,3 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
-
-super::by_position!(Model {
-    event_id,
-    user_id,
-    role,
-    created_at
-});

@@ -56,13 +56,3 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
-
-super::by_position!(Model {
-    id,
-    event_id,
-    kind,
-    title,
-    status,
-    version,
-    created_at
-});

@@ -52,19 +52,3 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
-
-super::by_position!(Model {
-    id,
-    availability_id,
-    owner_id,
-    participant_id,
-    start_time,
-    end_time,
-    status,
-    sequence,
-    created_at,
-    updated_at,
-    cancelled_at,
-    cancelled_by,
-    cancellation_reason
-});

@@ -75,18 +75,3 @@ impl Related<super::refresh_token::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
-
-super::by_position!(Model {
-    id,
-    handle,
-    email,
-    password_hash,
-    display_name,
-    bio,
-    avatar_key,
-    role,
-    body_weight_kg,
-    body_type,
-    created_at,
-    updated_at
-});
