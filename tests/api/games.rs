@@ -638,6 +638,8 @@ async fn a_scripted_bar_night_ends_with_every_phone_in_the_same_state(backend: B
         // window later; it must never bring a different one.
         for frame in phone.frames_within(Duration::from_millis(300)).await {
             assert_eq!(frame["id"], "b", "{frame}");
+            assert_eq!(frame["type"], "next", "{frame}");
+            assert!(frame["payload"]["errors"].is_null(), "{frame}");
             assert_eq!(
                 frame["payload"]["data"]["leaderboard"]["entries"], truth,
                 "a phone moved off the final board: {frame}"

@@ -154,9 +154,9 @@ impl WsClient {
         assert!(frames.is_empty(), "expected silence, got {frames:?}");
     }
 
-    /// Every frame but keep-alives that arrives within `quiet` (the socket must stay open).
-    pub async fn frames_within(&mut self, quiet: Duration) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + quiet;
+    /// Every frame but keep-alives that arrives within `within` (the socket must stay open).
+    pub async fn frames_within(&mut self, within: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + within;
         let mut frames = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
