@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as Span, SecondsFormat, Utc};
-use rally::entity::{job_run, run};
+use rally::entity::{job_lease, job_run, run};
 use rally::jobs::schedule::Schedule;
 use rally::jobs::service::{Job, Work, run_due};
 use sea_orm::prelude::Expr;
@@ -308,9 +308,10 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
         "{claimed}"
     );
 
-    // A deploy sets the finish time four seconds ahead: then the event finishes, on its own.
+    // A deploy sets the finish time ten seconds ahead: then the event finishes, on its own.
+    let finish = Utc::now() + Span::seconds(10);
     let app = app
-        .restart_with(|c| c.event_finish_time = (Utc::now() + Span::seconds(4)).time())
+        .restart_with(|c| c.event_finish_time = finish.time())
         .await;
     let mut statuses = subscribe(
         &app,
@@ -320,6 +321,17 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
     )
     .await;
     app.listening("events:status-changes", 1).await;
+    assert!(
+        Utc::now() < finish,
+        "the restart ran past the finish time; the test proves nothing"
+    );
+    let early = statuses
+        .frames_within((finish - Utc::now()).to_std().unwrap_or_default())
+        .await;
+    assert!(
+        early.is_empty(),
+        "nothing before the finish time: {early:?}"
+    );
     let change = statuses.next_data("s").await;
     assert_eq!(
         change["eventStatusChanged"],
@@ -722,14 +734,30 @@ async fn ten_concurrent_claims_move_the_tokens_once(backend: Backend) {
     .await
     .data();
     let full = wallet_until(&app, &cat, |w| w["claimable"] == 5).await;
-    // Right after an accrual, so none lands during the race.
+    // Right after the next accrual has committed (its ledger row is written in the same
+    // transaction), so none lands during the race: the one after is an interval away.
     let next: DateTime<Utc> = full["nextAccrualAt"]
         .as_str()
         .expect("next accrual")
         .parse()
         .expect("time");
-    let wait = (next - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(300);
-    tokio::time::sleep(wait).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let accrued = job_run::Entity::find()
+            .filter(job_run::Column::Job.eq("accrue-tokens"))
+            .filter(job_run::Column::Moment.gte(next))
+            .count(&app.state.db)
+            .await
+            .expect("count");
+        if accrued > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the accrual due at {next} never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let claims: Vec<Gql> = futures_util::future::join_all((0..10).map(|_| {
         app.gql_as(
             &cat,
@@ -750,7 +778,7 @@ async fn ten_concurrent_claims_move_the_tokens_once(backend: Backend) {
 /// an event that started before it finishes; one that starts after it waits.
 async fn the_finisher_honours_its_time_and_zone(backend: Backend) {
     let zone = chrono_tz::Pacific::Kiritimati;
-    let finish = Utc::now() + Span::seconds(8);
+    let finish = Utc::now() + Span::seconds(15);
     let local = finish.with_timezone(&zone).time();
     let app = TestApp::spawn_with(backend, |c| {
         c.time_zone = zone;
@@ -771,6 +799,13 @@ async fn the_finisher_honours_its_time_and_zone(backend: Backend) {
     assert!(
         Utc::now() < finish,
         "the set-up ran past the finish time; nothing is proven"
+    );
+    let early = statuses
+        .frames_within((finish - Utc::now()).to_std().unwrap_or_default())
+        .await;
+    assert!(
+        early.is_empty(),
+        "nothing before the finish time: {early:?}"
     );
     let change = statuses.next_data("s").await;
     assert_eq!(
@@ -853,8 +888,31 @@ async fn a_missed_finish_is_caught_up_once_at_start(backend: Backend) {
         }
     };
     assert_eq!(done_once(&app).await, 1);
+    let holder_of = |app: &TestApp, job: &'static str| {
+        let db = app.state.db.clone();
+        async move {
+            job_lease::Entity::find_by_id(job.to_owned())
+                .one(&db)
+                .await
+                .expect("lease")
+                .map(|lease| lease.holder)
+        }
+    };
+    let before = holder_of(&app, "finish-events").await.expect("held");
     let app = app.restart().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new instance's first round is over once it holds the last job it goes through (it
+    // takes each lease, then runs that job's due moment, one job after the other).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while holder_of(&app, "accrue-tokens")
+        .await
+        .is_none_or(|h| h == before)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted instance never took the jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert_eq!(
         done_once(&app).await,
         1,
@@ -920,16 +978,25 @@ async fn instances_racing_for_one_moment_do_it_once(backend: Backend) {
         .expect("count");
     assert_eq!(ledger, 1);
     // Each instance announces what it committed: three changes in all, each event once.
+    // Read both feeds until the three arrive (or a deadline), then a while longer for duplicates.
     let mut announced = Vec::new();
-    for feed in &mut feeds {
-        loop {
-            let next = tokio::time::timeout(Duration::from_millis(500), feed.next_frame()).await;
-            let Ok(Ok(frame)) = next else { break };
-            if frame["type"] == "next" {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut listening = Duration::from_millis(100);
+    loop {
+        let enough = announced.len() >= events.len();
+        for feed in &mut feeds {
+            for frame in feed.frames_within(listening).await {
+                assert_eq!(frame["type"], "next", "{frame}");
                 let change = &frame["payload"]["data"]["eventStatusChanged"];
                 assert_eq!(change["status"], "FINISHED");
                 announced.push(change["id"].as_str().expect("id").to_owned());
             }
+        }
+        if enough || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        if announced.len() >= events.len() {
+            listening = Duration::from_millis(500);
         }
     }
     announced.sort();
