@@ -191,3 +191,86 @@ async fn metrics_labels_are_bounded_and_served_on_their_own_address() {
     assert!(labels.contains("other"), "{labels:?}");
     assert_eq!(labels.len(), 6, "5 names and `other`: {labels:?}");
 }
+
+/// The socket and subscription gauges count what is open, coming and going. Run as its own
+/// process: the metrics recorder is process-wide, and tests running beside this one in the test
+/// process open and close sockets of their own.
+#[tokio::test]
+async fn metrics_count_websockets_and_subscriptions_coming_and_going() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut child = Command::new(RALLY)
+        .arg("serve")
+        .env_clear()
+        .env("RALLY_DATA_DIR", dir.path())
+        .env("RALLY_BIND", format!("127.0.0.1:{port}"))
+        .env("RALLY_ARGON2_MEMORY_KIB", "256")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rally starts");
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counts = || async {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
+        let gauge = |name: &str, label: &str| -> f64 {
+            text.lines()
+                .filter(|line| line.starts_with(name) && line.contains(label))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        (
+            gauge("rally_websockets_open", ""),
+            gauge("rally_subscriptions_active", "field=\"eventStatusChanged\""),
+        )
+    };
+    let until = |want: (f64, f64)| async move {
+        let mut seen = (f64::NAN, f64::NAN);
+        for _ in 0..100 {
+            seen = counts().await;
+            if seen == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seen
+    };
+    let mut sockets = Vec::new();
+    for n in 0..3 {
+        let mut socket = crate::common::WsClient::connect(
+            &format!("ws://127.0.0.1:{port}/graphql/ws"),
+            crate::common::TRANSPORT_WS,
+        )
+        .await;
+        socket.init(serde_json::json!({})).await;
+        socket
+            .subscribe(
+                &n.to_string(),
+                "subscription { eventStatusChanged { id } }",
+                serde_json::json!({}),
+            )
+            .await;
+        sockets.push(socket);
+    }
+    let open = until((3.0, 3.0)).await;
+    drop(sockets);
+    let closed = until((0.0, 0.0)).await;
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = child.wait();
+    assert_eq!(open, (3.0, 3.0), "3 sockets, 3 subscriptions");
+    assert_eq!(closed, (0.0, 0.0), "all gone once the sockets close");
+}

@@ -18,7 +18,7 @@ on_every_backend!(
     subscriptions_per_connection_are_capped,
     queries_and_mutations_also_run_over_the_websocket,
     shutdown_closes_sockets_with_a_reconnect_hint,
-    metrics_show_websockets_and_subscriptions_coming_and_going,
+    metrics_show_live_publishing_and_operations,
     redis_carries_updates_within_one_instance_too,
     a_healthy_redis_subscription_stays_connected,
     a_fresh_token_with_another_role_does_not_extend_the_socket,
@@ -222,7 +222,7 @@ async fn every_spelling_of_the_token_is_accepted(backend: Backend) {
 }
 
 async fn an_expired_token_closes_the_socket_unless_refreshed_in_a_ping(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.access_token_ttl_seconds = 4).await;
+    let app = TestApp::spawn_with(backend, |c| c.access_token_ttl_seconds = 6).await;
     let eve = app.signup("eve").await;
     let mut client = app.ws(TRANSPORT_WS).await;
     client
@@ -252,7 +252,7 @@ async fn an_expired_token_closes_the_socket_unless_refreshed_in_a_ping(backend: 
     client
         .init(json!({ "authorization": format!("Bearer {}", eve.access) }))
         .await;
-    tokio::time::sleep(until(-1500)).await;
+    tokio::time::sleep(until(-3000)).await;
     let fresh =
         crate::common::gql::session_from(&app.refresh(&eve.refresh).await.data()["refreshSession"]);
     client.send(json!({ "type": "ping", "payload": { "authorization": format!("Bearer {}", fresh.access) } })).await;
@@ -422,47 +422,18 @@ fn gauge(metrics: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-async fn metrics_show_websockets_and_subscriptions_coming_and_going(backend: Backend) {
+/// A published change shows in the live metrics. (The socket and subscription gauges are counted
+/// in a process of their own, in `cli.rs`: the recorder is shared by every test of this process.)
+async fn metrics_show_live_publishing_and_operations(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let hal = app.signup("hal").await;
     let id = create_event(&app, &hal, "Metrics", "2030-01-01T20:00:00Z").await["id"].clone();
-    let mut clients = Vec::new();
-    for _ in 0..3 {
-        let mut client = app.ws(TRANSPORT_WS).await;
-        client.init(json!({})).await;
-        client
-            .subscribe("1", EVENT_UPDATED, json!({ "id": id }))
-            .await;
-        client.next_data("1").await;
-        clients.push(client);
-    }
-    // The recorder is shared by every app of the test process: compare against a baseline of
-    // other tests' sockets by reading before and after within this test.
-    let with = app.metrics().await;
-    let sockets_with = gauge(&with, "rally_websockets_open", "");
-    let subs_with = gauge(
-        &with,
-        "rally_subscriptions_active",
-        "field=\"eventUpdated\"",
-    );
-    drop(clients);
-    let mut dropped = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let after = app.metrics().await;
-        if gauge(&after, "rally_websockets_open", "") <= sockets_with - 3.0
-            && gauge(
-                &after,
-                "rally_subscriptions_active",
-                "field=\"eventUpdated\"",
-            ) <= subs_with - 3.0
-        {
-            dropped = true;
-            break;
-        }
-    }
-    assert!(sockets_with >= 3.0 && subs_with >= 3.0, "{with}");
-    assert!(dropped, "gauges did not come down");
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe("1", EVENT_UPDATED, json!({ "id": id }))
+        .await;
+    client.next_data("1").await;
     app.gql_as(
         &hal,
         "mutation($id: ID!) { likeEvent(id: $id) { id } }",
@@ -470,6 +441,7 @@ async fn metrics_show_websockets_and_subscriptions_coming_and_going(backend: Bac
     )
     .await
     .data();
+    assert_eq!(client.next_data("1").await["eventUpdated"]["likeCount"], 1);
     let text = app.metrics().await;
     for name in [
         "rally_live_published_total",
