@@ -766,7 +766,13 @@ async fn a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another
 async fn two_instances_finish_each_event_once_at_the_finish_time() {
     use sea_orm::{ConnectionTrait, Statement};
     let test = "two_instances_finish_each_event_once_at_the_finish_time";
-    let finish = chrono::Utc::now() + chrono::Duration::seconds(12);
+    // Whole seconds, as the setting is written; the lead pays for a fresh database, its
+    // migrations and two instances starting.
+    let finish = chrono::DurationRound::duration_trunc(
+        chrono::Utc::now() + chrono::Duration::seconds(20),
+        chrono::Duration::seconds(1),
+    )
+    .expect("truncated");
     let at = finish.format("%H:%M:%S").to_string();
     let Some((database, http, a, b)) =
         two_instances_with(test, &[("RALLY_EVENT_FINISH_TIME", at.as_str())]).await
@@ -928,9 +934,22 @@ async fn login_limits_hold_across_instances_and_each_decides_alone_while_redis_i
     );
 
     // Redis back: checks are shared again once the pause after the failure is over.
+    // The first check may still miss (reconnecting can outlast the 250 ms a check waits) and
+    // count in `a`'s own bucket for "limited", which is full: only Redis's bucket can refuse.
     proxy.restore();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_eq!(a.failed_login(&http, "limited").await, "RATE_LIMITED");
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        after.push(a.failed_login(&http, "limited").await);
+        if after.last().is_some_and(|code| code == "RATE_LIMITED") {
+            break;
+        }
+    }
+    assert_eq!(
+        after.last().map(String::as_str),
+        Some("RATE_LIMITED"),
+        "{after:?}"
+    );
     assert_eq!(a.readyz(&http).await["limits"], "redis");
     drop((a, b));
     database.drop_blocking();
