@@ -130,32 +130,71 @@ fn free_port() -> u16 {
     probe.local_addr().expect("addr").port()
 }
 
+/// `rally serve` as a child process on a free port with its data in a temporary folder, plus
+/// `settings`; stopped with SIGTERM when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    async fn start(settings: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Command::new(RALLY)
+            .arg("serve")
+            .env_clear()
+            .env("RALLY_DATA_DIR", dir.path())
+            .env("RALLY_BIND", format!("127.0.0.1:{port}"))
+            .env("RALLY_ARGON2_MEMORY_KIB", "256")
+            .envs(settings.iter().map(|(name, value)| (name, value)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rally starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+}
+
+/// The body of a GET of `url`.
+async fn text_of(client: &reqwest::Client, url: &str) -> String {
+    let response = client.get(url).send().await.expect("sent");
+    response.text().await.expect("text")
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
+    }
+}
+
 /// Client-chosen operation names label at most RALLY_METRICS_MAX_OPERATIONS series (the rest are
 /// `other`), and with RALLY_METRICS_BIND `/metrics` is served on that address and not on the API's.
 #[tokio::test]
 async fn metrics_labels_are_bounded_and_served_on_their_own_address() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (api, metrics) = (free_port(), free_port());
-    let mut child = Command::new(RALLY)
-        .arg("serve")
-        .env_clear()
-        .env("RALLY_DATA_DIR", dir.path())
-        .env("RALLY_BIND", format!("127.0.0.1:{api}"))
-        .env("RALLY_METRICS_BIND", format!("127.0.0.1:{metrics}"))
-        .env("RALLY_METRICS_MAX_OPERATIONS", "5")
-        .env("RALLY_ARGON2_MEMORY_KIB", "256")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rally starts");
+    let metrics = free_port();
+    let rally = Served::start(&[
+        ("RALLY_METRICS_BIND", format!("127.0.0.1:{metrics}")),
+        ("RALLY_METRICS_MAX_OPERATIONS", "5".to_owned()),
+    ])
+    .await;
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{api}");
-    for _ in 0..100 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let base = &rally.base;
     for n in 0..20 {
         let body = serde_json::json!({ "query": format!("query Op{n} {{ __typename }}") });
         let answer = client
@@ -171,17 +210,8 @@ async fn metrics_labels_are_bounded_and_served_on_their_own_address() {
         .send()
         .await
         .expect("sent");
-    let text = client
-        .get(format!("http://127.0.0.1:{metrics}/metrics"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let _ = child.wait();
+    let text = text_of(&client, &format!("http://127.0.0.1:{metrics}/metrics")).await;
+    drop(rally);
     assert_eq!(on_api.status(), 404, "/metrics is not on the API's address");
     let labels: std::collections::HashSet<&str> = text
         .lines()
@@ -197,35 +227,11 @@ async fn metrics_labels_are_bounded_and_served_on_their_own_address() {
 /// process open and close sockets of their own.
 #[tokio::test]
 async fn metrics_count_websockets_and_subscriptions_coming_and_going() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let mut child = Command::new(RALLY)
-        .arg("serve")
-        .env_clear()
-        .env("RALLY_DATA_DIR", dir.path())
-        .env("RALLY_BIND", format!("127.0.0.1:{port}"))
-        .env("RALLY_ARGON2_MEMORY_KIB", "256")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rally starts");
+    let rally = Served::start(&[]).await;
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let base = &rally.base;
     let counts = || async {
-        let text = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("text");
+        let text = text_of(&client, &format!("{base}/metrics")).await;
         let gauge = |name: &str, label: &str| -> f64 {
             text.lines()
                 .filter(|line| line.starts_with(name) && line.contains(label))
@@ -251,7 +257,7 @@ async fn metrics_count_websockets_and_subscriptions_coming_and_going() {
     let mut sockets = Vec::new();
     for n in 0..3 {
         let mut socket = crate::common::WsClient::connect(
-            &format!("ws://127.0.0.1:{port}/graphql/ws"),
+            &format!("{}/graphql/ws", base.replace("http://", "ws://")),
             crate::common::TRANSPORT_WS,
         )
         .await;
@@ -268,9 +274,7 @@ async fn metrics_count_websockets_and_subscriptions_coming_and_going() {
     let open = until((3.0, 3.0)).await;
     drop(sockets);
     let closed = until((0.0, 0.0)).await;
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let _ = child.wait();
+    drop(rally);
     assert_eq!(open, (3.0, 3.0), "3 sockets, 3 subscriptions");
     assert_eq!(closed, (0.0, 0.0), "all gone once the sockets close");
 }

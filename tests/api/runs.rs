@@ -321,18 +321,7 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
     )
     .await;
     app.listening("events:status-changes", 1).await;
-    assert!(
-        Utc::now() < finish,
-        "the restart ran past the finish time; the test proves nothing"
-    );
-    let early = statuses
-        .frames_within((finish - Utc::now()).to_std().unwrap_or_default())
-        .await;
-    assert!(
-        early.is_empty(),
-        "nothing before the finish time: {early:?}"
-    );
-    let change = statuses.next_data("s").await;
+    let change = first_change_from(&mut statuses, finish).await;
     assert_eq!(
         change["eventStatusChanged"],
         json!({ "id": event, "status": "FINISHED" })
@@ -715,6 +704,23 @@ async fn the_last_runner_holds_a_cell_and_each_capture_is_pushed(backend: Backen
     assert_eq!(held, pushed, "each captured cell pushed once");
 }
 
+/// The first frame of `statuses` (subscription `s`), which must come no earlier than `finish`:
+/// the set-up must be done before it, and nothing may arrive until then.
+async fn first_change_from(statuses: &mut WsClient, finish: DateTime<Utc>) -> Value {
+    assert!(
+        Utc::now() < finish,
+        "the set-up ran past the finish time; nothing is proven"
+    );
+    let early = statuses
+        .frames_within((finish - Utc::now()).to_std().unwrap_or_default())
+        .await;
+    assert!(
+        early.is_empty(),
+        "nothing before the finish time: {early:?}"
+    );
+    statuses.next_data("s").await
+}
+
 async fn ten_concurrent_claims_move_the_tokens_once(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         c.mining_interval_seconds = 5;
@@ -796,18 +802,7 @@ async fn the_finisher_honours_its_time_and_zone(backend: Backend) {
     )
     .await;
     app.listening("events:status-changes", 1).await;
-    assert!(
-        Utc::now() < finish,
-        "the set-up ran past the finish time; nothing is proven"
-    );
-    let early = statuses
-        .frames_within((finish - Utc::now()).to_std().unwrap_or_default())
-        .await;
-    assert!(
-        early.is_empty(),
-        "nothing before the finish time: {early:?}"
-    );
-    let change = statuses.next_data("s").await;
+    let change = first_change_from(&mut statuses, finish).await;
     assert_eq!(
         change["eventStatusChanged"],
         json!({ "id": before, "status": "FINISHED" })
