@@ -153,19 +153,23 @@ impl Served {
             .stderr(Stdio::null())
             .spawn()
             .expect("rally starts");
-        let base = format!("http://127.0.0.1:{port}");
+        let mut served = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
         let client = reqwest::Client::new();
         for _ in 0..100 {
-            if client.get(format!("{base}/healthz")).send().await.is_ok() {
-                break;
+            if let Ok(Some(status)) = served.child.try_wait() {
+                panic!("rally exited before it served: {status}");
+            }
+            let health = client.get(format!("{}/healthz", served.base)).send();
+            if health.await.is_ok() {
+                return served;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self {
-            child,
-            base,
-            _dir: dir,
-        }
+        panic!("rally never answered /healthz")
     }
 }
 
@@ -179,6 +183,13 @@ impl Drop for Served {
     fn drop(&mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..150 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
