@@ -106,8 +106,6 @@ pub struct Parsed {
     pub document: ExecutableDocument,
     /// Its aliased fields (see `limits::check_aliases`).
     pub aliases: usize,
-    /// Whether any of its operations declares variables.
-    pub has_variables: bool,
     /// Whether it passed the engine's full validation once.
     pub validated: AtomicBool,
 }
@@ -116,14 +114,9 @@ impl Parsed {
     fn of(query: &str) -> Option<Self> {
         let document = parse_query(query).ok()?;
         let aliases = aliases(&document);
-        let has_variables = document
-            .operations
-            .iter()
-            .any(|(_, operation)| !operation.node.variable_definitions.is_empty());
         Some(Self {
             document,
             aliases,
-            has_variables,
             validated: AtomicBool::new(false),
         })
     }

@@ -25,6 +25,7 @@ pub mod pagination;
 pub mod response;
 pub mod telemetry;
 pub mod upload;
+pub mod variables;
 
 pub mod execution;
 pub mod fanout;
