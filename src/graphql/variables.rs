@@ -2,21 +2,23 @@
 //! variables need not meet the engine's full validation on every request.
 //!
 //! Of the engine's validation rules, one depends on the request rather than on the document and the
-//! schema: `ArgumentsOfCorrectType`, which checks each argument with the variables' values put in.
-//! Every other rule decides the same for the same document, so once a document passed them all
-//! (`Parsed::validated`), what a later request can still get wrong is its variables. The document's
-//! `VariablesInAllowedPosition` already holds each variable's declared type to every place it is
-//! used, so a value that fits its declared type fits its arguments too; [`InputTypes::accept`]
-//! checks that, as the engine checks a value, with the engine's own type registry (its enums, input
-//! objects and scalar validators). The check only ever says "yes" when the engine would: when in
-//! doubt (a null given for a variable, a type it does not know) it says "no", and the request meets
-//! the full validation, whose errors are the ones clients see.
+//! schema: `ArgumentsOfCorrectType`, which checks each argument with the variables' values put in
+//! (and skips an argument whose variables the request leaves out, or that belongs to an operation
+//! the request does not select: `execution` only counts a document as validated after a request
+//! that let it check every argument). Once a document passed every rule that way, what a later
+//! request can still get wrong is its variables. The document's `VariablesInAllowedPosition`
+//! already holds each variable's declared type to every place it is used, so a value that fits its
+//! declared type fits its arguments too; [`InputTypes::accept`] checks that, as the engine checks a
+//! value, with the same input types and scalar validators as the engine's registry. The check is
+//! cautious: when in doubt (a null given for a variable, a type it does not know) it says "no", and
+//! the request meets the full validation, whose errors are the ones clients see.
 
 use async_graphql::parser::types::{BaseType, Type, VariableDefinition};
 use async_graphql::registry::{MetaType, MetaTypeName, Registry};
 use async_graphql::{OutputType, Positioned, SubscriptionType, Value, Variables};
 
-/// The schema's input types, as the engine registered them.
+/// The schema's input types: a registry of its own, built from the three roots as the engine builds
+/// its (without the system and introspection types, which no variable of Rally's declares).
 pub struct InputTypes(Registry);
 
 impl InputTypes {
@@ -46,6 +48,8 @@ impl InputTypes {
         })
     }
 
+    /// `value` against a declared type (the parser's form; [`Self::fits`] walks the registry's
+    /// string form of input fields' types the same way).
     fn fits_declared(&self, ty: &Type, value: &Value) -> bool {
         if matches!(value, Value::Null) {
             return ty.nullable;

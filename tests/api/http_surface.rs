@@ -15,6 +15,7 @@ on_every_backend!(
     every_error_carries_a_contract_code,
     cross_origin_apps_may_send_their_token,
     a_known_document_refuses_bad_variables_as_on_first_sight,
+    a_document_is_trusted_only_after_a_request_that_let_validation_check_it_all,
 );
 
 async fn get_runs_queries_but_not_mutations(backend: Backend) {
@@ -282,5 +283,67 @@ async fn a_known_document_refuses_bad_variables_as_on_first_sight(backend: Backe
     assert_eq!(
         again.body, refused.body,
         "the same refusal as the first time"
+    );
+}
+
+/// A document runs without the engine's full validation only after a request that let the rules
+/// check every argument of it. One that left a variable out, or selected another operation of the
+/// document, skipped the arguments holding it: a literal the rules refuse must still refuse the
+/// next request, before anything is written.
+async fn a_document_is_trusted_only_after_a_request_that_let_validation_check_it_all(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let organizer = app.signup("ada").await;
+    // `colour` is no field of CreateEventInput.
+    let create = r#"mutation Create($t: String!) {
+        createEvent(input: { title: $t, startsAt: "2030-01-01T20:00:00Z", colour: "red" }) { id }
+    }"#;
+    let post = |query: String, operation: Option<&str>, variables: Value| {
+        let mut body = json!({ "query": query, "variables": variables });
+        if let Some(operation) = operation {
+            body["operationName"] = json!(operation);
+        }
+        let request = app
+            .http
+            .post(app.url("/graphql"))
+            .header("accept", "application/graphql-response+json")
+            .bearer_auth(&organizer.access)
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("request sent");
+            let status = response.status();
+            (status, response.json::<Value>().await.expect("JSON body"))
+        }
+    };
+    let refused = |(status, body): (reqwest::StatusCode, Value)| {
+        assert_eq!(status, 400, "{body}");
+        assert!(body.get("data").is_none(), "{body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+    };
+
+    // Without `$t` the engine could not check `input`: the request fails, but not in validation.
+    let (_, left_out) = post(create.to_owned(), None, json!({})).await;
+    assert!(left_out["errors"].is_array(), "{left_out}");
+    refused(post(create.to_owned(), None, json!({ "t": "Quiz" })).await);
+
+    // Selecting the other operation left this one's arguments unchecked.
+    let two = format!("query Ping {{ __typename }}\n{create}");
+    let (status, ping) = post(two.clone(), Some("Ping"), json!({})).await;
+    assert_eq!(status, 200, "{ping}");
+    assert_eq!(ping["data"]["__typename"], "Query");
+    refused(post(two.clone(), Some("Create"), json!({ "t": "Quiz" })).await);
+    refused(post(two, Some("Create"), json!({ "t": "Quiz" })).await);
+
+    let events = app
+        .gql("{ events(first: 50) { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(
+        events.data()["events"]["edges"],
+        json!([]),
+        "no refused request created an event"
     );
 }
