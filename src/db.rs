@@ -10,7 +10,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
     DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, QuerySelect, QueryTrait, Select,
-    Statement, TransactionTrait,
+    SelectTwo, Statement, TransactionTrait,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -19,7 +19,7 @@ use crate::live::{Live, Payload, Prepared, Topic};
 
 mod positional;
 
-pub use positional::{ByPosition, Positional};
+pub use positional::{ByPosition, Positional, PositionalPair};
 
 /// How long a SQLite statement waits for the write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -220,9 +220,42 @@ pub async fn find_by_keys<E>(
     select: impl FnOnce(&[uuid::Uuid]) -> Select<E>,
 ) -> Result<Vec<E::Model>, DbErr>
 where
-    E: EntityTrait + 'static,
-    E::Model: ByPosition,
+    E: EntityTrait,
+    E::Model: ByPosition + 'static,
 {
+    let rows = rows_by_keys::<Positional<E::Model>, _>(db, shape, keys, select).await?;
+    Ok(rows.into_iter().map(|Positional(model)| model).collect())
+}
+
+/// [`find_by_keys`] for a select of two entities' rows side by side (`select_also`, a join), each
+/// key's row with its partner.
+pub async fn find_pairs_by_keys<E, F>(
+    db: &impl ConnectionTrait,
+    shape: &'static str,
+    keys: &[uuid::Uuid],
+    select: impl FnOnce(&[uuid::Uuid]) -> SelectTwo<E, F>,
+) -> Result<Vec<(E::Model, F::Model)>, DbErr>
+where
+    E: EntityTrait,
+    F: EntityTrait,
+    E::Model: ByPosition + 'static,
+    F::Model: ByPosition + 'static,
+{
+    let rows =
+        rows_by_keys::<PositionalPair<E::Model, F::Model>, _>(db, shape, keys, select).await?;
+    Ok(rows
+        .into_iter()
+        .map(|PositionalPair(a, b)| (a, b))
+        .collect())
+}
+
+/// What [`find_by_keys`] and [`find_pairs_by_keys`] share: the memoized SQL, rows decoded as `R`.
+async fn rows_by_keys<R: FromQueryResult + 'static, Q: QueryTrait>(
+    db: &impl ConnectionTrait,
+    shape: &'static str,
+    keys: &[uuid::Uuid],
+    select: impl FnOnce(&[uuid::Uuid]) -> Q,
+) -> Result<Vec<R>, DbErr> {
     type Key = (
         std::any::TypeId,
         &'static str,
@@ -237,7 +270,7 @@ where
     let backend = db.get_database_backend();
     let values: Vec<sea_orm::Value> = keys.iter().map(|key| (*key).into()).collect();
     let key = (
-        std::any::TypeId::of::<E>(),
+        std::any::TypeId::of::<R>(),
         shape,
         std::mem::discriminant(&backend),
         keys.len(),
@@ -259,10 +292,7 @@ where
             statement
         }
     };
-    let rows = Positional::<E::Model>::find_by_statement(statement)
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().map(|Positional(model)| model).collect())
+    R::find_by_statement(statement).all(db).await
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -4,8 +4,10 @@
 //! and for each NULL column builds an error string (the name through `Debug`) before it becomes
 //! `None`: a sixth of an `events(first: 20)` read, in callgrind. A [`ByPosition`] model takes its
 //! columns by index instead, in the order `Entity::find()` selects them (the entity's column
-//! order, which a test holds each list below to). Debug builds also check every decoded row's
-//! column names, so a select with another column list fails every test that runs it.
+//! order, which a test holds each list below to). A [`PositionalPair`] takes two models side by side
+//! from a joined select (`select_also`), the second's columns after the first's. Debug builds also
+//! check every decoded row's column names, so a select with another column list fails every test
+//! that runs it.
 
 use sea_orm::{DbErr, FromQueryResult, QueryResult};
 
@@ -16,8 +18,8 @@ pub trait ByPosition: Sized {
     /// The column names in decoding order.
     const COLUMNS: &'static [&'static str];
 
-    /// Decodes one row.
-    fn from_row(row: &QueryResult) -> Result<Self, DbErr>;
+    /// Decodes one row's columns from index `first` on.
+    fn from_row(row: &QueryResult, first: usize) -> Result<Self, DbErr>;
 }
 
 /// A [`ByPosition`] model as SeaORM's result type (`into_model`, `find_by_statement`): only for
@@ -28,7 +30,28 @@ impl<M: ByPosition> FromQueryResult for Positional<M> {
     fn from_query_result(row: &QueryResult, prefix: &str) -> Result<Self, DbErr> {
         debug_assert!(prefix.is_empty(), "positional decoding of a joined select");
         debug_assert_eq!(row.column_names(), M::COLUMNS, "a select of other columns");
-        M::from_row(row).map(Positional)
+        M::from_row(row, 0).map(Positional)
+    }
+}
+
+/// Two [`ByPosition`] models as SeaORM's result type of a select that chose them both with
+/// `select_also`: the first's columns (aliased `A_…`), then the second's (`B_…`).
+pub struct PositionalPair<A, B>(pub A, pub B);
+
+impl<A: ByPosition, B: ByPosition> FromQueryResult for PositionalPair<A, B> {
+    fn from_query_result(row: &QueryResult, prefix: &str) -> Result<Self, DbErr> {
+        debug_assert!(prefix.is_empty(), "positional decoding of a nested select");
+        debug_assert_eq!(
+            row.column_names(),
+            (A::COLUMNS.iter().map(|column| format!("A_{column}")))
+                .chain(B::COLUMNS.iter().map(|column| format!("B_{column}")))
+                .collect::<Vec<_>>(),
+            "a select of other columns"
+        );
+        Ok(Self(
+            A::from_row(row, 0)?,
+            B::from_row(row, A::COLUMNS.len())?,
+        ))
     }
 }
 
@@ -39,10 +62,10 @@ macro_rules! by_position {
             impl ByPosition for $model {
                 const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
 
-                fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
+                fn from_row(row: &QueryResult, first: usize) -> Result<Self, DbErr> {
                     let mut column = 0;
                     $(
-                        let $field = row.try_get_by_index(column).map_err(|err| {
+                        let $field = row.try_get_by_index(first + column).map_err(|err| {
                             DbErr::Type(format!("{}: {err}", Self::COLUMNS[column]))
                         })?;
                         column += 1;

@@ -8,8 +8,8 @@ use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
+    QueryOrder, QuerySelect, RelationTrait, Set,
 };
 use uuid::Uuid;
 
@@ -23,7 +23,7 @@ use crate::auth::Identity;
 use crate::db;
 use crate::entity::event::{self, Status};
 use crate::entity::event_staff::{self, StaffRole};
-use crate::entity::{event_like, event_template};
+use crate::entity::{event_like, event_template, user};
 use crate::error::{Error, Result};
 use crate::live::{self, Change, Missing};
 use crate::media::prepare_picture;
@@ -92,6 +92,23 @@ pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<event::Mode
         event::Entity::find().filter(event::Column::Id.is_in(ids.iter().copied()))
     })
     .await?)
+}
+
+/// The events with these ids, each with its organizer's account (in no particular order): one
+/// query, where asking for the event and then its organizer takes two in turn.
+pub async fn find_many_with_organizers(
+    state: &AppState,
+    ids: &[Uuid],
+) -> Result<Vec<(event::Model, user::Model)>> {
+    Ok(
+        db::find_pairs_by_keys(&state.db, "events with organizers by id", ids, |ids| {
+            event::Entity::find()
+                .join(JoinType::InnerJoin, event::Relation::Organizer.def())
+                .select_also(user::Entity)
+                .filter(event::Column::Id.is_in(ids.iter().copied()))
+        })
+        .await?,
+    )
 }
 
 async fn find_or_404(db: &impl ConnectionTrait, id: Uuid) -> Result<event::Model> {

@@ -13,7 +13,8 @@ use crate::accounts::graphql::{AccountsMutation, AccountsQuery, UserLoader};
 use crate::cups::Leaderboards;
 use crate::cups::graphql::{CupsMutation, CupsQuery, CupsSubscription, DrinksLoader};
 use crate::events::graphql::{
-    EventLoader, EventsMutation, EventsQuery, EventsSubscription, LikeLoader, StaffLoader,
+    EventLoader, EventWithOrganizerLoader, EventsMutation, EventsQuery, EventsSubscription,
+    LikeLoader, StaffLoader,
 };
 use crate::games::graphql::{
     GamesLoader, GamesMutation, GamesQuery, GamesSubscription, PlayersLoader, RoundsLoader,
@@ -123,6 +124,7 @@ pub fn build(limits: QueryLimits, state: &AppState, leaderboards: Leaderboards) 
     let staff = app_wide(StaffLoader(state.clone()));
     let likes = app_wide(LikeLoader(state.clone()));
     let events = app_wide(EventLoader(state.clone()));
+    let events_with_organizers = app_wide(EventWithOrganizerLoader(state.clone()));
     let drinks = app_wide(DrinksLoader(state.clone()));
     let games = app_wide(GamesLoader(state.clone()));
     let players = app_wide(PlayersLoader(state.clone()));
@@ -137,6 +139,7 @@ pub fn build(limits: QueryLimits, state: &AppState, leaderboards: Leaderboards) 
             .data(staff.clone())
             .data(likes.clone())
             .data(events.clone())
+            .data(events_with_organizers.clone())
             .data(drinks.clone())
             .data(games.clone())
             .data(players.clone())

@@ -16,6 +16,7 @@ on_every_backend!(
     likes_are_idempotent_and_counted_exactly,
     concurrent_likes_are_all_counted,
     events_are_filtered_and_paginated,
+    organizers_read_with_their_events_are_each_events_own,
     staff_is_kept_by_the_organizer,
     the_catalogue_is_kept_by_admins_and_gives_defaults,
     an_event_picture_is_the_organizers_to_set,
@@ -394,6 +395,112 @@ async fn events_are_filtered_and_paginated(backend: Backend) {
     app.gql(query, json!({ "first": 101 }))
         .await
         .assert_error("BAD_USER_INPUT", Some("first"));
+}
+
+/// `event(id)` reads the organizer in the same query as the event when the selection asks for it (by
+/// name, alias or fragment): each event still gets its own organizer, whose private fields stay
+/// theirs. Lists give each event its own organizer too, through edges or nodes, filtered and paged.
+async fn organizers_read_with_their_events_are_each_events_own(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let vera = app.signup("vera").await;
+    let walt = app.signup("walt").await;
+    let mut created = Vec::new();
+    for (who, handle, title, at) in [
+        (&vera, "vera", "Salsa class", "2030-01-03T19:00:00Z"),
+        (&walt, "walt", "Jazz jam", "2030-01-01T19:00:00Z"),
+        (&walt, "walt", "Board games", "2030-01-02T19:00:00Z"),
+        (&vera, "vera", "Jazz brunch", "2030-01-05T11:00:00Z"),
+    ] {
+        let event = create_event(&app, who, title, at).await;
+        created.push((event["id"].clone(), handle, title));
+    }
+
+    let one = "query($id: ID!) { event(id: $id) { title host: organizer { handle email } ...Org } } fragment Org on Event { organizer { displayName } }";
+    for (id, handle, title) in &created {
+        let anonymous = app.gql(one, json!({ "id": id })).await;
+        let event = &anonymous.data()["event"];
+        assert_eq!(event["title"], *title);
+        assert_eq!(event["host"]["handle"], *handle);
+        assert_eq!(event["host"]["email"], Value::Null, "private to its owner");
+        assert!(event["organizer"]["displayName"].is_string());
+        let owner = if *handle == "vera" { &vera } else { &walt };
+        let own = app.gql_as(owner, one, json!({ "id": id })).await;
+        assert_eq!(
+            own.data()["event"]["host"]["email"],
+            format!("{handle}@example.com")
+        );
+    }
+
+    let listed = |response: &crate::common::Gql, nodes: &str| -> Vec<(String, String)> {
+        let items = response.data()["events"][nodes]
+            .as_array()
+            .expect(nodes)
+            .clone();
+        items
+            .iter()
+            .map(|item| {
+                let node = if nodes == "edges" {
+                    &item["node"]
+                } else {
+                    item
+                };
+                (
+                    node["title"].as_str().expect("title").to_owned(),
+                    node["organizer"]["handle"]
+                        .as_str()
+                        .expect("handle")
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pair = |title: &str, handle: &str| (title.to_owned(), handle.to_owned());
+    let edges = "query($f: EventFilter, $first: Int, $after: String) { events(filter: $f, first: $first, after: $after) { edges { node { title organizer { handle } } } pageInfo { hasNextPage endCursor } } }";
+    let nodes = "query($f: EventFilter) { events(filter: $f) { nodes { title ... on Event { organizer { handle } } } } }";
+    let everything = vec![
+        pair("Jazz jam", "walt"),
+        pair("Board games", "walt"),
+        pair("Salsa class", "vera"),
+        pair("Jazz brunch", "vera"),
+    ];
+    assert_eq!(
+        listed(&app.gql(edges, json!({})).await, "edges"),
+        everything
+    );
+    assert_eq!(
+        listed(&app.gql(nodes, json!({})).await, "nodes"),
+        everything
+    );
+    assert_eq!(
+        listed(
+            &app.gql(nodes, json!({ "f": { "search": "jazz" } })).await,
+            "nodes"
+        ),
+        [pair("Jazz jam", "walt"), pair("Jazz brunch", "vera")]
+    );
+    assert_eq!(
+        listed(
+            &app.gql(
+                edges,
+                json!({ "f": { "organizer": "vera", "search": "a" } })
+            )
+            .await,
+            "edges"
+        ),
+        [pair("Salsa class", "vera"), pair("Jazz brunch", "vera")]
+    );
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = app.gql(edges, json!({ "first": 3, "after": after })).await;
+        seen.extend(listed(&page, "edges"));
+        let info = &page.data()["events"]["pageInfo"];
+        if info["hasNextPage"] == false {
+            break;
+        }
+        after = info["endCursor"].clone();
+    }
+    assert_eq!(seen, everything);
 }
 
 async fn staff_is_kept_by_the_organizer(backend: Backend) {

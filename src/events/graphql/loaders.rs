@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_graphql::dataloader::Loader;
 use uuid::Uuid;
 
-use crate::entity::{event, event_staff};
+use crate::entity::{event, event_staff, user};
 use crate::error::Error;
 use crate::events::service;
 use crate::graphql::loaders::{by_key, grouped};
@@ -20,6 +20,19 @@ impl Loader<Uuid> for EventLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, event::Model>, Error> {
         Ok(by_key(service::find_many(&self.0, keys).await?, |e| e.id))
+    }
+}
+
+/// Events by id, each with its organizer's account: for queries that ask for both.
+pub struct EventWithOrganizerLoader(pub AppState);
+
+impl Loader<Uuid> for EventWithOrganizerLoader {
+    type Value = (event::Model, user::Model);
+    type Error = Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Error> {
+        let rows = service::find_many_with_organizers(&self.0, keys).await?;
+        Ok(by_key(rows, |(event, _)| event.id))
     }
 }
 

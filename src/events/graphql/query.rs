@@ -4,7 +4,7 @@ use async_graphql::connection::Connection;
 use async_graphql::{Context, ID, Object};
 
 use super::inputs::{EventFilter, event_key, parse_event_key};
-use super::loaders::EventLoader;
+use super::loaders::{EventLoader, EventWithOrganizerLoader};
 use super::types::{Event, EventTemplate};
 use crate::error::Result;
 use crate::events::service;
@@ -23,7 +23,14 @@ impl EventsQuery {
         let Some(id) = ids::parse(&id) else {
             return Ok(None);
         };
-        // Through the app-wide loader: concurrent lookups share one query.
+        // Through app-wide loaders: concurrent lookups share one query. With the organizer when the
+        // query asks for it: one join instead of two lookups in turn.
+        if ctx.look_ahead().field("organizer").exists() {
+            return Ok(loader::<EventWithOrganizerLoader>(ctx)?
+                .load_one(id)
+                .await?
+                .map(|(event, organizer)| Event::with_organizer(event, organizer)));
+        }
         Ok(loader::<EventLoader>(ctx)?
             .load_one(id)
             .await?

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::loaders::{LikeLoader, StaffLoader};
 use crate::accounts::graphql::{User, UserLoader};
 use crate::cups::graphql::{Leaderboard, leaderboard_of};
-use crate::entity::{event, event_staff, event_template};
+use crate::entity::{event, event_staff, event_template, user};
 use crate::error::{Error, Result};
 use crate::events::model::EventState;
 use crate::events::service;
@@ -43,14 +43,25 @@ pub struct Event {
     event: EventState,
     /// Known in advance for the caller's own like or unlike.
     liked_by_me: Option<bool>,
+    /// Read with the event when the query asked for both.
+    organizer: Option<user::Model>,
 }
 
 impl Event {
+    /// The event with its organizer's account, read together.
+    pub fn with_organizer(event: event::Model, organizer: user::Model) -> Self {
+        Self {
+            organizer: Some(organizer),
+            ..Self::from(event)
+        }
+    }
+
     /// The event as the caller who just liked (or unliked) it sees it.
     pub fn liked(event: impl Into<EventState>, liked: bool) -> Self {
         Self {
             event: event.into(),
             liked_by_me: Some(liked),
+            organizer: None,
         }
     }
 }
@@ -60,6 +71,7 @@ impl From<EventState> for Event {
         Self {
             event,
             liked_by_me: None,
+            organizer: None,
         }
     }
 }
@@ -119,6 +131,9 @@ impl Event {
 
     /// Who runs it.
     async fn organizer(&self, ctx: &Context<'_>) -> Result<User> {
+        if let Some(organizer) = &self.organizer {
+            return Ok(User::from(organizer.clone()));
+        }
         loader::<UserLoader>(ctx)?
             .load_one(self.event.organizer_id)
             .await?
