@@ -82,6 +82,23 @@ fn stat_ticks_us(pid: u32, index: usize) -> anyhow::Result<u64> {
     Ok(field.parse::<u64>()? * 10_000)
 }
 
+/// CPU time (user + system) of every process named `postgres` on this machine (the server and its
+/// backends), in µs; a process that ends meanwhile takes its time with it.
+pub fn postgres_cpu_us() -> u64 {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    processes
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim_end() == "postgres")
+        })
+        .filter_map(|pid| cpu_us(pid).ok())
+        .sum()
+}
+
 /// `figure` of every process in `pids`, added up.
 pub fn sum(pids: &[u32], figure: fn(u32) -> anyhow::Result<u64>) -> anyhow::Result<u64> {
     pids.iter().map(|&pid| figure(pid)).sum()

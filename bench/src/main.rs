@@ -141,18 +141,28 @@ fn verdict(pass: bool) -> &'static str {
 async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.duration);
     let c = args.concurrency;
-    let (axum_url, _axum) = baseline("axum").await?;
-    let (engine_url, _engine) = baseline("engine").await?;
+    let (axum_url, axum) = baseline("axum").await?;
+    let (engine_url, engine) = baseline("engine").await?;
     let rally = args.rally(&[]).await?;
     let url = rally.url();
     let seed = seed(&url, tag).await?;
+    let axum_pid = axum.id().context("the bare axum baseline exited")?;
+    let engine_pid = engine.id().context("the bare engine baseline exited")?;
+    let rally_pid = rally.pid()?;
+    // The database server's own CPU is counted when it runs on this machine (its processes are
+    // named `postgres`); the embedded SQLite's is in Rally's.
+    let database_cpu = args
+        .database_url
+        .is_some()
+        .then_some(live::postgres_cpu_us as fn() -> u64);
 
     let read = json!({ "query": READ, "variables": { "id": seed.event } }).to_string();
     let list = json!({ "query": LIST }).to_string();
     let cheers = json!({ "query": CHEERS, "variables": { "s": seed.session } }).to_string();
-    let scenario = |name, url: &str, body: &str, token: Option<&str>, target| Scenario {
+    let scenario = |name, url: &str, pid, body: &str, token: Option<&str>, target| Scenario {
         name,
         url: url.to_owned(),
+        pid,
         body: body.to_owned(),
         token: token.map(str::to_owned),
         target,
@@ -162,6 +172,7 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
         scenario(
             "baseline: bare axum, same bytes",
             &axum_url,
+            axum_pid,
             TRIVIAL,
             None,
             None,
@@ -169,14 +180,23 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
         scenario(
             "baseline: bare async-graphql",
             &engine_url,
+            engine_pid,
             TRIVIAL,
             None,
             None,
         ),
-        scenario("`{ __typename }`", &url, TRIVIAL, None, Some(1.0)),
+        scenario(
+            "`{ __typename }`",
+            &url,
+            rally_pid,
+            TRIVIAL,
+            None,
+            Some(1.0),
+        ),
         scenario(
             "authenticated `event(id)` read",
             &url,
+            rally_pid,
             &read,
             token,
             Some(0.5),
@@ -184,25 +204,49 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
         scenario(
             "`events(first: 20)` with organizer",
             &url,
+            rally_pid,
             &list,
             None,
             Some(0.25),
         ),
-        scenario("`recordCheers` mutation", &url, &cheers, token, None),
+        scenario(
+            "`recordCheers` mutation",
+            &url,
+            rally_pid,
+            &cheers,
+            token,
+            None,
+        ),
     ];
     let mut rounds: Vec<Vec<Figures>> = scenarios.iter().map(|_| Vec::new()).collect();
+    // CPU µs per request of each round: the server's, and the database server's.
+    let mut cpu: Vec<Vec<(f64, f64)>> = scenarios.iter().map(|_| Vec::new()).collect();
     for _ in 0..args.rounds.max(1) {
         for (n, s) in scenarios.iter().enumerate() {
-            rounds[n].push(load(&s.url, s.body.clone(), s.token.clone(), c, duration).await);
+            let server_before = live::cpu_us(s.pid)?;
+            let database_before = database_cpu.map_or(0, |cpu| cpu());
+            let figures = load(&s.url, s.body.clone(), s.token.clone(), c, duration).await;
+            let requests = figures.requests.max(1) as f64;
+            let server = live::cpu_us(s.pid)?.saturating_sub(server_before) as f64 / requests;
+            let database = database_cpu.map_or(0, |cpu| cpu().saturating_sub(database_before))
+                as f64
+                / requests;
+            cpu[n].push((server, database));
+            rounds[n].push(figures);
         }
     }
     rally.stop().await;
 
     let _ = writeln!(
         out,
-        "## HTTP ({c} concurrent requests; {} interleaved rounds of {}s per scenario; medians, and the spread of each ratio over the rounds)\n\n| scenario | req/s | p50 µs | p99 µs | errors | x bare axum | x bare engine | spread | target | result |\n|---|---|---|---|---|---|---|---|---|---|",
+        "## HTTP ({c} concurrent requests; {} interleaved rounds of {}s per scenario; medians, and the spread of each ratio over the rounds)\n\nCPU per request: the server process's user + system time over the requests it answered{}.\n\n| scenario | req/s | p50 µs | p99 µs | errors | CPU µs/request | x bare axum | x bare engine | spread | target | result |\n|---|---|---|---|---|---|---|---|---|---|---|",
         args.rounds.max(1),
-        args.duration
+        args.duration,
+        if database_cpu.is_some() {
+            ", then the database server's (every `postgres` process on this machine)"
+        } else {
+            " (the embedded SQLite's work included)"
+        },
     );
     for (n, Scenario { name, target, .. }) in scenarios.iter().enumerate() {
         let per_round = |baseline: usize| -> Vec<f64> {
@@ -220,9 +264,16 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
         };
         let middle = median_round(&rounds[n]);
         let errors: u64 = rounds[n].iter().map(|f| f.errors).sum();
+        let (server_cpu, _) = median_and_spread(cpu[n].iter().map(|c| c.0).collect());
+        let cpu_text = if database_cpu.is_some() && scenarios[n].pid == rally_pid {
+            let (database, _) = median_and_spread(cpu[n].iter().map(|c| c.1).collect());
+            format!("{server_cpu:.1} + {database:.1}")
+        } else {
+            format!("{server_cpu:.1}")
+        };
         let _ = writeln!(
             out,
-            "| {name} | {:.0} | {} | {} | {errors} | {vs_bare:.2} | {vs_engine:.2} | {:.0}%{} | {target_text} | {result} |",
+            "| {name} | {:.0} | {} | {} | {errors} | {cpu_text} | {vs_bare:.2} | {vs_engine:.2} | {:.0}%{} | {target_text} | {result} |",
             middle.per_second,
             middle.p50_us,
             middle.p99_us,
@@ -237,10 +288,12 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
     Ok(())
 }
 
-/// One HTTP scenario: a body sent to a URL, and its target as a multiple of the bare engine.
+/// One HTTP scenario: a body sent to a URL (served by process `pid`), and its target as a multiple
+/// of the bare engine.
 struct Scenario {
     name: &'static str,
     url: String,
+    pid: u32,
     body: String,
     token: Option<String>,
     target: Option<f64>,
