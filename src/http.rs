@@ -135,10 +135,14 @@ fn cors(origins: &[String]) -> CorsLayer {
         .filter(|origin| !origin.is_empty() && *origin != "*")
         .filter_map(|origin| HeaderValue::from_str(origin).ok())
         .collect();
+    // Answers vary by origin only when the allowed origin is echoed back: with `*` they are the same
+    // for every origin, and so are the preflights' (fixed lists, nothing mirrored). A `Vary` on
+    // every answer would only cost its bytes and split shared caches by origin for nothing.
     if listed.is_empty() {
-        base.allow_origin(Any)
+        base.allow_origin(Any).vary(Vec::<HeaderName>::new())
     } else {
         base.allow_origin(AllowOrigin::list(listed))
+            .vary([header::ORIGIN])
     }
 }
 

@@ -14,6 +14,7 @@ on_every_backend!(
     every_response_carries_a_request_id,
     every_error_carries_a_contract_code,
     cross_origin_apps_may_send_their_token,
+    listed_origins_are_echoed_and_varied_on,
     a_known_document_refuses_bad_variables_as_on_first_sight,
     a_document_is_trusted_only_after_a_request_that_let_validation_check_it_all,
 );
@@ -207,6 +208,73 @@ async fn cross_origin_apps_may_send_their_token(backend: Backend) {
             "{header} in {allowed}"
         );
     }
+    // Any origin is allowed by default, with the same `*` for all: CORS has nothing to vary on,
+    // in an answer or in a preflight (whose lists are fixed, nothing mirrored).
+    let answer = cross_origin_post(&app, "https://app.example").await;
+    assert_eq!(answer["access-control-allow-origin"], "*");
+    assert!(cors_vary(&answer).is_empty(), "{answer:?}");
+    assert!(cors_vary(preflight.headers()).is_empty(), "{preflight:?}");
+}
+
+/// With a list of origins the allowed one is echoed back, so answers vary by origin (a shared
+/// cache must not hand one origin's answer to another), and an origin off the list gets no grant.
+async fn listed_origins_are_echoed_and_varied_on(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.cors_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let listed = cross_origin_post(&app, "https://app.example").await;
+    assert_eq!(listed["access-control-allow-origin"], "https://app.example");
+    assert_eq!(cors_vary(&listed), ["origin"], "{listed:?}");
+    let stranger = cross_origin_post(&app, "https://elsewhere.example").await;
+    assert!(
+        stranger.get("access-control-allow-origin").is_none(),
+        "{stranger:?}"
+    );
+    assert_eq!(cors_vary(&stranger), ["origin"], "{stranger:?}");
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("sent");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let headers = preflight.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(cors_vary(headers), ["origin"], "{headers:?}");
+}
+
+/// The names in `Vary` that CORS is concerned with (compression adds `accept-encoding` to answers
+/// it could compress, whatever the origin).
+fn cors_vary(headers: &reqwest::header::HeaderMap) -> Vec<String> {
+    headers
+        .get_all("vary")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_lowercase())
+        .filter(|name| name == "origin" || name.starts_with("access-control-request-"))
+        .collect()
+}
+
+/// The headers of a `{ __typename }` POST sent from `origin`.
+async fn cross_origin_post(app: &TestApp, origin: &str) -> reqwest::header::HeaderMap {
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("origin", origin)
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("sent");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.headers().clone()
 }
 
 async fn every_response_carries_a_request_id(backend: Backend) {
