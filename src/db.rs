@@ -31,6 +31,9 @@ const MIGRATION_LOCK: i64 = 0x5241_4c4c_5900_0001;
 /// Opens the pool described by the configuration.
 pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
+    let embedded = url
+        .get(.."sqlite:".len())
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("sqlite:"));
     let mut options = ConnectOptions::new(url);
     options
         .max_connections(config.database_max_connections)
@@ -38,6 +41,12 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)
+        // sqlx pings a pooled connection before lending it out and again when it comes back. For
+        // SQLite each ping is a round trip to the connection's own thread, and a connection to a
+        // file practically cannot drop, so only the ping on return stays (it is not optional).
+        // PostgreSQL keeps both: a server restart or a dropped socket is found before a request's
+        // query, not by it.
+        .test_before_acquire(!embedded)
         // SQLite has one writer: a single-statement write waits for the write lock while write
         // transactions take turns; give it as long as a request may take (sqlx's default is 5 s,
         // which a burst of long transactions, such as weekly availability patterns, outlasts).
