@@ -1,5 +1,6 @@
 //! Rules every domain shares, without IO: the text rule for names and titles (one line, nothing
-//! that can disguise it) and for free text (descriptions, bios, reasons).
+//! that can disguise it) and for free text (descriptions, bios, reasons), and the range of instants
+//! and dates the API takes.
 //!
 //! Free text refuses control characters but newlines and tabs (NUL among them, which PostgreSQL
 //! cannot store in text). Names and titles (display names, event, slot and game titles, drink
@@ -7,7 +8,37 @@
 //! around on screen), invisible characters (zero-width space, joiners, word joiner, BOM) and stacks
 //! of more than [`MAX_COMBINING`] combining marks on one character.
 
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
 use crate::error::{Error, Result};
+
+/// The years an instant or date given to the API may fall in. The `DateTime` scalar reads years of
+/// up to six digits and a sign; beyond four, arithmetic on them (an end a day later, a slot of an
+/// hour) can overflow chrono's range, SQLite's text ordering of stored instants breaks, and
+/// PostgreSQL refuses years before 4713 BC.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// Checks an instant given to the API: its year is in [`YEARS`].
+pub fn instant(at: DateTime<Utc>, field: &str) -> Result<DateTime<Utc>> {
+    date(at.date_naive(), field)?;
+    Ok(at)
+}
+
+/// Checks a date given to the API: its year is in [`YEARS`].
+pub fn date(day: NaiveDate, field: &str) -> Result<NaiveDate> {
+    if YEARS.contains(&day.year()) {
+        Ok(day)
+    } else {
+        Err(Error::bad_input(
+            field,
+            format!(
+                "{field} is in the years {} to {}",
+                YEARS.start(),
+                YEARS.end()
+            ),
+        ))
+    }
+}
 
 /// Most combining marks a name may stack on one character (real scripts need two or three).
 pub const MAX_COMBINING: usize = 3;

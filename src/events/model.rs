@@ -41,7 +41,9 @@ pub fn check_times(
         Some(end) if end <= starts_at => {
             Err(Error::bad_input(field, "the end must be after the start"))
         }
-        _ => Ok(()),
+        // A template's duration can carry a start late in year 9999 past the range.
+        Some(end) => crate::model::instant(end, field).map(drop),
+        None => Ok(()),
     }
 }
 

@@ -18,10 +18,16 @@ use async_graphql::parser::types::ExecutableDocument;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
-use super::limits::aliases;
+use super::limits::{Expansion, aliases, size};
 
 /// Documents longer than this are parsed every time (they are rare, and would crowd the cache).
 const MAX_CACHED_LEN: usize = 16 * 1024;
+
+/// Documents whose parsed form holds more nodes than this are parsed every time: a parsed field
+/// takes a hundred times the bytes of its text (`{ a a a … }`), so a cache of a thousand 16 KiB
+/// documents bounded by their text alone could hold gigabytes. An app's documents hold a few
+/// hundred nodes at most.
+const MAX_CACHED_NODES: usize = 1024;
 
 /// A bounded, least-recently-used cache of parsed documents, and of persisted documents by hash.
 pub struct Documents {
@@ -95,7 +101,9 @@ impl Documents {
             return Some(parsed.clone());
         }
         let parsed = Arc::new(Parsed::of(query)?);
-        lock(&self.cache).put(query.into(), parsed.clone());
+        if parsed.nodes <= MAX_CACHED_NODES {
+            lock(&self.cache).put(query.into(), parsed.clone());
+        }
         Some(parsed)
     }
 }
@@ -106,6 +114,10 @@ pub struct Parsed {
     pub document: ExecutableDocument,
     /// Its aliased fields (see `limits::check_aliases`).
     pub aliases: usize,
+    /// Its fields with fragments expanded (see `limits::check_expansion`).
+    pub expansion: Expansion,
+    /// The nodes its parsed form holds.
+    nodes: usize,
     /// Whether it passed the engine's full validation once.
     pub validated: AtomicBool,
 }
@@ -114,9 +126,12 @@ impl Parsed {
     fn of(query: &str) -> Option<Self> {
         let document = parse_query(query).ok()?;
         let aliases = aliases(&document);
+        let size = size(&document);
         Some(Self {
             document,
             aliases,
+            expansion: size.expansion,
+            nodes: size.nodes,
             validated: AtomicBool::new(false),
         })
     }
@@ -159,6 +174,9 @@ mod tests {
         );
         assert!(documents.parse("{ nope").is_none(), "the engine reports it");
         assert_eq!(lock(&documents.cache).len(), 1);
+        let junk = format!("{{ {} }}", "a ".repeat(MAX_CACHED_NODES + 1));
+        assert!(documents.parse(&junk).is_some());
+        assert_eq!(lock(&documents.cache).len(), 1, "too big to keep");
     }
 
     fn persisted(query: &str, hash: &str) -> async_graphql::Request {

@@ -13,7 +13,8 @@
 //!   variables used to meet the full validation on every request: a sixth of an authenticated
 //!   `event(id)` read, in callgrind);
 //! - the alias limit is checked on that document ([`limits::check_aliases`]), counted once when it
-//!   was parsed;
+//!   was parsed, and so is the number of fields its fragments expand to
+//!   ([`limits::check_expansion`]): the engine expands a spread anew at each use;
 //! - failed fields are nulled as the spec says, from the errors' paths ([`Shapes`]);
 //! - each executed query and mutation is counted and timed ([`OperationMetrics`]).
 //!
@@ -30,7 +31,7 @@ use futures_util::stream::BoxStream;
 
 use super::context::Caller;
 use super::documents::{Documents, Parsed, PersistedQueryError};
-use super::limits::{QueryLimits, check_aliases};
+use super::limits::{QueryLimits, check_aliases, check_expansion};
 use super::nulls::{Shapes, operation};
 use super::response::is_request_error;
 use super::schema::{Mutation, Query, RallySchema, Schemas, Subscription};
@@ -54,6 +55,7 @@ struct Inner {
     shapes: Shapes,
     metrics: OperationMetrics,
     max_aliases: usize,
+    max_complexity: usize,
 }
 
 /// A request with its parsed document attached (when it parsed; otherwise the engine reports the
@@ -85,6 +87,7 @@ impl Executor {
             shapes,
             metrics: OperationMetrics::new(limits.metrics_max_operations),
             max_aliases: limits.max_aliases,
+            max_complexity: limits.max_complexity,
         }))
     }
 
@@ -182,9 +185,14 @@ impl Executor {
             )
     }
 
-    /// A request error for a document over the alias limit.
+    /// A request error for a document over the alias limit, or one whose fragments expand past the
+    /// complexity limit (each field costs at least 1, so the engine would refuse it too, but only
+    /// after expanding it).
     fn refusal(&self, parsed: Option<&Parsed>) -> Option<Response> {
-        let error = check_aliases(parsed?.aliases, self.0.max_aliases).err()?;
+        let parsed = parsed?;
+        let error = check_aliases(parsed.aliases, self.0.max_aliases)
+            .and_then(|()| check_expansion(parsed.expansion, self.0.max_complexity))
+            .err()?;
         Some(Response::from_errors(vec![error]))
     }
 

@@ -254,7 +254,7 @@ async fn read_request(
         let options = MultipartOptions::default()
             .max_file_size(config.max_upload_bytes)
             .max_num_files(4);
-        async_graphql::http::receive_body(Some(content_type), &bytes[..], options)
+        let request = async_graphql::http::receive_body(Some(content_type), &bytes[..], options)
             .await
             .map_err(|err| {
                 let status = match err {
@@ -264,7 +264,28 @@ async fn read_request(
                     _ => StatusCode::BAD_REQUEST,
                 };
                 Rejection::new(status, "body", format!("bad upload: {err}"))
-            })
+            })?;
+        // The engine bounds each file, not the `operations` part: what is not a file (the document,
+        // its variables and the parts' framing) gets the JSON body's limit.
+        let files: u64 = request
+            .uploads
+            .iter()
+            .map(|upload| upload.size().unwrap_or(0))
+            .sum();
+        let rest = u64::try_from(bytes.len())
+            .unwrap_or(u64::MAX)
+            .saturating_sub(files);
+        if rest > u64::try_from(config.max_body_bytes).unwrap_or(u64::MAX) {
+            return Err(Rejection::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body",
+                format!(
+                    "the request's parts other than files are larger than {} bytes",
+                    config.max_body_bytes
+                ),
+            ));
+        }
+        Ok(request)
     } else {
         serde_json::from_slice::<async_graphql::Request>(&bytes).map_err(|err| {
             Rejection::new(

@@ -372,6 +372,8 @@ impl MeetingsQuery {
         after: Option<String>,
     ) -> Result<Connection<String, Availability>> {
         let (page, position) = page(first, after.as_deref())?;
+        let from = crate::model::instant(from, "from")?;
+        let to = crate::model::instant(to, "to")?;
         if to <= from {
             return Err(Error::bad_input("to", "`to` is after `from`"));
         }

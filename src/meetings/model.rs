@@ -56,7 +56,8 @@ impl Slot {
         description: Option<&str>,
         rules: SlotRules,
     ) -> Result<Self> {
-        let (start, end) = (start.trunc_subsecs(0), end.trunc_subsecs(0));
+        let start = crate::model::instant(start, "input.startTime")?.trunc_subsecs(0);
+        let end = crate::model::instant(end, "input.endTime")?.trunc_subsecs(0);
         if end <= start {
             return Err(Error::bad_input(
                 "input.endTime",
@@ -134,8 +135,9 @@ impl WeeklyPattern {
             ));
         }
         let date = |raw: &str, field: &str| {
-            NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
-                .map_err(|_| Error::bad_input(field, "a date is YYYY-MM-DD"))
+            let day = NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
+                .map_err(|_| Error::bad_input(field, "a date is YYYY-MM-DD"))?;
+            crate::model::date(day, field)
         };
         let from = date(from, "input.fromDate")?;
         let until = date(until, "input.untilDate")?;

@@ -33,7 +33,7 @@
 
 use std::io::BufRead;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use quick_xml::Reader;
 use quick_xml::XmlVersion;
 use quick_xml::escape::resolve_predefined_entity;
@@ -490,7 +490,7 @@ fn resolve(reference: &BytesRef<'_>) -> String {
 
 /// Parses a GPX time: RFC 3339 / ISO 8601 with `Z` or an offset (with or
 /// without a colon), with or without fractional seconds; a time without any
-/// zone is read as UTC.
+/// zone is read as UTC. A year outside [`crate::model::YEARS`] does not parse.
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     DateTime::parse_from_rfc3339(text)
@@ -500,6 +500,7 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
             NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|at| at.and_utc())
         })
         .ok()
+        .filter(|at| crate::model::YEARS.contains(&at.year()))
 }
 
 /// An element name, shortened to be quoted back in a message.

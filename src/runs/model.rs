@@ -96,6 +96,7 @@ pub fn parse_track(points: Vec<TrackPoint>, field: &str) -> Result<Vec<TrackPoin
                 "longitude is a number from -180 to 180",
             ));
         }
+        crate::model::instant(point.at, &format!("{field}[{n}].at"))?;
     }
     Ok(points)
 }

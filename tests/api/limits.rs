@@ -10,6 +10,9 @@ on_every_backend!(
     alias_batches_are_refused,
     complex_queries_are_refused,
     oversized_bodies_are_refused,
+    multipart_requests_get_the_body_limit_beside_their_files,
+    fragment_bombs_are_refused_before_they_are_expanded,
+    instants_beyond_year_9999_are_refused_naming_the_field,
     a_real_client_query_passes_every_limit,
 );
 
@@ -85,6 +88,156 @@ async fn oversized_bodies_are_refused(backend: Backend) {
     assert_eq!(response.status(), 413);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert_still_serving(&app).await;
+}
+
+/// The parts of a multipart request that are not files (the document and its variables) get the
+/// same limit as a JSON body; files get their own.
+async fn multipart_requests_get_the_body_limit_beside_their_files(backend: Backend) {
+    use reqwest::multipart::{Form, Part};
+    let app = TestApp::spawn_with(backend, |c| c.max_body_bytes = 16 * 1024).await;
+    let padding = "x".repeat(32 * 1024);
+    let padded = json!({ "query": format!("{{ __typename }} # {padding}") }).to_string();
+    let form = Form::new().text("operations", padded).text("map", "{}");
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    // A file larger than the body limit is the upload limit's to judge, not this one's.
+    let mut noise = 12345u32;
+    let picture = image::RgbImage::from_fn(256, 256, |_, _| {
+        noise = noise.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let [a, b, c, _] = noise.to_le_bytes();
+        image::Rgb([a, b, c])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    picture
+        .write_to(&mut png, image::ImageFormat::Png)
+        .expect("png");
+    let png = png.into_inner();
+    assert!(png.len() > 64 * 1024, "the file is over the body limit");
+    let ada = app.signup("ada").await;
+    let operations = r#"{"query":"mutation($f: Upload!) { uploadAvatar(file: $f) { avatarUrl } }","variables":{"f":null}}"#;
+    let form = Form::new()
+        .text("operations", operations)
+        .text("map", r#"{"0":["variables.f"]}"#)
+        .part("0", Part::bytes(png).file_name("noise.png"));
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&ada.access)
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["data"]["uploadAvatar"]["avatarUrl"].is_string(),
+        "{body}"
+    );
+    assert_still_serving(&app).await;
+}
+
+/// A 2 KB document whose fragments each spread the previous one ten times asks for 10^25 fields;
+/// one that spreads itself asks for them without end. Both are refused at once (the engine would
+/// expand them before refusing them, holding a worker thread), anonymously, and nothing stalls.
+async fn fragment_bombs_are_refused_before_they_are_expanded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut chain = String::from("query { ...F25 } fragment F0 on Query { __typename }");
+    for level in 1..=25 {
+        let spreads = format!("...F{} ", level - 1).repeat(10);
+        chain.push_str(&format!(" fragment F{level} on Query {{ {spreads}}}"));
+    }
+    let cycle = "query { ...A } fragment A on Query { ...B ...B ...B } fragment B on Query { ...A ...A ...A }";
+    for (document, says) in [(chain.as_str(), "expand"), (cycle, "spreads itself")] {
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            app.gql(document, json!({})),
+        )
+        .await
+        .expect("refused without expanding the fragments");
+        response.assert_error("BAD_USER_INPUT", None);
+        assert_eq!(response.status, 400);
+        assert!(response.message().contains(says), "{}", response.body);
+        assert!(response.body["data"].is_null());
+    }
+    // A fragment spread a few times is an ordinary document.
+    let fine = "{ ...T ...T } fragment T on Query { __typename }";
+    assert_eq!(app.gql(fine, json!({})).await.data()["__typename"], "Query");
+    assert_still_serving(&app).await;
+}
+
+/// The `DateTime` scalar reads six-digit years; arithmetic on one overflows. Each is refused, naming
+/// the field, and nothing is created.
+async fn instants_beyond_year_9999_are_refused_naming_the_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ivy = app.signup("ivy").await;
+    let far = "+262142-12-31T23:59:59.5Z";
+    let response = app
+        .gql(
+            "query($to: DateTime) { events(filter: { to: $to }) { edges { cursor } } }",
+            json!({ "to": far }),
+        )
+        .await;
+    response.assert_error("BAD_USER_INPUT", Some("filter.to"));
+    let response = app
+        .gql_as(
+            &ivy,
+            "mutation($at: DateTime!) { createEvent(input: { title: \"Far\", startsAt: $at }) { id } }",
+            json!({ "at": "-262143-01-01T00:00:00Z" }),
+        )
+        .await;
+    response.assert_error("BAD_USER_INPUT", Some("input.startsAt"));
+    let response = app
+        .gql_as(
+            &ivy,
+            "query($to: DateTime!) { availabilities(from: \"2027-01-01T00:00:00Z\", to: $to) { edges { cursor } } }",
+            json!({ "to": far }),
+        )
+        .await;
+    response.assert_error("BAD_USER_INPUT", Some("to"));
+    let weekly = "mutation($input: WeeklyAvailabilityInput!) { setWeeklyAvailability(input: $input) { id } }";
+    let response = app
+        .gql_as(
+            &ivy,
+            weekly,
+            json!({ "input": {
+                "timeZone": "America/New_York", "startLocal": "23:30", "durationMinutes": 60,
+                "fromDate": "+262142-12-31", "untilDate": "+262142-12-31",
+                "weekdays": ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY"],
+                "title": "Far",
+            }}),
+        )
+        .await;
+    response.assert_error("BAD_USER_INPUT", Some("input.fromDate"));
+    // The last day of year 9999 is taken; a slot that would end in year 10000 is not.
+    let response = app
+        .gql_as(
+            &ivy,
+            weekly,
+            json!({ "input": {
+                "timeZone": "UTC", "startLocal": "23:30", "durationMinutes": 60,
+                "fromDate": "9999-12-31", "untilDate": "9999-12-31",
+                "weekdays": ["FRIDAY"], "title": "Late",
+            }}),
+        )
+        .await;
+    response.assert_error("BAD_USER_INPUT", Some("input.endTime"));
+    let mine = app
+        .gql_as(
+            &ivy,
+            "{ events(filter: { organizer: \"ivy\" }) { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(mine.data()["events"]["edges"], json!([]), "nothing created");
     assert_still_serving(&app).await;
 }
 

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::events::model::{TemplateSpec, optional_text};
 use crate::events::service::{EventChanges, EventQuery, NewEvent};
 use crate::graphql::ids;
-use crate::model::name;
+use crate::model::{instant, name};
 
 /// A new event.
 #[derive(InputObject)]
@@ -82,8 +82,11 @@ impl CreateEventInput {
             title: name(&self.title, "input.title", 1, 200)?,
             description: optional_text(self.description.as_deref(), "input.description", 5000)?,
             venue: optional_text(self.venue.as_deref(), "input.venue", 200)?,
-            starts_at: self.starts_at,
-            ends_at: self.ends_at,
+            starts_at: instant(self.starts_at, "input.startsAt")?,
+            ends_at: self
+                .ends_at
+                .map(|end| instant(end, "input.endsAt"))
+                .transpose()?,
             template_id: self
                 .template_id
                 .as_ref()
@@ -108,11 +111,14 @@ impl UpdateEventInput {
                 .transpose()?,
             description: maybe_text(self.description, "input.description", 5000)?,
             venue: maybe_text(self.venue, "input.venue", 200)?,
-            starts_at: self.starts_at,
+            starts_at: self
+                .starts_at
+                .map(|start| instant(start, "input.startsAt"))
+                .transpose()?,
             ends_at: match self.ends_at {
                 MaybeUndefined::Undefined => None,
                 MaybeUndefined::Null => Some(None),
-                MaybeUndefined::Value(end) => Some(Some(end)),
+                MaybeUndefined::Value(end) => Some(Some(instant(end, "input.endsAt")?)),
             },
             status: self.status.map(Into::into),
         })
@@ -141,8 +147,11 @@ impl EventFilter {
         };
         Ok(Some(EventQuery {
             status: self.status.map(Into::into),
-            from: self.from,
-            to: self.to,
+            from: self
+                .from
+                .map(|from| instant(from, "filter.from"))
+                .transpose()?,
+            to: self.to.map(|to| instant(to, "filter.to")).transpose()?,
             search: self.search,
             organizer,
         }))
