@@ -143,6 +143,18 @@ impl WriteTxn {
         self.outbox.extend(self.live.prepare(topic, payload));
     }
 
+    /// `select`, locking the rows it reads until this transaction ends: on PostgreSQL (at READ
+    /// COMMITTED) with `FOR NO KEY UPDATE`, so writers of the same rows take turns and each reads
+    /// what the last one wrote, while inserts of rows that reference them (their foreign-key checks
+    /// take `FOR KEY SHARE`) pass. SQLite needs nothing: its write transactions already take turns.
+    pub fn locking<S: QuerySelect>(&self, select: S) -> S {
+        if self.get_database_backend() == DatabaseBackend::Postgres {
+            select.lock(sea_orm::sea_query::LockType::NoKeyUpdate)
+        } else {
+            select
+        }
+    }
+
     /// Commits, ends SQLite's turn, then sends what was published.
     pub async fn commit(mut self) -> Result<(), DbErr> {
         let Some(open) = self.open.take() else {

@@ -6,8 +6,8 @@ use chrono::{Duration, Utc};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -391,6 +391,23 @@ pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<user::Model
         user::Entity::find().filter(user::Column::Id.is_in(ids.iter().copied()))
     })
     .await?)
+}
+
+/// Takes `user`'s turn for changes that must see each other (their availabilities, their live cup
+/// codes): on PostgreSQL a lock on their `users` row, held until `txn` ends (SQLite's write
+/// transactions take turns already). FOR NO KEY UPDATE (see [`WriteTxn::locking`]) lets the
+/// foreign-key checks of rows referencing the user (a booking of their slot) through, so the two
+/// cannot deadlock.
+pub async fn take_turn(txn: &WriteTxn, user: Uuid) -> Result<()> {
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        txn.locking(user::Entity::find_by_id(user))
+            .select_only()
+            .column(user::Column::Id)
+            .into_tuple::<Uuid>()
+            .one(&**txn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The user with this handle, if any.

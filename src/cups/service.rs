@@ -8,7 +8,7 @@ use sea_orm::sea_query::Func;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TryInsertResult,
+    QuerySelect, QueryTrait, Set, TryInsertResult,
 };
 use uuid::Uuid;
 
@@ -186,6 +186,9 @@ pub async fn request_code(state: &AppState, guest: Identity, event_id: Uuid) -> 
         .tokens
         .derive(CODE_PURPOSE, &code.message(event_id, guest.user_id))?;
     let txn = state.begin_write().await?;
+    // The guest's codes change one request at a time: two requests counting four live codes at
+    // once would otherwise both keep them and make six.
+    accounts::service::take_turn(&txn, guest.user_id).await?;
     let of_guest = || {
         cup_code::Entity::find()
             .filter(cup_code::Column::UserId.eq(guest.user_id))
@@ -364,22 +367,27 @@ pub async fn record_cheers(
     update_open(state, id, cheer, true).await
 }
 
-/// Applies `update` to the session if it is still OPEN (else CONFLICT), then announces it.
+/// Applies `update` to the session if it is still OPEN (else CONFLICT), then announces the row as
+/// that update left it (`RETURNING`: a re-read could see a concurrent update's row too, and the
+/// staff's feed would get one state twice and miss the other).
 async fn update_open(
     state: &AppState,
     id: Uuid,
     update: sea_orm::UpdateMany<cup_session::Entity>,
     score_changed: bool,
 ) -> Result<cup_session::Model> {
-    let updated = update
+    // SeaORM's own `exec_with_returning` needs a crate feature for SQLite that changes every
+    // insert; the clause itself is in SQLite since 3.35 and in sea-query's builders.
+    let mut statement = update
         .filter(cup_session::Column::Id.eq(id))
         .filter(cup_session::Column::Status.eq(Status::Open))
-        .exec(&state.db)
-        .await?;
-    if updated.rows_affected == 0 {
-        return Err(closed());
-    }
-    let session = require(state, id).await?;
+        .into_query();
+    statement.returning_all();
+    let session = cup_session::Entity::find()
+        .from_raw_sql(state.db.get_database_backend().build(&statement))
+        .one(&state.db)
+        .await?
+        .ok_or_else(closed)?;
     announce(state, &session, score_changed);
     Ok(session)
 }
@@ -496,24 +504,33 @@ pub async fn add_game_points(
     Ok(())
 }
 
-/// Crew: every change of every cup session at the event, from now on.
+/// Crew: every change of every cup session at the event, from now on. Bills are private, so who
+/// follows is checked again before each change goes out: a staff member removed from the event
+/// gets one FORBIDDEN and the stream ends.
 pub async fn follow_sessions(
     state: &AppState,
     actor: Identity,
     event_id: Uuid,
-) -> Result<impl Stream<Item = CupSessionState> + Send + 'static> {
-    events::service::require_crew(
-        state,
-        actor,
-        event_id,
-        &[],
-        "only the event's staff and organizer follow its cups",
-    )
-    .await?;
-    Ok(
-        live::events(state.live.subscribe(&SESSIONS.of(event_id)))
-            .map(|session| (*session).clone()),
-    )
+) -> Result<impl Stream<Item = Result<CupSessionState>> + Send + 'static> {
+    const REFUSAL: &str = "only the event's staff and organizer follow its cups";
+    let event = events::service::require_crew(state, actor, event_id, &[], REFUSAL).await?;
+    let mut changes = Box::pin(live::events(state.live.subscribe(&SESSIONS.of(event_id))));
+    let state = state.clone();
+    Ok(async_stream::stream! {
+        while let Some(session) = changes.next().await {
+            match events::service::is_crew(&state, actor, &event, &[]).await {
+                Ok(true) => yield Ok((*session).clone()),
+                Ok(false) => {
+                    yield Err(Error::Forbidden(REFUSAL));
+                    break;
+                }
+                Err(error) => {
+                    yield Err(error);
+                    break;
+                }
+            }
+        }
+    })
 }
 
 /// The guest's own session at the event: the newest one first (when there is one), then every

@@ -197,7 +197,14 @@ pub async fn update(
     changes: EventChanges,
 ) -> Result<event::Model> {
     let txn = state.begin_write().await?;
-    let current = find_or_404(&*txn, id).await?;
+    // Locked: edits, likes and the finisher take turns, so the version and status this edit writes
+    // follow the last committed ones (a lost edit, a reused version or FINISHED -> CANCELLED
+    // otherwise, on PostgreSQL).
+    let current = txn
+        .locking(event::Entity::find_by_id(id))
+        .one(&*txn)
+        .await?
+        .ok_or(Error::NotFound("no such event"))?;
     ensure_organizer(actor, &current)?;
     let starts_at = changes
         .starts_at

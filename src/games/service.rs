@@ -143,13 +143,18 @@ async fn add_players(db: &impl ConnectionTrait, game: Uuid, players: &[user::Mod
     Ok(())
 }
 
+/// Counts a change of a game that is not finished (and starts a pending one when `running`), in the
+/// transaction that made the change: a game finished meanwhile makes it CONFLICT, so the change
+/// rolls back ("later points get CONFLICT" holds however the two interleave; `finish` is one
+/// conditional update of the same row).
 async fn bump(db: &impl ConnectionTrait, id: Uuid, running: bool) -> Result<game::Model> {
     let mut update = game::Entity::update_many()
         .col_expr(
             game::Column::Version,
             Expr::col(game::Column::Version).add(1),
         )
-        .filter(game::Column::Id.eq(id));
+        .filter(game::Column::Id.eq(id))
+        .filter(game::Column::Status.ne(Status::Finished));
     if running {
         update = update.col_expr(
             game::Column::Status,
@@ -161,7 +166,10 @@ async fn bump(db: &impl ConnectionTrait, id: Uuid, running: bool) -> Result<game
             .into(),
         );
     }
-    update.exec(db).await?;
+    if update.exec(db).await?.rows_affected == 0 {
+        require(db, id).await?;
+        return Err(Error::state_conflict("this game is finished"));
+    }
     require(db, id).await
 }
 
@@ -405,6 +413,7 @@ pub async fn reveal(
 ) -> Result<blur_round::Model> {
     let round = require_round(&state.db, round_id).await?;
     as_master(state, actor, round.game_id).await?;
+    let mut txn = state.begin_write().await?;
     let updated = blur_round::Entity::update_many()
         .col_expr(
             blur_round::Column::Level,
@@ -413,16 +422,18 @@ pub async fn reveal(
         .filter(blur_round::Column::Id.eq(round_id))
         .filter(blur_round::Column::Level.gt(0))
         .filter(blur_round::Column::SolvedBy.is_null())
-        .exec(&state.db)
+        .exec(&*txn)
         .await?;
     if updated.rows_affected == 0 {
         return Err(Error::state_conflict(
             "this round is solved or already sharp",
         ));
     }
-    let game = bump(&state.db, round.game_id, false).await?;
-    announce_now(state, &game);
-    require_round(&state.db, round_id).await
+    let game = bump(&*txn, round.game_id, false).await?;
+    let revealed = require_round(&*txn, round_id).await?;
+    announce(&mut txn, &game);
+    txn.commit().await?;
+    Ok(revealed)
 }
 
 /// What a guess did.

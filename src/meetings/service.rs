@@ -9,7 +9,7 @@
 //!   on SQLite write transactions take turns. Either way one booker wins and the rest get CONFLICT.
 //! - **No overlap for one owner.** Publishing or moving a slot checks the owner's SCHEDULED and
 //!   BOOKED slots inside a write transaction that first locks the owner's `users` row on PostgreSQL
-//!   (`SELECT … FOR UPDATE`; portable to PostgreSQL-compatible engines, unlike an exclusion
+//!   (`SELECT … FOR NO KEY UPDATE`; portable to PostgreSQL-compatible engines, unlike an exclusion
 //!   constraint), so two overlapping slots racing for one owner never both land; SQLite's write
 //!   transactions are serialized already.
 
@@ -17,10 +17,10 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use futures_util::{Stream, StreamExt};
 use rand::RngCore;
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::{LockType, OnConflict};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Set, UpdateMany,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Set, UpdateMany,
 };
 use uuid::Uuid;
 
@@ -33,8 +33,8 @@ use crate::accounts::model::Handle;
 use crate::auth::{Identity, token_hash};
 use crate::db::{self, WriteTxn};
 use crate::entity::availability::{self, Status};
+use crate::entity::calendar_feed;
 use crate::entity::meeting::{self, Status as MeetingStatus};
-use crate::entity::{calendar_feed, user};
 use crate::error::{Error, Result, UniqueKey};
 use crate::live;
 use crate::state::AppState;
@@ -71,24 +71,6 @@ async fn require(db: &impl ConnectionTrait, id: Uuid) -> Result<availability::Mo
         .ok_or(Error::NotFound("no such availability"))
 }
 
-/// Takes the owner's turn for changing their slots: on PostgreSQL a lock on their `users` row,
-/// held until the transaction ends (SQLite's write transactions are serialized already).
-async fn lock_owner(txn: &WriteTxn, owner: Uuid) -> Result<()> {
-    if txn.get_database_backend() == DatabaseBackend::Postgres {
-        user::Entity::find_by_id(owner)
-            .select_only()
-            .column(user::Column::Id)
-            // FOR NO KEY UPDATE: queues the owner's own slot changes, yet lets the foreign-key
-            // checks of bookings (FOR KEY SHARE on the same row) through, so a booking and an
-            // update of the owner's slots cannot deadlock.
-            .lock(LockType::NoKeyUpdate)
-            .into_tuple::<Uuid>()
-            .one(&**txn)
-            .await?;
-    }
-    Ok(())
-}
-
 /// Whether `slot` overlaps one of `owner`'s SCHEDULED or BOOKED slots (other than `except`).
 async fn overlaps(
     db: &impl ConnectionTrait,
@@ -123,7 +105,7 @@ pub async fn publish(
         }
     }
     let txn = state.begin_write().await?;
-    lock_owner(&txn, owner.user_id).await?;
+    accounts::service::take_turn(&txn, owner.user_id).await?;
     let now = Utc::now();
     let mut created = Vec::with_capacity(slots.len());
     for slot in slots {
@@ -163,7 +145,7 @@ pub async fn update(
     if current.owner_id != actor.user_id {
         return Err(Error::Forbidden("only its owner changes an availability"));
     }
-    lock_owner(&txn, actor.user_id).await?;
+    accounts::service::take_turn(&txn, actor.user_id).await?;
     if overlaps(&*txn, actor.user_id, &slot, Some(id)).await? {
         return Err(Error::conflict(
             "input.startTime",

@@ -9,8 +9,8 @@ use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
-    TryInsertResult,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select, Set, TryInsertResult,
 };
 use uuid::Uuid;
 
@@ -262,13 +262,13 @@ async fn watched_by(state: &AppState, owner: Uuid) -> Result<Vec<Uuid>> {
         .await?)
 }
 
-async fn locations_of(state: &AppState, users: &[Uuid]) -> Result<Vec<location::Model>> {
+async fn locations_of(db: &impl ConnectionTrait, users: &[Uuid]) -> Result<Vec<location::Model>> {
     if users.is_empty() {
         return Ok(Vec::new());
     }
     Ok(location::Entity::find()
         .filter(location::Column::UserId.is_in(users.iter().copied()))
-        .all(&state.db)
+        .all(db)
         .await?)
 }
 
@@ -306,14 +306,80 @@ async fn after_update(state: &AppState, user: Uuid) -> Result<()> {
 }
 
 /// Flips each of `watched`'s inside/outside state for `running` when the distance crosses the
-/// radius (in) or the exit distance (out); an entry alerts the owner. Positions and states are read
-/// in two queries whatever the number of people, and a row is written only when a state flips: a
-/// conditional write, so each entry alerts once whichever instance sees it.
+/// radius (in) or the exit distance (out); an entry alerts the owner. A first look outside any
+/// transaction finds whether any state would flip (most updates flip none); if one would, the flips
+/// are decided again in the activity's turn (a write transaction that, on PostgreSQL, locks the
+/// activity's row), from positions and states read in that turn. Deciding on positions read before
+/// a concurrent update flipped the state would flip it back, and the next report would alert again
+/// without the person having left.
 async fn check_alerts(state: &AppState, running: &activity::Model, watched: &[Uuid]) -> Result<()> {
+    if flips(state, &state.db, running, watched).await?.is_empty() {
+        return Ok(());
+    }
+    let mut txn = state.begin_write().await?;
+    txn.locking(activity::Entity::find_by_id(running.id))
+        .select_only()
+        .column(activity::Column::Id)
+        .into_tuple::<Uuid>()
+        .one(&*txn)
+        .await?;
+    for flip in flips(state, &*txn, running, watched).await? {
+        let entered = match flip.was_inside {
+            Some(_) => proximity_state::Entity::update_many()
+                .col_expr(proximity_state::Column::Inside, Expr::value(flip.inside))
+                .filter(proximity_state::Column::ActivityId.eq(running.id))
+                .filter(proximity_state::Column::UserId.eq(flip.user))
+                .exec(&*txn)
+                .await
+                .map(|_| flip.inside)?,
+            None => {
+                proximity_state::ActiveModel {
+                    activity_id: Set(running.id),
+                    user_id: Set(flip.user),
+                    inside: Set(true),
+                }
+                .insert(&*txn)
+                .await?;
+                true
+            }
+        };
+        if entered {
+            txn.publish(
+                &ALERTS.of(running.owner_id),
+                &ProximityAlert {
+                    activity_id: running.id,
+                    user_id: flip.user,
+                    distance_meters: flip.distance,
+                },
+            );
+        }
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// A change of one watched person's state for an activity.
+struct Flip {
+    user: Uuid,
+    distance: f64,
+    /// The new state.
+    inside: bool,
+    /// The stored state (`None`: never inside, so no row).
+    was_inside: Option<bool>,
+}
+
+/// The states of `watched` for `running` that their positions now flip, read from `db`. Positions
+/// and states are read in two queries whatever the number of people.
+async fn flips(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    running: &activity::Model,
+    watched: &[Uuid],
+) -> Result<Vec<Flip>> {
     let now = Utc::now();
     let mut users = watched.to_vec();
     users.push(running.owner_id);
-    let reports = locations_of(state, &users).await?;
+    let reports = locations_of(db, &users).await?;
     // As on the owner's screen: a watched person's position counts while fresh; the owner's own
     // latest position counts however old (an owner standing still stops reporting).
     let report_of = |user: Uuid| {
@@ -328,7 +394,7 @@ async fn check_alerts(state: &AppState, running: &activity::Model, watched: &[Uu
             .and_then(|report| report.position)
     };
     let Some(owner) = report_of(running.owner_id).and_then(|report| report.position) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let crossings: Vec<(Uuid, f64, Crossing)> = watched
         .iter()
@@ -343,69 +409,38 @@ async fn check_alerts(state: &AppState, running: &activity::Model, watched: &[Uu
         .filter(|(_, _, crossed)| *crossed != Crossing::Edge)
         .collect();
     if crossings.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let inside: Vec<(Uuid, bool)> = proximity_state::Entity::find()
+    let stored: Vec<(Uuid, bool)> = proximity_state::Entity::find()
         .select_only()
         .column(proximity_state::Column::UserId)
         .column(proximity_state::Column::Inside)
         .filter(proximity_state::Column::ActivityId.eq(running.id))
         .filter(proximity_state::Column::UserId.is_in(crossings.iter().map(|(user, ..)| *user)))
         .into_tuple()
-        .all(&state.db)
+        .all(db)
         .await?;
-    let was_inside = |user: Uuid| {
-        inside
-            .iter()
-            .find(|(them, _)| *them == user)
-            .map(|(_, inside)| *inside)
-    };
-    for (user, distance, crossed) in crossings {
-        let is_inside = crossed == Crossing::Inside;
-        let entered = match was_inside(user) {
-            Some(was) if was == is_inside => false,
-            Some(_) => flip(state, running.id, user, is_inside).await? && is_inside,
-            None if is_inside => {
-                let inserted = proximity_state::Entity::insert(proximity_state::ActiveModel {
-                    activity_id: Set(running.id),
-                    user_id: Set(user),
-                    inside: Set(true),
-                })
-                .on_conflict(OnConflict::new().do_nothing().to_owned())
-                .do_nothing()
-                .exec(&state.db)
-                .await?;
-                matches!(inserted, TryInsertResult::Inserted(_))
-                    || flip(state, running.id, user, true).await?
-            }
+    Ok(crossings
+        .into_iter()
+        .filter_map(|(user, distance, crossed)| {
+            let inside = crossed == Crossing::Inside;
+            let was_inside = stored
+                .iter()
+                .find(|(them, _)| *them == user)
+                .map(|(_, inside)| *inside);
             // Never inside and still outside: nothing to remember.
-            None => false,
-        };
-        if entered {
-            state.live.publish(
-                &ALERTS.of(running.owner_id),
-                &ProximityAlert {
-                    activity_id: running.id,
-                    user_id: user,
-                    distance_meters: distance,
-                },
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Sets `user`'s state for `activity` to `inside` if it is not already; whether this call flipped
-/// it (of racing instances, exactly one does).
-async fn flip(state: &AppState, activity: Uuid, user: Uuid, inside: bool) -> Result<bool> {
-    let flipped = proximity_state::Entity::update_many()
-        .col_expr(proximity_state::Column::Inside, Expr::value(inside))
-        .filter(proximity_state::Column::ActivityId.eq(activity))
-        .filter(proximity_state::Column::UserId.eq(user))
-        .filter(proximity_state::Column::Inside.eq(!inside))
-        .exec(&state.db)
-        .await?;
-    Ok(flipped.rows_affected == 1)
+            let flips = match was_inside {
+                Some(was) => was != inside,
+                None => inside,
+            };
+            flips.then_some(Flip {
+                user,
+                distance,
+                inside,
+                was_inside,
+            })
+        })
+        .collect())
 }
 
 /// Tells `activity`'s followers its status may have changed; `reload` when the activity or its
@@ -522,7 +557,7 @@ async fn view_of(
 ) -> Result<ActivityView> {
     let mut users = watched.to_vec();
     users.push(found.owner_id);
-    let reports = locations_of(state, &users).await?;
+    let reports = locations_of(&state.db, &users).await?;
     let report_of = |user: Uuid| {
         reports
             .iter()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{EntityTrait, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 use serde_json::{Value, json};
 
 use crate::common::fixtures::{create_event, cup_code, open_bar, open_cup_with};
@@ -16,6 +16,7 @@ crate::on_every_backend!(
     codes_are_stored_only_as_hashes,
     guessing_codes_is_rate_limited_per_staff_member,
     a_code_is_asked_for_by_a_signed_in_guest_of_an_open_event,
+    a_rush_of_requests_leaves_at_most_five_live_codes,
 );
 
 const GUEST_CUP: &str =
@@ -264,4 +265,30 @@ async fn a_code_is_asked_for_by_a_signed_in_guest_of_an_open_event(backend: Back
     app.gql_as(&ann, ask, json!({ "e": bar.event }))
         .await
         .assert_error("CONFLICT", None);
+}
+
+/// Twenty requests of one guest at once: each asks for a code, and the guest holds at most five live
+/// ones at the end (each request retires the oldest beyond four before adding its own, in turn).
+async fn a_rush_of_requests_leaves_at_most_five_live_codes(backend: Backend) {
+    use rally::entity::cup_code;
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let ann = app.signup("ann").await;
+    let requests = (0..20).map(|_| {
+        app.gql_as(
+            &ann,
+            "mutation($e: ID!) { requestCupCode(eventId: $e) { code } }",
+            json!({ "e": bar.event }),
+        )
+    });
+    for response in futures_util::future::join_all(requests).await {
+        response.data();
+    }
+    let live = cup_code::Entity::find()
+        .filter(cup_code::Column::UsedAt.is_null())
+        .filter(cup_code::Column::ExpiresAt.gt(chrono::Utc::now()))
+        .count(&app.state.db)
+        .await
+        .expect("count codes");
+    assert_eq!(live, 5, "five live codes, the newest");
 }

@@ -22,6 +22,8 @@ on_every_backend!(
     the_leaderboard_ranks_by_score_then_time,
     live_leaderboard_sends_a_snapshot_then_changes,
     cup_session_updates_reach_staff_and_the_guest_only,
+    removed_staff_stop_receiving_bills,
+    concurrent_cheers_reach_staff_once_each,
     a_thousand_subscribers_share_one_leaderboard_computation,
 );
 
@@ -508,6 +510,97 @@ async fn cup_session_updates_reach_staff_and_the_guest_only(backend: Backend) {
         json!({ "user": { "handle": "fin" }, "cheers": 1, "billCents": 0 }),
         "only fin's own cup"
     );
+}
+
+/// A bartender following every cup loses the feed (and the bills in it) the moment the organizer
+/// removes them from the staff: the next change reaches them as FORBIDDEN, then the stream ends.
+async fn removed_staff_stop_receiving_bills(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let gwen = app.signup("gwen").await;
+    let cup = open_cup(&app, &bar.bartender, &bar.event, &gwen).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut till = app.ws(TRANSPORT_WS).await;
+    till.init(json!({ "authorization": format!("Bearer {}", bar.bartender.access) }))
+        .await;
+    till.subscribe(
+        "all",
+        "subscription($e: ID!) { cupSessionUpdated(eventId: $e) { user { handle } cheers billCents } }",
+        json!({ "e": bar.event }),
+    )
+    .await;
+    app.listening(&format!("event:{}:sessions", bar.event), 1)
+        .await;
+    cheers(&app, &bar.organizer, &cup, 1).await.data();
+    assert_eq!(
+        till.next_data("all").await["cupSessionUpdated"],
+        json!({ "user": { "handle": "gwen" }, "cheers": 1, "billCents": 0 })
+    );
+
+    app.gql_as(
+        &bar.organizer,
+        "mutation($e: ID!) { removeEventStaff(eventId: $e, handle: \"tender\") { id } }",
+        json!({ "e": bar.event }),
+    )
+    .await
+    .data();
+    cheers(&app, &bar.organizer, &cup, 1).await.data();
+    let refused = till.next_of("all").await;
+    assert_eq!(refused["type"], "next", "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    assert!(
+        !refused.to_string().contains("billCents\":"),
+        "no bill in the refusal: {refused}"
+    );
+    assert_eq!(till.next_of("all").await["type"], "complete");
+    cheers(&app, &bar.organizer, &cup, 1).await.data();
+    till.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// Twenty cheers at once: the staff's feed gets each committed change once, the session as that
+/// change left it (cheers 1 to 20, each once, in any order).
+async fn concurrent_cheers_reach_staff_once_each(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let hal = app.signup("hal").await;
+    let cup = open_cup(&app, &bar.bartender, &bar.event, &hal).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut screen = app.ws(TRANSPORT_WS).await;
+    screen
+        .init(json!({ "authorization": format!("Bearer {}", bar.organizer.access) }))
+        .await;
+    screen
+        .subscribe(
+            "all",
+            "subscription($e: ID!) { cupSessionUpdated(eventId: $e) { cheers } }",
+            json!({ "e": bar.event }),
+        )
+        .await;
+    app.listening(&format!("event:{}:sessions", bar.event), 1)
+        .await;
+    let calls = (0..20).map(|_| cheers(&app, &bar.bartender, &cup, 1));
+    for response in futures_util::future::join_all(calls).await {
+        response.data();
+    }
+    let mut seen: Vec<i64> = Vec::new();
+    for _ in 0..20 {
+        let frame = screen.next_data("all").await;
+        seen.push(
+            frame["cupSessionUpdated"]["cheers"]
+                .as_i64()
+                .expect("cheers"),
+        );
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).collect::<Vec<i64>>());
+    screen.assert_quiet(Duration::from_millis(300)).await;
 }
 
 async fn a_thousand_subscribers_share_one_leaderboard_computation(backend: Backend) {

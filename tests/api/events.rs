@@ -1,10 +1,12 @@
 //! Events: creating, finding, listing, changing, liking, staff, pictures and the template catalogue,
 //! each with its authorization rule.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::common::fixtures::{EVENT_FIELDS, create_event};
-use crate::common::{Backend, Session, TestApp};
+use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
 
 on_every_backend!(
@@ -15,6 +17,7 @@ on_every_backend!(
     deleting_an_event_removes_it,
     likes_are_idempotent_and_counted_exactly,
     concurrent_likes_are_all_counted,
+    concurrent_edits_and_likes_lose_nothing,
     events_are_filtered_and_paginated,
     organizers_read_with_their_events_are_each_events_own,
     staff_is_kept_by_the_organizer,
@@ -313,6 +316,87 @@ async fn concurrent_likes_are_all_counted(backend: Backend) {
         )
         .await;
     assert_eq!(event.data()["event"]["likeCount"], 20);
+}
+
+/// Edits of different fields and likes, all at once, five times over: every one lands (the start set
+/// by one edit is not written back by another), and the last state `eventUpdated` pushes is the
+/// stored one (each change has a version of its own).
+async fn concurrent_edits_and_likes_lose_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let olga = app.signup("olga").await;
+    let mut fans = Vec::new();
+    for n in 0..5 {
+        fans.push(app.signup(&format!("fan{n}")).await);
+    }
+    let id = create_event(&app, &olga, "Race", "2030-05-01T19:00:00Z").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let fields = "title venue startsAt likeCount";
+    let mut screen = app.ws(TRANSPORT_WS).await;
+    screen.init(json!({})).await;
+    screen
+        .subscribe(
+            "e",
+            &format!("subscription($e: ID!) {{ eventUpdated(eventId: $e) {{ {fields} }} }}"),
+            json!({ "e": id }),
+        )
+        .await;
+    screen.next_data("e").await;
+
+    for round in 1..=5 {
+        let starts_at = format!("2031-06-0{round}T20:00:00");
+        let start = update(
+            &app,
+            &olga,
+            &id,
+            json!({ "startsAt": format!("{starts_at}Z") }),
+        );
+        let titles =
+            (0..15).map(|n| update(&app, &olga, &id, json!({ "title": format!("Race {n}") })));
+        let venues =
+            (0..15).map(|n| update(&app, &olga, &id, json!({ "venue": format!("Hall {n}") })));
+        let (like, likes) = if round % 2 == 1 {
+            ("likeEvent", 5)
+        } else {
+            ("unlikeEvent", 0)
+        };
+        let toggle = format!("mutation($id: ID!) {{ {like}(id: $id) {{ id }} }}");
+        let toggles = fans
+            .iter()
+            .map(|fan| app.gql_as(fan, &toggle, json!({ "id": id })));
+        let (start, titles, venues, toggles) = tokio::join!(
+            start,
+            futures_util::future::join_all(titles),
+            futures_util::future::join_all(venues),
+            futures_util::future::join_all(toggles),
+        );
+        start.data();
+        for response in titles.into_iter().chain(venues).chain(toggles) {
+            response.data();
+        }
+
+        let stored = app
+            .gql(
+                &format!("query($id: ID!) {{ event(id: $id) {{ {fields} }} }}"),
+                json!({ "id": id }),
+            )
+            .await;
+        let stored = stored.data()["event"].clone();
+        assert!(
+            stored["startsAt"]
+                .as_str()
+                .is_some_and(|at| at.starts_with(&starts_at)),
+            "round {round}: the new start stays: {stored}"
+        );
+        assert_eq!(stored["likeCount"], likes, "round {round}");
+        let frames = screen.frames_within(Duration::from_millis(1000)).await;
+        let last = frames.last().expect("changes pushed");
+        assert_eq!(
+            last["payload"]["data"]["eventUpdated"], stored,
+            "round {round}: the last state pushed is the stored one"
+        );
+    }
 }
 
 async fn events_are_filtered_and_paginated(backend: Backend) {

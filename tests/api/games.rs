@@ -16,6 +16,7 @@ on_every_backend!(
     games_are_run_by_game_masters_and_organizers,
     a_blur_round_gets_sharper_and_the_first_right_guess_wins,
     concurrent_right_guesses_have_exactly_one_winner,
+    points_racing_the_finish_land_before_it_or_not_at_all,
     a_player_guesses_once_per_level,
     game_updated_sends_a_snapshot_then_changes,
     a_scripted_bar_night_ends_with_every_phone_in_the_same_state,
@@ -190,6 +191,59 @@ async fn games_are_run_by_game_masters_and_organizers(backend: Backend) {
     .await
     .assert_error("FORBIDDEN", None);
     award(&app, &master, &id, "ann", 5).await.data();
+}
+
+/// Thirty awards race `finishGame`: each lands in full before the finish (the game it answers is not
+/// FINISHED) or is CONFLICT and changes nothing, so the player's points and their cup score are 5
+/// times the awards that succeeded.
+async fn points_racing_the_finish_land_before_it_or_not_at_all(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let ann = app.signup("ann").await;
+    open_cup(&app, &bar.bartender, &bar.event, &ann).await;
+    let mut landed = 0;
+    for _ in 0..3 {
+        let game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
+        let id = game.data()["createGame"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let awards = (0..30).map(|_| award(&app, &bar.organizer, &id, "ann", 5));
+        let finish = app.gql_as(
+            &bar.organizer,
+            "mutation($g: ID!) { finishGame(gameId: $g) { status } }",
+            json!({ "g": id }),
+        );
+        let (awards, finished) = tokio::join!(futures_util::future::join_all(awards), finish);
+        assert_eq!(finished.data()["finishGame"]["status"], "FINISHED");
+        let mut succeeded = 0;
+        for response in awards {
+            if response.body["errors"].is_null() {
+                assert_ne!(
+                    response.data()["awardPoints"]["status"],
+                    "FINISHED",
+                    "an award landed after the finish: {}",
+                    response.body
+                );
+                succeeded += 1;
+            } else {
+                response.assert_error("CONFLICT", None);
+            }
+        }
+        let points = app
+            .gql(
+                "query($g: ID!) { game(id: $g) { players { points } } }",
+                json!({ "g": id }),
+            )
+            .await;
+        assert_eq!(
+            points.data()["game"]["players"][0]["points"],
+            5 * succeeded,
+            "only the awards that succeeded count"
+        );
+        landed += succeeded;
+    }
+    assert_eq!(score_of(&app, &bar.event, "ann").await, 5 * landed);
 }
 
 fn photo() -> Vec<u8> {

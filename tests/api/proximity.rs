@@ -17,6 +17,7 @@ crate::on_every_backend!(
     devices_are_told_to_start_and_stop,
     the_live_status_follows_positions_and_goes_stale_by_itself,
     an_alert_fires_once_on_entry_and_again_only_after_leaving,
+    an_entry_alerts_once_while_the_owner_reports_too,
     the_whole_workflow_with_three_users_over_websockets,
 );
 
@@ -529,6 +530,57 @@ async fn an_alert_fires_once_on_entry_and_again_only_after_leaving(backend: Back
     let again = alerts.next_data("s").await["proximityAlerts"].clone();
     assert_eq!(again["user"]["handle"], "bob");
     alerts.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// The owner keeps reporting the same spot while the watched person walks in and stays inside: the
+/// two people's updates check the same alert at once, and an owner's check that read the old
+/// position must not flip the state back (the next report would alert again). Ten entries, ten
+/// alerts.
+async fn an_entry_alerts_once_while_the_owner_reports_too(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    at(&app, &ann, Some(HOME)).await.data();
+    at(&app, &bob, Some(north(500.0))).await.data();
+    start(&app, &ann, 100.0).await;
+    let mut alerts = subscribe(
+        &app,
+        &ann,
+        "subscription { proximityAlerts { user { handle } } }",
+        json!({}),
+    )
+    .await;
+    app.listening(&format!("user:{}:alerts", ann.id), 1).await;
+    for round in 0..10 {
+        // Eight reports of the owner at a time, over and over, while the walker steps in (reports
+        // of one person in the same instant are RATE_LIMITED but one).
+        let owner = async {
+            for _ in 0..4 {
+                let reports = (0..8).map(|_| at(&app, &ann, Some(HOME)));
+                for report in futures_util::future::join_all(reports).await {
+                    if !report.body["errors"].is_null() {
+                        report.assert_error("RATE_LIMITED", None);
+                    }
+                }
+            }
+        };
+        let walker = async {
+            for meters in [50.0, 45.0, 40.0, 35.0, 30.0, 25.0] {
+                at(&app, &bob, Some(north(meters))).await.data();
+            }
+        };
+        tokio::join!(owner, walker);
+        let frames = alerts.frames_within(Duration::from_millis(300)).await;
+        assert_eq!(
+            frames.len(),
+            1,
+            "round {round}: one entry, one alert: {frames:?}"
+        );
+        // Out beyond the exit distance (no alert), for the next entry.
+        at(&app, &bob, Some(north(500.0))).await.data();
+        at(&app, &ann, Some(HOME)).await.data();
+    }
 }
 
 const ACTIVITY_UPDATED: &str = "subscription($id: ID!) { activityUpdated(activityId: $id) { id status alertRadiusMeters nearest { user { handle } distanceMeters } stale { handle } gpsOff { handle } } }";

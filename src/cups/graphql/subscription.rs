@@ -36,10 +36,10 @@ impl CupsSubscription {
         &self,
         ctx: &Context<'_>,
         event_id: ID,
-    ) -> Result<impl Stream<Item = CupSession>> {
+    ) -> Result<impl Stream<Item = Result<CupSession>>> {
         let event = ids::require(&event_id, "no such event")?;
         let sessions = service::follow_sessions(ctx.state()?, ctx.identity()?, event).await?;
-        Ok(sessions.map(CupSession::private))
+        Ok(sessions.map(|session| session.map(CupSession::private)))
     }
 
     /// The caller's own session at an event: the current one first (when there is one), then every
