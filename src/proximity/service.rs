@@ -542,9 +542,15 @@ pub async fn activity(state: &AppState, me: Identity, id: Uuid) -> Result<Activi
 }
 
 /// `found` with its status computed now (the owner's latest position, the consenting watched
-/// people's latest reports).
+/// people's latest reports). An ended activity shows nobody: the people it watched were told to
+/// stop sharing for it, and may still share for someone else's, which its owner must not read
+/// through it.
 async fn view(state: &AppState, found: activity::Model) -> Result<ActivityView> {
-    let watched = watched_by(state, found.owner_id).await?;
+    let watched = if found.status == ActivityStatus::Active {
+        watched_by(state, found.owner_id).await?
+    } else {
+        Vec::new()
+    };
     view_of(state, found, &watched).await
 }
 

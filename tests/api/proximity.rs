@@ -18,6 +18,7 @@ crate::on_every_backend!(
     the_live_status_follows_positions_and_goes_stale_by_itself,
     an_alert_fires_once_on_entry_and_again_only_after_leaving,
     an_entry_alerts_once_while_the_owner_reports_too,
+    an_ended_activity_shows_nobody,
     the_whole_workflow_with_three_users_over_websockets,
 );
 
@@ -530,6 +531,57 @@ async fn an_alert_fires_once_on_entry_and_again_only_after_leaving(backend: Back
     let again = alerts.next_data("s").await["proximityAlerts"].clone();
     assert_eq!(again["user"]["handle"], "bob");
     alerts.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// Ann's activity ends, so Bob's phone is told to stop sharing for it; Bob keeps sharing for Cat's.
+/// Ann's ended activity shows nobody: not Bob's distance, not whether he is stale or has GPS off.
+async fn an_ended_activity_shows_nobody(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let cat = app.signup("cat").await;
+    watch(&app, &ann, &bob).await;
+    watch(&app, &cat, &bob).await;
+    at(&app, &ann, Some(HOME)).await.data();
+    at(&app, &cat, Some(HOME)).await.data();
+    let ended = start(&app, &ann, 100.0).await;
+    at(&app, &bob, Some(north(300.0))).await.data();
+    let seen = app
+        .gql_as(
+            &ann,
+            &format!("query($id: ID!) {{ activity(id: $id) {{ {ACTIVITY} }} }}"),
+            json!({ "id": ended["id"] }),
+        )
+        .await;
+    assert_eq!(
+        seen.data()["activity"]["nearest"]["user"]["handle"],
+        "bob",
+        "while it runs"
+    );
+    let stopped = app
+        .gql_as(
+            &ann,
+            &format!("mutation($id: ID!) {{ stopActivity(id: $id) {{ {ACTIVITY} }} }}"),
+            json!({ "id": ended["id"] }),
+        )
+        .await;
+    let stopped = stopped.data()["stopActivity"].clone();
+    assert_eq!(stopped["status"], "STOPPED");
+    start(&app, &cat, 100.0).await;
+    at(&app, &bob, Some(north(200.0))).await.data();
+    let after = app
+        .gql_as(
+            &ann,
+            &format!("query($id: ID!) {{ activity(id: $id) {{ {ACTIVITY} }} }}"),
+            json!({ "id": ended["id"] }),
+        )
+        .await;
+    let after = after.data()["activity"].clone();
+    for view in [&stopped, &after] {
+        assert_eq!(view["nearest"], Value::Null, "{view}");
+        assert_eq!(view["stale"], json!([]), "{view}");
+        assert_eq!(view["gpsOff"], json!([]), "{view}");
+    }
 }
 
 /// The owner keeps reporting the same spot while the watched person walks in and stays inside: the
