@@ -32,7 +32,7 @@ pub fn date(day: NaiveDate, field: &str) -> Result<NaiveDate> {
         Err(Error::bad_input(
             field,
             format!(
-                "{field} is in the years {} to {}",
+                "instants and dates lie in the years {} to {}",
                 YEARS.start(),
                 YEARS.end()
             ),

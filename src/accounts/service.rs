@@ -398,6 +398,7 @@ pub async fn find_many(state: &AppState, ids: &[Uuid]) -> Result<Vec<user::Model
 /// transactions take turns already). FOR NO KEY UPDATE (see [`WriteTxn::locking`]) lets the
 /// foreign-key checks of rows referencing the user (a booking of their slot) through, so the two
 /// cannot deadlock.
+#[tracing::instrument(skip(txn))]
 pub async fn take_turn(txn: &WriteTxn, user: Uuid) -> Result<()> {
     if txn.get_database_backend() == DatabaseBackend::Postgres {
         txn.locking(user::Entity::find_by_id(user))

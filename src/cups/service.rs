@@ -504,9 +504,11 @@ pub async fn add_game_points(
     Ok(())
 }
 
-/// Crew: every change of every cup session at the event, from now on. Bills are private, so who
-/// follows is checked again before each change goes out: a staff member removed from the event
-/// gets one FORBIDDEN and the stream ends.
+/// Crew: every change of every cup session at the event, from now on. Bills are private, so
+/// membership is checked again whenever the event changes (removing a staff member changes it): a
+/// staff member removed from the event gets one FORBIDDEN and the stream ends. The event's changes
+/// are read first when both are waiting, so a change recorded after the removal is never sent
+/// before it; no query runs per session change.
 pub async fn follow_sessions(
     state: &AppState,
     actor: Identity,
@@ -514,20 +516,30 @@ pub async fn follow_sessions(
 ) -> Result<impl Stream<Item = Result<CupSessionState>> + Send + 'static> {
     const REFUSAL: &str = "only the event's staff and organizer follow its cups";
     let event = events::service::require_crew(state, actor, event_id, &[], REFUSAL).await?;
-    let mut changes = Box::pin(live::events(state.live.subscribe(&SESSIONS.of(event_id))));
+    let mut event_changes = Box::pin(live::events(
+        state.live.subscribe(&events::model::CHANGES.of(event_id)),
+    ));
+    let mut sessions = Box::pin(live::events(state.live.subscribe(&SESSIONS.of(event_id))));
     let state = state.clone();
     Ok(async_stream::stream! {
-        while let Some(session) = changes.next().await {
-            match events::service::is_crew(&state, actor, &event, &[]).await {
-                Ok(true) => yield Ok((*session).clone()),
-                Ok(false) => {
-                    yield Err(Error::Forbidden(REFUSAL));
-                    break;
+        loop {
+            tokio::select! {
+                biased;
+                Some(_) = event_changes.next() => {
+                    match events::service::is_crew(&state, actor, &event, &[]).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            yield Err(Error::Forbidden(REFUSAL));
+                            break;
+                        }
+                        Err(error) => {
+                            yield Err(error);
+                            break;
+                        }
+                    }
                 }
-                Err(error) => {
-                    yield Err(error);
-                    break;
-                }
+                Some(session) = sessions.next() => yield Ok((*session).clone()),
+                else => break,
             }
         }
     })

@@ -31,7 +31,7 @@ pub fn can_move(from: Status, to: Status) -> bool {
         )
 }
 
-/// Checks that an end is after its start.
+/// Checks that an end is after its start, and within the years the API takes ([`crate::model::YEARS`]).
 pub fn check_times(
     starts_at: DateTime<Utc>,
     ends_at: Option<DateTime<Utc>>,

@@ -186,8 +186,9 @@ impl Executor {
     }
 
     /// A request error for a document over the alias limit, or one whose fragments expand past the
-    /// complexity limit (each field costs at least 1, so the engine would refuse it too, but only
-    /// after expanding it).
+    /// complexity limit (a field costs 1 unless the schema says otherwise, so the engine would
+    /// refuse nearly all such documents too, but only after expanding them), spread themselves or
+    /// an unknown fragment, or nest too deep.
     fn refusal(&self, parsed: Option<&Parsed>) -> Option<Response> {
         let parsed = parsed?;
         let error = check_aliases(parsed.aliases, self.0.max_aliases)

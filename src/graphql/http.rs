@@ -265,22 +265,18 @@ async fn read_request(
                 };
                 Rejection::new(status, "body", format!("bad upload: {err}"))
             })?;
-        // The engine bounds each file, not the `operations` part: what is not a file (the document,
-        // its variables and the parts' framing) gets the JSON body's limit.
-        let files: u64 = request
-            .uploads
-            .iter()
-            .map(|upload| upload.size().unwrap_or(0))
-            .sum();
-        let rest = u64::try_from(bytes.len())
-            .unwrap_or(u64::MAX)
-            .saturating_sub(files);
-        if rest > u64::try_from(config.max_body_bytes).unwrap_or(u64::MAX) {
+        // The engine bounds each file, not the `operations` part: the document and its variables
+        // get the JSON body's limit (measured on the request itself: one file may be mapped to
+        // many variables, and each mapping counts as an upload).
+        let operations = request.query.len()
+            + serde_json::to_vec(&request.variables).map_or(usize::MAX, |json| json.len())
+            + serde_json::to_vec(&request.extensions).map_or(usize::MAX, |json| json.len());
+        if operations > config.max_body_bytes {
             return Err(Rejection::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body",
                 format!(
-                    "the request's parts other than files are larger than {} bytes",
+                    "the request's operations part is larger than {} bytes",
                     config.max_body_bytes
                 ),
             ));

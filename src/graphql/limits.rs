@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::Positioned;
+use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ServerError, ServerResult};
-use async_graphql_value::Value;
+use async_graphql_value::{ConstValue, Name, Value};
 
 use crate::config::Config;
 
@@ -101,13 +102,16 @@ pub enum Expansion {
     Fields(usize),
     /// A fragment spreads itself, directly or through others.
     Cycle,
+    /// A spread names a fragment the document does not define (the engine would still expand the
+    /// rest of the chain at every use before it refused the document).
+    Unknown,
     /// Fields and fragment spreads nest deeper than [`MAX_NESTING`] (the parser bounds fields
     /// alone; a chain of fragments that each spread the next is flat text).
     TooDeep,
 }
 
-/// Deeper nesting of fields and fragment spreads than this is refused before it is walked (the
-/// engine's own limit on depth is far below it).
+/// Deeper nesting of fields and fragment spreads than this is refused before the engine walks it
+/// (the engine's own limit on depth is far below it).
 pub const MAX_NESTING: usize = 128;
 
 /// How big a document is: what it asks for once its fragment spreads are expanded, and how many
@@ -116,40 +120,69 @@ pub const MAX_NESTING: usize = 128;
 pub struct Size {
     /// Its fields with every spread expanded.
     pub expansion: Expansion,
-    /// Its fields, fragment spreads and argument values as written (each fragment once), up to the
-    /// point a refused expansion stopped the walk: what keeping the parsed document costs.
+    /// Everything its parsed form holds, as written (each definition once, used or not): selections,
+    /// argument values, directives, variable definitions. What keeping the parsed document costs.
     pub nodes: usize,
 }
 
-/// The size of `document`, each fragment's size worked out once. The engine's depth and complexity
-/// passes expand spreads anew at every use, so a 2 KB document of fragments that each spread the
-/// previous one ten times would hold a worker thread for ever; refusing it needs this count before
-/// the engine sees the document.
+/// The size of `document`, each fragment's size and height worked out once. The engine's depth and
+/// complexity passes expand spreads anew at every use, so a 2 KB document of fragments that each
+/// spread the previous one ten times would hold a worker thread for ever; refusing it needs this
+/// count before the engine sees the document.
 pub fn size(document: &ExecutableDocument) -> Size {
     let mut walk = Walk {
         document,
-        sizes: HashMap::new(),
-        nodes: 0,
+        fragments: HashMap::new(),
     };
     let mut total = 0usize;
+    let mut expansion = None;
     for (_, operation) in document.operations.iter() {
-        match walk.fields(&operation.node.selection_set.node, 0) {
-            Ok(fields) => total = total.saturating_add(fields),
+        match walk.set(&operation.node.selection_set.node, 0) {
+            Ok(shape) => total = total.saturating_add(shape.fields),
             Err(refused) => {
-                return Size {
-                    expansion: refused,
-                    nodes: walk.nodes,
-                };
+                expansion = Some(refused);
+                break;
             }
         }
     }
+    let operations: usize = document
+        .operations
+        .iter()
+        .map(|(_, operation)| {
+            let operation = &operation.node;
+            let variables: usize = operation
+                .variable_definitions
+                .iter()
+                .map(|variable| {
+                    1 + variable
+                        .node
+                        .default_value
+                        .as_ref()
+                        .map_or(0, |value| const_nodes(&value.node))
+                        + directive_nodes(&variable.node.directives)
+                })
+                .sum();
+            variables
+                + directive_nodes(&operation.directives)
+                + set_nodes(&operation.selection_set.node)
+        })
+        .sum();
+    let fragments: usize = document
+        .fragments
+        .values()
+        .map(|fragment| {
+            1 + directive_nodes(&fragment.node.directives)
+                + set_nodes(&fragment.node.selection_set.node)
+        })
+        .sum();
     Size {
-        expansion: Expansion::Fields(total),
-        nodes: walk.nodes,
+        expansion: expansion.unwrap_or(Expansion::Fields(total)),
+        nodes: operations.saturating_add(fragments),
     }
 }
 
-/// Refuses documents that expand to more fields than `max`, or whose fragments spread themselves.
+/// Refuses documents that expand to more fields than `max`, or whose fragments spread themselves,
+/// an unknown fragment, or nest too deep.
 pub fn check_expansion(expansion: Expansion, max: usize) -> ServerResult<()> {
     let message = match expansion {
         Expansion::Fields(fields) if fields <= max => return Ok(()),
@@ -157,6 +190,7 @@ pub fn check_expansion(expansion: Expansion, max: usize) -> ServerResult<()> {
             format!("the document's fragments expand to {fields} fields; at most {max} are allowed")
         }
         Expansion::Cycle => "a fragment of the document spreads itself".to_owned(),
+        Expansion::Unknown => "the document spreads a fragment it does not define".to_owned(),
         Expansion::TooDeep => {
             format!("the document's fields and fragments are nested more than {MAX_NESTING} deep")
         }
@@ -164,56 +198,109 @@ pub fn check_expansion(expansion: Expansion, max: usize) -> ServerResult<()> {
     Err(ServerError::new(message, None))
 }
 
-/// A walk over a document's selections, with the size of each fragment met so far (`None` while
+/// The fields a selection set asks for with its spreads expanded, and how deep its fields and
+/// spreads nest.
+#[derive(Clone, Copy)]
+struct Shape {
+    fields: usize,
+    height: usize,
+}
+
+/// A walk over a document's selections, with the shape of each fragment met so far (`None` while
 /// it is being walked, so that a spread of it from inside itself is a cycle).
 struct Walk<'a> {
     document: &'a ExecutableDocument,
-    sizes: HashMap<&'a str, Option<usize>>,
-    nodes: usize,
+    fragments: HashMap<&'a str, Option<Shape>>,
 }
 
 impl<'a> Walk<'a> {
-    fn fields(&mut self, set: &'a SelectionSet, depth: usize) -> Result<usize, Expansion> {
+    /// `set`'s shape, met at `depth`; refused when anything under it would nest past
+    /// [`MAX_NESTING`] (a fragment's height is kept with its size, so meeting a walked fragment
+    /// deep down counts its whole height).
+    fn set(&mut self, set: &'a SelectionSet, depth: usize) -> Result<Shape, Expansion> {
         if depth > MAX_NESTING {
             return Err(Expansion::TooDeep);
         }
-        let mut total = 0usize;
+        let mut shape = Shape {
+            fields: 0,
+            height: 0,
+        };
         for selection in &set.items {
-            self.nodes += 1;
-            let fields = match &selection.node {
+            let (fields, below) = match &selection.node {
                 Selection::Field(field) => {
-                    for (_, value) in &field.node.arguments {
-                        self.nodes += value_nodes(&value.node);
-                    }
-                    1usize.saturating_add(self.fields(&field.node.selection_set.node, depth + 1)?)
+                    let inner = self.set(&field.node.selection_set.node, depth + 1)?;
+                    (inner.fields.saturating_add(1), inner.height)
                 }
                 Selection::InlineFragment(fragment) => {
-                    self.fields(&fragment.node.selection_set.node, depth + 1)?
+                    let inner = self.set(&fragment.node.selection_set.node, depth + 1)?;
+                    (inner.fields, inner.height)
                 }
                 Selection::FragmentSpread(spread) => {
-                    self.fragment(spread.node.fragment_name.node.as_str(), depth + 1)?
+                    let inner =
+                        self.fragment(spread.node.fragment_name.node.as_str(), depth + 1)?;
+                    (inner.fields, inner.height)
                 }
             };
-            total = total.saturating_add(fields);
+            shape.fields = shape.fields.saturating_add(fields);
+            shape.height = shape.height.max(below + 1);
         }
-        Ok(total)
+        Ok(shape)
     }
 
-    fn fragment(&mut self, name: &'a str, depth: usize) -> Result<usize, Expansion> {
-        match self.sizes.get(name) {
-            Some(Some(size)) => return Ok(*size),
-            Some(None) => return Err(Expansion::Cycle),
-            None => {}
+    fn fragment(&mut self, name: &'a str, depth: usize) -> Result<Shape, Expansion> {
+        match self.fragments.get(name) {
+            Some(Some(shape)) if depth + shape.height > MAX_NESTING => Err(Expansion::TooDeep),
+            Some(Some(shape)) => Ok(*shape),
+            Some(None) => Err(Expansion::Cycle),
+            None => {
+                let fragment = self
+                    .document
+                    .fragments
+                    .get(name)
+                    .ok_or(Expansion::Unknown)?;
+                self.fragments.insert(name, None);
+                let shape = self.set(&fragment.node.selection_set.node, depth)?;
+                self.fragments.insert(name, Some(shape));
+                Ok(shape)
+            }
         }
-        // An unknown fragment is the engine's to report.
-        let Some(fragment) = self.document.fragments.get(name) else {
-            return Ok(0);
-        };
-        self.sizes.insert(name, None);
-        let size = self.fields(&fragment.node.selection_set.node, depth)?;
-        self.sizes.insert(name, Some(size));
-        Ok(size)
     }
+}
+
+/// The nodes of a selection set as written: each selection, argument value and directive.
+fn set_nodes(set: &SelectionSet) -> usize {
+    set.items
+        .iter()
+        .map(|selection| {
+            1 + match &selection.node {
+                Selection::Field(field) => {
+                    let field = &field.node;
+                    argument_nodes(&field.arguments)
+                        + directive_nodes(&field.directives)
+                        + set_nodes(&field.selection_set.node)
+                }
+                Selection::InlineFragment(fragment) => {
+                    directive_nodes(&fragment.node.directives)
+                        + set_nodes(&fragment.node.selection_set.node)
+                }
+                Selection::FragmentSpread(spread) => directive_nodes(&spread.node.directives),
+            }
+        })
+        .sum()
+}
+
+fn argument_nodes(arguments: &[(Positioned<Name>, Positioned<Value>)]) -> usize {
+    arguments
+        .iter()
+        .map(|(_, value)| value_nodes(&value.node))
+        .sum()
+}
+
+fn directive_nodes(directives: &[Positioned<Directive>]) -> usize {
+    directives
+        .iter()
+        .map(|directive| 1 + argument_nodes(&directive.node.arguments))
+        .sum()
 }
 
 /// The values in an argument's value (a list or object counts with its items).
@@ -221,6 +308,15 @@ fn value_nodes(value: &Value) -> usize {
     1 + match value {
         Value::List(items) => items.iter().map(value_nodes).sum(),
         Value::Object(fields) => fields.values().map(value_nodes).sum(),
+        _ => 0,
+    }
+}
+
+/// The values in a variable's default value.
+fn const_nodes(value: &ConstValue) -> usize {
+    1 + match value {
+        ConstValue::List(items) => items.iter().map(const_nodes).sum(),
+        ConstValue::Object(fields) => fields.values().map(const_nodes).sum(),
         _ => 0,
     }
 }
@@ -239,8 +335,13 @@ mod tests {
     fn nodes_count_what_the_parsed_document_holds() {
         let document = parse_query("{ a(x: [1, 2, {y: 3}]) ...F ...F } fragment F on Query { b }")
             .expect("parses");
-        // a, its 5 values, two spreads, and b once.
-        assert_eq!(size(&document).nodes, 9);
+        // a, its 5 values, two spreads; the fragment and b once.
+        assert_eq!(size(&document).nodes, 10);
+        // Unused fragments and what follows a refused spread count too.
+        let unused =
+            parse_query("{ a } fragment U on Query { a a a } fragment C on Query { ...C b b }")
+                .expect("parses");
+        assert_eq!(size(&unused).nodes, 1 + 4 + 4);
     }
 
     #[test]
@@ -268,7 +369,29 @@ mod tests {
             expansion_of("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"),
             Expansion::Cycle
         );
-        assert_eq!(expansion_of("{ ...Nowhere }"), Expansion::Fields(0));
+        assert_eq!(expansion_of("{ ...Nowhere }"), Expansion::Unknown);
+        // A chain that ends in an unknown fragment is refused, however few fields it names.
+        let mut unknown = String::from("query { ...F25 } fragment F0 on Query { ...Nowhere }");
+        for level in 1..=25 {
+            let spreads = format!("...F{} ", level - 1).repeat(10);
+            unknown.push_str(&format!(" fragment F{level} on Query {{ {spreads}}}"));
+        }
+        assert_eq!(expansion_of(&unknown), Expansion::Unknown);
+        // Spreading the chain's links in order never walks deeper than one link, yet the last one
+        // nests the whole chain.
+        let links = 3 * MAX_NESTING;
+        let spreads: String = (0..links)
+            .step_by(MAX_NESTING / 2)
+            .map(|n| format!("...F{n} "))
+            .collect();
+        let mut ordered = format!("{{ {spreads}}} fragment F0 on Query {{ a }}");
+        for level in 1..links {
+            ordered.push_str(&format!(
+                " fragment F{level} on Query {{ ...F{} }}",
+                level - 1
+            ));
+        }
+        assert_eq!(expansion_of(&ordered), Expansion::TooDeep);
         // The parser bounds the nesting of fields; a chain of fragments is flat text.
         let mut chain = format!("{{ ...F{} }} fragment F0 on Query {{ a }}", MAX_NESTING + 1);
         for level in 1..=MAX_NESTING + 1 {

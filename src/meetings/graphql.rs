@@ -299,10 +299,15 @@ impl WeeklyAvailabilityInput {
         starts
             .into_iter()
             .map(|(start, end)| {
+                // A slot's own fields are the pattern's: its start comes from the first date, its
+                // end (past the last instant taken) from the last.
                 Slot::parse(start, end, &self.title, self.description.as_deref(), rules).map_err(
                     |err| match err {
                         Error::BadInput { field, message } if field == "input.startTime" => {
                             Error::bad_input("input.fromDate", message)
+                        }
+                        Error::BadInput { field, message } if field == "input.endTime" => {
+                            Error::bad_input("input.untilDate", message)
                         }
                         other => other,
                     },

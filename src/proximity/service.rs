@@ -251,6 +251,11 @@ async fn active_of(state: &AppState, owner: Uuid) -> Result<Option<activity::Mod
 
 /// People who accepted `owner` as a watcher.
 async fn watched_by(state: &AppState, owner: Uuid) -> Result<Vec<Uuid>> {
+    watched_in(&state.db, owner).await
+}
+
+/// [`watched_by`], read from `db`.
+async fn watched_in(db: &impl ConnectionTrait, owner: Uuid) -> Result<Vec<Uuid>> {
     Ok(monitor_link::Entity::find()
         .select_only()
         .column(monitor_link::Column::WatchedId)
@@ -258,7 +263,7 @@ async fn watched_by(state: &AppState, owner: Uuid) -> Result<Vec<Uuid>> {
         .filter(monitor_link::Column::Status.eq(LinkStatus::Accepted))
         .order_by_asc(monitor_link::Column::CreatedAt)
         .into_tuple()
-        .all(&state.db)
+        .all(db)
         .await?)
 }
 
@@ -309,7 +314,8 @@ async fn after_update(state: &AppState, user: Uuid) -> Result<()> {
 /// radius (in) or the exit distance (out); an entry alerts the owner. A first look outside any
 /// transaction finds whether any state would flip (most updates flip none); if one would, the flips
 /// are decided again in the activity's turn (a write transaction that, on PostgreSQL, locks the
-/// activity's row), from positions and states read in that turn. Deciding on positions read before
+/// activity's row), from positions, states and links read in that turn, and only while the
+/// activity runs. Deciding on positions read before
 /// a concurrent update flipped the state would flip it back, and the next report would alert again
 /// without the person having left.
 async fn check_alerts(state: &AppState, running: &activity::Model, watched: &[Uuid]) -> Result<()> {
@@ -317,13 +323,27 @@ async fn check_alerts(state: &AppState, running: &activity::Model, watched: &[Uu
         return Ok(());
     }
     let mut txn = state.begin_write().await?;
-    txn.locking(activity::Entity::find_by_id(running.id))
+    // In the turn, the activity must still be running and each person still watched by it.
+    let active = txn
+        .locking(
+            activity::Entity::find_by_id(running.id)
+                .filter(activity::Column::Status.eq(ActivityStatus::Active)),
+        )
         .select_only()
         .column(activity::Column::Id)
         .into_tuple::<Uuid>()
         .one(&*txn)
         .await?;
-    for flip in flips(state, &*txn, running, watched).await? {
+    if active.is_none() {
+        return Ok(());
+    }
+    let links = watched_in(&*txn, running.owner_id).await?;
+    let watched: Vec<Uuid> = watched
+        .iter()
+        .copied()
+        .filter(|user| links.contains(user))
+        .collect();
+    for flip in flips(state, &*txn, running, &watched).await? {
         let entered = match flip.was_inside {
             Some(_) => proximity_state::Entity::update_many()
                 .col_expr(proximity_state::Column::Inside, Expr::value(flip.inside))
