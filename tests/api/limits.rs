@@ -99,13 +99,7 @@ async fn multipart_requests_get_the_body_limit_beside_their_files(backend: Backe
     let padding = "x".repeat(32 * 1024);
     let padded = json!({ "query": format!("{{ __typename }} # {padding}") }).to_string();
     let form = Form::new().text("operations", padded).text("map", "{}");
-    let response = app
-        .http
-        .post(app.url("/graphql"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("sent");
+    let response = post_multipart(&app, form, None).await;
     assert_eq!(response.status(), 413);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
@@ -119,13 +113,7 @@ async fn multipart_requests_get_the_body_limit_beside_their_files(backend: Backe
         .text("operations", operations.to_string())
         .text("map", json!({ "0": paths }).to_string())
         .part("0", Part::bytes(vec![7u8; 16 * 1024]).file_name("f.bin"));
-    let response = app
-        .http
-        .post(app.url("/graphql"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("sent");
+    let response = post_multipart(&app, form, None).await;
     assert_eq!(response.status(), 413);
     // A file larger than the body limit is the upload limit's to judge, not this one's.
     let mut noise = 12345u32;
@@ -146,14 +134,7 @@ async fn multipart_requests_get_the_body_limit_beside_their_files(backend: Backe
         .text("operations", operations)
         .text("map", r#"{"0":["variables.f"]}"#)
         .part("0", Part::bytes(png).file_name("noise.png"));
-    let response = app
-        .http
-        .post(app.url("/graphql"))
-        .bearer_auth(&ada.access)
-        .multipart(form)
-        .send()
-        .await
-        .expect("sent");
+    let response = post_multipart(&app, form, Some(&ada)).await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.expect("json");
     assert!(
@@ -161,6 +142,19 @@ async fn multipart_requests_get_the_body_limit_beside_their_files(backend: Backe
         "{body}"
     );
     assert_still_serving(&app).await;
+}
+
+/// POSTs a multipart GraphQL request, as `session` when given.
+async fn post_multipart(
+    app: &TestApp,
+    form: reqwest::multipart::Form,
+    session: Option<&crate::common::Session>,
+) -> reqwest::Response {
+    let mut request = app.http.post(app.url("/graphql")).multipart(form);
+    if let Some(session) = session {
+        request = request.bearer_auth(&session.access);
+    }
+    request.send().await.expect("sent")
 }
 
 /// A 2 KB document whose fragments each spread the previous one ten times asks for 10^25 fields;

@@ -546,18 +546,8 @@ async fn an_ended_activity_shows_nobody(backend: Backend) {
     at(&app, &cat, Some(HOME)).await.data();
     let ended = start(&app, &ann, 100.0).await;
     at(&app, &bob, Some(north(300.0))).await.data();
-    let seen = app
-        .gql_as(
-            &ann,
-            &format!("query($id: ID!) {{ activity(id: $id) {{ {ACTIVITY} }} }}"),
-            json!({ "id": ended["id"] }),
-        )
-        .await;
-    assert_eq!(
-        seen.data()["activity"]["nearest"]["user"]["handle"],
-        "bob",
-        "while it runs"
-    );
+    let seen = activity(&app, &ann, &ended["id"]).await;
+    assert_eq!(seen["nearest"]["user"]["handle"], "bob", "while it runs");
     let stopped = app
         .gql_as(
             &ann,
@@ -569,14 +559,7 @@ async fn an_ended_activity_shows_nobody(backend: Backend) {
     assert_eq!(stopped["status"], "STOPPED");
     start(&app, &cat, 100.0).await;
     at(&app, &bob, Some(north(200.0))).await.data();
-    let after = app
-        .gql_as(
-            &ann,
-            &format!("query($id: ID!) {{ activity(id: $id) {{ {ACTIVITY} }} }}"),
-            json!({ "id": ended["id"] }),
-        )
-        .await;
-    let after = after.data()["activity"].clone();
+    let after = activity(&app, &ann, &ended["id"]).await;
     for view in [&stopped, &after] {
         assert_eq!(view["nearest"], Value::Null, "{view}");
         assert_eq!(view["stale"], json!([]), "{view}");
