@@ -22,7 +22,7 @@ use crate::entity::event::{self, Status as EventStatus};
 use crate::entity::{cup_code, drink_order, user};
 use crate::error::{Error, Result};
 use crate::events;
-use crate::live::{self, Change, Missing};
+use crate::live::{self, Change, Missing, Signal};
 use crate::state::AppState;
 
 /// Announces a session changed by a single statement.
@@ -505,27 +505,32 @@ pub async fn add_game_points(
 }
 
 /// Crew: every change of every cup session at the event, from now on. Bills are private, so
-/// membership is checked again whenever the event changes (removing a staff member changes it): a
-/// staff member removed from the event gets one FORBIDDEN and the stream ends. The event's changes
-/// are read first when both are waiting, so a change recorded after the removal is never sent
-/// before it; no query runs per session change.
+/// membership is checked again whenever the event changes (removing a staff member changes it) or
+/// its changes may have been missed (a resync): a staff member removed from the event gets one
+/// FORBIDDEN and the stream ends; the stream also ends when the event is deleted. Both topics are
+/// subscribed before the first check, and the event's changes are read first when both are waiting;
+/// no query runs per session change. A session change committed while a removal is being announced
+/// can still reach the removed member (the removal deletes the row, then announces the event).
 pub async fn follow_sessions(
     state: &AppState,
     actor: Identity,
     event_id: Uuid,
 ) -> Result<impl Stream<Item = Result<CupSessionState>> + Send + 'static> {
     const REFUSAL: &str = "only the event's staff and organizer follow its cups";
-    let event = events::service::require_crew(state, actor, event_id, &[], REFUSAL).await?;
-    let mut event_changes = Box::pin(live::events(
-        state.live.subscribe(&events::model::CHANGES.of(event_id)),
-    ));
+    let mut event_changes = state.live.subscribe(&events::model::CHANGES.of(event_id));
     let mut sessions = Box::pin(live::events(state.live.subscribe(&SESSIONS.of(event_id))));
+    let event = events::service::require_crew(state, actor, event_id, &[], REFUSAL).await?;
     let state = state.clone();
     Ok(async_stream::stream! {
         loop {
             tokio::select! {
                 biased;
-                Some(_) = event_changes.next() => {
+                Some(signal) = event_changes.next() => {
+                    if let Signal::Message(change) = &signal
+                        && change.kind == events::model::ChangeKind::Deleted
+                    {
+                        break;
+                    }
                     match events::service::is_crew(&state, actor, &event, &[]).await {
                         Ok(true) => {}
                         Ok(false) => {

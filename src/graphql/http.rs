@@ -268,9 +268,13 @@ async fn read_request(
         // The engine bounds each file, not the `operations` part: the document and its variables
         // get the JSON body's limit (measured on the request itself: one file may be mapped to
         // many variables, and each mapping counts as an upload).
-        let operations = request.query.len()
-            + serde_json::to_vec(&request.variables).map_or(usize::MAX, |json| json.len())
-            + serde_json::to_vec(&request.extensions).map_or(usize::MAX, |json| json.len());
+        let json_len = |json: serde_json::Result<Vec<u8>>| json.map_or(usize::MAX, |j| j.len());
+        let operations = request
+            .query
+            .len()
+            .saturating_add(request.operation_name.as_ref().map_or(0, String::len))
+            .saturating_add(json_len(serde_json::to_vec(&request.variables)))
+            .saturating_add(json_len(serde_json::to_vec(&request.extensions)));
         if operations > config.max_body_bytes {
             return Err(Rejection::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

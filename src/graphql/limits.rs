@@ -105,6 +105,12 @@ pub enum Expansion {
     /// A spread names a fragment the document does not define (the engine would still expand the
     /// rest of the chain at every use before it refused the document).
     Unknown,
+    /// A fragment no operation spreads (the engine walks every definition, used or not, and
+    /// follows chains of them without a depth limit before it refuses the document).
+    Unused,
+    /// An operation declares more than [`MAX_VARIABLES`] variables (the engine matches each use
+    /// of a variable against the list of definitions).
+    TooManyVariables,
     /// Fields and fragment spreads nest deeper than [`MAX_NESTING`] (the parser bounds fields
     /// alone; a chain of fragments that each spread the next is flat text).
     TooDeep,
@@ -114,11 +120,19 @@ pub enum Expansion {
 /// (the engine's own limit on depth is far below it).
 pub const MAX_NESTING: usize = 128;
 
+/// Most variables one operation may declare (an app's documents declare a handful).
+pub const MAX_VARIABLES: usize = 256;
+
+/// How many expanded nodes (fields, their argument values and directives, directives on fragments)
+/// a document may ask for per unit of the complexity limit: the engine's complexity and depth
+/// passes visit each of them once per expansion, while its complexity counts fields alone.
+pub const NODES_PER_COMPLEXITY: usize = 4;
+
 /// How big a document is: what it asks for once its fragment spreads are expanded, and how many
 /// nodes its parsed form holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size {
-    /// Its fields with every spread expanded.
+    /// Its fields, with their argument values and directives, with every spread expanded.
     pub expansion: Expansion,
     /// Everything its parsed form holds, as written (each definition once, used or not): selections,
     /// argument values, directives, variable definitions. What keeping the parsed document costs.
@@ -137,6 +151,10 @@ pub fn size(document: &ExecutableDocument) -> Size {
     let mut total = 0usize;
     let mut expansion = None;
     for (_, operation) in document.operations.iter() {
+        if operation.node.variable_definitions.len() > MAX_VARIABLES {
+            expansion = Some(Expansion::TooManyVariables);
+            break;
+        }
         match walk.set(&operation.node.selection_set.node, 0) {
             Ok(shape) => total = total.saturating_add(shape.fields),
             Err(refused) => {
@@ -144,6 +162,9 @@ pub fn size(document: &ExecutableDocument) -> Size {
                 break;
             }
         }
+    }
+    if expansion.is_none() && walk.fragments.len() < document.fragments.len() {
+        expansion = Some(Expansion::Unused);
     }
     let operations: usize = document
         .operations
@@ -181,16 +202,23 @@ pub fn size(document: &ExecutableDocument) -> Size {
     }
 }
 
-/// Refuses documents that expand to more fields than `max`, or whose fragments spread themselves,
-/// an unknown fragment, or nest too deep.
-pub fn check_expansion(expansion: Expansion, max: usize) -> ServerResult<()> {
+/// Refuses documents that expand to more than [`NODES_PER_COMPLEXITY`] times `max_complexity`
+/// fields, argument values and directives, whose fragments spread themselves, an unknown fragment
+/// or are left unused, that nest too deep, or that declare too many variables.
+pub fn check_expansion(expansion: Expansion, max_complexity: usize) -> ServerResult<()> {
+    let max = max_complexity.saturating_mul(NODES_PER_COMPLEXITY);
     let message = match expansion {
-        Expansion::Fields(fields) if fields <= max => return Ok(()),
-        Expansion::Fields(fields) => {
-            format!("the document's fragments expand to {fields} fields; at most {max} are allowed")
-        }
+        Expansion::Fields(nodes) if nodes <= max => return Ok(()),
+        Expansion::Fields(nodes) => format!(
+            "the document expands to {nodes} fields, arguments and directives once its fragments \
+             are spread; at most {max} are allowed"
+        ),
         Expansion::Cycle => "a fragment of the document spreads itself".to_owned(),
         Expansion::Unknown => "the document spreads a fragment it does not define".to_owned(),
+        Expansion::Unused => "the document defines a fragment no operation spreads".to_owned(),
+        Expansion::TooManyVariables => {
+            format!("an operation declares more than {MAX_VARIABLES} variables")
+        }
         Expansion::TooDeep => {
             format!("the document's fields and fragments are nested more than {MAX_NESTING} deep")
         }
@@ -198,8 +226,8 @@ pub fn check_expansion(expansion: Expansion, max: usize) -> ServerResult<()> {
     Err(ServerError::new(message, None))
 }
 
-/// The fields a selection set asks for with its spreads expanded, and how deep its fields and
-/// spreads nest.
+/// The fields (with their argument values and directives) a selection set asks for with its spreads
+/// expanded, and how deep its fields and spreads nest.
 #[derive(Clone, Copy)]
 struct Shape {
     fields: usize,
@@ -228,17 +256,22 @@ impl<'a> Walk<'a> {
         for selection in &set.items {
             let (fields, below) = match &selection.node {
                 Selection::Field(field) => {
-                    let inner = self.set(&field.node.selection_set.node, depth + 1)?;
-                    (inner.fields.saturating_add(1), inner.height)
+                    let field = &field.node;
+                    let inner = self.set(&field.selection_set.node, depth + 1)?;
+                    let own =
+                        1 + argument_nodes(&field.arguments) + directive_nodes(&field.directives);
+                    (inner.fields.saturating_add(own), inner.height)
                 }
                 Selection::InlineFragment(fragment) => {
                     let inner = self.set(&fragment.node.selection_set.node, depth + 1)?;
-                    (inner.fields, inner.height)
+                    let own = directive_nodes(&fragment.node.directives);
+                    (inner.fields.saturating_add(own), inner.height)
                 }
                 Selection::FragmentSpread(spread) => {
                     let inner =
                         self.fragment(spread.node.fragment_name.node.as_str(), depth + 1)?;
-                    (inner.fields, inner.height)
+                    let own = directive_nodes(&spread.node.directives);
+                    (inner.fields.saturating_add(own), inner.height)
                 }
             };
             shape.fields = shape.fields.saturating_add(fields);
@@ -337,11 +370,14 @@ mod tests {
             .expect("parses");
         // a, its 5 values, two spreads; the fragment and b once.
         assert_eq!(size(&document).nodes, 10);
-        // Unused fragments and what follows a refused spread count too.
+        // Expanded, a and its values count once, b twice.
+        assert_eq!(size(&document).expansion, Expansion::Fields(8));
+        // Unused fragments count too (and are refused).
         let unused =
             parse_query("{ a } fragment U on Query { a a a } fragment C on Query { ...C b b }")
                 .expect("parses");
         assert_eq!(size(&unused).nodes, 1 + 4 + 4);
+        assert_eq!(size(&unused).expansion, Expansion::Unused);
     }
 
     #[test]
@@ -370,6 +406,22 @@ mod tests {
             Expansion::Cycle
         );
         assert_eq!(expansion_of("{ ...Nowhere }"), Expansion::Unknown);
+        // A long unused chain is refused without being walked.
+        let mut unused = String::from("{ a } fragment F0 on Query { a }");
+        for level in 1..=1000 {
+            unused.push_str(&format!(
+                " fragment F{level} on Query {{ ...F{} }}",
+                level - 1
+            ));
+        }
+        assert_eq!(expansion_of(&unused), Expansion::Unused);
+        let variables: String = (0..=MAX_VARIABLES)
+            .map(|n| format!("$v{n}: Int "))
+            .collect();
+        assert_eq!(
+            expansion_of(&format!("query({variables}) {{ a }}")),
+            Expansion::TooManyVariables
+        );
         // A chain that ends in an unknown fragment is refused, however few fields it names.
         let mut unknown = String::from("query { ...F25 } fragment F0 on Query { ...Nowhere }");
         for level in 1..=25 {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use async_graphql::connection::Connection;
 use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Enum, ID, InputObject, Object, Subscription};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
@@ -299,15 +299,21 @@ impl WeeklyAvailabilityInput {
         starts
             .into_iter()
             .map(|(start, end)| {
-                // A slot's own fields are the pattern's: its start comes from the first date, its
-                // end (past the last instant taken) from the last.
+                // A slot's own fields are the pattern's: one past the last year the API takes
+                // (an end, or a start behind UTC) comes from the last date, any other problem
+                // of a start from the first.
+                if start.year() > *crate::model::YEARS.end()
+                    || end.year() > *crate::model::YEARS.end()
+                {
+                    return Err(Error::bad_input(
+                        "input.untilDate",
+                        format!("slots end by the year {}", crate::model::YEARS.end()),
+                    ));
+                }
                 Slot::parse(start, end, &self.title, self.description.as_deref(), rules).map_err(
                     |err| match err {
                         Error::BadInput { field, message } if field == "input.startTime" => {
                             Error::bad_input("input.fromDate", message)
-                        }
-                        Error::BadInput { field, message } if field == "input.endTime" => {
-                            Error::bad_input("input.untilDate", message)
                         }
                         other => other,
                     },

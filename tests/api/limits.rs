@@ -173,10 +173,19 @@ async fn fragment_bombs_are_refused_before_they_are_expanded(backend: Backend) {
         "fragment F0 on Query { __typename }",
         "fragment F0 on Query { ...Nowhere }",
     );
+    // A long chain no operation uses: the engine would follow it link by link, on the stack.
+    let mut unused = String::from("{ __typename } fragment L0 on Query { __typename }");
+    for level in 1..=5000 {
+        unused.push_str(&format!(
+            " fragment L{level} on Query {{ ...L{} }}",
+            level - 1
+        ));
+    }
     for (document, says) in [
         (chain.as_str(), "expand"),
         (cycle, "spreads itself"),
         (unknown.as_str(), "does not define"),
+        (unused.as_str(), "no operation spreads"),
     ] {
         let response = tokio::time::timeout(
             std::time::Duration::from_secs(10),
