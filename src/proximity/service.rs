@@ -250,12 +250,7 @@ async fn active_of(state: &AppState, owner: Uuid) -> Result<Option<activity::Mod
 }
 
 /// People who accepted `owner` as a watcher.
-async fn watched_by(state: &AppState, owner: Uuid) -> Result<Vec<Uuid>> {
-    watched_in(&state.db, owner).await
-}
-
-/// [`watched_by`], read from `db`.
-async fn watched_in(db: &impl ConnectionTrait, owner: Uuid) -> Result<Vec<Uuid>> {
+async fn watched_by(db: &impl ConnectionTrait, owner: Uuid) -> Result<Vec<Uuid>> {
     Ok(monitor_link::Entity::find()
         .select_only()
         .column(monitor_link::Column::WatchedId)
@@ -304,7 +299,7 @@ async fn after_update(state: &AppState, user: Uuid) -> Result<()> {
     }
     if let Some(own) = active_of(state, user).await? {
         touch(state, own.id, false);
-        let watched = watched_by(state, user).await?;
+        let watched = watched_by(&state.db, user).await?;
         check_alerts(state, &own, &watched).await?;
     }
     Ok(())
@@ -315,9 +310,8 @@ async fn after_update(state: &AppState, user: Uuid) -> Result<()> {
 /// transaction finds whether any state would flip (most updates flip none); if one would, the flips
 /// are decided again in the activity's turn (a write transaction that, on PostgreSQL, locks the
 /// activity's row), from positions, states and links read in that turn, and only while the
-/// activity runs. Deciding on positions read before
-/// a concurrent update flipped the state would flip it back, and the next report would alert again
-/// without the person having left.
+/// activity runs. Deciding on positions read before a concurrent update flipped the state would
+/// flip it back, and the next report would alert again without the person having left.
 async fn check_alerts(state: &AppState, running: &activity::Model, watched: &[Uuid]) -> Result<()> {
     if flips(state, &state.db, running, watched).await?.is_empty() {
         return Ok(());
@@ -337,7 +331,7 @@ async fn check_alerts(state: &AppState, running: &activity::Model, watched: &[Uu
     if active.is_none() {
         return Ok(());
     }
-    let links = watched_in(&*txn, running.owner_id).await?;
+    let links = watched_by(&*txn, running.owner_id).await?;
     let watched: Vec<Uuid> = watched
         .iter()
         .copied()
@@ -508,7 +502,7 @@ pub async fn start_activity(state: &AppState, me: Identity, radius: f64) -> Resu
         }
         Err(err) => return Err(err.into()),
     };
-    for watched in watched_by(state, me.user_id).await? {
+    for watched in watched_by(&state.db, me.user_id).await? {
         command(state, watched, Command::Start, &started);
     }
     view(state, started).await
@@ -539,7 +533,7 @@ pub async fn end_activity(
     if ended.rows_affected != 1 {
         return Err(Error::state_conflict("this activity has already ended"));
     }
-    for watched in watched_by(state, me.user_id).await? {
+    for watched in watched_by(&state.db, me.user_id).await? {
         command(state, watched, Command::Stop, &current);
     }
     touch(state, id, true);
@@ -567,7 +561,7 @@ pub async fn activity(state: &AppState, me: Identity, id: Uuid) -> Result<Activi
 /// through it.
 async fn view(state: &AppState, found: activity::Model) -> Result<ActivityView> {
     let watched = if found.status == ActivityStatus::Active {
-        watched_by(state, found.owner_id).await?
+        watched_by(&state.db, found.owner_id).await?
     } else {
         Vec::new()
     };
@@ -675,7 +669,7 @@ pub async fn follow_activity(
 /// The caller's activity with its status, and the people it watches, read afresh.
 async fn reload(state: &AppState, me: Identity, id: Uuid) -> Result<(ActivityView, Vec<Uuid>)> {
     let found = own(state, me, id).await?;
-    let watched = watched_by(state, found.owner_id).await?;
+    let watched = watched_by(&state.db, found.owner_id).await?;
     Ok((view_of(state, found, &watched).await?, watched))
 }
 
