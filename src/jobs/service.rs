@@ -100,6 +100,11 @@ pub async fn take_lease(
 /// Does `job`'s latest moment at or before `now` unless the ledger says it is done: in one write
 /// transaction, the moment's ledger row (its key refuses a second one), then the work. Returns the
 /// number of rows the work changed, or `None` when the moment was already done.
+///
+/// The caller holds `job`'s lease ([`take_lease`]). A holder whose lease ran out while it worked
+/// may still be running an earlier moment when the next holder runs a later one: moments of one
+/// job take turns on the lease's row, and each reads the ledger inside its turn, so a moment
+/// already covered by a later one is skipped and missed moments are paid once.
 pub async fn run_due(
     state: &AppState,
     job: &Job,
@@ -107,20 +112,27 @@ pub async fn run_due(
     now: DateTime<Utc>,
 ) -> Result<Option<u64>> {
     let moment = job.schedule.latest(now);
+    // Most rounds find their moment done: they answer without taking a turn to write.
     let done = job_run::Entity::find_by_id((job.name.to_owned(), moment))
         .one(&state.db)
         .await?;
     if done.is_some() {
         return Ok(None);
     }
-    let previous = job_run::Entity::find()
+    let mut txn = state.begin_write().await?;
+    txn.locking(job_lease::Entity::find_by_id(job.name))
+        .one(&*txn)
+        .await?;
+    let latest = job_run::Entity::find()
         .filter(job_run::Column::Job.eq(job.name))
-        .filter(job_run::Column::Moment.lt(moment))
         .order_by_desc(job_run::Column::Moment)
-        .one(&state.db)
+        .one(&*txn)
         .await?
         .map(|run| run.moment);
-    let mut txn = state.begin_write().await?;
+    if latest.is_some_and(|latest| latest >= moment) {
+        return Ok(None);
+    }
+    let previous = latest;
     let claimed = job_run::Entity::insert(job_run::ActiveModel {
         job: Set(job.name.to_owned()),
         moment: Set(moment),

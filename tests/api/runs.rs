@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Duration as Span, SecondsFormat, Utc};
 use rally::entity::{job_lease, job_run, run};
 use rally::jobs::schedule::Schedule;
-use rally::jobs::service::{Job, Work, run_due};
+use rally::jobs::service::{Job, Work, run_due, take_lease};
 use sea_orm::prelude::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -28,6 +28,7 @@ crate::on_every_backend!(
     the_finisher_honours_its_time_and_zone,
     a_missed_finish_is_caught_up_once_at_start,
     instances_racing_for_one_moment_do_it_once,
+    overlapping_holders_pay_each_interval_once,
 );
 
 const RUN: &str = "id status distanceMeters durationSeconds cellsCaptured rejectionReason startedAt finishedAt user { handle } event { id }";
@@ -1004,4 +1005,112 @@ async fn instances_racing_for_one_moment_do_it_once(backend: Backend) {
     announced.sort();
     events.sort();
     assert_eq!(announced, events);
+}
+
+/// A holder whose lease ran out while it worked runs an earlier accrual moment while the next
+/// holder, on another instance, runs the one after (each finds only the moment before both in the
+/// ledger): every interval between moments is paid once, whichever commits first. Ten rounds;
+/// then a moment older than the last done pays nothing.
+async fn overlapping_holders_pay_each_interval_once(backend: Backend) {
+    let mining = |c: &mut rally::config::Config| {
+        // The instances' own accrual job is due every 30 days: it runs at start, then not again.
+        c.mining_interval_seconds = 30 * 86_400;
+        c.mining_tokens_per_cell = 1;
+        c.wallet_cap = 1_000_000_000;
+    };
+    let a = TestApp::spawn_with(backend, mining).await;
+    let url = a.state.config.database_url();
+    let b = TestApp::spawn_with(backend, |c| {
+        mining(c);
+        c.database_url = Some(url);
+    })
+    .await;
+    let org = a.signup("org").await;
+    let cat = a.signup("cat").await;
+    let start = Utc::now() - Span::minutes(30);
+    let (event, run) = running(&a, &org, &cat, start).await;
+    save(
+        &a,
+        &cat,
+        &run,
+        &track(PARIS, start + Span::minutes(1), 3.0, 300, 2, 0.0),
+    )
+    .await
+    .data();
+    let cells = territories(&a, &event).await.len() as i64;
+    assert!(cells > 0, "the run holds cells");
+    // The instances' own accrual (at start) is done before the count starts, and its lease is
+    // held elsewhere so it cannot run again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while job_run::Entity::find()
+        .filter(job_run::Column::Job.eq("accrue-tokens"))
+        .count(&a.state.db)
+        .await
+        .expect("count")
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the accrual at start never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    job_lease::Entity::update_many()
+        .col_expr(job_lease::Column::Holder, Expr::value("elsewhere"))
+        .col_expr(
+            job_lease::Column::ExpiresAt,
+            Expr::value(Utc::now() + Span::days(1)),
+        )
+        .filter(job_lease::Column::Job.eq("accrue-tokens"))
+        .exec(&a.state.db)
+        .await
+        .expect("hold the lease");
+    let claimable = || async {
+        wallet(&a, &cat).await["claimable"]
+            .as_i64()
+            .expect("claimable")
+    };
+    let before = claimable().await;
+
+    let hour = Span::hours(1);
+    let job = Job {
+        name: "accrue-overlapping",
+        schedule: Schedule::Every(hour),
+        work: Work::AccrueTokens,
+    };
+    let first = job.schedule.latest(Utc::now()) - hour * 100;
+    assert!(
+        take_lease(&a.state, job.name, "early", first, Span::seconds(1))
+            .await
+            .expect("lease")
+    );
+    assert!(
+        run_due(&a.state, &job, "early", first)
+            .await
+            .expect("first moment")
+            .is_some()
+    );
+    let rounds = 10;
+    for round in 0..rounds {
+        let early = first + hour * (2 * round + 1);
+        let late = early + hour;
+        let (overrun, next) = futures_util::join!(
+            run_due(&a.state, &job, "early", early),
+            run_due(&b.state, &job, "late", late),
+        );
+        overrun.expect("the overrun holder's moment");
+        assert!(
+            next.expect("the next holder's moment").is_some(),
+            "the later moment is never skipped"
+        );
+    }
+    // The first moment pays one interval; each round pays the two that follow.
+    let intervals = 1 + 2 * i64::from(rounds);
+    assert_eq!(claimable().await - before, cells * intervals);
+
+    let stale = run_due(&a.state, &job, "early", first + hour * 5)
+        .await
+        .expect("a stale moment");
+    assert_eq!(stale, None, "a moment before the last done is covered");
+    assert_eq!(claimable().await - before, cells * intervals);
 }
