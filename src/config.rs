@@ -282,7 +282,8 @@ pub struct Config {
     )]
     pub ws_keepalive_seconds: u64,
 
-    /// Most active subscriptions on one websocket.
+    /// Most running operations on one websocket: subscriptions, and queries or mutations until
+    /// they finish (even once the client completed them).
     #[arg(
         long,
         env = "RALLY_WS_MAX_SUBSCRIPTIONS",

@@ -25,6 +25,11 @@
 //! events (counted in `rally_live_lagged_total`), as a hub subscriber does.
 //!
 //! Queries, mutations and documents that are not a single-field subscription run per subscriber.
+//!
+//! **Permits.** Every operation holds one of its connection's [`Permit`]s for as long as it runs:
+//! a subscription until its stream is dropped, a query or mutation until it has finished (it runs
+//! to its end in a task of its own even when the client completes it first). So completing and
+//! starting operations again cannot pile up work beyond the connection's limit.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -35,8 +40,8 @@ use async_graphql::parser::parse_query;
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use async_graphql::{Request, Response, Variables};
 use futures_util::{Stream, StreamExt};
-use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, broadcast};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
@@ -126,6 +131,9 @@ impl Subscribe {
 
 /// A running operation's payloads, ending when the operation does.
 pub type Payloads = Pin<Box<dyn Stream<Item = Arc<Payload>> + Send>>;
+
+/// One of a connection's running operations, held until the operation's work has ended.
+pub type Permit = OwnedSemaphorePermit;
 
 /// Who may see what a cohort computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -217,17 +225,21 @@ impl Fanout {
     }
 
     /// Starts `request` for a subscriber: joins (or starts) its cohort when it is a subscription,
-    /// runs it alone otherwise. `field` is the request's [`Subscribe::subscription_field`].
+    /// runs it alone otherwise. `field` is the request's [`Subscribe::subscription_field`]; `permit`
+    /// is held until the operation's work ends.
     pub fn run(
         &self,
         request: Subscribe,
         field: Option<&str>,
         viewer: &Viewer,
         addr: ClientAddr,
+        permit: Permit,
     ) -> Payloads {
-        let Some(field) = field.filter(|field| !UNSHARED_SUBSCRIPTIONS.contains(field)) else {
-            return self.run_alone(request, viewer, addr);
+        let Some(shared) = field.filter(|field| !UNSHARED_SUBSCRIPTIONS.contains(field)) else {
+            let to_the_end = field.is_none();
+            return self.run_alone(request, viewer, addr, permit, to_the_end);
         };
+        let field = shared;
         let operation = Operation {
             variables: request
                 .variables
@@ -243,11 +255,22 @@ impl Fanout {
             viewer: viewer.clone(),
             addr,
             replays: STATE_SUBSCRIPTIONS.contains(&field),
+            permit,
         };
         Box::pin(member.payloads())
     }
 
-    fn run_alone(&self, request: Subscribe, viewer: &Viewer, addr: ClientAddr) -> Payloads {
+    /// Runs `request` in a task of its own, which holds `permit`. `to_the_end`: a query or
+    /// mutation, which runs to its end even when nobody reads its result any more; otherwise (a
+    /// subscription) the work stops as soon as the payloads are dropped.
+    fn run_alone(
+        &self,
+        request: Subscribe,
+        viewer: &Viewer,
+        addr: ClientAddr,
+        permit: Permit,
+        to_the_end: bool,
+    ) -> Payloads {
         let request = build_request(
             &request.query,
             request.operation_name.as_deref(),
@@ -259,13 +282,20 @@ impl Fanout {
         }
         .attach(request, None);
         // In a task of its own: a mutation runs to its end even when the client completes the
-        // operation or leaves first (only the result is dropped then). A subscription run this way
-        // stops at its next payload once nobody reads it.
+        // operation or leaves first (only the result is dropped then).
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let executor = &self.inner.executor;
         let mut responses = executor.execute_stream(executor.prepare(request));
         tokio::spawn(async move {
-            while let Some(response) = responses.next().await {
+            let _permit = permit;
+            loop {
+                let response = tokio::select! {
+                    response = responses.next() => response,
+                    () = sender.closed(), if !to_the_end => None,
+                };
+                let Some(response) = response else {
+                    break;
+                };
                 if sender
                     .send(Arc::new(Payload::of(response, false)))
                     .await
@@ -404,6 +434,7 @@ struct Member {
     viewer: Viewer,
     addr: ClientAddr,
     replays: bool,
+    permit: Permit,
 }
 
 /// Leaves the cohort when the member's stream is dropped.
@@ -480,6 +511,8 @@ impl Member {
                         },
                         &self.viewer,
                         self.addr,
+                        self.permit,
+                        false,
                     );
                     while let Some(payload) = alone.next().await {
                         yield payload;

@@ -39,7 +39,7 @@ use axum::routing::get;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamMap;
 
@@ -75,7 +75,8 @@ pub struct SocketSettings {
     pub init_timeout: Duration,
     /// How often the server pings.
     pub keepalive: Duration,
-    /// Most running operations per connection.
+    /// Most running operations per connection (subscriptions, and queries or mutations until they
+    /// finish, even once the client completed them).
     pub max_subscriptions: usize,
 }
 
@@ -137,6 +138,7 @@ impl Sockets {
                     viewer: None,
                     identity: None,
                     running: StreamMap::new(),
+                    permits: Arc::new(Semaphore::new(sockets.settings.max_subscriptions)),
                 };
                 let code = connection.serve(socket).await;
                 metrics::counter!("rally_websocket_closes_total", "code" => code.to_string())
@@ -294,6 +296,9 @@ struct Connection<'a> {
     /// The signed-in user, whose token's expiry ends the connection.
     identity: Option<Identity>,
     running: StreamMap<String, Frames>,
+    /// One permit per operation whose work runs, including queries and mutations the client
+    /// completed that are still finishing.
+    permits: Arc<Semaphore>,
 }
 
 /// What handling one client frame leads to.
@@ -457,9 +462,9 @@ impl Connection<'_> {
                         "Subscriber for this id already exists".into(),
                     );
                 }
-                if self.running.len() >= self.sockets.settings.max_subscriptions {
+                let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                     let refused = Payload::error(Error::RateLimited {
-                        what: "too many subscriptions on this connection",
+                        what: "too many subscriptions and operations running on this connection",
                         retry_after_seconds: 1,
                     });
                     let frames = [
@@ -469,13 +474,13 @@ impl Connection<'_> {
                     self.running
                         .insert(id, futures_util::stream::iter(frames).boxed());
                     return Step::Continue;
-                }
+                };
                 let field = payload.subscription_field();
                 let tracked = field.as_deref().and_then(Tracked::start);
                 let payloads: Payloads =
                     self.sockets
                         .fanout
-                        .run(payload, field.as_deref(), viewer, self.addr);
+                        .run(payload, field.as_deref(), viewer, self.addr, permit);
                 let frames = self.frames(&id, payloads, tracked);
                 self.running.insert(id, frames);
                 Step::Continue

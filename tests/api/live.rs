@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use rally::entity::event;
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::common::fixtures::create_event;
 use crate::common::{Backend, LEGACY_WS, TRANSPORT_WS, TestApp};
@@ -27,6 +30,8 @@ on_every_backend!(
     resolver_errors_over_the_websocket_carry_their_code,
     malformed_connection_init_payloads_are_refused,
     an_oversized_frame_closes_with_message_too_big,
+    completed_mutations_hold_their_place_until_they_finish,
+    a_completed_subscription_of_its_own_stops_listening_at_once,
 );
 
 const EVENT_UPDATED: &str = "subscription($id: ID!) { eventUpdated(eventId: $id) { title status likeCount likedByMe version organizer { handle } } }";
@@ -580,4 +585,114 @@ async fn a_mutation_completes_even_when_its_client_leaves_at_once(backend: Backe
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(created, "the mutation ran to its end without its client");
+}
+
+/// A mutation the client completes still runs to its end, so it keeps its place among the
+/// connection's running operations until it has finished: completing and starting again cannot
+/// pile work up. Three renames held up by a lock on the event's row fill a connection of three; a
+/// fourth is refused and changes nothing; once the three finish, the connection takes operations
+/// again.
+async fn completed_mutations_hold_their_place_until_they_finish(backend: Backend) {
+    const RENAME: &str = "mutation($id: ID!, $t: String!) { updateEvent(id: $id, input: { title: $t }) { version } }";
+    const READ: &str = "query($id: ID!) { event(id: $id) { title version } }";
+    let app = TestApp::spawn_with(backend, |c| c.ws_max_subscriptions = 3).await;
+    let hal = app.signup("hal").await;
+    let id = create_event(&app, &hal, "Held", "2030-01-01T20:00:00Z").await["id"].clone();
+    let read = || async { app.gql(READ, json!({ "id": id })).await.data()["event"].clone() };
+    let first = read().await["version"].as_i64().expect("version");
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {}", hal.access) }))
+        .await;
+    // The test's own write transaction holds the event's row (on SQLite, the write turn).
+    let held = app.state.begin_write().await.expect("transaction");
+    let row = Uuid::parse_str(id.as_str().expect("id")).expect("uuid");
+    held.locking(event::Entity::find_by_id(row))
+        .one(&*held)
+        .await
+        .expect("lock the row");
+    for n in 0..3 {
+        let op = format!("m{n}");
+        client
+            .subscribe(&op, RENAME, json!({ "id": id, "t": format!("Held {n}") }))
+            .await;
+        client.unsubscribe(&op).await;
+        assert_eq!(client.next_of(&op).await["type"], "complete");
+    }
+    client
+        .subscribe("m3", RENAME, json!({ "id": id, "t": "Refused" }))
+        .await;
+    let refused = client.next_of("m3").await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    assert_eq!(client.next_of("m3").await["type"], "complete");
+    held.commit().await.expect("release the row");
+
+    // The three completed renames finish; the refused one never ran.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let renamed = loop {
+        let now = read().await;
+        if now["version"].as_i64() == Some(first + 3) {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the completed renames never finished: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let title = renamed["title"].as_str().expect("title");
+    assert!(["Held 0", "Held 1", "Held 2"].contains(&title), "{renamed}");
+    // Their places free up as they end (moments after they commit).
+    for attempt in 0.. {
+        let op = format!("q{attempt}");
+        client.subscribe(&op, "{ __typename }", json!({})).await;
+        let frame = client.next_of(&op).await;
+        assert_eq!(client.next_of(&op).await["type"], "complete");
+        if frame["payload"]["errors"].is_null() {
+            assert_eq!(frame["payload"]["data"]["__typename"], "Query", "{frame}");
+            break;
+        }
+        assert_eq!(
+            frame["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+            "{frame}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection never took operations again"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(read().await["version"].as_i64(), Some(first + 3));
+}
+
+/// `trackingCommands` runs per subscriber, not shared: when the client completes it, its work stops
+/// at once (not at the next command, which may never come), and its place on the connection is
+/// free again: subscribing and completing it more times than the connection's limit goes on working.
+async fn a_completed_subscription_of_its_own_stops_listening_at_once(backend: Backend) {
+    const COMMANDS: &str = "subscription { trackingCommands { command } }";
+    let app = TestApp::spawn_with(backend, |c| c.ws_max_subscriptions = 2).await;
+    let ivy = app.signup("ivy").await;
+    let topic = format!("user:{}:tracking", ivy.id);
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {}", ivy.access) }))
+        .await;
+    for round in 0..4 {
+        let op = format!("t{round}");
+        client.subscribe(&op, COMMANDS, json!({})).await;
+        app.listening(&topic, 1).await;
+        client.unsubscribe(&op).await;
+        assert_eq!(client.next_of(&op).await["type"], "complete");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while app.state.live.subscribers(&topic) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: still listening after the client completed it"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
