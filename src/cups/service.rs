@@ -133,12 +133,13 @@ pub async fn latest_session_of(
         .await?)
 }
 
-/// Staff: who a handle is, and their open session at the event.
+/// Staff: who a handle is, and their open session at the event (`None` for a handle that cannot
+/// name anyone, and for one that names nobody).
 pub async fn event_guest(
     state: &AppState,
     actor: Identity,
     event_id: Uuid,
-    handle: &Handle,
+    handle: Option<Handle>,
 ) -> Result<Option<(user::Model, Option<cup_session::Model>)>> {
     events::service::require_crew(
         state,
@@ -148,7 +149,10 @@ pub async fn event_guest(
         "only the event's staff may look guests up",
     )
     .await?;
-    let Some(guest) = accounts::service::find_by_handle(state, handle).await? else {
+    let Some(handle) = handle else {
+        return Ok(None);
+    };
+    let Some(guest) = accounts::service::find_by_handle(state, &handle).await? else {
         return Ok(None);
     };
     let open = open_session_of(&state.db, event_id, guest.id).await?;
@@ -354,15 +358,16 @@ fn closed() -> Error {
     Error::state_conflict("this cup session is closed")
 }
 
-/// Staff: counts cheers, atomically.
+/// Staff: counts cheers, atomically. `count` as parsed: its error reaches staff only.
 #[tracing::instrument(skip(state))]
 pub async fn record_cheers(
     state: &AppState,
     actor: Identity,
     id: Uuid,
-    count: i32,
+    count: Result<i32>,
 ) -> Result<cup_session::Model> {
     as_crew(state, actor, id).await?;
+    let count = count?;
     let cheer = add_to_score(cup_session::Column::Cheers, count);
     update_open(state, id, cheer, true).await
 }
@@ -392,15 +397,17 @@ async fn update_open(
     Ok(session)
 }
 
-/// Staff: records a drink; the totals move atomically with the order row.
+/// Staff: records a drink; the totals move atomically with the order row. `drink` as parsed: its
+/// error reaches staff only.
 #[tracing::instrument(skip(state))]
 pub async fn record_drink(
     state: &AppState,
     actor: Identity,
     id: Uuid,
-    drink: Drink,
+    drink: Result<Drink>,
 ) -> Result<cup_session::Model> {
     as_crew(state, actor, id).await?;
+    let drink = drink?;
     let now = Utc::now();
     let grams = drink.alcohol_grams();
     let mut txn = state.begin_write().await?;

@@ -188,13 +188,13 @@ pub async fn create(state: &AppState, organizer: Uuid, new: NewEvent) -> Result<
 }
 
 /// Applies `changes` to an event; organizer (or admin) only; illegal status moves are
-/// BAD_USER_INPUT on `input.status`.
+/// BAD_USER_INPUT on `input.status`. `changes` as parsed: its error reaches the organizer only.
 #[tracing::instrument(skip(state))]
 pub async fn update(
     state: &AppState,
     actor: Identity,
     id: Uuid,
-    changes: EventChanges,
+    changes: Result<EventChanges>,
 ) -> Result<event::Model> {
     let txn = state.begin_write().await?;
     // Locked: edits, likes and the finisher take turns, so the version and status this edit writes
@@ -206,6 +206,7 @@ pub async fn update(
         .await?
         .ok_or(Error::NotFound("no such event"))?;
     ensure_organizer(actor, &current)?;
+    let changes = changes?;
     let starts_at = changes
         .starts_at
         .map(to_second)
@@ -346,16 +347,18 @@ pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Stores a new picture for an event; organizer (or admin) only.
-#[tracing::instrument(skip(state, bytes), fields(bytes = bytes.len()))]
+/// Stores a new picture for an event; organizer (or admin) only. `bytes` as read: its error reaches
+/// the organizer only.
+#[tracing::instrument(skip(state, bytes))]
 pub async fn set_image(
     state: &AppState,
     actor: Identity,
     id: Uuid,
-    bytes: Vec<u8>,
+    bytes: Result<Vec<u8>>,
 ) -> Result<event::Model> {
     let current = find_or_404(&state.db, id).await?;
     ensure_organizer(actor, &current)?;
+    let bytes = bytes?;
     state.uploads.check(actor.user_id).await?;
     let picture = prepare_picture(bytes, state.image_limits(), IMAGE_SIDE, "file").await?;
     let key = state.media.put_picture(picture).await?;
@@ -602,18 +605,19 @@ pub async fn require(state: &AppState, id: Uuid) -> Result<event::Model> {
     find_or_404(&state.db, id).await
 }
 
-/// Adds (or re-roles) a staff member by handle; organizer (or admin) only.
+/// Adds (or re-roles) a staff member by handle; organizer (or admin) only. `handle` as parsed: its
+/// error reaches the organizer only.
 #[tracing::instrument(skip(state))]
 pub async fn add_staff(
     state: &AppState,
     actor: Identity,
     id: Uuid,
-    handle: &Handle,
+    handle: Result<Handle>,
     role: StaffRole,
 ) -> Result<event::Model> {
     let current = find_or_404(&state.db, id).await?;
     ensure_organizer(actor, &current)?;
-    let member = accounts::service::find_by_handle(state, handle)
+    let member = accounts::service::find_by_handle(state, &handle?)
         .await?
         .ok_or(Error::NotFound("no user with this handle"))?;
     event_staff::Entity::insert(event_staff::ActiveModel {
@@ -633,16 +637,17 @@ pub async fn add_staff(
 }
 
 /// Removes a staff member by handle (a no-op when they are not staff); organizer (or admin) only.
+/// `handle` as parsed: its error reaches the organizer only.
 #[tracing::instrument(skip(state))]
 pub async fn remove_staff(
     state: &AppState,
     actor: Identity,
     id: Uuid,
-    handle: &Handle,
+    handle: Result<Handle>,
 ) -> Result<event::Model> {
     let current = find_or_404(&state.db, id).await?;
     ensure_organizer(actor, &current)?;
-    let member = accounts::service::find_by_handle(state, handle)
+    let member = accounts::service::find_by_handle(state, &handle?)
         .await?
         .ok_or(Error::NotFound("no user with this handle"))?;
     event_staff::Entity::delete_by_id((id, member.id))

@@ -174,17 +174,19 @@ async fn bump(db: &impl ConnectionTrait, id: Uuid, running: bool) -> Result<game
 }
 
 /// Game master or organizer: creates a game with its players (guests with a cup at the event).
+/// `title` as parsed: its error reaches the crew only.
 #[tracing::instrument(skip(state))]
 pub async fn create(
     state: &AppState,
     actor: Identity,
     event_id: Uuid,
     kind: Kind,
-    title: String,
+    title: Result<String>,
     handles: &[String],
 ) -> Result<game::Model> {
     events::service::require_crew(state, actor, event_id, &[StaffRole::GameMaster], NOT_MASTER)
         .await?;
+    let title = title?;
     let players = resolve_players(state, event_id, handles).await?;
     let mut txn = state.begin_write().await?;
     let game = game::ActiveModel {
@@ -248,17 +250,19 @@ async fn credit(txn: &mut WriteTxn, game: &game::Model, player: Uuid, points: i3
 }
 
 /// Game master or organizer: awards points to a player (they go into the player's score).
+/// `handle` and `points` as parsed: their errors reach the crew only.
 #[tracing::instrument(skip(state))]
 pub async fn award(
     state: &AppState,
     actor: Identity,
     id: Uuid,
-    handle: &Handle,
-    points: i32,
+    handle: Result<Handle>,
+    points: Result<i32>,
 ) -> Result<game::Model> {
     let game = as_master(state, actor, id).await?;
+    let (handle, points) = (handle?, points?);
     not_finished(&game)?;
-    let player = accounts::service::find_by_handle(state, handle)
+    let player = accounts::service::find_by_handle(state, &handle)
         .await?
         .ok_or_else(|| Error::bad_input("handle", "not a player of this game"))?;
     let mut txn = state.begin_write().await?;
@@ -354,21 +358,23 @@ async fn require_round(db: &impl ConnectionTrait, id: Uuid) -> Result<blur_round
         .ok_or(Error::NotFound("no such round"))
 }
 
-/// Game master or organizer: starts a blur round with a photo of one player (the answer).
-#[tracing::instrument(skip(state, photo), fields(bytes = photo.len()))]
+/// Game master or organizer: starts a blur round with a photo of one player (the answer). `photo`
+/// and `answer` as read and parsed: their errors reach the crew only.
+#[tracing::instrument(skip(state, photo))]
 pub async fn start_round(
     state: &AppState,
     actor: Identity,
     game_id: Uuid,
-    photo: Vec<u8>,
-    answer: &Handle,
+    photo: Result<Vec<u8>>,
+    answer: Result<Handle>,
 ) -> Result<blur_round::Model> {
     let game = as_master(state, actor, game_id).await?;
+    let (answer, photo) = (answer?, photo?);
     if game.kind != Kind::Blur {
         return Err(Error::bad_input("gameId", "rounds are for BLUR games"));
     }
     not_finished(&game)?;
-    let answer = accounts::service::find_by_handle(state, answer)
+    let answer = accounts::service::find_by_handle(state, &answer)
         .await?
         .ok_or_else(|| Error::bad_input("answer", "the answer must be a player of this game"))?;
     let is_player = game_player::Entity::find_by_id((game_id, answer.id))

@@ -504,7 +504,7 @@ impl MeetingsMutation {
         let me = ctx.identity()?;
         let state = ctx.state()?;
         let id = ids::require(&id, "no such availability")?;
-        let slot = input.parse(state)?;
+        let slot = input.parse(state);
         Ok(Availability(service::update(state, me, id, slot).await?))
     }
 

@@ -132,19 +132,21 @@ pub async fn publish(
     Ok(created)
 }
 
-/// The owner moves or renames a SCHEDULED slot (the same rules as publishing it).
+/// The owner moves or renames a SCHEDULED slot (the same rules as publishing it). `slot` as
+/// parsed: its error reaches the owner only.
 #[tracing::instrument(skip(state, slot))]
 pub async fn update(
     state: &AppState,
     actor: Identity,
     id: Uuid,
-    slot: Slot,
+    slot: Result<Slot>,
 ) -> Result<availability::Model> {
     let txn = state.begin_write().await?;
     let current = require(&*txn, id).await?;
     if current.owner_id != actor.user_id {
         return Err(Error::Forbidden("only its owner changes an availability"));
     }
+    let slot = slot?;
     accounts::service::take_turn(&txn, actor.user_id).await?;
     if overlaps(&*txn, actor.user_id, &slot, Some(id)).await? {
         return Err(Error::conflict(
@@ -407,9 +409,9 @@ pub async fn cancel(
     id: Uuid,
     reason: Option<&str>,
 ) -> Result<meeting::Model> {
-    let reason = parse_reason(reason)?;
     let mut txn = state.begin_write().await?;
     let current = visible_meeting(&*txn, actor.user_id, id).await?;
+    let reason = parse_reason(reason)?;
     let now = Utc::now();
     let cancelled = meeting::Entity::update_many()
         .col_expr(

@@ -368,7 +368,7 @@ impl RunsMutation {
                 })
                 .collect(),
             "track",
-        )?;
+        );
         Ok(Run(service::save_run(ctx.state()?, me, id, track).await?))
     }
 
@@ -378,7 +378,7 @@ impl RunsMutation {
     async fn import_run_gpx(&self, ctx: &Context<'_>, run_id: ID, file: Upload) -> Result<Run> {
         let me = ctx.identity()?;
         let id = ids::require(&run_id, "no such run")?;
-        let bytes = upload::read(ctx, &file, "file")?;
+        let bytes = upload::read(ctx, &file, "file");
         Ok(Run(service::import_gpx(ctx.state()?, me, id, bytes).await?))
     }
 

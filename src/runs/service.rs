@@ -249,14 +249,17 @@ async fn running(state: &AppState, me: Identity, id: Uuid) -> Result<run::Model>
 /// Saves the caller's RUNNING run with its track. A plausible track is SAVED with its distance,
 /// duration and cells, which the runner captures at the event in one transaction; an implausible
 /// one is REJECTED with the reason and kept for review, capturing nothing. Either way the run ends.
-#[tracing::instrument(skip(state, track), fields(points = track.len()))]
+/// `track` as parsed: its error reaches the runner only.
+#[tracing::instrument(skip(state, track), fields(points = tracing::field::Empty))]
 pub async fn save_run(
     state: &AppState,
     me: Identity,
     id: Uuid,
-    track: Vec<TrackPoint>,
+    track: Result<Vec<TrackPoint>>,
 ) -> Result<run::Model> {
     let current = running(state, me, id).await?;
+    let track = track?;
+    tracing::Span::current().record("points", track.len());
     let saved_at = Utc::now();
     let limits = Limits::new(
         current.started_at,
@@ -357,14 +360,16 @@ pub async fn save_run(
 }
 
 /// Saves the caller's RUNNING run from a GPX file (see [`gpx::read_track`] for what is read). A
-/// file that is not GPX is BAD_USER_INPUT on `file` and leaves the run RUNNING.
+/// file that is not GPX is BAD_USER_INPUT on `file` and leaves the run RUNNING. `file` as read:
+/// its error reaches the runner only.
 pub async fn import_gpx(
     state: &AppState,
     me: Identity,
     id: Uuid,
-    file: Vec<u8>,
+    file: Result<Vec<u8>>,
 ) -> Result<run::Model> {
     running(state, me, id).await?;
+    let file = file?;
     let read = tokio::task::spawn_blocking(move || gpx::read_track(file.as_slice())).await?;
     let points = read.map_err(|message| Error::bad_input("file", message))?;
     if points.len() > MAX_TRACK_POINTS {
@@ -381,7 +386,7 @@ pub async fn import_gpx(
             at: point.at,
         })
         .collect();
-    save_run(state, me, id, track).await
+    save_run(state, me, id, Ok(track)).await
 }
 
 /// Every held cell of an event.

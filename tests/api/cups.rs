@@ -124,6 +124,24 @@ async fn only_staff_hand_out_cups_and_record(backend: Backend) {
     app.gql_as(&stranger, guest_lookup, json!({ "e": bar.event }))
         .await
         .assert_error("FORBIDDEN", None);
+    // Bad input from a stranger is refused as a stranger's: what is wrong with it is for staff.
+    cheers(&app, &stranger, id, 0)
+        .await
+        .assert_error("FORBIDDEN", None);
+    let bad_drink = "mutation($s: ID!) { recordDrink(sessionId: $s, drink: { name: \"\", volumeMl: -5, abv: 500, priceCents: -1 }) { orders } }";
+    app.gql_as(&stranger, bad_drink, json!({ "s": id }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    app.gql_as(
+        &stranger,
+        "query($e: ID!) { eventGuest(eventId: $e, handle: \"not a handle!\") { user { handle } } }",
+        json!({ "e": bar.event }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+    app.gql_as(&bar.bartender, bad_drink, json!({ "s": id }))
+        .await
+        .assert_error("BAD_USER_INPUT", None);
     let seen = app
         .gql_as(&bar.bartender, guest_lookup, json!({ "e": bar.event }))
         .await;

@@ -124,6 +124,14 @@ async fn only_the_organizer_or_an_admin_changes_an_event(backend: Backend) {
     update(&app, &stranger, id, json!({ "title": "Mine now" }))
         .await
         .assert_error("FORBIDDEN", None);
+    // Bad input from a stranger is refused as a stranger's: what is wrong with it is for the
+    // organizer.
+    update(&app, &stranger, id, json!({ "title": "" }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    update(&app, &quentin, id, json!({ "title": "" }))
+        .await
+        .assert_error("BAD_USER_INPUT", Some("input.title"));
     app.gql(
         "mutation($id: ID!) { updateEvent(id: $id, input: { title: \"x\" }) { id } }",
         json!({ "id": id }),
@@ -654,8 +662,18 @@ async fn staff_is_kept_by_the_organizer(backend: Backend) {
     )
     .await
     .assert_error("NOT_FOUND", None);
+    app.gql_as(
+        &stranger,
+        add,
+        json!({ "id": id, "h": "not a handle!", "r": "BARTENDER" }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
     let remove = "mutation($id: ID!, $h: String!) { removeEventStaff(eventId: $id, handle: $h) { staff { user { handle } } } }";
     app.gql_as(&stranger, remove, json!({ "id": id, "h": "barkeep" }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    app.gql_as(&stranger, remove, json!({ "id": id, "h": "not a handle!" }))
         .await
         .assert_error("FORBIDDEN", None);
     let removed = app

@@ -170,6 +170,28 @@ async fn games_are_run_by_game_masters_and_organizers(backend: Backend) {
     award(&app, &stranger, &id, "ann", 5)
         .await
         .assert_error("FORBIDDEN", None);
+    // Bad input from a stranger is refused as a stranger's: what is wrong with it is for the crew.
+    award(&app, &stranger, &id, "ann", 0)
+        .await
+        .assert_error("FORBIDDEN", None);
+    award(&app, &stranger, &id, "not a handle!", 5)
+        .await
+        .assert_error("FORBIDDEN", None);
+    app.gql_as(
+        &stranger,
+        "mutation($e: ID!) { createGame(eventId: $e, kind: SCORE, title: \"\", players: []) { id } }",
+        json!({ "e": bar.event }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+    let round = start_round(&app, &stranger, &id, "not a handle!").await;
+    assert_eq!(
+        round["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{round}"
+    );
+    award(&app, &master, &id, "ann", 0)
+        .await
+        .assert_error("BAD_USER_INPUT", Some("points"));
     app.gql(
         "mutation($g: ID!) { finishGame(gameId: $g) { id } }",
         json!({ "g": id }),

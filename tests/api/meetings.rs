@@ -692,6 +692,15 @@ async fn a_slot_is_updated_by_its_owner_under_the_same_rules(backend: Backend) {
     update_slot(&app, &ben, &intro, valid.clone())
         .await
         .assert_error("FORBIDDEN", None);
+    // A stranger's bad input is refused as a stranger's: what is wrong with it is for the owner.
+    update_slot(
+        &app,
+        &ben,
+        &intro,
+        json!({ "startTime": at(3), "endTime": at(2), "title": "" }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
     update_slot(
         &app,
         &ann,
@@ -1028,6 +1037,10 @@ async fn either_side_cancels_and_the_slot_opens_again(backend: Backend) {
     let first = id(&booked(&app, &ben, &open).await);
 
     cancel(&app, &dora, &first, None)
+        .await
+        .assert_error("NOT_FOUND", None);
+    // A stranger's bad reason is a stranger's request: the meeting stays hidden.
+    cancel(&app, &dora, &first, Some(&"r".repeat(501)))
         .await
         .assert_error("NOT_FOUND", None);
     cancel(&app, &ben, &first, Some(&"r".repeat(501)))

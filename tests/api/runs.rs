@@ -432,6 +432,11 @@ async fn tickets_and_runs_refuse_strangers(backend: Backend) {
     save(&app, &eve, run.as_str().expect("id"), &path)
         .await
         .assert_error("NOT_FOUND", None);
+    // A stranger's bad track is a stranger's request: the run stays hidden.
+    let bad = [json!({ "latitude": 91.0, "longitude": 0.0, "at": rfc3339(Utc::now()) })];
+    save(&app, &eve, run.as_str().expect("id"), &bad)
+        .await
+        .assert_error("NOT_FOUND", None);
     let eves = app.gql_as(&eve, "{ myRuns { id } }", json!({})).await;
     assert_eq!(eves.data()["myRuns"], json!([]));
     // Someone else's wallet is null; one's own is not.

@@ -85,8 +85,8 @@ impl CupsMutation {
         #[graphql(default = 1)] count: Option<i32>,
     ) -> Result<CupSession> {
         let me = ctx.identity()?;
-        let count = parse_cheers(count.unwrap_or(1))?;
         let id = ids::require(&session_id, "no such cup session")?;
+        let count = parse_cheers(count.unwrap_or(1));
         let session = service::record_cheers(ctx.state()?, me, id, count).await?;
         Ok(CupSession::private(session))
     }
@@ -100,6 +100,7 @@ impl CupsMutation {
         drink: DrinkInput,
     ) -> Result<CupSession> {
         let me = ctx.identity()?;
+        let id = ids::require(&session_id, "no such cup session")?;
         let drink = Drink::parse(
             &drink.name,
             drink.volume_ml,
@@ -107,8 +108,7 @@ impl CupsMutation {
             drink.price_cents,
             drink.calories,
             "drink",
-        )?;
-        let id = ids::require(&session_id, "no such cup session")?;
+        );
         let session = service::record_drink(ctx.state()?, me, id, drink).await?;
         Ok(CupSession::private(session))
     }

@@ -24,10 +24,8 @@ impl CupsQuery {
     ) -> Result<Option<EventGuest>> {
         let me = ctx.identity()?;
         let event = ids::require(&event_id, "no such event")?;
-        let Ok(handle) = Handle::parse(&handle, "handle") else {
-            return Ok(None);
-        };
-        Ok(service::event_guest(ctx.state()?, me, event, &handle)
+        let handle = Handle::parse(&handle, "handle").ok();
+        Ok(service::event_guest(ctx.state()?, me, event, handle)
             .await?
             .map(|(user, open_session)| EventGuest { user, open_session }))
     }

@@ -33,7 +33,7 @@ impl EventsMutation {
     ) -> Result<Event> {
         let me = ctx.identity()?;
         let id = ids::require(&id, "no such event")?;
-        Ok(service::update(ctx.state()?, me, id, input.parse()?)
+        Ok(service::update(ctx.state()?, me, id, input.parse())
             .await?
             .into())
     }
@@ -51,7 +51,7 @@ impl EventsMutation {
     async fn upload_event_image(&self, ctx: &Context<'_>, id: ID, file: Upload) -> Result<Event> {
         let me = ctx.identity()?;
         let id = ids::require(&id, "no such event")?;
-        let bytes = upload::read(ctx, &file, "file")?;
+        let bytes = upload::read(ctx, &file, "file");
         Ok(service::set_image(ctx.state()?, me, id, bytes)
             .await?
             .into())
@@ -86,9 +86,9 @@ impl EventsMutation {
     ) -> Result<Event> {
         let me = ctx.identity()?;
         let id = ids::require(&event_id, "no such event")?;
-        let handle = parse_handle(&handle, "handle")?;
+        let handle = parse_handle(&handle, "handle");
         Ok(
-            service::add_staff(ctx.state()?, me, id, &handle, role.into())
+            service::add_staff(ctx.state()?, me, id, handle, role.into())
                 .await?
                 .into(),
         )
@@ -104,8 +104,8 @@ impl EventsMutation {
     ) -> Result<Event> {
         let me = ctx.identity()?;
         let id = ids::require(&event_id, "no such event")?;
-        let handle = parse_handle(&handle, "handle")?;
-        Ok(service::remove_staff(ctx.state()?, me, id, &handle)
+        let handle = parse_handle(&handle, "handle");
+        Ok(service::remove_staff(ctx.state()?, me, id, handle)
             .await?
             .into())
     }
