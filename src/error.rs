@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_graphql::ErrorExtensions;
-use sea_orm::{DbErr, RuntimeErr};
+use sea_orm::{DbErr, RuntimeErr, SqlErr};
 
 /// Stable values of `extensions.code`, as written in the API contract.
 pub mod code {
@@ -148,11 +148,11 @@ impl Error {
     }
 
     /// Maps a database error from an insert or update: a violation of one of `known` (by the
-    /// constraint's name) becomes that entry's error; anything else is internal.
+    /// constraint's name) becomes that entry's error; anything else as any database error.
     pub fn on_constraint(err: DbErr, known: &[ConstraintError]) -> Self {
         match known.iter().find(|(key, _)| key.violated_by(&err)) {
             Some((_, error)) => error(),
-            None => Self::internal(err),
+            None => Self::from(err),
         }
     }
 }
@@ -208,7 +208,18 @@ impl UniqueKey {
 }
 
 impl From<DbErr> for Error {
+    /// Internal, except a foreign-key violation: every service looks up what a write refers to
+    /// first (and every reference cascades on delete), so a violation means a row it refers to was
+    /// deleted by a concurrent transaction after the look-up (a like racing the event's deletion):
+    /// the state changed under the caller.
     fn from(err: DbErr) -> Self {
+        if matches!(
+            err.sql_err(),
+            Some(SqlErr::ForeignKeyConstraintViolation(_))
+        ) {
+            tracing::debug!(error = %err, "a referenced row vanished under a write");
+            return Self::state_conflict("what this refers to was deleted meanwhile");
+        }
         Self::internal(err)
     }
 }

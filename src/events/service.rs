@@ -118,6 +118,17 @@ async fn find_or_404(db: &impl ConnectionTrait, id: Uuid) -> Result<event::Model
         .ok_or(Error::NotFound("no such event"))
 }
 
+/// The event, locked until `txn` ends (see [`crate::db::WriteTxn::locking`]), or NOT_FOUND. A transaction
+/// that changes an event and rows referring to it locks the event first: on PostgreSQL, one that
+/// took the foreign-key check's share lock first and asked for the row's update lock later would
+/// deadlock with a deletion waiting between the two.
+async fn lock_or_404(txn: &crate::db::WriteTxn, id: Uuid) -> Result<event::Model> {
+    txn.locking(event::Entity::find_by_id(id))
+        .one(&**txn)
+        .await?
+        .ok_or(Error::NotFound("no such event"))
+}
+
 /// Whether `actor` may change `event`: its organizer, or an admin.
 fn ensure_organizer(actor: Identity, event: &event::Model) -> Result<()> {
     if actor.user_id == event.organizer_id || actor.is_admin {
@@ -200,11 +211,7 @@ pub async fn update(
     // Locked: edits, likes and the finisher take turns, so the version and status this edit writes
     // follow the last committed ones (a lost edit, a reused version or FINISHED -> CANCELLED
     // otherwise, on PostgreSQL).
-    let current = txn
-        .locking(event::Entity::find_by_id(id))
-        .one(&*txn)
-        .await?
-        .ok_or(Error::NotFound("no such event"))?;
+    let current = lock_or_404(&txn, id).await?;
     ensure_organizer(actor, &current)?;
     let changes = changes?;
     let starts_at = changes
@@ -394,7 +401,7 @@ pub async fn set_image(
 #[tracing::instrument(skip(state))]
 pub async fn like(state: &AppState, user: Uuid, id: Uuid) -> Result<event::Model> {
     let txn = state.begin_write().await?;
-    find_or_404(&*txn, id).await?;
+    lock_or_404(&txn, id).await?;
     let inserted = event_like::Entity::insert(event_like::ActiveModel {
         event_id: Set(id),
         user_id: Set(user),
@@ -422,7 +429,7 @@ pub async fn like(state: &AppState, user: Uuid, id: Uuid) -> Result<event::Model
 #[tracing::instrument(skip(state))]
 pub async fn unlike(state: &AppState, user: Uuid, id: Uuid) -> Result<event::Model> {
     let txn = state.begin_write().await?;
-    find_or_404(&*txn, id).await?;
+    lock_or_404(&txn, id).await?;
     let removed = event_like::Entity::delete_many()
         .filter(event_like::Column::EventId.eq(id))
         .filter(event_like::Column::UserId.eq(user))

@@ -18,6 +18,7 @@ on_every_backend!(
     likes_are_idempotent_and_counted_exactly,
     concurrent_likes_are_all_counted,
     concurrent_edits_and_likes_lose_nothing,
+    changes_racing_a_delete_are_refused_cleanly,
     events_are_filtered_and_paginated,
     organizers_read_with_their_events_are_each_events_own,
     staff_is_kept_by_the_organizer,
@@ -806,4 +807,75 @@ async fn an_event_picture_is_the_organizers_to_set(backend: Backend) {
     let served = app.http.get(app.url(url)).send().await.expect("sent");
     assert_eq!(served.status(), 200);
     assert_eq!(served.headers()["content-type"], "image/jpeg");
+}
+
+/// Changes racing the event's deletion: twelve fans like and unlike the event over and over, and
+/// its organizer adds and removes a staff member, while the organizer deletes it; every change
+/// lands before the deletion (and goes with the event) or is refused as NOT_FOUND or CONFLICT (the
+/// event vanished under it); none fails inside. Five rounds.
+async fn changes_racing_a_delete_are_refused_cleanly(backend: Backend) {
+    const LIKE: &str = "mutation($id: ID!) { likeEvent(id: $id) { likeCount } }";
+    const UNLIKE: &str = "mutation($id: ID!) { unlikeEvent(id: $id) { likeCount } }";
+    const DELETE: &str = "mutation($id: ID!) { deleteEvent(id: $id) }";
+    const ADD: &str = "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"fan0\", role: BARTENDER) { id } }";
+    const REMOVE: &str =
+        "mutation($id: ID!) { removeEventStaff(eventId: $id, handle: \"fan0\") { id } }";
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let mut fans = Vec::new();
+    for n in 0..12 {
+        fans.push(app.signup(&format!("fan{n}")).await);
+    }
+    for round in 0..5 {
+        let id = create_event(
+            &app,
+            &org,
+            &format!("Doomed {round}"),
+            "2030-01-01T20:00:00Z",
+        )
+        .await["id"]
+            .clone();
+        let changer = |who: &'_ Session, changes: [&'static str; 2]| {
+            let (app, id) = (&app, &id);
+            let who = who.clone();
+            async move {
+                // Until the event is gone (a bound in case the deletion fails).
+                for n in 0..500 {
+                    let answer = app.gql_as(&who, changes[n % 2], json!({ "id": id })).await;
+                    if !answer.body["errors"].is_null() {
+                        return Some(answer);
+                    }
+                }
+                None
+            }
+        };
+        let changes = futures_util::future::join_all(
+            fans.iter()
+                .map(|fan| changer(fan, [LIKE, UNLIKE]))
+                .chain([changer(&org, [ADD, REMOVE])]),
+        );
+        let delete = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            app.gql_as(&org, DELETE, json!({ "id": id })).await
+        };
+        let (refusals, deleted) = futures_util::join!(changes, delete);
+        assert_eq!(deleted.data()["deleteEvent"], true, "round {round}");
+        for refused in &refusals {
+            let refused = refused
+                .as_ref()
+                .unwrap_or_else(|| panic!("round {round}: the event outlived 500 changes"));
+            assert!(
+                ["NOT_FOUND", "CONFLICT"].contains(&refused.code()),
+                "round {round}: {}",
+                refused.body
+            );
+        }
+        let gone = app
+            .gql(
+                "query($id: ID!) { event(id: $id) { id } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(gone.body["data"]["event"], Value::Null, "{}", gone.body);
+    }
 }
