@@ -1,10 +1,12 @@
 //! HTTP scenarios: a fixed-concurrency load loop and the two baselines (bare axum, bare
 //! async-graphql), each served by its own process like Rally.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{EmptyMutation, EmptySubscription, ID, Object, Schema, SimpleObject};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
@@ -37,10 +39,56 @@ pub const TRIVIAL: &str = r#"{"query":"{ __typename }"}"#;
 
 struct BareQuery;
 
+/// An organizer as the engine baseline's list shows it (the fields Rally's list scenario selects).
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "User")]
+struct BareUser {
+    handle: String,
+    display_name: String,
+}
+
+/// An event of the engine baseline's list.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "Event")]
+struct BareEvent {
+    id: ID,
+    title: String,
+    organizer: BareUser,
+}
+
+/// The 20 events the engine baseline's list serves: what Rally's seed makes, held in memory.
+static EVENTS: LazyLock<Vec<BareEvent>> = LazyLock::new(|| {
+    (0..20)
+        .map(|n| BareEvent {
+            id: ID(format!("0192f3a4-5b6c-7d8e-9f00-{n:012x}")),
+            title: format!("Bench night {n}"),
+            organizer: BareUser {
+                handle: format!("bench_organizer_{n}"),
+                display_name: format!("Bench organizer {n}"),
+            },
+        })
+        .collect()
+});
+
 #[Object]
 impl BareQuery {
     async fn ping(&self) -> bool {
         true
+    }
+
+    /// The same shape as Rally's `events(first: 20)` (a Relay connection of events with their
+    /// organizers), built from memory on every request: what the engine alone costs for the list
+    /// scenario's response, with no database, loader or authorization.
+    async fn events(&self, first: Option<i32>) -> Connection<String, BareEvent> {
+        let first = usize::try_from(first.unwrap_or(20).clamp(0, 100)).unwrap_or(0);
+        let mut connection = Connection::new(false, first < EVENTS.len());
+        connection.edges.extend(
+            EVENTS
+                .iter()
+                .take(first)
+                .map(|event| Edge::new(format!("v1:{}", event.id.as_str()), event.clone())),
+        );
+        connection
     }
 }
 

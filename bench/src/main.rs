@@ -7,7 +7,8 @@
 //!
 //! - HTTP: requests/s, latency and CPU per request of four operations at fixed concurrency, against
 //!   two baselines measured in the same run (a bare axum handler returning the same bytes, a bare
-//!   async-graphql schema), each in its own process like Rally.
+//!   async-graphql schema), each in its own process like Rally; beside them, the bare schema serving
+//!   the list's shape from memory (what the engine alone costs for that response; reported).
 //! - Websockets (a fresh Rally): connection set-up and server memory per idle subscribed socket,
 //!   then fan-out of changes to 10,000 and 1,000 subscribers of a leaderboard and of `eventUpdated`.
 //! - Auth (a fresh Rally, the configured argon2 cost): logins/s and the `{ __typename }` p99 while
@@ -30,8 +31,9 @@
 //!   server's peak RSS, and `territories` over 100,000 cells beside `{ __typename }`.
 //!
 //! - Counts (valgrind): instructions per request of `{ __typename }` (Rally and the bare engine), the
-//!   authenticated read, `events(first: 20)`, `recordCheers`, and per fan-out delivery (Rally and the
-//!   naive server), counted under callgrind so they do not move with the machine's load.
+//!   authenticated read, `events(first: 20)` (Rally, and the bare engine serving the same shape from
+//!   memory), `recordCheers`, and per fan-out delivery (Rally and the naive server), counted under
+//!   callgrind so they do not move with the machine's load.
 //!
 //! `--only http,counts,live,auth,scale-out,meetings,proximity,runs` picks parts, e.g. `cargo run -p bench --release --
 //! --only meetings`.
@@ -188,6 +190,7 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
             None,
             None,
         ),
+        scenario(ENGINE_LIST, &engine_url, engine_pid, &list, None, None),
         scenario(
             "`{ __typename }`",
             &url,
@@ -204,14 +207,7 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
             token,
             Some(0.5),
         ),
-        scenario(
-            "`events(first: 20)` with organizer",
-            &url,
-            rally_pid,
-            &list,
-            None,
-            Some(0.25),
-        ),
+        scenario(LIST_SCENARIO, &url, rally_pid, &list, None, Some(0.25)),
         scenario(
             "`recordCheers` mutation",
             &url,
@@ -300,6 +296,23 @@ async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<(
             eprintln!("warning: {name} completed no request in a round");
         }
     }
+    // The list against the engine serving the same response: how much of its cost is Rally's.
+    let index = |wanted: &str| scenarios.iter().position(|s| s.name == wanted);
+    if let (Some(list), Some(engine_list)) = (index(LIST_SCENARIO), index(ENGINE_LIST)) {
+        let (ratio, spread) = median_and_spread(
+            rounds[list]
+                .iter()
+                .zip(&rounds[engine_list])
+                .map(|(f, b)| f.per_second / b.per_second.max(f64::MIN_POSITIVE))
+                .collect(),
+        );
+        let _ = writeln!(
+            out,
+            "\n{LIST_SCENARIO} against the bare engine serving the same response from memory (reported): {ratio:.2}x ({:.0}% spread{}).",
+            spread * 100.0,
+            if spread > 0.10 { ", wide" } else { "" },
+        );
+    }
     out.push('\n');
     Ok(())
 }
@@ -337,6 +350,13 @@ fn median_round(rounds: &[Figures]) -> &Figures {
 const READ: &str = "query($id: ID!) { event(id: $id) { title likeCount organizer { handle } } }";
 const LIST: &str =
     "{ events(first: 20) { edges { node { id title organizer { handle displayName } } } } }";
+/// The list scenario's name.
+const LIST_SCENARIO: &str = "`events(first: 20)` with organizer";
+/// The counts' baselines, by name.
+const ENGINE_TRIVIAL: &str = "baseline: bare async-graphql `{ __typename }`";
+const NAIVE_DELIVERY: &str = "naive baseline: one fan-out delivery";
+/// The bare engine serving [`LIST`]'s shape from memory: the engine's own cost of that response.
+const ENGINE_LIST: &str = "baseline: bare async-graphql, the same `events(first: 20)` from memory";
 const CHEERS: &str = "mutation($s: ID!) { recordCheers(sessionId: $s) { cheers } }";
 const UPDATE_TITLE: &str =
     "mutation($id: ID!, $t: String!) { updateEvent(id: $id, input: { title: $t }) { version } }";
@@ -582,9 +602,21 @@ async fn counts_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result
     counted.push(
         counts::count_requests(
             &mut engine_counter,
-            "baseline: bare async-graphql `{ __typename }`",
+            ENGINE_TRIVIAL,
             &engine_url,
             TRIVIAL,
+            None,
+            COUNTED_REQUESTS,
+        )
+        .await?,
+    );
+    let list = json!({ "query": LIST }).to_string();
+    counted.push(
+        counts::count_requests(
+            &mut engine_counter,
+            ENGINE_LIST,
+            &engine_url,
+            &list,
             None,
             COUNTED_REQUESTS,
         )
@@ -607,7 +639,7 @@ async fn counts_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result
     let deliveries = COUNTED_SUBSCRIBERS as u64 * u64::from(COUNTED_CHANGES);
     counted.push(
         naive_counter
-            .count("naive baseline: one fan-out delivery", deliveries, || {
+            .count(NAIVE_DELIVERY, deliveries, || {
                 counts::fan_out(&mut sockets, "\"version\":", COUNTED_CHANGES, |_| {
                     let (http, url) = (&http, &naive_url);
                     async move {
@@ -639,14 +671,13 @@ async fn counts_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result
     let url = rally.url();
     let seed = seed(&url, tag).await?;
     let read = json!({ "query": READ, "variables": { "id": seed.event } }).to_string();
-    let list = json!({ "query": LIST }).to_string();
     let cheers = json!({ "query": CHEERS, "variables": { "s": seed.session } }).to_string();
     let token = Some(seed.token.as_str());
     let mut profiled = Vec::new();
     for (name, body, token) in [
         ("`{ __typename }`", TRIVIAL, None),
         ("authenticated `event(id)` read", read.as_str(), token),
-        ("`events(first: 20)` with organizer", list.as_str(), None),
+        (LIST_SCENARIO, list.as_str(), None),
         ("`recordCheers` mutation", cheers.as_str(), token),
     ] {
         let count =
@@ -678,8 +709,14 @@ async fn counts_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result
     drop(sockets);
     rally.stop().await;
 
-    let engine = counted[1].per_operation;
-    let naive_delivery = counted[2].per_operation;
+    let per_operation = |name: &str| {
+        counted
+            .iter()
+            .find(|count| count.name == name)
+            .map_or(1.0, |count| count.per_operation)
+    };
+    let engine = per_operation(ENGINE_TRIVIAL);
+    let naive_delivery = per_operation(NAIVE_DELIVERY);
     let _ = writeln!(
         out,
         "## Instruction counts (valgrind callgrind; {COUNTED_REQUESTS} requests one after another on one connection after {} warm-up requests, or {COUNTED_CHANGES} changes each awaited by {COUNTED_SUBSCRIBERS} subscribers)\n\nInstructions the server executed (user space, all threads) per request or per delivery, in the steady state (every cache warm), with Rally on its embedded SQLite (the database's work counted too). An idle window as long as the work was counted after each scenario and subtracted (its share of the window is the background column). They do not move with the machine's load: compare them with the last committed run. The x columns are ratios of instructions (lower is cheaper), against the bare engine's `{{ __typename }}` and the naive server's delivery counted in the same run.\n\n| scenario | operations | instructions per operation | background | x engine | x naive delivery |\n|---|---|---|---|---|---|",
