@@ -123,9 +123,28 @@ pub struct Subscribe {
 }
 
 impl Subscribe {
-    /// The root field when this is a single-field subscription (the kind that can be shared).
-    pub fn subscription_field(&self) -> Option<String> {
-        subscription_field(&self.query, self.operation_name.as_deref())
+    /// What this document runs, the operation picked as the engine picks it.
+    pub fn kind(&self) -> Kind {
+        kind(&self.query, self.operation_name.as_deref())
+    }
+}
+
+/// What a subscriber's document runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A subscription: its root field when it has exactly one (the kind that can be shared).
+    Subscription(Option<String>),
+    /// A query or a mutation, or a document that will not run (the engine answers it at once).
+    Other,
+}
+
+impl Kind {
+    /// The root field of a single-field subscription.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Subscription(field) => field.as_deref(),
+            Self::Other => None,
+        }
     }
 }
 
@@ -186,24 +205,31 @@ struct Feed {
     sender: Option<broadcast::Sender<Arc<Payload>>>,
 }
 
-/// The root field of a single-field subscription operation; `None` for anything else.
-fn subscription_field(query: &str, operation_name: Option<&str>) -> Option<String> {
-    let document = parse_query(query).ok()?;
-    let operation = match (&document.operations, operation_name) {
-        (DocumentOperations::Single(operation), _) => operation,
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
-        (DocumentOperations::Multiple(_), None) => return None,
+/// What `query` runs: its operation as the engine picks it (the only one, or the one named; a
+/// document with one named operation runs it when no name is given).
+fn kind(query: &str, operation_name: Option<&str>) -> Kind {
+    let Ok(document) = parse_query(query) else {
+        return Kind::Other;
     };
-    if operation.node.ty != OperationType::Subscription {
-        return None;
-    }
-    match operation.node.selection_set.node.items.as_slice() {
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next()
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    let Some(operation) = operation.filter(|o| o.node.ty == OperationType::Subscription) else {
+        return Kind::Other;
+    };
+    let field = match operation.node.selection_set.node.items.as_slice() {
         [only] => match &only.node {
             Selection::Field(field) => Some(field.node.name.node.to_string()),
             _ => None,
         },
         _ => None,
-    }
+    };
+    Kind::Subscription(field)
 }
 
 impl Fanout {
@@ -224,22 +250,26 @@ impl Fanout {
         lock(&self.inner.cohorts).len()
     }
 
-    /// Starts `request` for a subscriber: joins (or starts) its cohort when it is a subscription,
-    /// runs it alone otherwise. `field` is the request's [`Subscribe::subscription_field`]; `permit`
-    /// is held until the operation's work ends.
+    /// Starts `request` for a subscriber: joins (or starts) its cohort when it is a single-field
+    /// subscription that can be shared, runs it alone otherwise. `kind` is the request's
+    /// [`Subscribe::kind`]; `permit` is held until the operation's work ends.
     pub fn run(
         &self,
         request: Subscribe,
-        field: Option<&str>,
+        kind: &Kind,
         viewer: &Viewer,
         addr: ClientAddr,
         permit: Permit,
     ) -> Payloads {
-        let Some(shared) = field.filter(|field| !UNSHARED_SUBSCRIPTIONS.contains(field)) else {
-            let to_the_end = field.is_none();
-            return self.run_alone(request, viewer, addr, permit, to_the_end);
+        let field = match kind {
+            Kind::Subscription(Some(field))
+                if !UNSHARED_SUBSCRIPTIONS.contains(&field.as_str()) =>
+            {
+                field.as_str()
+            }
+            Kind::Subscription(_) => return self.run_alone(request, viewer, addr, permit, false),
+            Kind::Other => return self.run_alone(request, viewer, addr, permit, true),
         };
-        let field = shared;
         let operation = Operation {
             variables: request
                 .variables
@@ -627,8 +657,9 @@ mod tests {
 
     #[test]
     fn only_single_field_subscriptions_are_shared() {
+        let field = |query: &str, name: Option<&str>| kind(query, name).field().map(str::to_owned);
         assert_eq!(
-            subscription_field(
+            field(
                 "subscription { leaderboard(eventId: 1) { updatedAt } }",
                 None
             )
@@ -636,13 +667,22 @@ mod tests {
             Some("leaderboard")
         );
         assert_eq!(
-            subscription_field(
+            field(
                 "query A { me { id } } subscription B { board: leaderboard(eventId: 1) { updatedAt } }",
                 Some("B")
             )
             .as_deref(),
             Some("leaderboard"),
             "the field, not its alias"
+        );
+        assert_eq!(
+            field(
+                "subscription Watch { leaderboard(eventId: 1) { updatedAt } }",
+                None
+            )
+            .as_deref(),
+            Some("leaderboard"),
+            "one named operation runs without its name"
         );
         for (query, name) in [
             ("{ me { id } }", None),
@@ -654,7 +694,40 @@ mod tests {
             ),
             ("subscription {", None),
         ] {
-            assert_eq!(subscription_field(query, name), None, "{query}");
+            assert_eq!(field(query, name), None, "{query}");
+        }
+    }
+
+    #[test]
+    fn subscriptions_are_told_from_queries_and_mutations() {
+        for (query, name) in [
+            ("subscription { a { x } b { y } }", None),
+            ("subscription Watch { a { x } }", None),
+            (
+                "query A { me { id } } subscription B { a { x } }",
+                Some("B"),
+            ),
+            (
+                "subscription { ...F } fragment F on Subscription { x }",
+                None,
+            ),
+        ] {
+            assert!(
+                matches!(kind(query, name), Kind::Subscription(_)),
+                "{query}"
+            );
+        }
+        for (query, name) in [
+            ("{ me { id } }", None),
+            ("mutation M { likeEvent(id: 1) { id } }", None),
+            ("subscription A { x } subscription B { y }", None),
+            (
+                "query A { me { id } } subscription B { a { x } }",
+                Some("A"),
+            ),
+            ("subscription {", None),
+        ] {
+            assert_eq!(kind(query, name), Kind::Other, "{query}");
         }
     }
 }

@@ -475,12 +475,12 @@ impl Connection<'_> {
                         .insert(id, futures_util::stream::iter(frames).boxed());
                     return Step::Continue;
                 };
-                let field = payload.subscription_field();
-                let tracked = field.as_deref().and_then(Tracked::start);
-                let payloads: Payloads =
-                    self.sockets
-                        .fanout
-                        .run(payload, field.as_deref(), viewer, self.addr, permit);
+                let kind = payload.kind();
+                let tracked = kind.field().and_then(Tracked::start);
+                let payloads: Payloads = self
+                    .sockets
+                    .fanout
+                    .run(payload, &kind, viewer, self.addr, permit);
                 let frames = self.frames(&id, payloads, tracked);
                 self.running.insert(id, frames);
                 Step::Continue

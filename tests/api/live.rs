@@ -32,6 +32,7 @@ on_every_backend!(
     an_oversized_frame_closes_with_message_too_big,
     completed_mutations_hold_their_place_until_they_finish,
     a_completed_subscription_of_its_own_stops_listening_at_once,
+    every_form_of_subscription_gives_its_place_back_when_completed,
 );
 
 const EVENT_UPDATED: &str = "subscription($id: ID!) { eventUpdated(eventId: $id) { title status likeCount likedByMe version organizer { handle } } }";
@@ -686,6 +687,57 @@ async fn a_completed_subscription_of_its_own_stops_listening_at_once(backend: Ba
         app.listening(&topic, 1).await;
         client.unsubscribe(&op).await;
         assert_eq!(client.next_of(&op).await["type"], "complete");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while app.state.live.subscribers(&topic) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: still listening after the client completed it"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A subscription is known as one however it is written: a named operation sent without its name
+/// (it is the document's only one, so it runs), or one with two root fields. Completed, each gives
+/// its place on the connection back: a connection of two takes six in turn.
+async fn every_form_of_subscription_gives_its_place_back_when_completed(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.ws_max_subscriptions = 2).await;
+    let joy = app.signup("joy").await;
+    let id = create_event(&app, &joy, "Named", "2030-01-01T20:00:00Z").await["id"].clone();
+    let topic = format!("user:{}:tracking", joy.id);
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client
+        .init(json!({ "authorization": format!("Bearer {}", joy.access) }))
+        .await;
+    for round in 0..3 {
+        let named = format!("n{round}");
+        client
+            .subscribe(
+                &named,
+                "subscription Watch($id: ID!) { eventUpdated(eventId: $id) { title } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(
+            client.next_data(&named).await["eventUpdated"]["title"],
+            "Named",
+            "round {round}"
+        );
+        client.unsubscribe(&named).await;
+        assert_eq!(client.next_of(&named).await["type"], "complete");
+
+        let twice = format!("t{round}");
+        client
+            .subscribe(
+                &twice,
+                "subscription { a: trackingCommands { command } b: trackingCommands { command } }",
+                json!({}),
+            )
+            .await;
+        app.listening(&topic, 1).await;
+        client.unsubscribe(&twice).await;
+        assert_eq!(client.next_of(&twice).await["type"], "complete");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while app.state.live.subscribers(&topic) > 0 {
             assert!(
