@@ -155,6 +155,19 @@ impl WriteTxn {
         }
     }
 
+    /// `select`, keeping the rows it reads from being deleted until this transaction ends: on
+    /// PostgreSQL with `FOR KEY SHARE`, the lock a foreign-key check takes. A transaction that
+    /// changes rows a deletion would cascade to, then inserts rows referring to the deleted one,
+    /// takes this first: a deletion then waits for it (or it for the deletion, and finds nothing)
+    /// instead of each waiting for the other. SQLite needs nothing.
+    pub fn keeping<S: QuerySelect>(&self, select: S) -> S {
+        if self.get_database_backend() == DatabaseBackend::Postgres {
+            select.lock(sea_orm::sea_query::LockType::KeyShare)
+        } else {
+            select
+        }
+    }
+
     /// Commits, ends SQLite's turn, then sends what was published.
     pub async fn commit(mut self) -> Result<(), DbErr> {
         let Some(open) = self.open.take() else {

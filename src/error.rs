@@ -209,15 +209,16 @@ impl UniqueKey {
 
 impl From<DbErr> for Error {
     /// Internal, except a foreign-key violation: every service looks up what a write refers to
-    /// first (and every reference cascades on delete), so a violation means a row it refers to was
-    /// deleted by a concurrent transaction after the look-up (a like racing the event's deletion):
-    /// the state changed under the caller.
+    /// first (and every reference cascades or is set null on delete, so no deletion is refused by
+    /// one), so a violation means a row it refers to was deleted by a concurrent transaction after
+    /// the look-up (a staff change racing the event's deletion): the state changed under the
+    /// caller. Logged as a warning, so a write that never looked up what it refers to shows.
     fn from(err: DbErr) -> Self {
         if matches!(
             err.sql_err(),
             Some(SqlErr::ForeignKeyConstraintViolation(_))
         ) {
-            tracing::debug!(error = %err, "a referenced row vanished under a write");
+            tracing::warn!(error = %err, "a referenced row vanished under a write");
             return Self::state_conflict("what this refers to was deleted meanwhile");
         }
         Self::internal(err)

@@ -338,9 +338,14 @@ pub async fn finish_started_before(
 /// Deletes an event with its likes and staff; organizer (or admin) only.
 #[tracing::instrument(skip(state))]
 pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
-    let current = find_or_404(&state.db, id).await?;
+    // A write transaction like every change to the event: on SQLite it takes its turn with them
+    // (a lone statement would retry the write lock against a stream of them, unfairly), on
+    // PostgreSQL the row is locked between the organizer's check and the deletion.
+    let txn = state.begin_write().await?;
+    let current = lock_or_404(&txn, id).await?;
     ensure_organizer(actor, &current)?;
-    event::Entity::delete_by_id(id).exec(&state.db).await?;
+    event::Entity::delete_by_id(id).exec(&*txn).await?;
+    txn.commit().await?;
     if let Some(key) = &current.image_key {
         state.media.delete(key).await;
     }

@@ -120,6 +120,9 @@ pub async fn run_due(
         return Ok(None);
     }
     let mut txn = state.begin_write().await?;
+    // The turn: the lease's row, which `take_lease` made (without it, as in a test that races
+    // moments with no lease, the ledger's key is the only arbiter). Another instance's
+    // `take_lease` waits meanwhile, and its loop with it, for as long as the moment's work runs.
     txn.locking(job_lease::Entity::find_by_id(job.name))
         .one(&*txn)
         .await?;

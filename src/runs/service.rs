@@ -159,7 +159,10 @@ pub async fn start_run(state: &AppState, me: Identity, ticket_id: Uuid) -> Resul
             _ => "this ticket was already used",
         }));
     }
-    let event = event::Entity::find_by_id(ticket.event_id)
+    // Kept from deletion until the run is in (the ticket's update, then the run's insert, would
+    // otherwise deadlock with a deletion of the event cascading to them).
+    let event = txn
+        .keeping(event::Entity::find_by_id(ticket.event_id))
         .one(&*txn)
         .await?
         .ok_or(Error::NotFound("no such event"))?;
@@ -276,6 +279,12 @@ pub async fn save_run(
     .map_err(Error::internal)?;
 
     let mut txn = state.begin_write().await?;
+    // Kept from deletion until the cells are in (the run's update, then the territories' inserts,
+    // would otherwise deadlock with a deletion of the event cascading to them).
+    txn.keeping(event::Entity::find_by_id(current.event_id))
+        .one(&*txn)
+        .await?
+        .ok_or(Error::NotFound("no such event"))?;
     let mut finish = run::Entity::update_many()
         .col_expr(run::Column::FinishedAt, Expr::value(Some(saved_at)))
         .filter(run::Column::Id.eq(id))

@@ -29,6 +29,7 @@ crate::on_every_backend!(
     a_missed_finish_is_caught_up_once_at_start,
     instances_racing_for_one_moment_do_it_once,
     overlapping_holders_pay_each_interval_once,
+    runs_racing_the_events_deletion_are_refused_cleanly,
 );
 
 const RUN: &str = "id status distanceMeters durationSeconds cellsCaptured rejectionReason startedAt finishedAt user { handle } event { id }";
@@ -1118,4 +1119,76 @@ async fn overlapping_holders_pay_each_interval_once(backend: Backend) {
         .expect("a stale moment");
     assert_eq!(stale, None, "a moment before the last done is covered");
     assert_eq!(claimable().await - before, cells * intervals);
+}
+
+/// Runners start and save runs (capturing cells) while the organizer deletes the event: each step
+/// lands before the deletion (and goes with the event) or is refused as NOT_FOUND or CONFLICT;
+/// none fails inside, and the deletion itself never does. Five rounds of ten runners.
+async fn runs_racing_the_events_deletion_are_refused_cleanly(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let mut runners = Vec::new();
+    for n in 0..10 {
+        runners.push(app.signup(&format!("runner{n}")).await);
+    }
+    let refused_cleanly = |answer: &Gql, round: i32| {
+        if !answer.body["errors"].is_null() {
+            assert!(
+                ["NOT_FOUND", "CONFLICT"].contains(&answer.code()),
+                "round {round}: {}",
+                answer.body
+            );
+        }
+    };
+    for round in 0..5 {
+        let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
+        let mut tickets = Vec::new();
+        for runner in &runners {
+            tickets.push(ticket(&app, &org, &event, runner).await);
+        }
+        let started_at = Utc::now() - Span::minutes(10);
+        let runs = runners
+            .iter()
+            .zip(&tickets)
+            .enumerate()
+            .map(|(n, (runner, ticket))| {
+                let app = &app;
+                async move {
+                    let started = start_run(app, runner, ticket).await;
+                    refused_cleanly(&started, round);
+                    let Some(id) = started.body["data"]["startRun"]["id"].as_str() else {
+                        return;
+                    };
+                    set_back(app, id, started_at).await;
+                    // Each runner through cells of its own, a street apart.
+                    let origin = (PARIS.0 + 0.003 * n as f64, PARIS.1);
+                    let path = track(origin, started_at + Span::minutes(1), 3.0, 120, 2, 0.0);
+                    refused_cleanly(&save(app, runner, id, &path).await, round);
+                }
+            });
+        let delete = async {
+            tokio::time::sleep(Duration::from_millis(5 * round as u64)).await;
+            app.gql_as(
+                &org,
+                "mutation($id: ID!) { deleteEvent(id: $id) }",
+                json!({ "id": event }),
+            )
+            .await
+        };
+        let (_, deleted) = futures_util::join!(futures_util::future::join_all(runs), delete);
+        assert_eq!(deleted.data()["deleteEvent"], true, "round {round}");
+        assert!(
+            territories_of(&app, &event).await.is_empty(),
+            "round {round}: cells outlived the event"
+        );
+    }
+}
+
+/// The cells held at `event`, read from the database (the API answers NOT_FOUND once it is gone).
+async fn territories_of(app: &TestApp, event: &str) -> Vec<rally::entity::territory::Model> {
+    rally::entity::territory::Entity::find()
+        .filter(rally::entity::territory::Column::EventId.eq(Uuid::parse_str(event).expect("uuid")))
+        .all(&app.state.db)
+        .await
+        .expect("territories")
 }
