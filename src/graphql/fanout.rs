@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::parse_query;
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::parser::types::{OperationType, Selection};
 use async_graphql::{Request, Response, Variables};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -47,6 +47,7 @@ use uuid::Uuid;
 
 use super::context::{Caller, ViewerProbe};
 use super::execution::Executor;
+use super::nulls::operation;
 use super::response::{is_request_error, with_codes};
 use super::schema::{STATE_SUBSCRIPTIONS, UNSHARED_SUBSCRIPTIONS};
 use crate::auth::{ClientAddr, Viewer};
@@ -205,24 +206,18 @@ struct Feed {
     sender: Option<broadcast::Sender<Arc<Payload>>>,
 }
 
-/// What `query` runs: its operation as the engine picks it (the only one, or the one named; a
-/// document with one named operation runs it when no name is given).
+/// What `query` runs: its operation as the engine picks it ([`operation`]: the only one, or the
+/// one named; a document with one named operation runs it when no name is given).
 fn kind(query: &str, operation_name: Option<&str>) -> Kind {
     let Ok(document) = parse_query(query) else {
         return Kind::Other;
     };
-    let operation = match (&document.operations, operation_name) {
-        (DocumentOperations::Single(operation), _) => Some(operation),
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-            operations.values().next()
-        }
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    let Some(operation) = operation.filter(|o| o.node.ty == OperationType::Subscription) else {
+    let Some(operation) = operation(&document, operation_name)
+        .filter(|operation| operation.ty == OperationType::Subscription)
+    else {
         return Kind::Other;
     };
-    let field = match operation.node.selection_set.node.items.as_slice() {
+    let field = match operation.selection_set.node.items.as_slice() {
         [only] => match &only.node {
             Selection::Field(field) => Some(field.node.name.node.to_string()),
             _ => None,
@@ -725,6 +720,7 @@ mod tests {
                 "query A { me { id } } subscription B { a { x } }",
                 Some("A"),
             ),
+            ("subscription { a { x } }", Some("X")),
             ("subscription {", None),
         ] {
             assert_eq!(kind(query, name), Kind::Other, "{query}");

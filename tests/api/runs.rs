@@ -1131,15 +1131,21 @@ async fn runs_racing_the_events_deletion_are_refused_cleanly(backend: Backend) {
     for n in 0..10 {
         runners.push(app.signup(&format!("runner{n}")).await);
     }
-    let refused_cleanly = |answer: &Gql, round: i32| {
-        if !answer.body["errors"].is_null() {
-            assert!(
-                ["NOT_FOUND", "CONFLICT"].contains(&answer.code()),
-                "round {round}: {}",
-                answer.body
-            );
+    // Whether a step landed; a refusal must be a clean one. Each runner's outcome: whether its run
+    // was saved.
+    let landed = |answer: &Gql, round: u64| {
+        if answer.body["errors"].is_null() {
+            return true;
         }
+        assert!(
+            ["NOT_FOUND", "CONFLICT"].contains(&answer.code()),
+            "round {round}: {}",
+            answer.body
+        );
+        false
     };
+    // Runs saved and runners refused, over all rounds: the deletion met runners at work.
+    let (mut saved_runs, mut refused_runners) = (0, 0);
     for round in 0..5 {
         let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
         let mut tickets = Vec::new();
@@ -1155,19 +1161,23 @@ async fn runs_racing_the_events_deletion_are_refused_cleanly(backend: Backend) {
                 let app = &app;
                 async move {
                     let started = start_run(app, runner, ticket).await;
-                    refused_cleanly(&started, round);
-                    let Some(id) = started.body["data"]["startRun"]["id"].as_str() else {
-                        return;
-                    };
+                    if !landed(&started, round) {
+                        return false;
+                    }
+                    let id = started.body["data"]["startRun"]["id"]
+                        .as_str()
+                        .expect("run id");
                     set_back(app, id, started_at).await;
                     // Each runner through cells of its own, a street apart.
                     let origin = (PARIS.0 + 0.003 * n as f64, PARIS.1);
                     let path = track(origin, started_at + Span::minutes(1), 3.0, 120, 2, 0.0);
-                    refused_cleanly(&save(app, runner, id, &path).await, round);
+                    landed(&save(app, runner, id, &path).await, round)
                 }
             });
         let delete = async {
-            tokio::time::sleep(Duration::from_millis(5 * round as u64)).await;
+            // From at once to after most runs are saved, so the deletion meets every step.
+            let delay = [0, 20, 50, 100, 250][usize::try_from(round).expect("round")];
+            tokio::time::sleep(Duration::from_millis(delay)).await;
             app.gql_as(
                 &org,
                 "mutation($id: ID!) { deleteEvent(id: $id) }",
@@ -1175,13 +1185,24 @@ async fn runs_racing_the_events_deletion_are_refused_cleanly(backend: Backend) {
             )
             .await
         };
-        let (_, deleted) = futures_util::join!(futures_util::future::join_all(runs), delete);
+        let (steps, deleted) = futures_util::join!(futures_util::future::join_all(runs), delete);
         assert_eq!(deleted.data()["deleteEvent"], true, "round {round}");
+        for saved in steps {
+            if saved {
+                saved_runs += 1;
+            } else {
+                refused_runners += 1;
+            }
+        }
         assert!(
             territories_of(&app, &event).await.is_empty(),
             "round {round}: cells outlived the event"
         );
     }
+    assert!(
+        saved_runs > 0 && refused_runners > 0,
+        "the deletion never met runners at work: {saved_runs} runs saved, {refused_runners} refused"
+    );
 }
 
 /// The cells held at `event`, read from the database (the API answers NOT_FOUND once it is gone).
