@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::common::fixtures::create_event;
-use crate::common::{Backend, LEGACY_WS, TRANSPORT_WS, TestApp};
+use crate::common::{Backend, LEGACY_WS, TRANSPORT_WS, TestApp, WsClient};
 use crate::on_every_backend;
 
 on_every_backend!(
@@ -684,17 +684,7 @@ async fn a_completed_subscription_of_its_own_stops_listening_at_once(backend: Ba
     for round in 0..4 {
         let op = format!("t{round}");
         client.subscribe(&op, COMMANDS, json!({})).await;
-        app.listening(&topic, 1).await;
-        client.unsubscribe(&op).await;
-        assert_eq!(client.next_of(&op).await["type"], "complete");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while app.state.live.subscribers(&topic) > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: still listening after the client completed it"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        completed_and_gone(&app, &mut client, &op, &topic).await;
     }
 }
 
@@ -735,16 +725,22 @@ async fn every_form_of_subscription_gives_its_place_back_when_completed(backend:
                 json!({}),
             )
             .await;
-        app.listening(&topic, 1).await;
-        client.unsubscribe(&twice).await;
-        assert_eq!(client.next_of(&twice).await["type"], "complete");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while app.state.live.subscribers(&topic) > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: still listening after the client completed it"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        completed_and_gone(&app, &mut client, &twice, &topic).await;
+    }
+}
+
+/// Once operation `op` listens on `topic`, completes it and waits (5 s at most) until nothing
+/// listens there any more: its work stopped with it.
+async fn completed_and_gone(app: &TestApp, client: &mut WsClient, op: &str, topic: &str) {
+    app.listening(topic, 1).await;
+    client.unsubscribe(op).await;
+    assert_eq!(client.next_of(op).await["type"], "complete");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.state.live.subscribers(topic) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{op}: still listening after the client completed it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
