@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::LockType;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
     DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, QuerySelect, QueryTrait, Select,
@@ -148,11 +149,7 @@ impl WriteTxn {
     /// what the last one wrote, while inserts of rows that reference them (their foreign-key checks
     /// take `FOR KEY SHARE`) pass. SQLite needs nothing: its write transactions already take turns.
     pub fn locking<S: QuerySelect>(&self, select: S) -> S {
-        if self.get_database_backend() == DatabaseBackend::Postgres {
-            select.lock(sea_orm::sea_query::LockType::NoKeyUpdate)
-        } else {
-            select
-        }
+        self.lock_on_postgres(select, LockType::NoKeyUpdate)
     }
 
     /// `select`, keeping the rows it reads from being deleted until this transaction ends: on
@@ -161,8 +158,14 @@ impl WriteTxn {
     /// takes this first: a deletion then waits for it (or it for the deletion, and finds nothing)
     /// instead of each waiting for the other. SQLite needs nothing.
     pub fn keeping<S: QuerySelect>(&self, select: S) -> S {
+        self.lock_on_postgres(select, LockType::KeyShare)
+    }
+
+    /// `select` with the row lock `lock` on PostgreSQL; as it is on SQLite, whose write
+    /// transactions already take turns.
+    fn lock_on_postgres<S: QuerySelect>(&self, select: S, lock: LockType) -> S {
         if self.get_database_backend() == DatabaseBackend::Postgres {
-            select.lock(sea_orm::sea_query::LockType::KeyShare)
+            select.lock(lock)
         } else {
             select
         }

@@ -118,10 +118,10 @@ async fn find_or_404(db: &impl ConnectionTrait, id: Uuid) -> Result<event::Model
         .ok_or(Error::NotFound("no such event"))
 }
 
-/// The event, locked until `txn` ends (see [`crate::db::WriteTxn::locking`]), or NOT_FOUND. A transaction
-/// that changes an event and rows referring to it locks the event first: on PostgreSQL, one that
-/// took the foreign-key check's share lock first and asked for the row's update lock later would
-/// deadlock with a deletion waiting between the two.
+/// The event, locked until `txn` ends (see [`crate::db::WriteTxn::locking`]), or NOT_FOUND. A
+/// transaction that changes an event and rows referring to it locks the event first: on
+/// PostgreSQL, one that took the foreign-key check's share lock first and asked for the row's
+/// update lock later would deadlock with a deletion waiting between the two.
 async fn lock_or_404(txn: &crate::db::WriteTxn, id: Uuid) -> Result<event::Model> {
     txn.locking(event::Entity::find_by_id(id))
         .one(&**txn)
@@ -361,7 +361,7 @@ pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
 
 /// Stores a new picture for an event; organizer (or admin) only. `bytes` as read: its error reaches
 /// the organizer only.
-#[tracing::instrument(skip(state, bytes))]
+#[tracing::instrument(skip(state, bytes), fields(bytes = tracing::field::Empty))]
 pub async fn set_image(
     state: &AppState,
     actor: Identity,
@@ -371,6 +371,7 @@ pub async fn set_image(
     let current = find_or_404(&state.db, id).await?;
     ensure_organizer(actor, &current)?;
     let bytes = bytes?;
+    tracing::Span::current().record("bytes", bytes.len());
     state.uploads.check(actor.user_id).await?;
     let picture = prepare_picture(bytes, state.image_limits(), IMAGE_SIDE, "file").await?;
     let key = state.media.put_picture(picture).await?;
