@@ -450,7 +450,8 @@ pub struct Config {
     )]
     pub request_timeout_seconds: u64,
 
-    /// How long shutdown waits for requests in flight, in seconds.
+    /// How long shutdown waits for requests in flight, in seconds; then as long again for
+    /// mutations still running whose clients left.
     #[arg(
         long,
         env = "RALLY_SHUTDOWN_GRACE_SECONDS",

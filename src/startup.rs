@@ -34,6 +34,8 @@ pub struct App {
     router: Router,
     metrics_listener: Option<TcpListener>,
     sockets: Sockets,
+    /// Runs the operations; shutdown waits for the mutations it runs to their end.
+    executor: Executor,
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -117,7 +119,7 @@ impl App {
         let sockets = Sockets::new(fanout, state.clone(), settings, stopping_rx);
         let domains = media::routes(state.media.clone(), Arc::new(BlurRenditions(state.clone())))
             .merge(meetings::calendar::routes(state.clone()));
-        let router = http::router(state.clone(), executor, sockets.clone(), domains);
+        let router = http::router(state.clone(), executor.clone(), sockets.clone(), domains);
         Ok(Self {
             listener,
             address,
@@ -126,6 +128,7 @@ impl App {
             router,
             metrics_listener,
             sockets,
+            executor,
             stopping,
         })
     }
@@ -169,6 +172,7 @@ impl App {
             router,
             metrics_listener,
             sockets,
+            executor,
             stopping,
         } = self;
         let metrics = metrics_listener.map(|listener| {
@@ -220,6 +224,10 @@ impl App {
         });
         if drained.await.is_err() {
             tracing::warn!(open = sockets.open(), "websockets still open at exit");
+        }
+        // Mutations whose clients left (or timed out) still finish before the database closes.
+        if !executor.finish_running(grace).await {
+            tracing::warn!("mutations still running at exit");
         }
         housekeeping.abort();
         jobs.abort();

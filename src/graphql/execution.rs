@@ -18,16 +18,23 @@
 //! - failed fields are nulled as the spec says, from the errors' paths ([`Shapes`]);
 //! - each executed query and mutation is counted and timed ([`OperationMetrics`]).
 //!
+//! A mutation runs to its end once it has started, in a task of its own ([`Executor::run_to_end`]):
+//! a client that leaves, or a request timeout, drops only the answer. Cancelled at an `.await`, a
+//! mutation could leave work half done that a transaction does not cover: a commit that lands
+//! without the live messages announcing it, a stored picture without its row. Shutdown waits for
+//! these tasks ([`Executor::finish_running`]).
+//!
 //! The depth, complexity and directive limits stay the engine's own (they cost nothing per field).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
-use async_graphql::{Request, Response, Variables};
+use async_graphql::{Request, Response, ServerError, Variables};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use tokio_util::task::TaskTracker;
 
 use super::context::Caller;
 use super::documents::{Documents, Parsed, PersistedQueryError};
@@ -56,6 +63,8 @@ struct Inner {
     metrics: OperationMetrics,
     max_aliases: usize,
     max_complexity: usize,
+    /// Operations running to their end whoever still waits for them (see the module docs).
+    running: TaskTracker,
 }
 
 /// A request with its parsed document attached (when it parsed; otherwise the engine reports the
@@ -88,6 +97,7 @@ impl Executor {
             metrics: OperationMetrics::new(limits.metrics_max_operations),
             max_aliases: limits.max_aliases,
             max_complexity: limits.max_complexity,
+            running: TaskTracker::new(),
         }))
     }
 
@@ -138,6 +148,40 @@ impl Executor {
             response,
             Some(started),
         )
+    }
+
+    /// Runs a query or mutation for `caller` in a task of its own: it goes on to its end when the
+    /// returned future is dropped (see the module docs).
+    pub async fn run_to_end(&self, prepared: Prepared, caller: Caller) -> Response {
+        let executor = self.clone();
+        let task = self
+            .0
+            .running
+            .spawn(async move { executor.execute(prepared, caller).await });
+        match task.await {
+            Ok(response) => response,
+            // A panic goes on here, as it would have without the task.
+            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+            // Nothing aborts the task; the runtime drops it only when it shuts down.
+            Err(_) => Response::from_errors(vec![ServerError::new("the server is stopping", None)]),
+        }
+    }
+
+    /// Spawns `work` among the operations shutdown waits for ([`Executor::finish_running`]).
+    pub fn spawn_to_end<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.0.running.spawn(work);
+    }
+
+    /// Waits up to `within` for the operations running to their end (at shutdown, once no request
+    /// or socket can start more); whether they all ended.
+    pub async fn finish_running(&self, within: Duration) -> bool {
+        self.0.running.close();
+        tokio::time::timeout(within, self.0.running.wait())
+            .await
+            .is_ok()
     }
 
     /// Runs any operation as a stream of responses (one for a query or mutation, one per event for

@@ -307,11 +307,11 @@ impl Fanout {
         }
         .attach(request, None);
         // In a task of its own: a mutation runs to its end even when the client completes the
-        // operation or leaves first (only the result is dropped then).
+        // operation or leaves first (only the result is dropped then), and shutdown waits for it.
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let executor = &self.inner.executor;
         let mut responses = executor.execute_stream(executor.prepare(request));
-        tokio::spawn(async move {
+        executor.spawn_to_end(async move {
             let _permit = permit;
             loop {
                 let response = tokio::select! {

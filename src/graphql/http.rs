@@ -193,7 +193,13 @@ async fn graphql(
         viewer,
         addr: Some(addr),
     };
-    let response = with_codes(http.executor.execute(prepared, caller).await);
+    // A mutation goes on when its client leaves or the request times out (see `run_to_end`).
+    let response = if prepared.is_mutation() {
+        http.executor.run_to_end(prepared, caller).await
+    } else {
+        http.executor.execute(prepared, caller).await
+    };
+    let response = with_codes(response);
     finish(response, mode)
 }
 

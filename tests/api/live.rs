@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::common::fixtures::create_event;
-use crate::common::{Backend, LEGACY_WS, TRANSPORT_WS, TestApp, WsClient};
+use crate::common::{Backend, LEGACY_WS, Session, TRANSPORT_WS, TestApp, WsClient};
 use crate::on_every_backend;
 
 on_every_backend!(
@@ -26,6 +26,8 @@ on_every_backend!(
     a_healthy_redis_subscription_stays_connected,
     a_fresh_token_with_another_role_does_not_extend_the_socket,
     a_mutation_completes_even_when_its_client_leaves_at_once,
+    a_mutation_over_http_runs_to_its_end_and_is_announced_when_its_request_is_dropped,
+    shutdown_waits_for_mutations_whose_requests_timed_out,
     a_document_that_fails_validation_gets_the_protocols_error_with_a_code,
     resolver_errors_over_the_websocket_carry_their_code,
     malformed_connection_init_payloads_are_refused,
@@ -588,13 +590,132 @@ async fn a_mutation_completes_even_when_its_client_leaves_at_once(backend: Backe
     assert!(created, "the mutation ran to its end without its client");
 }
 
+const RENAME: &str =
+    "mutation($id: ID!, $t: String!) { updateEvent(id: $id, input: { title: $t }) { version } }";
+
+/// The test's own write transaction holding `event`'s row (on SQLite, the write turn): writes of
+/// the event wait until it ends.
+async fn hold_event(app: &TestApp, event: &Value) -> rally::db::WriteTxn {
+    let held = app.state.begin_write().await.expect("transaction");
+    let row = Uuid::parse_str(event.as_str().expect("id")).expect("uuid");
+    held.locking(event::Entity::find_by_id(row))
+        .one(&*held)
+        .await
+        .expect("lock the row");
+    held
+}
+
+/// Sends `RENAME` of `event` to `title` as `session`, giving up after `patience`: `None` when the
+/// client gave up, else the response's status.
+async fn rename_over_http(
+    app: &TestApp,
+    session: &Session,
+    event: &Value,
+    title: &str,
+    patience: Duration,
+) -> Option<reqwest::StatusCode> {
+    let sent = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&session.access)
+        .timeout(patience)
+        .json(&json!({ "query": RENAME, "variables": { "id": event, "t": title } }))
+        .send()
+        .await;
+    match sent {
+        Ok(response) => Some(response.status()),
+        Err(err) if err.is_timeout() => None,
+        Err(err) => panic!("request failed: {err}"),
+    }
+}
+
+/// Over HTTP, a mutation that has started runs to its end when its request is dropped, by a client
+/// that stops waiting or by the server's request timeout: the change is made and announced, as a
+/// completed mutation over the websocket is. (Cancelled at an `.await`, a mutation could commit
+/// without its announcement.) Both renames wait on a lock the test holds, then go through once it
+/// is released.
+async fn a_mutation_over_http_runs_to_its_end_and_is_announced_when_its_request_is_dropped(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, |c| c.request_timeout_seconds = 1).await;
+    let ada = app.signup("ada").await;
+    let id = create_event(&app, &ada, "Held", "2030-01-01T20:00:00Z").await["id"].clone();
+    let mut watcher = app.ws(TRANSPORT_WS).await;
+    watcher.init(json!({})).await;
+    watcher
+        .subscribe("1", EVENT_UPDATED, json!({ "id": id }))
+        .await;
+    let before = watcher.next_data("1").await["eventUpdated"].clone();
+    assert_eq!(before["title"], "Held");
+
+    let held = hold_event(&app, &id).await;
+    let left = rename_over_http(&app, &ada, &id, "Left", Duration::from_millis(300)).await;
+    assert_eq!(left, None, "the client stopped waiting");
+    let timed_out = rename_over_http(&app, &ada, &id, "Timed out", Duration::from_secs(10)).await;
+    assert_eq!(timed_out, Some(reqwest::StatusCode::REQUEST_TIMEOUT));
+    held.commit().await.expect("release the row");
+
+    let mut announced = Vec::new();
+    for _ in 0..2 {
+        let change = watcher.next_data("1").await["eventUpdated"].clone();
+        announced.push(change["title"].as_str().expect("title").to_owned());
+    }
+    announced.sort();
+    assert_eq!(announced, ["Left", "Timed out"]);
+    let now = app
+        .gql(
+            "query($id: ID!) { event(id: $id) { title version } }",
+            json!({ "id": id }),
+        )
+        .await
+        .data()["event"]
+        .clone();
+    assert_eq!(
+        now["version"].as_i64(),
+        before["version"].as_i64().map(|v| v + 2),
+        "{now}"
+    );
+    assert!(
+        ["Left", "Timed out"].contains(&now["title"].as_str().expect("title")),
+        "{now}"
+    );
+}
+
+/// Shutdown waits for the mutations still running whose requests timed out before the database
+/// closes: the rename lands, and the restarted server serves it.
+async fn shutdown_waits_for_mutations_whose_requests_timed_out(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.request_timeout_seconds = 1).await;
+    let eve = app.signup("eve").await;
+    let id = create_event(&app, &eve, "Held", "2030-01-01T20:00:00Z").await["id"].clone();
+    let held = hold_event(&app, &id).await;
+    let timed_out = rename_over_http(&app, &eve, &id, "Landed", Duration::from_secs(10)).await;
+    assert_eq!(timed_out, Some(reqwest::StatusCode::REQUEST_TIMEOUT));
+    let restarting = tokio::spawn(app.restart());
+    // The shutdown has no request or socket left to drain; it waits for the rename.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !restarting.is_finished(),
+        "the shutdown did not wait for the rename"
+    );
+    held.commit().await.expect("release the row");
+    let app = restarting.await.expect("restarted");
+    let now = app
+        .gql(
+            "query($id: ID!) { event(id: $id) { title } }",
+            json!({ "id": id }),
+        )
+        .await
+        .data()["event"]
+        .clone();
+    assert_eq!(now["title"], "Landed", "{now}");
+}
+
 /// A mutation the client completes still runs to its end, so it keeps its place among the
 /// connection's running operations until it has finished: completing and starting again cannot
 /// pile work up. Three renames held up by a lock on the event's row fill a connection of three; a
 /// fourth is refused and changes nothing; once the three finish, the connection takes operations
 /// again.
 async fn completed_mutations_hold_their_place_until_they_finish(backend: Backend) {
-    const RENAME: &str = "mutation($id: ID!, $t: String!) { updateEvent(id: $id, input: { title: $t }) { version } }";
     const READ: &str = "query($id: ID!) { event(id: $id) { title version } }";
     let app = TestApp::spawn_with(backend, |c| c.ws_max_subscriptions = 3).await;
     let hal = app.signup("hal").await;
@@ -605,13 +726,7 @@ async fn completed_mutations_hold_their_place_until_they_finish(backend: Backend
     client
         .init(json!({ "authorization": format!("Bearer {}", hal.access) }))
         .await;
-    // The test's own write transaction holds the event's row (on SQLite, the write turn).
-    let held = app.state.begin_write().await.expect("transaction");
-    let row = Uuid::parse_str(id.as_str().expect("id")).expect("uuid");
-    held.locking(event::Entity::find_by_id(row))
-        .one(&*held)
-        .await
-        .expect("lock the row");
+    let held = hold_event(&app, &id).await;
     for n in 0..3 {
         let op = format!("m{n}");
         client
