@@ -454,7 +454,9 @@ pub struct Guess {
 
 /// A player guesses who is in the photo. The first right guess solves the round and wins
 /// [`guess_points`]; exactly one wins under any concurrency (a conditional update), and a right
-/// guess after that is CONFLICT. Wrong guesses score nothing.
+/// guess after that is CONFLICT. Wrong guesses score nothing. A guess is recorded and judged at the
+/// level the round has inside its write transaction, which holds the round's row: a reveal in
+/// progress ends first (or waits), so a guess never counts for a level that has passed.
 #[tracing::instrument(skip(state))]
 pub async fn guess(
     state: &AppState,
@@ -476,6 +478,20 @@ pub async fn guess(
     if round.solved_by.is_some() {
         return Err(Error::state_conflict("this round is already solved"));
     }
+    let guessed = match Handle::parse(handle, "handle") {
+        Ok(handle) => accounts::service::find_by_handle(state, &handle).await?,
+        Err(_) => None,
+    };
+    let correct = guessed.is_some_and(|u| u.id == round.answer_id);
+    let mut txn = state.begin_write().await?;
+    let round = txn
+        .locking(blur_round::Entity::find_by_id(round_id))
+        .one(&*txn)
+        .await?
+        .ok_or(Error::NotFound("no such round"))?;
+    if round.solved_by.is_some() {
+        return Err(Error::state_conflict("this round is already solved"));
+    }
     // One guess per player per level: trying every handle in turn would always win.
     blur_guess::ActiveModel {
         round_id: Set(round_id),
@@ -483,7 +499,7 @@ pub async fn guess(
         level: Set(round.level),
         guessed_at: Set(Utc::now()),
     }
-    .insert(&state.db)
+    .insert(&*txn)
     .await
     .map_err(|err| {
         Error::on_constraint(
@@ -493,18 +509,14 @@ pub async fn guess(
             })],
         )
     })?;
-    let guessed = match Handle::parse(handle, "handle") {
-        Ok(handle) => accounts::service::find_by_handle(state, &handle).await?,
-        Err(_) => None,
-    };
-    if guessed.map(|u| u.id) != Some(round.answer_id) {
+    if !correct {
+        txn.commit().await?;
         return Ok(Guess {
             correct: false,
             points: 0,
             round,
         });
     }
-    let mut txn = state.begin_write().await?;
     let won = blur_round::Entity::update_many()
         .col_expr(blur_round::Column::SolvedBy, Expr::value(actor.user_id))
         .col_expr(blur_round::Column::SolvedAt, Expr::value(Utc::now()))

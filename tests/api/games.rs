@@ -5,6 +5,7 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use reqwest::multipart::{Form, Part};
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 use crate::common::fixtures::{cheers, open_bar, open_cup};
@@ -18,6 +19,7 @@ on_every_backend!(
     concurrent_right_guesses_have_exactly_one_winner,
     points_racing_the_finish_land_before_it_or_not_at_all,
     a_player_guesses_once_per_level,
+    a_guess_that_waits_for_a_reveal_counts_for_the_level_after_it,
     game_updated_sends_a_snapshot_then_changes,
     a_scripted_bar_night_ends_with_every_phone_in_the_same_state,
 );
@@ -526,6 +528,75 @@ async fn a_player_guesses_once_per_level(backend: Backend) {
         next_level.data()["guessBlurRound"]["correct"],
         true,
         "a new level, a new guess"
+    );
+}
+
+/// A guess sent while a reveal is waiting to land counts for the level the reveal leaves: it is
+/// recorded and judged after the reveal, never at the level that has passed (else the player would
+/// get a second guess at the new level). The test's own write transaction holds the round's row
+/// (on SQLite, the write turn) while the reveal, then the guess, queue behind it.
+async fn a_guess_that_waits_for_a_reveal_counts_for_the_level_after_it(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.auth_attempts_per_address = 100).await;
+    let bar = open_bar(&app).await;
+    let handles = ["uma", "vic"];
+    let mut players = Vec::new();
+    for handle in handles {
+        let player = app.signup(handle).await;
+        open_cup(&app, &bar.bartender, &bar.event, &player).await;
+        players.push(player);
+    }
+    let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &handles).await;
+    let game_id = game.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let round = start_round(&app, &bar.organizer, &game_id, "uma").await;
+    let round_id = round["data"]["startBlurRound"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let first_level = round["data"]["startBlurRound"]["level"]
+        .as_i64()
+        .expect("level");
+
+    let held = app.state.begin_write().await.expect("transaction");
+    let row = uuid::Uuid::parse_str(&round_id).expect("uuid");
+    held.locking(rally::entity::blur_round::Entity::find_by_id(row))
+        .one(&*held)
+        .await
+        .expect("lock the round");
+    // The reveal queues first, the guess next; then the row is released.
+    let reveal = app.gql_as(
+        &bar.organizer,
+        "mutation($r: ID!) { revealBlurRound(roundId: $r) { level } }",
+        json!({ "r": round_id }),
+    );
+    let waiting_guess = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        guess(&app, &players[1], &round_id, "nobody").await
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        held.commit().await.expect("release the round");
+    };
+    let (revealed, waited, ()) = tokio::join!(reveal, waiting_guess, release);
+    let revealed = revealed.data();
+    let after = revealed["revealBlurRound"]["level"]
+        .as_i64()
+        .expect("level");
+    assert_eq!(after, first_level - 1, "{revealed}");
+    assert_eq!(waited.data()["guessBlurRound"]["correct"], false);
+    assert_eq!(
+        waited.data()["guessBlurRound"]["round"]["level"].as_i64(),
+        Some(after),
+        "the guess was judged at the level after the reveal"
+    );
+    let again = guess(&app, &players[1], &round_id, "uma").await;
+    again.assert_error("CONFLICT", None);
+    assert!(
+        again.message().contains("guessed at this level"),
+        "{}",
+        again.message()
     );
 }
 
