@@ -674,7 +674,8 @@ async fn reload(state: &AppState, me: Identity, id: Uuid) -> Result<(ActivityVie
 }
 
 /// A watched person's devices: START for every ACTIVE activity that watches them now (a phone that
-/// was offline still learns it must share), then every command as it happens.
+/// was offline still learns it must share), then every command as it happens that still holds when
+/// it is delivered ([`still_holds`]).
 pub async fn tracking_commands(
     state: &AppState,
     me: Identity,
@@ -690,8 +691,40 @@ pub async fn tracking_commands(
             requested_by: running.owner_id,
         })
         .collect();
-    let live = live::events(feed).map(|command| (*command).clone());
+    let state = state.clone();
+    let live = live::events(feed).filter_map(move |command| {
+        let state = state.clone();
+        async move {
+            still_holds(&state, me.user_id, &command)
+                .await
+                .then(|| (*command).clone())
+        }
+    });
     Ok(futures_util::stream::iter(snapshot).chain(live))
+}
+
+/// Whether `command` still says what `watched`'s devices must do: START while its activity is
+/// ACTIVE and watches them with consent, STOP otherwise. Each change sends its command after it
+/// commits, from its own task, so the commands of two changes that follow each other closely (a
+/// link accepted while the activity ends, an activity started while the link is removed) can
+/// arrive in the other order: a START after the STOP that ended it. The one that no longer holds
+/// is dropped, so the last command a device gets is what the state says now. When the state cannot
+/// be read, only a STOP goes through: a device never starts sharing without consent seen.
+async fn still_holds(state: &AppState, watched: Uuid, command: &TrackingCommand) -> bool {
+    let sharing = watching_query(watched)
+        .filter(activity::Column::Id.eq(command.activity_id))
+        .select_only()
+        .column(activity::Column::Id)
+        .into_tuple::<Uuid>()
+        .one(&state.db)
+        .await;
+    match sharing {
+        Ok(sharing) => sharing.is_some() == (command.command == Command::Start),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot check a tracking command against the state");
+            command.command == Command::Stop
+        }
+    }
 }
 
 /// The owner's proximity alerts, as they happen.

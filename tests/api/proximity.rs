@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use rally::proximity::model::{Command, TRACKING, TrackingCommand};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::common::{Backend, Session, TRANSPORT_WS, TestApp, WsClient};
 
@@ -15,6 +17,8 @@ crate::on_every_backend!(
     one_active_activity_per_user_under_a_race,
     strangers_learn_nothing,
     devices_are_told_to_start_and_stop,
+    a_command_overtaken_by_a_later_change_is_not_delivered,
+    commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_stopped,
     the_live_status_follows_positions_and_goes_stale_by_itself,
     an_alert_fires_once_on_entry_and_again_only_after_leaving,
     an_entry_alerts_once_while_the_owner_reports_too,
@@ -449,6 +453,179 @@ async fn devices_are_told_to_start_and_stop(backend: Backend) {
     // Nothing running: a new subscriber gets nothing to start.
     let mut idle = subscribe(&app, &bob, COMMANDS, json!({})).await;
     idle.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// Publishes `command` of `activity` to `watched`'s devices on the server's own broker, as a change
+/// whose task was slow to send it would: after a later change of the same activity or link.
+fn send_late(
+    app: &TestApp,
+    watched: &Session,
+    owner: &Session,
+    command: Command,
+    activity: &Value,
+) {
+    let uuid = |id: &str| Uuid::parse_str(id).expect("uuid");
+    app.state.live.publish(
+        &TRACKING.of(uuid(&watched.id)),
+        &TrackingCommand {
+            command,
+            activity_id: uuid(activity.as_str().expect("id")),
+            requested_by: uuid(&owner.id),
+        },
+    );
+}
+
+/// A command that a later change has overtaken (a START for an activity that has ended, a STOP for
+/// one that runs and watches the person) is not delivered: a device never starts sharing for an
+/// activity that is over, nor stops while it is still watched. The next frame after each late
+/// command is the next real one.
+async fn a_command_overtaken_by_a_later_change_is_not_delivered(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    let mut phone = subscribe(&app, &bob, COMMANDS, json!({})).await;
+    app.listening(&format!("user:{}:tracking", bob.id), 1).await;
+    phone.assert_quiet(Duration::from_millis(200)).await;
+    let first = start(&app, &ann, 100.0).await["id"].clone();
+    assert_eq!(
+        phone.next_data("s").await["trackingCommands"]["command"],
+        "START"
+    );
+    app.gql_as(
+        &ann,
+        "mutation($id: ID!) { stopActivity(id: $id) { status } }",
+        json!({ "id": first }),
+    )
+    .await
+    .data();
+    assert_eq!(
+        phone.next_data("s").await["trackingCommands"]["command"],
+        "STOP"
+    );
+
+    send_late(&app, &bob, &ann, Command::Start, &first);
+    let second = start(&app, &ann, 100.0).await["id"].clone();
+    let next = phone.next_data("s").await;
+    assert_eq!(
+        (
+            &next["trackingCommands"]["command"],
+            &next["trackingCommands"]["activityId"]
+        ),
+        (&json!("START"), &second),
+        "the late START of the ended activity was dropped"
+    );
+
+    send_late(&app, &bob, &ann, Command::Stop, &second);
+    app.gql_as(
+        &bob,
+        "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
+        json!({}),
+    )
+    .await
+    .data();
+    let next = phone.next_data("s").await;
+    assert_eq!(
+        (
+            &next["trackingCommands"]["command"],
+            &next["trackingCommands"]["activityId"]
+        ),
+        (&json!("STOP"), &second),
+    );
+    phone.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// The frames `phone` receives until it has been quiet for `quiet`.
+async fn frames_until_quiet(phone: &mut WsClient, quiet: Duration) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while let Ok(frame) = tokio::time::timeout(quiet, phone.next_frame()).await {
+        frames.push(frame.expect("the socket stays open"));
+    }
+    frames
+}
+
+/// The watched person accepts a link while the watcher ends the activity, many times over: whatever
+/// the order, the device is never left sharing for an ended activity (every START it gets is
+/// followed by a STOP of the same activity). Over the rounds the end lands before and after the
+/// acceptance, and the test checks that both happened. (The overtaking itself, a request's task
+/// waking late between its commit and its send, is too narrow to provoke from outside: this passed
+/// on the code before the check too. The test above delivers a late command on purpose.)
+async fn commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_stopped(
+    backend: Backend,
+) {
+    const ROUNDS: usize = 20;
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let mut phone = subscribe(&app, &bob, COMMANDS, json!({})).await;
+    app.listening(&format!("user:{}:tracking", bob.id), 1).await;
+    let mut started = 0;
+    for round in 0..ROUNDS {
+        app.gql_as(
+            &ann,
+            "mutation { requestMonitor(handle: \"bob\") { status } }",
+            json!({}),
+        )
+        .await
+        .data();
+        let running = start(&app, &ann, 100.0).await["id"].clone();
+        // Over the rounds, the end lands from well before the acceptance to well after it.
+        let late = Duration::from_millis(3 * (round / 2 % 5) as u64);
+        let (accept_late, stop_late) = if round % 2 == 0 {
+            (late, Duration::ZERO)
+        } else {
+            (Duration::ZERO, late)
+        };
+        let accept = async {
+            tokio::time::sleep(accept_late).await;
+            app.gql_as(
+                &bob,
+                "mutation { acceptMonitor(watcher: \"ann\") { status } }",
+                json!({}),
+            )
+            .await
+        };
+        let stop = async {
+            tokio::time::sleep(stop_late).await;
+            app.gql_as(
+                &ann,
+                "mutation($id: ID!) { stopActivity(id: $id) { status } }",
+                json!({ "id": running }),
+            )
+            .await
+        };
+        let (accepted, stopped) = tokio::join!(accept, stop);
+        accepted.data();
+        stopped.data();
+        let frames = frames_until_quiet(&mut phone, Duration::from_millis(300)).await;
+        let commands: Vec<&str> = frames
+            .iter()
+            .map(|frame| {
+                let command = &frame["payload"]["data"]["trackingCommands"];
+                assert_eq!(command["activityId"], running, "{frame}");
+                command["command"].as_str().expect("command")
+            })
+            .collect();
+        if commands.contains(&"START") {
+            started += 1;
+        }
+        assert!(
+            commands.is_empty() || commands.last() == Some(&"STOP"),
+            "round {round}: the device was left sharing for an ended activity: {commands:?}"
+        );
+        app.gql_as(
+            &bob,
+            "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
+            json!({}),
+        )
+        .await
+        .data();
+    }
+    println!("{started} of {ROUNDS} rounds sent a START before the end");
+    assert!(
+        started > 0 && started < ROUNDS,
+        "the acceptance and the end did not land in both orders ({started} of {ROUNDS} STARTs)"
+    );
 }
 
 async fn the_live_status_follows_positions_and_goes_stale_by_itself(backend: Backend) {
