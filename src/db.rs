@@ -87,8 +87,10 @@ const TAKE_WRITE_LOCK: &str = "UPDATE seaql_migrations SET version = version WHE
 /// PostgreSQL locks rows, so concurrent transactions simply queue on the rows they touch. SQLite's
 /// deferred transactions cannot queue: two that both read and then write fail with SQLITE_BUSY when
 /// the second tries to upgrade its lock. So on SQLite (one process by design) write transactions
-/// take turns behind an in-process lock, and each takes the write lock before its first statement;
-/// single-statement writes need no transaction and no turn (they wait for the write lock).
+/// take turns behind an in-process lock, and each takes the write lock before its first statement.
+/// A single-statement write needs no transaction but takes the same turn ([`Writes::one`]): left to
+/// wait for SQLite's lock, it polls it from SQLite's busy handler, which sleeps up to 100 ms between
+/// tries and can miss every gap in a stream of transactions until its timeout.
 #[derive(Clone)]
 pub struct Writes {
     turn: Option<Arc<Mutex<()>>>,
@@ -103,12 +105,25 @@ impl Writes {
         }
     }
 
-    /// Begins a transaction that will write; what it publishes goes out on `live` after the commit.
-    pub async fn begin(&self, db: &DatabaseConnection, live: &Live) -> Result<WriteTxn, DbErr> {
-        let turn = match &self.turn {
+    /// `db` for one write statement, once it is its turn (see [`OneWrite`]).
+    pub async fn one<'a>(&self, db: &'a DatabaseConnection) -> OneWrite<'a> {
+        OneWrite {
+            db,
+            _turn: self.take_turn().await,
+        }
+    }
+
+    /// SQLite's turn (nothing on PostgreSQL).
+    async fn take_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.turn {
             Some(turn) => Some(turn.clone().lock_owned().await),
             None => None,
-        };
+        }
+    }
+
+    /// Begins a transaction that will write; what it publishes goes out on `live` after the commit.
+    pub async fn begin(&self, db: &DatabaseConnection, live: &Live) -> Result<WriteTxn, DbErr> {
+        let turn = self.take_turn().await;
         let txn = db.begin().await?;
         if turn.is_some() {
             // What BEGIN IMMEDIATE does (SeaORM only says BEGIN): take SQLite's write lock first,
@@ -122,6 +137,23 @@ impl Writes {
             live: live.clone(),
             outbox: Vec::new(),
         })
+    }
+}
+
+/// The database lent for one write statement outside a transaction: on SQLite it holds the write
+/// turn while it lives (see [`Writes`]), so the statement runs when its turn comes, in line with
+/// write transactions. Keep it for that one statement: a task holding it (or a [`WriteTxn`]) that
+/// asks for another would wait for itself.
+pub struct OneWrite<'a> {
+    db: &'a DatabaseConnection,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for OneWrite<'_> {
+    type Target = DatabaseConnection;
+
+    fn deref(&self) -> &DatabaseConnection {
+        self.db
     }
 }
 

@@ -10,7 +10,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::{AuthLimits, Passwords, PerUserLimit, TokenKeys};
 use crate::config::Config;
-use crate::db::{WriteTxn, Writes};
+use crate::db::{OneWrite, WriteTxn, Writes};
 use crate::live::Live;
 use crate::media::{ImageLimits, MediaStore};
 
@@ -51,6 +51,12 @@ impl AppState {
     /// Begins a transaction that will write; what it publishes is sent after its commit.
     pub async fn begin_write(&self) -> Result<WriteTxn, sea_orm::DbErr> {
         self.writes.begin(&self.db, &self.live).await
+    }
+
+    /// The database for one write statement outside a transaction, once it is its turn (see
+    /// [`OneWrite`]): `statement.exec(&*state.one_write().await)`.
+    pub async fn one_write(&self) -> OneWrite<'_> {
+        self.writes.one(&self.db).await
     }
 
     /// The limits uploads are checked against.

@@ -109,7 +109,7 @@ pub async fn signup(
         updated_at: Set(now),
     };
     // The check above gives a friendly answer; the unique indexes settle races.
-    let created = row.insert(&state.db).await.map_err(|err| {
+    let created = row.insert(&*state.one_write().await).await.map_err(|err| {
         Error::on_constraint(
             err,
             &[
@@ -173,7 +173,7 @@ pub async fn login(
     if found.role != Role::Admin && state.config.is_admin_handle(&found.handle) {
         let mut promote: user::ActiveModel = found.into();
         promote.role = Set(Role::Admin);
-        found = promote.update(&state.db).await?;
+        found = promote.update(&*state.one_write().await).await?;
     }
     start_session(state, found, None).await
 }
@@ -345,7 +345,7 @@ async fn start_session(
     user: user::Model,
     family: Option<Uuid>,
 ) -> Result<Session> {
-    issue_session(state, &state.db, user, family).await
+    issue_session(state, &*state.one_write().await, user, family).await
 }
 
 /// Stores a new refresh token (in `family`, or a new one) and signs an access token.
@@ -483,7 +483,7 @@ pub async fn update_profile(
         row.body_type = Set(body_type);
     }
     row.updated_at = Set(Utc::now());
-    Ok(row.update(&state.db).await?)
+    Ok(row.update(&*state.one_write().await).await?)
 }
 
 /// Checks, re-encodes and stores a new avatar; the old picture is deleted afterwards.
@@ -500,7 +500,8 @@ pub async fn set_avatar(state: &AppState, user_id: Uuid, bytes: Vec<u8>) -> Resu
     let mut row: user::ActiveModel = current.into();
     row.avatar_key = Set(Some(key.clone()));
     row.updated_at = Set(Utc::now());
-    let updated = match row.update(&state.db).await {
+    let updated = row.update(&*state.one_write().await).await;
+    let updated = match updated {
         Ok(updated) => updated,
         Err(err) => {
             state.media.delete(&key).await;

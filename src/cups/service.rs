@@ -390,7 +390,7 @@ async fn update_open(
     statement.returning_all();
     let session = cup_session::Entity::find()
         .from_raw_sql(state.db.get_database_backend().build(&statement))
-        .one(&state.db)
+        .one(&*state.one_write().await)
         .await?
         .ok_or_else(closed)?;
     announce(state, &session, score_changed);

@@ -195,7 +195,7 @@ pub async fn create(state: &AppState, organizer: Uuid, new: NewEvent) -> Result<
         created_at: Set(now),
         updated_at: Set(now),
     };
-    Ok(row.insert(&state.db).await?)
+    Ok(row.insert(&*state.one_write().await).await?)
 }
 
 /// Applies `changes` to an event; organizer (or admin) only; illegal status moves are
@@ -282,7 +282,7 @@ pub async fn set_status_system(
         .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(event::Column::Id.eq(id))
         .filter(event::Column::Status.ne(status))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     if moved.rows_affected == 0 {
         return Ok(None);
@@ -383,7 +383,7 @@ pub async fn set_image(
         )
         .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(event::Column::Id.eq(id))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await;
     if let Err(err) = updated {
         state.media.delete(&key).await;
@@ -644,7 +644,7 @@ pub async fn add_staff(
             .update_column(event_staff::Column::Role)
             .to_owned(),
     )
-    .exec_without_returning(&state.db)
+    .exec_without_returning(&*state.one_write().await)
     .await?;
     touch(state, actor, id).await
 }
@@ -664,7 +664,7 @@ pub async fn remove_staff(
         .await?
         .ok_or(Error::NotFound("no user with this handle"))?;
     event_staff::Entity::delete_by_id((id, member.id))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     touch(state, actor, id).await
 }
@@ -678,7 +678,7 @@ async fn touch(state: &AppState, actor: Identity, id: Uuid) -> Result<event::Mod
         )
         .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(event::Column::Id.eq(id))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     let event = find_or_404(&state.db, id).await?;
     announce(
@@ -750,7 +750,7 @@ pub async fn create_template(
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(&state.db)
+    .insert(&*state.one_write().await)
     .await?)
 }
 
@@ -770,13 +770,13 @@ pub async fn update_template(
     row.default_duration_minutes = Set(spec.default_duration_minutes);
     row.capacity = Set(spec.capacity);
     row.updated_at = Set(Utc::now());
-    Ok(row.update(&state.db).await?)
+    Ok(row.update(&*state.one_write().await).await?)
 }
 
 /// Removes a catalogue entry; events made from it keep their values and lose the link.
 pub async fn delete_template(state: &AppState, id: Uuid) -> Result<()> {
     let deleted = event_template::Entity::delete_by_id(id)
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     if deleted.rows_affected == 0 {
         return Err(Error::NotFound("no such event template"));

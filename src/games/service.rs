@@ -285,7 +285,7 @@ pub async fn finish(state: &AppState, actor: Identity, id: Uuid) -> Result<game:
         )
         .filter(game::Column::Id.eq(id))
         .filter(game::Column::Status.ne(Status::Finished))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     if updated.rows_affected == 0 {
         return Err(Error::state_conflict("this game is finished"));

@@ -80,7 +80,7 @@ pub async fn take_lease(
                 .add(job_lease::Column::Holder.eq(holder))
                 .add(job_lease::Column::ExpiresAt.lt(now)),
         )
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     if renewed.rows_affected == 1 {
         return Ok(true);
@@ -92,7 +92,7 @@ pub async fn take_lease(
     })
     .on_conflict(OnConflict::new().do_nothing().to_owned())
     .do_nothing()
-    .exec(&state.db)
+    .exec(&*state.one_write().await)
     .await?;
     Ok(matches!(inserted, TryInsertResult::Inserted(_)))
 }
@@ -197,7 +197,7 @@ pub fn holder_name() -> String {
 pub async fn release_leases(state: &AppState, holder: &str) -> Result<u64> {
     Ok(job_lease::Entity::delete_many()
         .filter(job_lease::Column::Holder.eq(holder))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?
         .rows_affected)
 }

@@ -565,7 +565,7 @@ async fn store_feed(state: &AppState, user: Uuid, replace: bool) -> Result<Strin
         created_at: Set(Utc::now()),
     })
     .on_conflict(on_conflict)
-    .exec_without_returning(&state.db)
+    .exec_without_returning(&*state.one_write().await)
     .await?;
     Ok(token)
 }

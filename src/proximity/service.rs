@@ -62,7 +62,7 @@ pub async fn request_monitor(
     })
     .on_conflict(OnConflict::new().do_nothing().to_owned())
     .do_nothing()
-    .exec(&state.db)
+    .exec(&*state.one_write().await)
     .await?;
     link(state, me.user_id, watched)
         .await?
@@ -96,7 +96,7 @@ pub async fn accept_monitor(
         .filter(monitor_link::Column::WatcherId.eq(watcher))
         .filter(monitor_link::Column::WatchedId.eq(me.user_id))
         .filter(monitor_link::Column::Status.eq(LinkStatus::Pending))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     let link = link(state, watcher, me.user_id)
         .await?
@@ -132,7 +132,7 @@ pub async fn remove_monitor(
         return Ok(false);
     };
     let removed = monitor_link::Entity::delete_by_id((watcher, watched))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     if removed.rows_affected == 1
         && link.status == LinkStatus::Accepted
@@ -186,7 +186,7 @@ pub async fn update_location(
         .col_expr(location::Column::UpdatedAt, Expr::value(now))
         .filter(location::Column::UserId.eq(me.user_id))
         .filter(location::Column::UpdatedAt.lte(now - interval))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     if updated.rows_affected == 0 {
         let inserted = location::Entity::insert(location::ActiveModel {
@@ -197,7 +197,7 @@ pub async fn update_location(
         })
         .on_conflict(OnConflict::new().do_nothing().to_owned())
         .do_nothing()
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
         if !matches!(inserted, TryInsertResult::Inserted(_)) {
             let last = location::Entity::find_by_id(me.user_id)
@@ -493,7 +493,7 @@ pub async fn start_activity(state: &AppState, me: Identity, radius: f64) -> Resu
         ended_at: Set(None),
         version: Set(1),
     }
-    .insert(&state.db)
+    .insert(&*state.one_write().await)
     .await;
     let started = match inserted {
         Ok(started) => started,
@@ -527,7 +527,7 @@ pub async fn end_activity(
         .filter(activity::Column::Id.eq(id))
         .filter(activity::Column::OwnerId.eq(me.user_id))
         .filter(activity::Column::Status.eq(ActivityStatus::Active))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     let current = own(state, me, id).await?;
     if ended.rows_affected != 1 {

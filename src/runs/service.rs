@@ -455,7 +455,7 @@ pub async fn claim_tokens(state: &AppState, me: Identity) -> Result<(wallet::Mod
         .col_expr(wallet::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(wallet::Column::UserId.eq(me.user_id))
         .filter(wallet::Column::Claimable.gt(0))
-        .exec(&state.db)
+        .exec(&*state.one_write().await)
         .await?;
     wallet(state, me.user_id).await
 }
