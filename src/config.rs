@@ -292,6 +292,17 @@ pub struct Config {
     )]
     pub ws_max_subscriptions: usize,
 
+    /// Most mutations running at once over HTTP. A mutation runs to its end even when its request
+    /// times out or its client leaves, so without a bound an overloaded server would pile them up
+    /// as clients retry; past it a mutation is refused at once (429, `RATE_LIMITED`).
+    #[arg(
+        long,
+        env = "RALLY_MAX_RUNNING_MUTATIONS",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_running_mutations: usize,
+
     /// Estimated blood alcohol (percent) above which staff see `bacWarning` on a cup session.
     #[arg(
         long,
@@ -536,7 +547,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 34] = [
+        let bounds: [(&str, u64, u64, u64); 35] = [
             ("RALLY_JOB_LEASE_SECONDS", self.job_lease_seconds, 1, 3600),
             ("RALLY_H3_RESOLUTION", self.h3_resolution.into(), 0, 15),
             (
@@ -677,6 +688,12 @@ impl Config {
                 self.max_slot_minutes,
                 1,
                 7 * 24 * 60,
+            ),
+            (
+                "RALLY_MAX_RUNNING_MUTATIONS",
+                widen(self.max_running_mutations),
+                1,
+                1_000_000,
             ),
             (
                 "RALLY_METRICS_MAX_OPERATIONS",

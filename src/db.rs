@@ -48,9 +48,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
         // PostgreSQL keeps both: a server restart or a dropped socket is found before a request's
         // query, not by it.
         .test_before_acquire(!embedded)
-        // SQLite has one writer: a single-statement write waits for the write lock while write
-        // transactions take turns; give it as long as a request may take (sqlx's default is 5 s,
-        // which a burst of long transactions, such as weekly availability patterns, outlasts).
+        // SQLite has one writer. Rally's own writes take turns in process (`Writes`), so the
+        // busy handler only waits out a write left running by a cancelled request, or another
+        // process (a migration, a backup); give it as long as a request may take (sqlx's
+        // default is 5 s).
         .map_sqlx_sqlite_opts(|sqlite| sqlite.busy_timeout(SQLITE_BUSY_TIMEOUT));
     let db = Database::connect(options)
         .await

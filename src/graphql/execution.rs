@@ -34,7 +34,9 @@ use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Opera
 use async_graphql::{Request, Response, ServerError, Variables};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::context::Caller;
 use super::documents::{Documents, Parsed, PersistedQueryError};
@@ -44,6 +46,10 @@ use super::response::is_request_error;
 use super::schema::{Mutation, Query, RallySchema, Schemas, Subscription};
 use super::telemetry::OperationMetrics;
 use super::variables::InputTypes;
+
+/// As many mutations are running to their end as the limits allow.
+#[derive(Debug)]
+pub struct Busy;
 
 /// Parsed documents kept for reuse (an app sends a few hundred distinct documents at most).
 const DOCUMENT_CACHE: usize = 1024;
@@ -65,6 +71,8 @@ struct Inner {
     max_complexity: usize,
     /// Operations running to their end whoever still waits for them (see the module docs).
     running: TaskTracker,
+    /// A place for each mutation [`Executor::run_to_end`] may run at once.
+    places: Arc<Semaphore>,
 }
 
 /// A request with its parsed document attached (when it parsed; otherwise the engine reports the
@@ -98,6 +106,7 @@ impl Executor {
             max_aliases: limits.max_aliases,
             max_complexity: limits.max_complexity,
             running: TaskTracker::new(),
+            places: Arc::new(Semaphore::new(limits.max_running_mutations)),
         }))
     }
 
@@ -151,19 +160,34 @@ impl Executor {
     }
 
     /// Runs a query or mutation for `caller` in a task of its own: it goes on to its end when the
-    /// returned future is dropped (see the module docs).
-    pub async fn run_to_end(&self, prepared: Prepared, caller: Caller) -> Response {
+    /// returned future is dropped (see the module docs). [`Busy`] when as many are running as the
+    /// limits allow: nothing ran.
+    pub async fn run_to_end(&self, prepared: Prepared, caller: Caller) -> Result<Response, Busy> {
+        let place = self
+            .0
+            .places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
         let executor = self.clone();
+        // In the request's span, so its log lines keep the request id.
+        let run = async move {
+            let _place = place;
+            executor.execute(prepared, caller).await
+        };
         let task = self
             .0
             .running
-            .spawn(async move { executor.execute(prepared, caller).await });
+            .spawn(run.instrument(tracing::Span::current()));
         match task.await {
-            Ok(response) => response,
+            Ok(response) => Ok(response),
             // A panic goes on here, as it would have without the task.
             Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
             // Nothing aborts the task; the runtime drops it only when it shuts down.
-            Err(_) => Response::from_errors(vec![ServerError::new("the server is stopping", None)]),
+            Err(_) => Ok(Response::from_errors(vec![ServerError::new(
+                "the server is stopping",
+                None,
+            )])),
         }
     }
 

@@ -311,7 +311,7 @@ impl Fanout {
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let executor = &self.inner.executor;
         let mut responses = executor.execute_stream(executor.prepare(request));
-        executor.spawn_to_end(async move {
+        let work = async move {
             let _permit = permit;
             loop {
                 let response = tokio::select! {
@@ -329,7 +329,12 @@ impl Fanout {
                     break;
                 }
             }
-        });
+        };
+        if to_the_end {
+            executor.spawn_to_end(work);
+        } else {
+            tokio::spawn(work);
+        }
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
     }
 

@@ -18,7 +18,7 @@ use axum::routing::get;
 
 use super::Caller;
 use super::documents::PersistedQueryError;
-use super::execution::Executor;
+use super::execution::{Busy, Executor};
 use super::response::{is_request_error, with_codes};
 use crate::auth::{ClientAddr, Viewer};
 use crate::error::code;
@@ -93,6 +93,9 @@ struct Rejection {
     parsed: bool,
 }
 
+/// When a client refused for [`Busy`] may try again.
+const BUSY_RETRY_SECONDS: u64 = 1;
+
 /// The code Apollo's persisted-queries link waits for before it sends the document with its hash.
 const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 
@@ -102,6 +105,17 @@ impl Rejection {
             status,
             message: message.into(),
             extensions: serde_json::json!({ "code": code::BAD_USER_INPUT, "field": field }),
+            parsed: false,
+        }
+    }
+
+    /// Too many mutations running ([`Busy`]): 429, whatever the response mode, so the client
+    /// retries after `Retry-After`.
+    fn busy() -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "too many mutations are running; retry in 1 s".to_owned(),
+            extensions: serde_json::json!({ "code": code::RATE_LIMITED, "retryAfterSeconds": BUSY_RETRY_SECONDS }),
             parsed: false,
         }
     }
@@ -135,12 +149,18 @@ impl Rejection {
         } else {
             self.status
         };
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, mode.content_type())],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_SECONDS));
+        }
+        response
     }
 }
 
@@ -195,7 +215,10 @@ async fn graphql(
     };
     // A mutation goes on when its client leaves or the request times out (see `run_to_end`).
     let response = if prepared.is_mutation() {
-        http.executor.run_to_end(prepared, caller).await
+        match http.executor.run_to_end(prepared, caller).await {
+            Ok(response) => response,
+            Err(Busy) => return Rejection::busy().into_response(mode),
+        }
     } else {
         http.executor.execute(prepared, caller).await
     };

@@ -25,6 +25,8 @@ pub struct QueryLimits {
     pub introspection: bool,
     /// Most distinct operation names labelled in the metrics.
     pub metrics_max_operations: usize,
+    /// Most mutations running to their end at once over HTTP.
+    pub max_running_mutations: usize,
 }
 
 impl Default for QueryLimits {
@@ -36,6 +38,7 @@ impl Default for QueryLimits {
             max_directives: 8,
             introspection: true,
             metrics_max_operations: 100,
+            max_running_mutations: 1024,
         }
     }
 }
@@ -49,6 +52,7 @@ impl QueryLimits {
             max_aliases: config.query_max_aliases,
             introspection: config.introspection_enabled(),
             metrics_max_operations: config.metrics_max_operations,
+            max_running_mutations: config.max_running_mutations,
             ..Self::default()
         }
     }

@@ -21,9 +21,10 @@ use super::model::{
 use crate::accounts;
 use crate::accounts::model::Handle;
 use crate::auth::Identity;
+use crate::db::WriteTxn;
 use crate::entity::activity::{self, Status as ActivityStatus};
 use crate::entity::monitor_link::{self, Status as LinkStatus};
-use crate::entity::{location, proximity_state};
+use crate::entity::{location, proximity_state, user};
 use crate::error::{Error, Result, UniqueKey};
 use crate::live::{self, Signal};
 use crate::state::AppState;
@@ -64,19 +65,35 @@ pub async fn request_monitor(
     .do_nothing()
     .exec(&*state.one_write().await)
     .await?;
-    link(state, me.user_id, watched)
+    link(&state.db, me.user_id, watched)
         .await?
         .ok_or_else(|| Error::state_conflict("the link changed; try again"))
 }
 
 async fn link(
-    state: &AppState,
+    db: &impl ConnectionTrait,
     watcher: Uuid,
     watched: Uuid,
 ) -> Result<Option<monitor_link::Model>> {
     Ok(monitor_link::Entity::find_by_id((watcher, watched))
-        .one(&state.db)
+        .one(db)
         .await?)
+}
+
+/// A write transaction holding `watcher`'s turn: their links and activities change one change at
+/// a time (on PostgreSQL by a lock on their `users` row; SQLite's write transactions take turns
+/// anyway). So each change reads what the one before it wrote, and the START and STOP commands
+/// they send leave nobody out: a link removed while the activity ends gets its STOP from one of
+/// the two, and a link accepted while the activity starts gets its START from one of them.
+async fn watcher_turn(state: &AppState, watcher: Uuid) -> Result<WriteTxn> {
+    let txn = state.begin_write().await?;
+    txn.locking(user::Entity::find_by_id(watcher))
+        .select_only()
+        .column(user::Column::Id)
+        .into_tuple::<Uuid>()
+        .one(&*txn)
+        .await?;
+    Ok(txn)
 }
 
 /// The watched person accepts `watcher`'s request; NOT_FOUND when there is none. A running activity
@@ -88,6 +105,7 @@ pub async fn accept_monitor(
     watcher: &Handle,
 ) -> Result<monitor_link::Model> {
     let watcher = user_by_handle(state, watcher).await?;
+    let mut txn = watcher_turn(state, watcher).await?;
     let accepted = monitor_link::Entity::update_many()
         .col_expr(
             monitor_link::Column::Status,
@@ -96,19 +114,20 @@ pub async fn accept_monitor(
         .filter(monitor_link::Column::WatcherId.eq(watcher))
         .filter(monitor_link::Column::WatchedId.eq(me.user_id))
         .filter(monitor_link::Column::Status.eq(LinkStatus::Pending))
-        .exec(&*state.one_write().await)
+        .exec(&*txn)
         .await?;
-    let link = link(state, watcher, me.user_id)
+    let link = link(&*txn, watcher, me.user_id)
         .await?
         .ok_or(Error::NotFound(
             "nobody with this handle asked to watch you",
         ))?;
     if accepted.rows_affected == 1
-        && let Some(running) = active_of(state, watcher).await?
+        && let Some(running) = active_of(&*txn, watcher).await?
     {
-        command(state, me.user_id, Command::Start, &running);
-        touch(state, running.id, true);
+        command(&mut txn, me.user_id, Command::Start, &running);
+        touch_in(&mut txn, running.id);
     }
+    txn.commit().await?;
     Ok(link)
 }
 
@@ -128,20 +147,21 @@ pub async fn remove_monitor(
             "only the watcher or the watched person may remove a link",
         ));
     }
-    let Some(link) = link(state, watcher, watched).await? else {
+    let mut txn = watcher_turn(state, watcher).await?;
+    let Some(link) = link(&*txn, watcher, watched).await? else {
         return Ok(false);
     };
-    let removed = monitor_link::Entity::delete_by_id((watcher, watched))
-        .exec(&*state.one_write().await)
+    monitor_link::Entity::delete_by_id((watcher, watched))
+        .exec(&*txn)
         .await?;
-    if removed.rows_affected == 1
-        && link.status == LinkStatus::Accepted
-        && let Some(running) = active_of(state, watcher).await?
+    if link.status == LinkStatus::Accepted
+        && let Some(running) = active_of(&*txn, watcher).await?
     {
-        command(state, watched, Command::Stop, &running);
-        touch(state, running.id, true);
+        command(&mut txn, watched, Command::Stop, &running);
+        touch_in(&mut txn, running.id);
     }
-    Ok(removed.rows_affected == 1)
+    txn.commit().await?;
+    Ok(true)
 }
 
 /// Links where the caller watches (`as_watcher`) or is watched, newest first.
@@ -241,11 +261,11 @@ pub fn watching_query(user: Uuid) -> Select<activity::Entity> {
 }
 
 /// The owner's ACTIVE activity, if any.
-async fn active_of(state: &AppState, owner: Uuid) -> Result<Option<activity::Model>> {
+async fn active_of(db: &impl ConnectionTrait, owner: Uuid) -> Result<Option<activity::Model>> {
     Ok(activity::Entity::find()
         .filter(activity::Column::OwnerId.eq(owner))
         .filter(activity::Column::Status.eq(ActivityStatus::Active))
-        .one(&state.db)
+        .one(db)
         .await?)
 }
 
@@ -294,11 +314,11 @@ fn stale_after(state: &AppState) -> Duration {
 /// that watch `user` for `user` alone, `user`'s own for everyone it watches (in one pass).
 async fn after_update(state: &AppState, user: Uuid) -> Result<()> {
     for running in watching(state, user).await? {
-        touch(state, running.id, false);
+        touch(state, running.id);
         check_alerts(state, &running, &[user]).await?;
     }
-    if let Some(own) = active_of(state, user).await? {
-        touch(state, own.id, false);
+    if let Some(own) = active_of(&state.db, user).await? {
+        touch(state, own.id);
         let watched = watched_by(&state.db, user).await?;
         check_alerts(state, &own, &watched).await?;
     }
@@ -457,20 +477,32 @@ async fn flips(
         .collect())
 }
 
-/// Tells `activity`'s followers its status may have changed; `reload` when the activity or its
-/// links changed, not only positions.
-fn touch(state: &AppState, activity: Uuid, reload: bool) {
+/// Tells `activity`'s followers a position changed (they recompute its status; [`touch_in`] when
+/// the activity or its links changed).
+fn touch(state: &AppState, activity: Uuid) {
     state.live.publish(
         &ACTIVITY.of(activity),
         &ActivityTouched {
             activity_id: activity,
-            reload,
+            reload: false,
         },
     );
 }
 
-fn command(state: &AppState, watched: Uuid, command: Command, running: &activity::Model) {
-    state.live.publish(
+/// Inside `txn`: the activity or its links changed (followers reload it once `txn` commits).
+fn touch_in(txn: &mut WriteTxn, activity: Uuid) {
+    txn.publish(
+        &ACTIVITY.of(activity),
+        &ActivityTouched {
+            activity_id: activity,
+            reload: true,
+        },
+    );
+}
+
+/// Inside `txn`: tells `watched`'s devices to `command` for `running`, once `txn` commits.
+fn command(txn: &mut WriteTxn, watched: Uuid, command: Command, running: &activity::Model) {
+    txn.publish(
         &TRACKING.of(watched),
         &TrackingCommand {
             command,
@@ -484,6 +516,7 @@ fn command(state: &AppState, watched: Uuid, command: Command, running: &activity
 /// tells every consenting watched person's devices to START.
 #[tracing::instrument(skip(state))]
 pub async fn start_activity(state: &AppState, me: Identity, radius: f64) -> Result<ActivityView> {
+    let mut txn = watcher_turn(state, me.user_id).await?;
     let inserted = activity::ActiveModel {
         id: Set(Uuid::now_v7()),
         owner_id: Set(me.user_id),
@@ -493,7 +526,7 @@ pub async fn start_activity(state: &AppState, me: Identity, radius: f64) -> Resu
         ended_at: Set(None),
         version: Set(1),
     }
-    .insert(&*state.one_write().await)
+    .insert(&*txn)
     .await;
     let started = match inserted {
         Ok(started) => started,
@@ -502,9 +535,10 @@ pub async fn start_activity(state: &AppState, me: Identity, radius: f64) -> Resu
         }
         Err(err) => return Err(err.into()),
     };
-    for watched in watched_by(&state.db, me.user_id).await? {
-        command(state, watched, Command::Start, &started);
+    for watched in watched_by(&*txn, me.user_id).await? {
+        command(&mut txn, watched, Command::Start, &started);
     }
+    txn.commit().await?;
     view(state, started).await
 }
 
@@ -517,6 +551,7 @@ pub async fn end_activity(
     id: Uuid,
     ending: ActivityStatus,
 ) -> Result<ActivityView> {
+    let mut txn = watcher_turn(state, me.user_id).await?;
     let ended = activity::Entity::update_many()
         .col_expr(activity::Column::Status, Expr::value(ending))
         .col_expr(activity::Column::EndedAt, Expr::value(Some(Utc::now())))
@@ -527,23 +562,24 @@ pub async fn end_activity(
         .filter(activity::Column::Id.eq(id))
         .filter(activity::Column::OwnerId.eq(me.user_id))
         .filter(activity::Column::Status.eq(ActivityStatus::Active))
-        .exec(&*state.one_write().await)
+        .exec(&*txn)
         .await?;
-    let current = own(state, me, id).await?;
+    let current = own(&*txn, me, id).await?;
     if ended.rows_affected != 1 {
         return Err(Error::state_conflict("this activity has already ended"));
     }
-    for watched in watched_by(&state.db, me.user_id).await? {
-        command(state, watched, Command::Stop, &current);
+    for watched in watched_by(&*txn, me.user_id).await? {
+        command(&mut txn, watched, Command::Stop, &current);
     }
-    touch(state, id, true);
+    touch_in(&mut txn, id);
+    txn.commit().await?;
     view(state, current).await
 }
 
 /// The caller's own activity, or NOT_FOUND (anyone else's too).
-async fn own(state: &AppState, me: Identity, id: Uuid) -> Result<activity::Model> {
+async fn own(db: &impl ConnectionTrait, me: Identity, id: Uuid) -> Result<activity::Model> {
     activity::Entity::find_by_id(id)
-        .one(&state.db)
+        .one(db)
         .await?
         .filter(|found| found.owner_id == me.user_id)
         .ok_or(Error::NotFound("no such activity"))
@@ -551,7 +587,7 @@ async fn own(state: &AppState, me: Identity, id: Uuid) -> Result<activity::Model
 
 /// The caller's activity with its status now; NOT_FOUND for anyone else's.
 pub async fn activity(state: &AppState, me: Identity, id: Uuid) -> Result<ActivityView> {
-    let found = own(state, me, id).await?;
+    let found = own(&state.db, me, id).await?;
     view(state, found).await
 }
 
@@ -668,7 +704,7 @@ pub async fn follow_activity(
 
 /// The caller's activity with its status, and the people it watches, read afresh.
 async fn reload(state: &AppState, me: Identity, id: Uuid) -> Result<(ActivityView, Vec<Uuid>)> {
-    let found = own(state, me, id).await?;
+    let found = own(&state.db, me, id).await?;
     let watched = watched_by(&state.db, found.owner_id).await?;
     Ok((view_of(state, found, &watched).await?, watched))
 }
@@ -708,21 +744,28 @@ pub async fn tracking_commands(
 /// commits, from its own task, so the commands of two changes that follow each other closely (a
 /// link accepted while the activity ends, an activity started while the link is removed) can
 /// arrive in the other order: a START after the STOP that ended it. The one that no longer holds
-/// is dropped, so the last command a device gets is what the state says now. When the state cannot
-/// be read, only a STOP goes through: a device never starts sharing without consent seen.
+/// is dropped, so the last command a device gets is what the state says now. A failed read is
+/// tried again twice; if the state still cannot be read, only a STOP goes through: a device never
+/// starts sharing without consent seen.
 async fn still_holds(state: &AppState, watched: Uuid, command: &TrackingCommand) -> bool {
-    let sharing = watching_query(watched)
-        .filter(activity::Column::Id.eq(command.activity_id))
-        .select_only()
-        .column(activity::Column::Id)
-        .into_tuple::<Uuid>()
-        .one(&state.db)
-        .await;
-    match sharing {
-        Ok(sharing) => sharing.is_some() == (command.command == Command::Start),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot check a tracking command against the state");
-            command.command == Command::Stop
+    let mut pauses = [50, 250].into_iter().map(StdDuration::from_millis);
+    loop {
+        let sharing = watching_query(watched)
+            .filter(activity::Column::Id.eq(command.activity_id))
+            .select_only()
+            .column(activity::Column::Id)
+            .into_tuple::<Uuid>()
+            .one(&state.db)
+            .await;
+        match sharing {
+            Ok(sharing) => return sharing.is_some() == (command.command == Command::Start),
+            Err(err) => match pauses.next() {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => {
+                    tracing::warn!(error = %err, "cannot check a tracking command against the state");
+                    return command.command == Command::Stop;
+                }
+            },
         }
     }
 }

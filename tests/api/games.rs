@@ -572,11 +572,11 @@ async fn a_guess_that_waits_for_a_reveal_counts_for_the_level_after_it(backend: 
         json!({ "r": round_id }),
     );
     let waiting_guess = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         guess(&app, &players[1], &round_id, "nobody").await
     };
     let release = async {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(1400)).await;
         held.commit().await.expect("release the round");
     };
     let (revealed, waited, ()) = tokio::join!(reveal, waiting_guess, release);

@@ -28,6 +28,7 @@ on_every_backend!(
     a_mutation_completes_even_when_its_client_leaves_at_once,
     a_mutation_over_http_runs_to_its_end_and_is_announced_when_its_request_is_dropped,
     shutdown_waits_for_mutations_whose_requests_timed_out,
+    mutations_beyond_the_running_limit_are_refused_at_once,
     a_document_that_fails_validation_gets_the_protocols_error_with_a_code,
     resolver_errors_over_the_websocket_carry_their_code,
     malformed_connection_init_payloads_are_refused,
@@ -633,7 +634,8 @@ async fn rename_over_http(
 /// that stops waiting or by the server's request timeout: the change is made and announced, as a
 /// completed mutation over the websocket is. (Cancelled at an `.await`, a mutation could commit
 /// without its announcement.) Both renames wait on a lock the test holds, then go through once it
-/// is released.
+/// is released. (The server may not notice the first client leave, as HTTP/1 does not read while a
+/// request runs; then its request ends at the timeout too.)
 async fn a_mutation_over_http_runs_to_its_end_and_is_announced_when_its_request_is_dropped(
     backend: Backend,
 ) {
@@ -682,7 +684,9 @@ async fn a_mutation_over_http_runs_to_its_end_and_is_announced_when_its_request_
 }
 
 /// Shutdown waits for the mutations still running whose requests timed out before the database
-/// closes: the rename lands, and the restarted server serves it.
+/// closes: the rename lands, and the restarted server serves it. (On SQLite the rename would also
+/// land without that wait, being ahead of shutdown's own last write in the line for the write
+/// turn; PostgreSQL has no such line.)
 async fn shutdown_waits_for_mutations_whose_requests_timed_out(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.request_timeout_seconds = 1).await;
     let eve = app.signup("eve").await;
@@ -708,6 +712,71 @@ async fn shutdown_waits_for_mutations_whose_requests_timed_out(backend: Backend)
         .data()["event"]
         .clone();
     assert_eq!(now["title"], "Landed", "{now}");
+}
+
+/// At most `RALLY_MAX_RUNNING_MUTATIONS` mutations run over HTTP at once (they outlive their
+/// requests, so an overloaded server must not pile them up): past it a mutation is refused at once
+/// with 429, `Retry-After` and `RATE_LIMITED`, and changes nothing; once the running one ends, the
+/// next goes through.
+async fn mutations_beyond_the_running_limit_are_refused_at_once(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.max_running_mutations = 1).await;
+    let fay = app.signup("fay").await;
+    let id = create_event(&app, &fay, "Held", "2030-01-01T20:00:00Z").await["id"].clone();
+    let read = || async {
+        app.gql(
+            "query($id: ID!) { event(id: $id) { title version } }",
+            json!({ "id": id }),
+        )
+        .await
+        .data()["event"]
+            .clone()
+    };
+    let first = read().await["version"].as_i64().expect("version");
+    let held = hold_event(&app, &id).await;
+    let waiting = rename_over_http(&app, &fay, &id, "First", Duration::from_secs(20));
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let response = app
+            .http
+            .post(app.url("/graphql"))
+            .bearer_auth(&fay.access)
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({ "query": RENAME, "variables": { "id": id, "t": "Refused" } }))
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body: Value = response.json().await.expect("json");
+        held.commit().await.expect("release the row");
+        (status, retry_after, body)
+    };
+    let (waited, (status, retry_after, body)) = tokio::join!(waiting, refused);
+    assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(
+        retry_after.as_ref().and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{body}"
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["retryAfterSeconds"], 1,
+        "{body}"
+    );
+    assert_eq!(waited, Some(reqwest::StatusCode::OK));
+    let now = read().await;
+    assert_eq!(now["title"], "First", "{now}");
+    assert_eq!(
+        now["version"].as_i64(),
+        Some(first + 1),
+        "the refused rename changed nothing"
+    );
+    // The place is free again once the first has ended.
+    let next = rename_over_http(&app, &fay, &id, "Next", Duration::from_secs(10)).await;
+    assert_eq!(next, Some(reqwest::StatusCode::OK));
+    assert_eq!(read().await["title"], "Next");
 }
 
 /// A mutation the client completes still runs to its end, so it keeps its place among the

@@ -18,6 +18,7 @@ crate::on_every_backend!(
     strangers_learn_nothing,
     devices_are_told_to_start_and_stop,
     a_command_overtaken_by_a_later_change_is_not_delivered,
+    removals_racing_the_end_of_the_activity_stop_the_device_once,
     commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_stopped,
     the_live_status_follows_positions_and_goes_stale_by_itself,
     an_alert_fires_once_on_entry_and_again_only_after_leaving,
@@ -570,7 +571,7 @@ async fn commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_sto
         .data();
         let running = start(&app, &ann, 100.0).await["id"].clone();
         // Over the rounds, the end lands from well before the acceptance to well after it.
-        let late = Duration::from_millis(3 * (round / 2 % 5) as u64);
+        let late = Duration::from_millis(10 * (round / 2 % 6) as u64);
         let (accept_late, stop_late) = if round % 2 == 0 {
             (late, Duration::ZERO)
         } else {
@@ -626,6 +627,64 @@ async fn commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_sto
         started > 0 && started < ROUNDS,
         "the acceptance and the end did not land in both orders ({started} of {ROUNDS} STARTs)"
     );
+}
+
+/// The watched person removes the link while the watcher ends the activity, many times over: the
+/// device is told to STOP exactly once, whichever lands first. (Each used to look for the other's
+/// row after its own change: the removal for a running activity, the end for accepted links; run
+/// together, both could miss, and the device went on sharing.)
+async fn removals_racing_the_end_of_the_activity_stop_the_device_once(backend: Backend) {
+    const ROUNDS: usize = 20;
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let mut phone = subscribe(&app, &bob, COMMANDS, json!({})).await;
+    app.listening(&format!("user:{}:tracking", bob.id), 1).await;
+    for round in 0..ROUNDS {
+        watch(&app, &ann, &bob).await;
+        let running = start(&app, &ann, 100.0).await["id"].clone();
+        let next = phone.next_data("s").await;
+        assert_eq!(next["trackingCommands"]["command"], "START", "{next}");
+        let late = Duration::from_millis(2 * (round / 2 % 5) as u64);
+        let (remove_late, stop_late) = if round % 2 == 0 {
+            (late, Duration::ZERO)
+        } else {
+            (Duration::ZERO, late)
+        };
+        let remove = async {
+            tokio::time::sleep(remove_late).await;
+            app.gql_as(
+                &bob,
+                "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
+                json!({}),
+            )
+            .await
+        };
+        let stop = async {
+            tokio::time::sleep(stop_late).await;
+            app.gql_as(
+                &ann,
+                "mutation($id: ID!) { stopActivity(id: $id) { status } }",
+                json!({ "id": running }),
+            )
+            .await
+        };
+        let (removed, stopped) = tokio::join!(remove, stop);
+        assert_eq!(removed.data()["removeMonitor"], true);
+        stopped.data();
+        let frames = frames_until_quiet(&mut phone, Duration::from_millis(300)).await;
+        let commands: Vec<&Value> = frames
+            .iter()
+            .map(|frame| &frame["payload"]["data"]["trackingCommands"])
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                &json!({ "command": "STOP", "activityId": running, "requestedBy": { "handle": "ann" } })
+            ],
+            "round {round}"
+        );
+    }
 }
 
 async fn the_live_status_follows_positions_and_goes_stale_by_itself(backend: Backend) {
