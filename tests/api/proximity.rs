@@ -419,7 +419,9 @@ async fn subscribe(app: &TestApp, who: &Session, query: &str, variables: Value) 
 const COMMANDS: &str =
     "subscription { trackingCommands { command activityId requestedBy { handle } } }";
 
-async fn devices_are_told_to_start_and_stop(backend: Backend) {
+/// A fresh app where ann watches bob with his consent, and bob's phone listens for commands (and
+/// has none yet).
+async fn ann_watching_bobs_phone(backend: Backend) -> (TestApp, Session, Session, WsClient) {
     let app = quick(backend).await;
     let ann = app.signup("ann").await;
     let bob = app.signup("bob").await;
@@ -427,6 +429,11 @@ async fn devices_are_told_to_start_and_stop(backend: Backend) {
     let mut phone = subscribe(&app, &bob, COMMANDS, json!({})).await;
     app.listening(&format!("user:{}:tracking", bob.id), 1).await;
     phone.assert_quiet(Duration::from_millis(200)).await;
+    (app, ann, bob, phone)
+}
+
+async fn devices_are_told_to_start_and_stop(backend: Backend) {
+    let (app, ann, bob, mut phone) = ann_watching_bobs_phone(backend).await;
     let running = start(&app, &ann, 100.0).await;
     let started = phone.next_data("s").await;
     assert_eq!(
@@ -481,13 +488,7 @@ fn send_late(
 /// activity that is over, nor stops while it is still watched. The next frame after each late
 /// command is the next real one.
 async fn a_command_overtaken_by_a_later_change_is_not_delivered(backend: Backend) {
-    let app = quick(backend).await;
-    let ann = app.signup("ann").await;
-    let bob = app.signup("bob").await;
-    watch(&app, &ann, &bob).await;
-    let mut phone = subscribe(&app, &bob, COMMANDS, json!({})).await;
-    app.listening(&format!("user:{}:tracking", bob.id), 1).await;
-    phone.assert_quiet(Duration::from_millis(200)).await;
+    let (app, ann, bob, mut phone) = ann_watching_bobs_phone(backend).await;
     let first = start(&app, &ann, 100.0).await["id"].clone();
     assert_eq!(
         phone.next_data("s").await["trackingCommands"]["command"],
@@ -518,13 +519,7 @@ async fn a_command_overtaken_by_a_later_change_is_not_delivered(backend: Backend
     );
 
     send_late(&app, &bob, &ann, Command::Stop, &second);
-    app.gql_as(
-        &bob,
-        "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
-        json!({}),
-    )
-    .await
-    .data();
+    unlink_ann_from_bob(&app, &bob).await.data();
     let next = phone.next_data("s").await;
     assert_eq!(
         (
@@ -534,6 +529,52 @@ async fn a_command_overtaken_by_a_later_change_is_not_delivered(backend: Backend
         (&json!("STOP"), &second),
     );
     phone.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// Runs `a` and `b` together, one of them late by a multiple of `step_ms` that changes with `round`:
+/// over the rounds, each lands from well before the other to well after it.
+async fn crossed<A: Future, B: Future>(
+    round: usize,
+    step_ms: u64,
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    let late = Duration::from_millis(step_ms * (round / 2 % 6) as u64);
+    let (a_late, b_late) = if round.is_multiple_of(2) {
+        (late, Duration::ZERO)
+    } else {
+        (Duration::ZERO, late)
+    };
+    tokio::join!(
+        async {
+            tokio::time::sleep(a_late).await;
+            a.await
+        },
+        async {
+            tokio::time::sleep(b_late).await;
+            b.await
+        },
+    )
+}
+
+/// Bob ends the link in which ann watches him.
+async fn unlink_ann_from_bob(app: &TestApp, bob: &Session) -> crate::common::Gql {
+    app.gql_as(
+        bob,
+        "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
+        json!({}),
+    )
+    .await
+}
+
+/// `owner` stops `activity`.
+async fn stop_activity(app: &TestApp, owner: &Session, activity: &Value) -> crate::common::Gql {
+    app.gql_as(
+        owner,
+        "mutation($id: ID!) { stopActivity(id: $id) { status } }",
+        json!({ "id": activity }),
+    )
+    .await
 }
 
 /// The frames `phone` receives until it has been quiet for `quiet`.
@@ -570,32 +611,13 @@ async fn commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_sto
         .await
         .data();
         let running = start(&app, &ann, 100.0).await["id"].clone();
-        // Over the rounds, the end lands from well before the acceptance to well after it.
-        let late = Duration::from_millis(10 * (round / 2 % 6) as u64);
-        let (accept_late, stop_late) = if round % 2 == 0 {
-            (late, Duration::ZERO)
-        } else {
-            (Duration::ZERO, late)
-        };
-        let accept = async {
-            tokio::time::sleep(accept_late).await;
-            app.gql_as(
-                &bob,
-                "mutation { acceptMonitor(watcher: \"ann\") { status } }",
-                json!({}),
-            )
-            .await
-        };
-        let stop = async {
-            tokio::time::sleep(stop_late).await;
-            app.gql_as(
-                &ann,
-                "mutation($id: ID!) { stopActivity(id: $id) { status } }",
-                json!({ "id": running }),
-            )
-            .await
-        };
-        let (accepted, stopped) = tokio::join!(accept, stop);
+        let accept = app.gql_as(
+            &bob,
+            "mutation { acceptMonitor(watcher: \"ann\") { status } }",
+            json!({}),
+        );
+        let (accepted, stopped) =
+            crossed(round, 10, accept, stop_activity(&app, &ann, &running)).await;
         accepted.data();
         stopped.data();
         let frames = frames_until_quiet(&mut phone, Duration::from_millis(300)).await;
@@ -614,13 +636,7 @@ async fn commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_sto
             commands.is_empty() || commands.last() == Some(&"STOP"),
             "round {round}: the device was left sharing for an ended activity: {commands:?}"
         );
-        app.gql_as(
-            &bob,
-            "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
-            json!({}),
-        )
-        .await
-        .data();
+        unlink_ann_from_bob(&app, &bob).await.data();
     }
     println!("{started} of {ROUNDS} rounds sent a START before the end");
     assert!(
@@ -645,31 +661,9 @@ async fn removals_racing_the_end_of_the_activity_stop_the_device_once(backend: B
         let running = start(&app, &ann, 100.0).await["id"].clone();
         let next = phone.next_data("s").await;
         assert_eq!(next["trackingCommands"]["command"], "START", "{next}");
-        let late = Duration::from_millis(2 * (round / 2 % 5) as u64);
-        let (remove_late, stop_late) = if round % 2 == 0 {
-            (late, Duration::ZERO)
-        } else {
-            (Duration::ZERO, late)
-        };
-        let remove = async {
-            tokio::time::sleep(remove_late).await;
-            app.gql_as(
-                &bob,
-                "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
-                json!({}),
-            )
-            .await
-        };
-        let stop = async {
-            tokio::time::sleep(stop_late).await;
-            app.gql_as(
-                &ann,
-                "mutation($id: ID!) { stopActivity(id: $id) { status } }",
-                json!({ "id": running }),
-            )
-            .await
-        };
-        let (removed, stopped) = tokio::join!(remove, stop);
+        let remove = unlink_ann_from_bob(&app, &bob);
+        let (removed, stopped) =
+            crossed(round, 2, remove, stop_activity(&app, &ann, &running)).await;
         assert_eq!(removed.data()["removeMonitor"], true);
         stopped.data();
         let frames = frames_until_quiet(&mut phone, Duration::from_millis(300)).await;
