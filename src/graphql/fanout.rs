@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::parse_query;
-use async_graphql::parser::types::{OperationType, Selection};
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use async_graphql::{Request, Response, Variables};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -124,9 +124,15 @@ pub struct Subscribe {
 }
 
 impl Subscribe {
-    /// What this document runs, the operation picked as the engine picks it.
-    pub fn kind(&self) -> Kind {
-        kind(&self.query, self.operation_name.as_deref())
+    /// What this document runs, the operation picked as the engine picks it. A name that picks
+    /// nothing the document would not run without it (its only operation's) is forgotten here, so
+    /// clients that send the name and clients that leave it out share one cohort.
+    pub fn kind(&mut self) -> Kind {
+        let (kind, name_needed) = kind(&self.query, self.operation_name.as_deref());
+        if !name_needed {
+            self.operation_name = None;
+        }
+        kind
     }
 }
 
@@ -207,15 +213,20 @@ struct Feed {
 }
 
 /// What `query` runs: its operation as the engine picks it ([`operation`]: the only one, or the
-/// one named; a document with one named operation runs it when no name is given).
-fn kind(query: &str, operation_name: Option<&str>) -> Kind {
+/// one named; a document with one named operation runs it when no name is given), and whether
+/// `operation_name` is needed to pick it (false when the document holds one operation).
+fn kind(query: &str, operation_name: Option<&str>) -> (Kind, bool) {
     let Ok(document) = parse_query(query) else {
-        return Kind::Other;
+        return (Kind::Other, true);
     };
     let Some(operation) = operation(&document, operation_name)
         .filter(|operation| operation.ty == OperationType::Subscription)
     else {
-        return Kind::Other;
+        return (Kind::Other, true);
+    };
+    let name_needed = match &document.operations {
+        DocumentOperations::Single(_) => true,
+        DocumentOperations::Multiple(operations) => operations.len() > 1,
     };
     let field = match operation.selection_set.node.items.as_slice() {
         [only] => match &only.node {
@@ -224,7 +235,7 @@ fn kind(query: &str, operation_name: Option<&str>) -> Kind {
         },
         _ => None,
     };
-    Kind::Subscription(field)
+    (Kind::Subscription(field), name_needed)
 }
 
 impl Fanout {
@@ -657,7 +668,8 @@ mod tests {
 
     #[test]
     fn only_single_field_subscriptions_are_shared() {
-        let field = |query: &str, name: Option<&str>| kind(query, name).field().map(str::to_owned);
+        let field =
+            |query: &str, name: Option<&str>| kind(query, name).0.field().map(str::to_owned);
         assert_eq!(
             field(
                 "subscription { leaderboard(eventId: 1) { updatedAt } }",
@@ -699,6 +711,22 @@ mod tests {
     }
 
     #[test]
+    fn a_name_is_kept_only_where_it_picks_the_operation() {
+        for (query, name, needed) in [
+            ("subscription Watch { a { x } }", Some("Watch"), false),
+            ("subscription Watch { a { x } }", None, false),
+            ("subscription { a { x } }", None, true),
+            (
+                "query A { me { id } } subscription B { a { x } }",
+                Some("B"),
+                true,
+            ),
+        ] {
+            assert_eq!(kind(query, name).1, needed, "{query} {name:?}");
+        }
+    }
+
+    #[test]
     fn subscriptions_are_told_from_queries_and_mutations() {
         for (query, name) in [
             ("subscription { a { x } b { y } }", None),
@@ -713,7 +741,7 @@ mod tests {
             ),
         ] {
             assert!(
-                matches!(kind(query, name), Kind::Subscription(_)),
+                matches!(kind(query, name).0, Kind::Subscription(_)),
                 "{query}"
             );
         }
@@ -728,7 +756,7 @@ mod tests {
             ("subscription { a { x } }", Some("X")),
             ("subscription {", None),
         ] {
-            assert_eq!(kind(query, name), Kind::Other, "{query}");
+            assert_eq!(kind(query, name).0, Kind::Other, "{query}");
         }
     }
 }

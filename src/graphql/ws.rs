@@ -451,7 +451,7 @@ impl Connection<'_> {
                 self.viewer = Some(viewer);
                 send(sink, r#"{"type":"connection_ack"}"#.to_owned()).await
             }
-            ClientFrame::Subscribe { id, payload } => {
+            ClientFrame::Subscribe { id, mut payload } => {
                 let Some(viewer) = &self.viewer else {
                     return Step::Close(CLOSE_UNAUTHORIZED, "Unauthorized".into());
                 };

@@ -13,6 +13,7 @@ use crate::on_every_backend;
 
 on_every_backend!(
     identical_subscriptions_share_one_execution,
+    a_named_subscription_shares_one_execution_with_and_without_its_name,
     personal_fields_are_never_shared_between_people,
     an_operation_that_turns_out_personal_moves_signed_in_members_to_their_own_view,
     a_late_joiner_starts_from_the_current_state,
@@ -88,6 +89,52 @@ async fn identical_subscriptions_share_one_execution(backend: Backend) {
         seen.windows(2).all(|pair| pair[0] == pair[1]),
         "one payload for all"
     );
+}
+
+async fn a_named_subscription_shares_one_execution_with_and_without_its_name(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let id = create_event(&app, &ann, "Named", "2030-01-01T20:00:00Z").await["id"].clone();
+    let named = "subscription Watch($id: ID!) { eventUpdated(eventId: $id) { title version } }";
+    // GraphiQL and most clients send the operation's name (Apollo Client always does), others
+    // leave it out: the document runs the same operation either way.
+    let mut without = subscribed(&app, None, named, &id).await;
+    let mut with = app.ws(TRANSPORT_WS).await;
+    with.init(json!({})).await;
+    with.send(json!({
+        "type": "subscribe",
+        "id": "s",
+        "payload": { "query": named, "operationName": "Watch", "variables": { "id": id } },
+    }))
+    .await;
+    for client in [&mut without, &mut with] {
+        assert_eq!(
+            client.next_data("s").await["eventUpdated"]["title"],
+            "Named"
+        );
+    }
+    assert_eq!(app.fanout.executions(), 1, "one execution for both");
+
+    rename(&app, &ann, &id, "Renamed").await;
+    for client in [&mut without, &mut with] {
+        assert_eq!(
+            client.next_data("s").await["eventUpdated"]["title"],
+            "Renamed"
+        );
+    }
+    // A name the document does not hold still picks nothing.
+    let mut wrong = app.ws(TRANSPORT_WS).await;
+    wrong.init(json!({})).await;
+    wrong
+        .send(json!({
+            "type": "subscribe",
+            "id": "w",
+            "payload": { "query": named, "operationName": "Other", "variables": { "id": id } },
+        }))
+        .await;
+    let refused = wrong.next_of("w").await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(app.fanout.executions(), 1);
 }
 
 async fn personal_fields_are_never_shared_between_people(backend: Backend) {
