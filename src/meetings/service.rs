@@ -514,8 +514,17 @@ pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> 
     live::events(state.live.subscribe(&MEETINGS.of(user))).map(|change| change.meeting.clone())
 }
 
-/// The token of the user's calendar feed (made on first use).
+/// The token of the user's calendar feed (made on first use). The feed's writes run in a task of
+/// their own: `myCalendarFeedUrl` is a query, and a query stops when its client leaves, which must
+/// not cut a write off mid-statement.
 pub async fn feed_token(state: &AppState, user: Uuid) -> Result<String> {
+    let task = tokio::spawn(make_feed_token(state.clone(), user));
+    task.await
+        .map_err(|err| Error::internal(anyhow::anyhow!("calendar feed task: {err}")))?
+}
+
+async fn make_feed_token(state: AppState, user: Uuid) -> Result<String> {
+    let state = &state;
     if let Some(feed) = calendar_feed::Entity::find_by_id(user)
         .one(&state.db)
         .await?
