@@ -267,31 +267,6 @@ pub async fn update(
     Ok(updated)
 }
 
-/// Moves an event to `status` on behalf of the system (the nightly finisher); returns it when it moved.
-pub async fn set_status_system(
-    state: &AppState,
-    id: Uuid,
-    status: Status,
-) -> Result<Option<event::Model>> {
-    let moved = event::Entity::update_many()
-        .col_expr(event::Column::Status, Expr::value(status))
-        .col_expr(
-            event::Column::Version,
-            Expr::col(event::Column::Version).add(1),
-        )
-        .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(event::Column::Id.eq(id))
-        .filter(event::Column::Status.ne(status))
-        .exec(&*state.one_write().await)
-        .await?;
-    if moved.rows_affected == 0 {
-        return Ok(None);
-    }
-    let event = find_or_404(&state.db, id).await?;
-    announce(state, &event, ChangeKind::Updated, None, true);
-    Ok(Some(event))
-}
-
 /// Finishes, inside `txn`, every LIVE event that started before `moment` (the nightly finisher);
 /// each one is announced on `eventUpdated` and `eventStatusChanged` when `txn` commits. Returns
 /// the events finished.
