@@ -280,10 +280,13 @@ async fn read_request(
             )
         })?;
     if multipart {
+        // The engine bounds each file, not the parts it parses as JSON (`operations`, `map`): they
+        // get the JSON body's limit, measured before anything parses them.
+        check_form_parts(&content_type, &bytes, config.max_body_bytes).await?;
         let options = MultipartOptions::default()
             .max_file_size(config.max_upload_bytes)
             .max_num_files(4);
-        let request = async_graphql::http::receive_body(Some(content_type), &bytes[..], options)
+        async_graphql::http::receive_body(Some(content_type), &bytes[..], options)
             .await
             .map_err(|err| {
                 let status = match err {
@@ -293,28 +296,7 @@ async fn read_request(
                     _ => StatusCode::BAD_REQUEST,
                 };
                 Rejection::new(status, "body", format!("bad upload: {err}"))
-            })?;
-        // The engine bounds each file, not the `operations` part: the document and its variables
-        // get the JSON body's limit (measured on the request itself: one file may be mapped to
-        // many variables, and each mapping counts as an upload).
-        let json_len = |json: serde_json::Result<Vec<u8>>| json.map_or(usize::MAX, |j| j.len());
-        let operations = request
-            .query
-            .len()
-            .saturating_add(request.operation_name.as_ref().map_or(0, String::len))
-            .saturating_add(json_len(serde_json::to_vec(&request.variables)))
-            .saturating_add(json_len(serde_json::to_vec(&request.extensions)));
-        if operations > config.max_body_bytes {
-            return Err(Rejection::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body",
-                format!(
-                    "the request's operations part is larger than {} bytes",
-                    config.max_body_bytes
-                ),
-            ));
-        }
-        Ok(request)
+            })
     } else {
         serde_json::from_slice::<async_graphql::Request>(&bytes).map_err(|err| {
             Rejection::new(
@@ -323,6 +305,59 @@ async fn read_request(
                 format!("the body is not a GraphQL request: {err}"),
             )
         })
+    }
+}
+
+/// Refuses a multipart body whose `operations` or `map` part is larger than `limit` (413, naming
+/// the part). Only sizes are judged here: whatever else is wrong with the form, the engine's own
+/// reading of it reports.
+async fn check_form_parts(
+    content_type: &str,
+    body: &bytes::Bytes,
+    limit: usize,
+) -> Result<(), Rejection> {
+    let Ok(boundary) = multer::parse_boundary(content_type) else {
+        return Ok(());
+    };
+    let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .for_field("operations", limit)
+            .for_field("map", limit),
+    );
+    let whole = futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(
+        body.clone(),
+    )));
+    let mut form = multer::Multipart::with_constraints(whole, boundary, constraints);
+    let too_large = |part: Option<String>| {
+        Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            format!(
+                "the request's {} part is larger than {limit} bytes",
+                part.as_deref().unwrap_or("operations")
+            ),
+        )
+    };
+    loop {
+        let mut field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => return Ok(()),
+            Err(multer::Error::FieldSizeExceeded { field_name, .. }) => {
+                return Err(too_large(field_name));
+            }
+            Err(_) => return Ok(()),
+        };
+        loop {
+            match field.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(multer::Error::FieldSizeExceeded { field_name, .. }) => {
+                    return Err(too_large(field_name));
+                }
+                Err(_) => return Ok(()),
+            }
+        }
     }
 }
 

@@ -103,6 +103,23 @@ async fn multipart_requests_get_the_body_limit_beside_their_files(backend: Backe
     assert_eq!(response.status(), 413);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    // The size is judged before the part is parsed: an oversized part that is not even JSON is
+    // refused for its size, and so is an oversized map.
+    for (operations, map, part) in [
+        (format!("{{{padding}"), "{}".to_owned(), "operations"),
+        (
+            r#"{"query":"{ __typename }"}"#.to_owned(),
+            format!(r#"{{"0":["{padding}"]}}"#),
+            "map",
+        ),
+    ] {
+        let form = Form::new().text("operations", operations).text("map", map);
+        let response = post_multipart(&app, form, None).await;
+        assert_eq!(response.status(), 413, "{part}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("{part} part")), "{body}");
+    }
     // One small file mapped to a thousand variables counts once: the document is still too big.
     let paths: Vec<String> = (0..1000).map(|n| format!("variables.f.{n}")).collect();
     let operations = json!({
