@@ -214,7 +214,8 @@ struct Feed {
 
 /// What `query` runs: its operation as the engine picks it ([`operation`]: the only one, or the
 /// one named; a document with one named operation runs it when no name is given), and whether
-/// `operation_name` is needed to pick it (false when the document holds one operation).
+/// `operation_name` is needed to pick it (false when the document holds one named operation: it
+/// runs without its name).
 fn kind(query: &str, operation_name: Option<&str>) -> (Kind, bool) {
     let Ok(document) = parse_query(query) else {
         return (Kind::Other, true);

@@ -518,7 +518,11 @@ pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> 
 /// their own: `myCalendarFeedUrl` is a query, and a query stops when its client leaves, which must
 /// not cut a write off mid-statement.
 pub async fn feed_token(state: &AppState, user: Uuid) -> Result<String> {
-    let task = tokio::spawn(make_feed_token(state.clone(), user));
+    // In the request's span, so its log lines keep the request id.
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        make_feed_token(state.clone(), user),
+        tracing::Span::current(),
+    ));
     task.await
         .map_err(|err| Error::internal(anyhow::anyhow!("calendar feed task: {err}")))?
 }
