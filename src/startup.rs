@@ -10,6 +10,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::serve::ListenerExt as _;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthLimits, LimitStore, Passwords, PerUserLimit, TokenKeys};
 use crate::config::Config;
@@ -103,6 +104,7 @@ impl App {
             writes,
             uploads,
             cup_code_attempts,
+            to_end: TaskTracker::new(),
         });
         let leaderboards =
             Leaderboards::new(Duration::from_millis(state.config.leaderboard_window_ms));
@@ -114,7 +116,7 @@ impl App {
             keepalive: Duration::from_secs(state.config.ws_keepalive_seconds.max(1)),
             max_subscriptions: state.config.ws_max_subscriptions,
         };
-        let executor = Executor::new(schemas, limits);
+        let executor = Executor::new(schemas, limits, state.to_end.clone());
         let fanout = Fanout::new(executor.clone());
         let sockets = Sockets::new(fanout, state.clone(), settings, stopping_rx);
         let domains = media::routes(state.media.clone(), Arc::new(BlurRenditions(state.clone())))
@@ -225,9 +227,10 @@ impl App {
         if drained.await.is_err() {
             tracing::warn!(open = sockets.open(), "websockets still open at exit");
         }
-        // Mutations whose clients left (or timed out) still finish before the database closes.
+        // Mutations whose clients left (or timed out), and queries' writes, still finish before
+        // the database closes.
         if !executor.finish_running(grace).await {
-            tracing::warn!("mutations still running at exit");
+            tracing::warn!("work still running to its end at exit");
         }
         housekeeping.abort();
         jobs.abort();

@@ -3,14 +3,18 @@
 //! Holds infrastructure only (storage, broker, keys, settings) and knows no domain: what a domain
 //! keeps per instance (live leaderboards, say) is schema data, registered by the GraphQL assembly.
 
+use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::auth::{AuthLimits, Passwords, PerUserLimit, TokenKeys};
 use crate::config::Config;
 use crate::db::{OneWrite, WriteTxn, Writes};
+use crate::error::{Error, Result};
 use crate::live::Live;
 use crate::media::{ImageLimits, MediaStore};
 
@@ -40,6 +44,10 @@ pub struct Inner {
     pub uploads: PerUserLimit,
     /// Cup-code attempts (`openCupSession`) per staff member per minute.
     pub cup_code_attempts: PerUserLimit,
+    /// Work that goes on to its end whoever still waits for it: mutations whose clients left, and
+    /// a query's writes ([`AppState::run_to_end`]). Shutdown waits for it before the database
+    /// closes.
+    pub to_end: TaskTracker,
 }
 
 impl AppState {
@@ -57,6 +65,28 @@ impl AppState {
     /// [`OneWrite`]): `statement.exec(&*state.one_write().await)`.
     pub async fn one_write(&self) -> OneWrite<'_> {
         self.writes.one(&self.db).await
+    }
+
+    /// Runs `work` in a task of its own among [`Inner::to_end`], in the caller's span: a query's
+    /// write goes on when its client leaves (a query is dropped with its request, which must not
+    /// cut a statement off halfway), and shutdown waits for it. A panic in `work` goes on in the
+    /// caller, as it would have without the task.
+    pub async fn run_to_end<T>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+    {
+        let task = self.to_end.spawn(work.instrument(tracing::Span::current()));
+        match task.await {
+            Ok(done) => done,
+            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+            // Nothing aborts the task; the runtime drops it only when it shuts down.
+            Err(stopped) => Err(Error::internal(anyhow::anyhow!(
+                "a task to its end was stopped: {stopped}"
+            ))),
+        }
     }
 
     /// The limits uploads are checked against.

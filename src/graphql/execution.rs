@@ -93,8 +93,9 @@ impl Prepared {
 }
 
 impl Executor {
-    /// The schemas (built without extensions) under `limits`.
-    pub fn new(schemas: Schemas, limits: QueryLimits) -> Self {
+    /// The schemas (built without extensions) under `limits`; mutations run to their end among
+    /// `running`, the tasks shutdown waits for (the state's [`crate::state::Inner::to_end`]).
+    pub fn new(schemas: Schemas, limits: QueryLimits, running: TaskTracker) -> Self {
         let shapes = Shapes::of_sdl(&schemas.strict.sdl());
         Self(Arc::new(Inner {
             schema: schemas.strict,
@@ -105,7 +106,7 @@ impl Executor {
             metrics: OperationMetrics::new(limits.metrics_max_operations),
             max_aliases: limits.max_aliases,
             max_complexity: limits.max_complexity,
-            running: TaskTracker::new(),
+            running,
             places: Arc::new(Semaphore::new(limits.max_running_mutations)),
         }))
     }

@@ -514,17 +514,11 @@ pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> 
     live::events(state.live.subscribe(&MEETINGS.of(user))).map(|change| change.meeting.clone())
 }
 
-/// The token of the user's calendar feed (made on first use). The feed's writes run in a task of
-/// their own: `myCalendarFeedUrl` is a query, and a query stops when its client leaves, which must
-/// not cut a write off mid-statement.
+/// The token of the user's calendar feed (made on first use). The feed's writes run to their end
+/// ([`AppState::run_to_end`]): `myCalendarFeedUrl` is a query, and a query stops when its client
+/// leaves, which must not cut a write off mid-statement.
 pub async fn feed_token(state: &AppState, user: Uuid) -> Result<String> {
-    // In the request's span, so its log lines keep the request id.
-    let task = tokio::spawn(tracing::Instrument::instrument(
-        make_feed_token(state.clone(), user),
-        tracing::Span::current(),
-    ));
-    task.await
-        .map_err(|err| Error::internal(anyhow::anyhow!("calendar feed task: {err}")))?
+    state.run_to_end(make_feed_token(state.clone(), user)).await
 }
 
 async fn make_feed_token(state: AppState, user: Uuid) -> Result<String> {

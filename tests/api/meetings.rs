@@ -17,6 +17,9 @@ use futures_util::future::join_all;
 use ical::parser::ical::component::IcalEvent;
 use serde_json::{Value, json};
 
+use rally::entity::calendar_feed;
+use sea_orm::{ActiveValue::Set, EntityTrait};
+
 use crate::common::{Backend, Gql, Session, TRANSPORT_WS, TestApp, WsClient};
 use crate::on_every_backend;
 
@@ -48,6 +51,7 @@ on_every_backend!(
     the_calendar_feed_url_is_absolute_under_a_public_url,
     the_calendar_feed_has_one_event_per_meeting,
     the_calendar_feed_is_rate_limited_per_token,
+    the_calendar_feeds_first_write_outlives_its_request_and_delays_shutdown,
     every_meetings_operation_needs_sign_in,
 );
 
@@ -1555,6 +1559,63 @@ async fn the_calendar_feed_url_is_stable_until_rotated(backend: Backend) {
         get_feed(&app, "/calendar/not-a-token.ics").await.status(),
         404
     );
+}
+
+/// `myCalendarFeedUrl` is a query that writes (the feed is made on first use). Its write goes on
+/// when the request is dropped (here by the server's request timeout, while a transaction of the
+/// test's holds the feed's row), and shutdown waits for it before the database closes: the feed
+/// the restarted server serves is the one that write made. Run inline, the write is cut off with
+/// its request and no feed is made. (Here shutdown would wait even without the write among the
+/// tasks it waits for: on SQLite its own last write is in line behind the held transaction, and on
+/// PostgreSQL the pool's close waits for the connection the blocked insert holds.)
+async fn the_calendar_feeds_first_write_outlives_its_request_and_delays_shutdown(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.request_timeout_seconds = 1).await;
+    let ivy = app.signup("ivy").await;
+    let user = uuid::Uuid::parse_str(&ivy.id).expect("uuid");
+    let held = app.state.begin_write().await.expect("transaction");
+    calendar_feed::Entity::insert(calendar_feed::ActiveModel {
+        user_id: Set(user),
+        token_hash: Set("held by the test".to_owned()),
+        nonce: Set("held".to_owned()),
+        created_at: Set(Utc::now()),
+    })
+    .exec_without_returning(&*held)
+    .await
+    .expect("hold the feed's row");
+
+    let asked = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&ivy.access)
+        .timeout(Duration::from_secs(10))
+        .json(&json!({ "query": "{ myCalendarFeedUrl }" }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(asked.status(), reqwest::StatusCode::REQUEST_TIMEOUT);
+    let restarting = tokio::spawn(app.restart());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !restarting.is_finished(),
+        "the shutdown did not wait for the feed's write"
+    );
+    drop(held); // rolls back: the server's insert goes ahead
+    let app = restarting.await.expect("restarted");
+
+    let feed = calendar_feed::Entity::find_by_id(user)
+        .one(&app.state.db)
+        .await
+        .expect("read")
+        .expect("the timed-out request's write made the feed");
+    assert_ne!(feed.nonce, "held");
+    let url = feed_url(&app, &ivy).await;
+    read_feed(&app, &url).await;
+    let again = calendar_feed::Entity::find_by_id(user)
+        .one(&app.state.db)
+        .await
+        .expect("read")
+        .expect("the feed");
+    assert_eq!(again, feed, "the URL served is that of the feed made");
 }
 
 async fn the_calendar_feed_url_is_absolute_under_a_public_url(backend: Backend) {
