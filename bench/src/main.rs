@@ -139,9 +139,9 @@ fn verdict(pass: bool) -> &'static str {
 
 /// The HTTP table: every scenario and both baselines in interleaved rounds (bare axum, the bare
 /// engine, then each of Rally's scenarios; every other round in the reverse order, so a machine
-/// that slows or speeds up during the run favours neither the baselines nor the scenarios), so a
-/// ratio compares loads measured seconds apart; each ratio is the median of its per-round ratios,
-/// with their spread.
+/// that slows or speeds up during the run does not always favour the same side), so a ratio
+/// compares loads measured seconds apart; each ratio is the median of its per-round ratios, with
+/// their spread.
 async fn http_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.duration);
     let c = args.concurrency;
@@ -1415,7 +1415,7 @@ async fn main() -> anyhow::Result<()> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Rally bench, {} ({setup})\n\nCommand: `cargo build --release && cargo run -p bench --release --{}{}{}`  \nMachine: {} cores, loopback; the load generator, each baseline and every Rally instance run as separate processes on the same machine.\n",
+        "# Rally bench, {} ({setup})\n\nCommand: `cargo build --release && cargo run -p bench --release --{}{}{} --rounds {} --duration {}`  \nMachine: {} cores, loopback; the load generator, each baseline and every Rally instance run as separate processes on the same machine.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         if args.only.is_empty() {
             String::new()
@@ -1430,6 +1430,8 @@ async fn main() -> anyhow::Result<()> {
             .as_ref()
             .map(|_| " --redis-url …")
             .unwrap_or(""),
+        args.rounds,
+        args.duration,
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),

@@ -69,7 +69,8 @@ struct Inner {
     metrics: OperationMetrics,
     max_aliases: usize,
     max_complexity: usize,
-    /// Operations running to their end whoever still waits for them (see the module docs).
+    /// Work running to its end whoever still waits for it: operations (see the module docs) and
+    /// the domains' writes in queries (the state's [`crate::state::Inner::to_end`]).
     running: TaskTracker,
     /// A place for each mutation [`Executor::run_to_end`] may run at once.
     places: Arc<Semaphore>,
@@ -200,8 +201,9 @@ impl Executor {
         self.0.running.spawn(work);
     }
 
-    /// Waits up to `within` for the operations running to their end (at shutdown, once no request
-    /// or socket can start more); whether they all ended.
+    /// Waits up to `within` for the work running to its end (at shutdown, once the server has
+    /// stopped taking requests); whether it all ended. A connection still open past the grace
+    /// period can start more, which is not waited for.
     pub async fn finish_running(&self, within: Duration) -> bool {
         self.0.running.close();
         tokio::time::timeout(within, self.0.running.wait())
