@@ -67,10 +67,9 @@ impl AppState {
         self.writes.one(&self.db).await
     }
 
-    /// Runs `work` in a task of its own among [`Inner::to_end`], in the caller's span: a query's
-    /// write goes on when its client leaves (a query is dropped with its request, which must not
-    /// cut a statement off halfway), and shutdown waits for it. A panic in `work` goes on in the
-    /// caller, as it would have without the task.
+    /// Runs `work` to its end among [`Inner::to_end`] ([`join_to_end`]): a query's write goes on
+    /// when its client leaves (a query is dropped with its request, which must not cut a
+    /// statement off halfway), and shutdown waits for it.
     pub async fn run_to_end<T>(
         &self,
         work: impl Future<Output = Result<T>> + Send + 'static,
@@ -78,15 +77,11 @@ impl AppState {
     where
         T: Send + 'static,
     {
-        let task = self.to_end.spawn(work.instrument(tracing::Span::current()));
-        match task.await {
-            Ok(done) => done,
-            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
-            // Nothing aborts the task; the runtime drops it only when it shuts down.
-            Err(stopped) => Err(Error::internal(anyhow::anyhow!(
-                "a task to its end was stopped: {stopped}"
-            ))),
-        }
+        join_to_end(&self.to_end, work).await.unwrap_or_else(|| {
+            Err(Error::internal(anyhow::anyhow!(
+                "a task run to its end was dropped by the runtime"
+            )))
+        })
     }
 
     /// The limits uploads are checked against.
@@ -95,6 +90,27 @@ impl AppState {
             max_bytes: self.config.max_upload_bytes,
             max_pixels: self.config.max_image_pixels,
         }
+    }
+}
+
+/// Runs `work` in a task of its own among `tracker`, in the caller's span (its log lines keep the
+/// request id), and waits for it: the task goes on to its end if the caller stops waiting. A panic
+/// in `work` goes on in the caller, as it would have without the task. `None` when the runtime
+/// dropped the task, which it does only when it shuts down (nothing else aborts it).
+pub async fn join_to_end<T>(
+    tracker: &TaskTracker,
+    work: impl Future<Output = T> + Send + 'static,
+) -> Option<T>
+where
+    T: Send + 'static,
+{
+    match tracker
+        .spawn(work.instrument(tracing::Span::current()))
+        .await
+    {
+        Ok(done) => Some(done),
+        Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        Err(_) => None,
     }
 }
 

@@ -36,7 +36,6 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use super::context::Caller;
 use super::documents::{Documents, Parsed, PersistedQueryError};
@@ -46,6 +45,7 @@ use super::response::is_request_error;
 use super::schema::{Mutation, Query, RallySchema, Schemas, Subscription};
 use super::telemetry::OperationMetrics;
 use super::variables::InputTypes;
+use crate::state::join_to_end;
 
 /// As many mutations are running to their end as the limits allow.
 #[derive(Debug)]
@@ -172,25 +172,13 @@ impl Executor {
             .try_acquire_owned()
             .map_err(|_| Busy)?;
         let executor = self.clone();
-        // In the request's span, so its log lines keep the request id.
         let run = async move {
             let _place = place;
             executor.execute(prepared, caller).await
         };
-        let task = self
-            .0
-            .running
-            .spawn(run.instrument(tracing::Span::current()));
-        match task.await {
-            Ok(response) => Ok(response),
-            // A panic goes on here, as it would have without the task.
-            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
-            // Nothing aborts the task; the runtime drops it only when it shuts down.
-            Err(_) => Ok(Response::from_errors(vec![ServerError::new(
-                "the server is stopping",
-                None,
-            )])),
-        }
+        Ok(join_to_end(&self.0.running, run).await.unwrap_or_else(|| {
+            Response::from_errors(vec![ServerError::new("the server is stopping", None)])
+        }))
     }
 
     /// Spawns `work` among the operations shutdown waits for ([`Executor::finish_running`]).
