@@ -69,7 +69,7 @@ pub enum Error {
     },
     /// Too many attempts.
     RateLimited {
-        /// What there were too many of, for the message.
+        /// What there were too many of (or why not now), for the message.
         what: &'static str,
         /// Whole seconds until the next attempt may succeed (at least 1).
         retry_after_seconds: u64,
@@ -110,6 +110,16 @@ impl Error {
         Self::Conflict {
             field: None,
             message: message.into(),
+        }
+    }
+
+    /// Work refused (or cut off) because this instance is stopping: another instance, or this one
+    /// once it is back, takes the retry. `RATE_LIMITED` with a retry time, as when too many
+    /// mutations are running: the contract's code for "not now, try again".
+    pub fn stopping() -> Self {
+        Self::RateLimited {
+            what: "the server is stopping",
+            retry_after_seconds: 1,
         }
     }
 

@@ -8,6 +8,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
+use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -69,7 +70,8 @@ impl AppState {
 
     /// Runs `work` to its end among [`Inner::to_end`] ([`join_to_end`]): a query's write goes on
     /// when its client leaves (a query is dropped with its request, which must not cut a
-    /// statement off halfway), and shutdown waits for it.
+    /// statement off halfway), and shutdown waits for it. Once shutdown has begun waiting, `work`
+    /// does not start: [`Error::stopping`].
     pub async fn run_to_end<T>(
         &self,
         work: impl Future<Output = Result<T>> + Send + 'static,
@@ -77,11 +79,9 @@ impl AppState {
     where
         T: Send + 'static,
     {
-        join_to_end(&self.to_end, work).await.unwrap_or_else(|| {
-            Err(Error::internal(anyhow::anyhow!(
-                "a task run to its end was dropped by the runtime"
-            )))
-        })
+        join_to_end(&self.to_end, work)
+            .await
+            .unwrap_or_else(|Stopping| Err(Error::stopping()))
     }
 
     /// The limits uploads are checked against.
@@ -93,25 +93,48 @@ impl AppState {
     }
 }
 
+/// Work that did not run, or did not end, because the server is stopping.
+#[derive(Debug)]
+pub struct Stopping;
+
 /// Runs `work` in a task of its own among `tracker`, in the caller's span (its log lines keep the
 /// request id), and waits for it: the task goes on to its end if the caller stops waiting. A panic
-/// in `work` goes on in the caller, as it would have without the task. `None` when the runtime
-/// dropped the task, which it does only when it shuts down (nothing else aborts it).
+/// in `work` goes on in the caller, as it would have without the task. [`Stopping`] when `work`
+/// was refused ([`spawn_unless_stopping`]) or the runtime dropped the task, which it does only
+/// when it shuts down (nothing else aborts it).
 pub async fn join_to_end<T>(
     tracker: &TaskTracker,
     work: impl Future<Output = T> + Send + 'static,
-) -> Option<T>
+) -> Result<T, Stopping>
 where
     T: Send + 'static,
 {
-    match tracker
-        .spawn(work.instrument(tracing::Span::current()))
-        .await
-    {
-        Ok(done) => Some(done),
+    let task = spawn_unless_stopping(tracker, work.instrument(tracing::Span::current()))?;
+    match task.await {
+        Ok(done) => Ok(done),
         Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
-        Err(_) => None,
+        Err(_) => Err(Stopping),
     }
+}
+
+/// Spawns `work` among `tracker` unless shutdown has closed it: once shutdown is waiting for the
+/// tracker's tasks (or has stopped waiting), work spawned there would run with nobody waiting
+/// for it, against a database about to close, so it is refused before it starts.
+pub fn spawn_unless_stopping<F>(
+    tracker: &TaskTracker,
+    work: F,
+) -> Result<JoinHandle<F::Output>, Stopping>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    // Counted first, then checked (one atomic holds both): either the check sees the tracker
+    // closed, or the close comes after this count and shutdown's wait includes the task.
+    let _counted = tracker.token();
+    if tracker.is_closed() {
+        return Err(Stopping);
+    }
+    Ok(tracker.spawn(work))
 }
 
 impl Deref for AppState {
@@ -119,5 +142,44 @@ impl Deref for AppState {
 
     fn deref(&self) -> &Inner {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Work started before the close is among what shutdown waits for; work after it is refused
+    /// without running.
+    #[tokio::test]
+    async fn work_is_refused_once_shutdown_closes_the_tracker() {
+        let tracker = TaskTracker::new();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let before = spawn_unless_stopping(&tracker, async move {
+            let _ = released.await;
+        })
+        .expect("spawned before the close");
+        tracker.close();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let refused = join_to_end(&tracker, async move {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+        .await;
+        assert!(refused.is_err(), "work after the close was run");
+        assert!(spawn_unless_stopping(&tracker, async {}).is_err());
+        assert_eq!(tracker.len(), 1, "only the task from before the close");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), tracker.wait())
+                .await
+                .is_err(),
+            "shutdown's wait did not include the task from before the close"
+        );
+        release.send(()).expect("released");
+        before.await.expect("ended");
+        tracker.wait().await;
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
-use async_graphql::{Request, Response, ServerError, Variables};
+use async_graphql::{Request, Response, Variables};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::Semaphore;
@@ -45,11 +45,17 @@ use super::response::is_request_error;
 use super::schema::{Mutation, Query, RallySchema, Schemas, Subscription};
 use super::telemetry::OperationMetrics;
 use super::variables::InputTypes;
-use crate::state::join_to_end;
+use crate::state::{Stopping, join_to_end, spawn_unless_stopping};
 
-/// As many mutations are running to their end as the limits allow.
+/// Why [`Executor::run_to_end`] did not run a mutation: nothing ran.
 #[derive(Debug)]
-pub struct Busy;
+pub enum NotRun {
+    /// As many mutations are running to their end as the limits allow.
+    Busy,
+    /// Shutdown has begun waiting for the work running to its end
+    /// ([`crate::state::spawn_unless_stopping`]).
+    Stopping,
+}
 
 /// Parsed documents kept for reuse (an app sends a few hundred distinct documents at most).
 const DOCUMENT_CACHE: usize = 1024;
@@ -162,36 +168,37 @@ impl Executor {
     }
 
     /// Runs a query or mutation for `caller` in a task of its own: it goes on to its end when the
-    /// returned future is dropped (see the module docs). [`Busy`] when as many are running as the
-    /// limits allow: nothing ran.
-    pub async fn run_to_end(&self, prepared: Prepared, caller: Caller) -> Result<Response, Busy> {
+    /// returned future is dropped (see the module docs). [`NotRun`] when as many are running as
+    /// the limits allow, or the server is stopping.
+    pub async fn run_to_end(&self, prepared: Prepared, caller: Caller) -> Result<Response, NotRun> {
         let place = self
             .0
             .places
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Busy)?;
+            .map_err(|_| NotRun::Busy)?;
         let executor = self.clone();
         let run = async move {
             let _place = place;
             executor.execute(prepared, caller).await
         };
-        Ok(join_to_end(&self.0.running, run).await.unwrap_or_else(|| {
-            Response::from_errors(vec![ServerError::new("the server is stopping", None)])
-        }))
+        join_to_end(&self.0.running, run)
+            .await
+            .map_err(|Stopping| NotRun::Stopping)
     }
 
-    /// Spawns `work` among the operations shutdown waits for ([`Executor::finish_running`]).
-    pub fn spawn_to_end<F>(&self, work: F)
+    /// Spawns `work` among the operations shutdown waits for ([`Executor::finish_running`]);
+    /// [`Stopping`] (and nothing spawned) once shutdown has begun waiting for them.
+    pub fn spawn_to_end<F>(&self, work: F) -> Result<(), Stopping>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.0.running.spawn(work);
+        spawn_unless_stopping(&self.0.running, work).map(drop)
     }
 
     /// Waits up to `within` for the work running to its end (at shutdown, once the server has
-    /// stopped taking requests); whether it all ended. A connection still open past the grace
-    /// period can start more, which is not waited for.
+    /// stopped taking requests); whether it all ended. Work that a connection still open tries to
+    /// start from now on is refused ([`crate::state::spawn_unless_stopping`]).
     pub async fn finish_running(&self, within: Duration) -> bool {
         self.0.running.close();
         tokio::time::timeout(within, self.0.running.wait())

@@ -51,7 +51,7 @@ use super::nulls::operation;
 use super::response::{is_request_error, with_codes};
 use super::schema::{STATE_SUBSCRIPTIONS, UNSHARED_SUBSCRIPTIONS};
 use crate::auth::{ClientAddr, Viewer};
-use crate::error::{INTERNAL_MESSAGE, code};
+use crate::error::{Error, INTERNAL_MESSAGE, code};
 
 /// How many payloads a member may fall behind its cohort.
 const MEMBER_BACKLOG: usize = 64;
@@ -342,10 +342,12 @@ impl Fanout {
                 }
             }
         };
-        if to_the_end {
-            executor.spawn_to_end(work);
-        } else {
+        if !to_the_end {
             tokio::spawn(work);
+        } else if executor.spawn_to_end(work).is_err() {
+            return Box::pin(futures_util::stream::iter([Payload::error(
+                Error::stopping(),
+            )]));
         }
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
     }

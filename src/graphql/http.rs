@@ -18,10 +18,10 @@ use axum::routing::get;
 
 use super::Caller;
 use super::documents::PersistedQueryError;
-use super::execution::{Busy, Executor};
+use super::execution::{Executor, NotRun};
 use super::response::{is_request_error, with_codes};
 use crate::auth::{ClientAddr, Viewer};
-use crate::error::code;
+use crate::error::{Error, code};
 use crate::state::AppState;
 
 /// Media type of GraphQL-over-HTTP responses.
@@ -93,7 +93,7 @@ struct Rejection {
     parsed: bool,
 }
 
-/// When a client refused for [`Busy`] may try again.
+/// When a client refused for [`NotRun`] may try again.
 const BUSY_RETRY_SECONDS: u64 = 1;
 
 /// The code Apollo's persisted-queries link waits for before it sends the document with its hash.
@@ -109,12 +109,20 @@ impl Rejection {
         }
     }
 
-    /// Too many mutations running ([`Busy`]): 429, whatever the response mode, so the client
-    /// retries after `Retry-After`.
-    fn busy() -> Self {
+    /// A mutation that did not run ([`NotRun`]): too many running (429) or the server stopping
+    /// (503, which a load balancer may take to another instance), whatever the response mode, so
+    /// the client retries after `Retry-After`.
+    fn not_run(why: NotRun) -> Self {
+        let (status, message) = match why {
+            NotRun::Busy => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many mutations are running; retry in 1 s".to_owned(),
+            ),
+            NotRun::Stopping => (StatusCode::SERVICE_UNAVAILABLE, Error::stopping().message()),
+        };
         Self {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: "too many mutations are running; retry in 1 s".to_owned(),
+            status,
+            message,
             extensions: serde_json::json!({ "code": code::RATE_LIMITED, "retryAfterSeconds": BUSY_RETRY_SECONDS }),
             parsed: false,
         }
@@ -155,7 +163,10 @@ impl Rejection {
             body.to_string(),
         )
             .into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_SECONDS));
@@ -217,7 +228,7 @@ async fn graphql(
     let response = if prepared.is_mutation() {
         match http.executor.run_to_end(prepared, caller).await {
             Ok(response) => response,
-            Err(Busy) => return Rejection::busy().into_response(mode),
+            Err(why) => return Rejection::not_run(why).into_response(mode),
         }
     } else {
         http.executor.execute(prepared, caller).await

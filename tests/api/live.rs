@@ -5,6 +5,7 @@ use std::time::Duration;
 use rally::entity::event;
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::common::fixtures::create_event;
@@ -28,6 +29,7 @@ on_every_backend!(
     a_mutation_completes_even_when_its_client_leaves_at_once,
     a_mutation_over_http_runs_to_its_end_and_is_announced_when_its_request_is_dropped,
     shutdown_waits_for_mutations_whose_requests_timed_out,
+    a_mutation_arriving_after_shutdown_stopped_waiting_is_refused,
     mutations_beyond_the_running_limit_are_refused_at_once,
     a_document_that_fails_validation_gets_the_protocols_error_with_a_code,
     resolver_errors_over_the_websocket_carry_their_code,
@@ -712,6 +714,62 @@ async fn shutdown_waits_for_mutations_whose_requests_timed_out(backend: Backend)
         .data()["event"]
         .clone();
     assert_eq!(now["title"], "Landed", "{now}");
+}
+
+/// A request whose body is still arriving when shutdown has stopped waiting (its connection
+/// outlived the grace period) does not start its mutation once the database is closing: 503 with
+/// `Retry-After` and `RATE_LIMITED`, so the client retries elsewhere, and nothing changed. (It
+/// used to run among tasks nobody waited for any more, against a closed pool: an internal error,
+/// or work cut off halfway.)
+async fn a_mutation_arriving_after_shutdown_stopped_waiting_is_refused(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.shutdown_grace_seconds = 1).await;
+    let gil = app.signup("gil").await;
+    let id = create_event(&app, &gil, "Before", "2030-01-01T20:00:00Z").await["id"].clone();
+    let body = json!({ "query": RENAME, "variables": { "id": id, "t": "After" } }).to_string();
+    let (head, tail) = body.as_bytes().split_at(body.len() / 2);
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut late = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\naccept: application/graphql-response+json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n",
+        gil.access,
+        body.len()
+    );
+    late.write_all(request.as_bytes()).await.expect("head");
+    late.write_all(head).await.expect("first half");
+    // The whole shutdown, past its grace period, while the body is half sent.
+    let app = app.restart().await;
+    late.write_all(tail).await.expect("second half");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), late.read_to_string(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 503"), "{answer}");
+    assert!(head.contains("\r\nretry-after: 1"), "{answer}");
+    let body: Value = serde_json::from_str(body).expect("json");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{body}"
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["retryAfterSeconds"], 1,
+        "{body}"
+    );
+    let now = app
+        .gql(
+            "query($id: ID!) { event(id: $id) { title } }",
+            json!({ "id": id }),
+        )
+        .await
+        .data()["event"]
+        .clone();
+    assert_eq!(now["title"], "Before", "{now}");
 }
 
 /// At most `RALLY_MAX_RUNNING_MUTATIONS` mutations run over HTTP at once (they outlive their
