@@ -227,17 +227,41 @@ pub fn judge(track: &[TrackPoint], limits: Limits) -> Verdict {
         .map(|pair| pair[0].distance_to(pair[1]))
         .sum();
     let duration = (last.at - first.at).num_seconds();
+    let most = most_steps(limits, duration, kept.len());
+    let Some(cells) = cells(&kept, limits.resolution, most) else {
+        return Verdict::Rejected(format!(
+            "the track moves through more than {most} cells, more than a run at the {:.0} km/h \
+             limit could in {duration} s",
+            limits.max_speed * 3.6
+        ));
+    };
     Verdict::Saved(Measured {
         distance_meters,
         duration_seconds: i32::try_from(duration).unwrap_or(i32::MAX),
-        cells: cells(&kept, limits.resolution),
+        cells,
         glitches: track.len() - kept.len(),
     })
 }
 
+/// Most steps from cell to cell (revisits counted) a plausible track of `seconds` and `fixes`
+/// points takes: twice a straight line at the speed limit (a winding route crosses more cells
+/// than a straight one), at least [`SUSTAINED_SECONDS`] of it, plus a step and
+/// [`GPS_NOISE_METERS`] of wandering either way at each fix (at most one a second). Drawing the
+/// cells stops there: the speed rules judge a track's ends, and a track that keeps going back and
+/// forth between places far apart (which no straight stretch shows) would otherwise be drawn in
+/// full, each crossing hundreds of thousands of cells.
+fn most_steps(limits: Limits, seconds: i64, fixes: usize) -> usize {
+    let seconds = seconds.max(SUSTAINED_SECONDS) as f64;
+    let edge = limits.resolution.edge_length_m();
+    let moving = limits.max_speed * seconds / edge;
+    let wandering = (fixes as f64).min(seconds + 1.0) * (1.0 + 2.0 * GPS_NOISE_METERS / edge);
+    (2.0 * moving + wandering).ceil() as usize + 64
+}
+
 /// The first stretch of the track, from a point to the first later one at least
-/// [`SUSTAINED_METERS`] along the path and [`SUSTAINED_SECONDS`] later, whose straight-line speed is
-/// above `max_speed`, as a reason. Over such a stretch, GPS error of [`GPS_NOISE_METERS`] at both
+/// [`SUSTAINED_METERS`] along the path and [`SUSTAINED_SECONDS`] later (or to the last point, over
+/// [`SUSTAINED_SECONDS`], when none is), whose straight-line speed is above `max_speed`, as a
+/// reason. Over such a stretch, GPS error of [`GPS_NOISE_METERS`] at both
 /// ends moves a speed by under 2 m/s, so a runner is never near the limit while a bike, a car or a
 /// jump is over it. Linear: the stretch's end only moves forward as its start does.
 fn sustained_speed(track: &[TrackPoint], max_speed: f64) -> Option<String> {
@@ -258,12 +282,19 @@ fn sustained_speed(track: &[TrackPoint], max_speed: f64) -> Option<String> {
         {
             j += 1;
         }
-        let Some(to) = track.get(j) else {
-            // No later stretch is long enough.
-            break;
+        let (to, seconds) = match track.get(j) {
+            Some(to) => (to, (to.at - from.at).num_milliseconds() as f64 / 1000.0),
+            // No later point is far enough in both: the stretch to the track's end, when it is
+            // long enough along the path, is judged as if it lasted the whole span (a track
+            // shorter than the span, or its last seconds, would otherwise go unjudged).
+            None => match track.last() {
+                Some(to) if along[track.len() - 1] - along[i] >= SUSTAINED_METERS => {
+                    (to, SUSTAINED_SECONDS as f64)
+                }
+                _ => continue,
+            },
         };
         let meters = from.haversine_to(*to);
-        let seconds = (to.at - from.at).num_milliseconds() as f64 / 1000.0;
         if meters / seconds > max_speed {
             return Some(format!(
                 "{meters:.0} m in {seconds:.0} s ({:.0} km/h) is faster than the {:.0} km/h limit",
@@ -287,15 +318,35 @@ const MAX_PATH_CELLS: i32 = 1_000;
 /// How many times a stretch may be halved (2^24 pieces: far more than any track needs).
 const MAX_SPLITS: u32 = 24;
 
-/// Every cell the line from `a` to `b` passes through, `a`'s excluded, appended to `out`. A stretch
-/// H3 cannot draw at once (across a pentagon or an icosahedron face, or too long) is halved along
-/// the great circle until it can.
-fn path(a: Point, b: Point, resolution: Resolution, splits: u32, out: &mut Vec<CellIndex>) {
+/// Cells in the order first reached, each once, and the steps taken to reach them.
+struct Reached {
+    line: Vec<CellIndex>,
+    seen: std::collections::HashSet<CellIndex>,
+    steps: usize,
+    most_steps: usize,
+}
+
+impl Reached {
+    /// A step into `cell`; false once there have been more than `most_steps`.
+    fn step(&mut self, cell: CellIndex) -> bool {
+        if self.seen.insert(cell) {
+            self.line.push(cell);
+        }
+        self.steps += 1;
+        self.steps <= self.most_steps
+    }
+}
+
+/// Steps through every cell the line from `a` to `b` passes through, `a`'s excluded; false when
+/// `out` took more steps than it allows (and drawing stopped). A stretch H3 cannot draw at once
+/// (across a pentagon or an icosahedron face, or too long) is halved along the great circle until
+/// it can.
+fn path(a: Point, b: Point, resolution: Resolution, splits: u32, out: &mut Reached) -> bool {
     let (Some(from), Some(to)) = (cell_of(a, resolution), cell_of(b, resolution)) else {
-        return;
+        return true;
     };
     if from == to {
-        return;
+        return true;
     }
     let drawn = from
         .grid_distance(to)
@@ -304,29 +355,46 @@ fn path(a: Point, b: Point, resolution: Resolution, splits: u32, out: &mut Vec<C
         .and_then(|_| from.grid_path_cells(to).ok())
         .and_then(|line| line.collect::<Result<Vec<_>, _>>().ok());
     match drawn {
-        Some(line) => out.extend(line.into_iter().skip(1)),
+        Some(line) => line.into_iter().skip(1).all(|cell| out.step(cell)),
         None if splits < MAX_SPLITS => {
             let middle = Haversine.point_at_ratio_between(a, b, 0.5);
-            path(a, middle, resolution, splits + 1, out);
-            path(middle, b, resolution, splits + 1, out);
+            path(a, middle, resolution, splits + 1, out)
+                && path(middle, b, resolution, splits + 1, out)
         }
-        None => out.push(to),
+        None => out.step(to),
     }
 }
 
 /// The cells `track` passes through, joining consecutive points along the line between them, each
-/// once, in the order first reached.
-pub fn cells(track: &[TrackPoint], resolution: Resolution) -> Vec<CellIndex> {
-    let mut line = Vec::new();
+/// once, in the order first reached; `None` when that takes more than `most_steps` steps from
+/// cell to cell, revisits counted (drawing stops there).
+pub fn cells(
+    track: &[TrackPoint],
+    resolution: Resolution,
+    most_steps: usize,
+) -> Option<Vec<CellIndex>> {
+    let mut reached = Reached {
+        line: Vec::new(),
+        seen: std::collections::HashSet::new(),
+        steps: 0,
+        most_steps,
+    };
     if let Some(first) = track.first().and_then(|p| cell_of(p.point(), resolution)) {
-        line.push(first);
+        reached.seen.insert(first);
+        reached.line.push(first);
     }
-    for pair in track.windows(2) {
-        path(pair[0].point(), pair[1].point(), resolution, 0, &mut line);
-    }
-    let mut seen = std::collections::HashSet::with_capacity(line.len());
-    line.retain(|cell| seen.insert(*cell));
-    line
+    track
+        .windows(2)
+        .all(|pair| {
+            path(
+                pair[0].point(),
+                pair[1].point(),
+                resolution,
+                0,
+                &mut reached,
+            )
+        })
+        .then_some(reached.line)
 }
 
 /// A cell as stored (H3 indexes leave the top bit clear, so they fit an `i64`).
@@ -460,6 +528,66 @@ mod tests {
         assert!(reason(judge(&runner(12.5, 120, 0.0), limits())).contains("faster"));
     }
 
+    /// Five spots 150 m from the centre, visited as a pentagram (each hop about 285 m, and a spot
+    /// comes back only every fifth fix, too late to be a glitch), two fixes a second for ten
+    /// minutes: every stretch of 30 s starts and ends at the same spot, so no speed rule sees the
+    /// hops.
+    fn pentagram(seconds: usize) -> Vec<TrackPoint> {
+        (0..=2 * seconds)
+            .map(|n| {
+                let angle = (2 * n % 5) as f64 * std::f64::consts::TAU / 5.0;
+                at(150.0 * angle.cos(), 150.0 * angle.sin(), n as f64 / 2.0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_short_or_ending_jump_is_judged_over_the_whole_span() {
+        // Across the world at one instant: no stretch lasts 30 s, and the track was saved.
+        let world = [at(0.0, 0.0, 10.0), at(0.0, 16_000_000.0, 10.0)];
+        assert!(reason(judge(&world, limits())).contains("faster than"));
+        // 20 s of running that ends 1 km away in its last second.
+        let mut ending = runner(3.0, 20, 0.0);
+        let last = ending.len() - 1;
+        ending[last] = at(0.0, 1000.0, 20.0);
+        assert!(reason(judge(&ending, limits())).contains("faster than"));
+        // A real run's last seconds are still fine.
+        saved(judge(&runner(5.5, 45, 10.0), limits()));
+    }
+
+    #[test]
+    fn hops_back_and_forth_stop_being_drawn_past_what_the_speed_allows() {
+        let zigzag = pentagram(600);
+        let why = reason(judge(&zigzag, limits()));
+        assert!(why.contains("moves through more than"), "{why}");
+        // The same steps over an hour of laps of a 400 m track at 4 m/s, with GPS noise, pass:
+        // revisits count as steps, and a real runner's are well inside the allowance.
+        let laps: Vec<TrackPoint> = (0..=3600)
+            .map(|s| {
+                let angle = s as f64 * 4.0 / 64.0;
+                let noise = ((s * 7919) % 13) as f64 / 6.0 - 1.0;
+                at(
+                    64.0 * angle.cos() + 3.0 * noise,
+                    64.0 * angle.sin(),
+                    s as f64,
+                )
+            })
+            .collect();
+        let measured = saved(judge(&laps, limits()));
+        assert!(measured.cells.len() < 40, "{}", measured.cells.len());
+        // Drawing stops at the allowance instead of going on: 16,000 km along the equator (about
+        // 130,000 cells at resolution 10), allowed 100.
+        let equator = |longitude: f64| TrackPoint {
+            latitude: 0.0,
+            longitude,
+            at: start(),
+        };
+        let world = [equator(0.0), equator(144.0)];
+        assert_eq!(cells(&world, Resolution::Ten, 100), None);
+        let drawn = cells(&world, Resolution::Five, usize::MAX).unwrap();
+        assert!(drawn.len() > 16_000_000 / 20_000, "{}", drawn.len());
+    }
+
     #[test]
     fn short_disordered_or_out_of_window_tracks_are_rejected() {
         assert!(reason(judge(&[], limits())).contains("at least 2 points"));
@@ -507,7 +635,7 @@ mod tests {
                 at: start() + Duration::hours(2),
             },
         ];
-        let line = cells(&far, Resolution::Five);
+        let line = cells(&far, Resolution::Five, usize::MAX).unwrap();
         assert!(line.len() > 100);
         // Around the pentagon at resolution 5 near (64.7, 10.5).
         let pentagon = [
@@ -522,7 +650,12 @@ mod tests {
                 at: start() + Duration::hours(1),
             },
         ];
-        assert!(cells(&pentagon, Resolution::Five).len() > 3);
+        assert!(
+            cells(&pentagon, Resolution::Five, usize::MAX)
+                .unwrap()
+                .len()
+                > 3
+        );
     }
 
     #[test]

@@ -514,6 +514,34 @@ async fn implausible_tracks_are_rejected_and_real_ones_pass(backend: Backend) {
             },
             "faster than",
         ),
+        (
+            "across the world in no time",
+            ["0", "100"]
+                .iter()
+                .map(|east| {
+                    json!({ "latitude": PARIS.0, "longitude": PARIS.1 + east.parse::<f64>().expect("degrees"),
+                            "at": rfc3339(start + Span::minutes(5)) })
+                })
+                .collect(),
+            "faster than",
+        ),
+        (
+            // Five spots 150 m around Paris visited as a pentagram, two fixes a second for ten
+            // minutes: every 30 s stretch starts and ends at one spot, so only the steps from cell
+            // to cell show the hops (the same at 16,000 km would be 130,000 cells each).
+            "hops back and forth",
+            (0..=1200)
+                .map(|n| {
+                    let angle = (2 * n % 5) as f64 * std::f64::consts::TAU / 5.0;
+                    json!({
+                        "latitude": PARIS.0 + 150.0 * angle.cos() / 111_195.0,
+                        "longitude": PARIS.1 + 150.0 * angle.sin() / (111_195.0 * PARIS.0.to_radians().cos()),
+                        "at": rfc3339(start + Span::minutes(5) + Span::milliseconds(500 * n)),
+                    })
+                })
+                .collect(),
+            "moves through more than",
+        ),
     ];
     for (name, path, reason) in cases {
         let (event, run) = running(&app, &org, &kim, start).await;
