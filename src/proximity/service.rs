@@ -702,10 +702,15 @@ pub async fn follow_activity(
     })
 }
 
-/// The caller's activity with its status, and the people it watches, read afresh.
+/// The caller's activity with its status, and the people it watches, read afresh: nobody once it
+/// has ended, as in [`view`].
 async fn reload(state: &AppState, me: Identity, id: Uuid) -> Result<(ActivityView, Vec<Uuid>)> {
     let found = own(&state.db, me, id).await?;
-    let watched = watched_by(&state.db, found.owner_id).await?;
+    let watched = if found.status == ActivityStatus::Active {
+        watched_by(&state.db, found.owner_id).await?
+    } else {
+        Vec::new()
+    };
     Ok((view_of(state, found, &watched).await?, watched))
 }
 

@@ -778,6 +778,9 @@ async fn an_ended_activity_shows_nobody(backend: Backend) {
     at(&app, &bob, Some(north(300.0))).await.data();
     let seen = activity(&app, &ann, &ended["id"]).await;
     assert_eq!(seen["nearest"]["user"]["handle"], "bob", "while it runs");
+    let mut screen = subscribe(&app, &ann, ACTIVITY_UPDATED, json!({ "id": ended["id"] })).await;
+    let running = screen.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(running["nearest"]["user"]["handle"], "bob", "{running}");
     let stopped = app
         .gql_as(
             &ann,
@@ -790,7 +793,14 @@ async fn an_ended_activity_shows_nobody(backend: Backend) {
     start(&app, &cat, 100.0).await;
     at(&app, &bob, Some(north(200.0))).await.data();
     let after = activity(&app, &ann, &ended["id"]).await;
-    for view in [&stopped, &after] {
+    // The screen's last frame, and a new subscription's only one (once a snapshot of everyone's
+    // distance, repeatable at will by resubscribing).
+    let last = screen.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(last["status"], "STOPPED", "{last}");
+    let mut again = subscribe(&app, &ann, ACTIVITY_UPDATED, json!({ "id": ended["id"] })).await;
+    let anew = again.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(anew["status"], "STOPPED", "{anew}");
+    for view in [&stopped, &after, &last, &anew] {
         assert_eq!(view["nearest"], Value::Null, "{view}");
         assert_eq!(view["stale"], json!([]), "{view}");
         assert_eq!(view["gpsOff"], json!([]), "{view}");
