@@ -47,7 +47,8 @@ use super::telemetry::OperationMetrics;
 use super::variables::InputTypes;
 use crate::state::{Stopping, join_to_end, spawn_unless_stopping};
 
-/// Why [`Executor::run_to_end`] did not run a mutation: nothing ran.
+/// Why [`Executor::run_to_end`] gave no answer: too busy (nothing ran) or stopping (nothing ran,
+/// or, only when the runtime itself shuts down, the task was dropped part way).
 #[derive(Debug)]
 pub enum NotRun {
     /// As many mutations are running to their end as the limits allow.

@@ -163,7 +163,8 @@ fn too_fast(a: TrackPoint, b: TrackPoint, max_speed: f64) -> bool {
 
 /// The points of `track` without glitches: up to [`MAX_GLITCH_POINTS`] consecutive fixes too far
 /// from the last good point, followed by one that agrees with it again (fixes that jumped away and
-/// came back). The first point is a glitch when it is too far from the next two, which agree.
+/// came back). The first point is a glitch when it is too far from the next two, which agree; the
+/// last few are when all of them are too far from the last good point.
 /// Fixes that jump away and stay are kept: that is a movement, judged by [`sustained_speed`].
 fn without_glitches(track: &[TrackPoint], max_speed: f64) -> Vec<TrackPoint> {
     let mut kept: Vec<TrackPoint> = Vec::with_capacity(track.len());
@@ -182,6 +183,16 @@ fn without_glitches(track: &[TrackPoint], max_speed: f64) -> Vec<TrackPoint> {
             // Points i..back jumped away and `back` agrees with the last good point again.
             i = back;
             continue;
+        }
+        if let Some(&good) = kept.last()
+            && track.len() - i <= MAX_GLITCH_POINTS
+            && track[i..]
+                .iter()
+                .all(|&late| too_fast(good, late, max_speed))
+        {
+            // The last few fixes jumped away and the track ended before any came back: a glitch
+            // like the first point's (a movement that stays is longer than a glitch).
+            break;
         }
         kept.push(point);
         i += 1;
@@ -230,8 +241,8 @@ pub fn judge(track: &[TrackPoint], limits: Limits) -> Verdict {
     let most = most_steps(limits, duration, kept.len());
     let Some(cells) = cells(&kept, limits.resolution, most) else {
         return Verdict::Rejected(format!(
-            "the track moves through more than {most} cells, more than a run at the {:.0} km/h \
-             limit could in {duration} s",
+            "the track takes more than {most} steps from cell to cell, more than a run at the \
+             {:.0} km/h limit could in {duration} s",
             limits.max_speed * 3.6
         ));
     };
@@ -543,23 +554,43 @@ mod tests {
 
     #[test]
     fn a_short_or_ending_jump_is_judged_over_the_whole_span() {
-        // Across the world at one instant: no stretch lasts 30 s, and the track was saved.
-        let world = [at(0.0, 0.0, 10.0), at(0.0, 16_000_000.0, 10.0)];
+        // Across the world at one instant, for more fixes than a glitch at either end: no
+        // stretch lasts 30 s, and the track was saved.
+        let mut world = vec![at(0.0, 0.0, 10.0); 2];
+        world.extend(
+            [TrackPoint {
+                longitude: 146.0,
+                ..at(0.0, 0.0, 10.0)
+            }; 4],
+        );
         assert!(reason(judge(&world, limits())).contains("faster than"));
-        // 20 s of running that ends 1 km away in its last second.
+        // 20 s of running whose last five seconds are 1 km away.
         let mut ending = runner(3.0, 20, 0.0);
-        let last = ending.len() - 1;
-        ending[last] = at(0.0, 1000.0, 20.0);
+        for (s, point) in ending.iter_mut().enumerate().skip(16) {
+            *point = at(0.0, 1000.0 + 3.0 * s as f64, s as f64);
+        }
         assert!(reason(judge(&ending, limits())).contains("faster than"));
-        // A real run's last seconds are still fine.
+        // A real run's last seconds are still fine, and so is a wild last fix (400 m back along
+        // the path, or off to the side): left out as a glitch, as a wild first fix is.
         saved(judge(&runner(5.5, 45, 10.0), limits()));
+        for (north, east) in [(0.0, -400.0), (400.0, 0.0)] {
+            let mut wild = runner(4.0, 300, 5.0);
+            let last = wild.len() - 1;
+            let end = wild[last];
+            wild[last] = TrackPoint {
+                latitude: end.latitude + north / 111_195.0,
+                longitude: end.longitude + east / 73_000.0,
+                ..end
+            };
+            assert_eq!(saved(judge(&wild, limits())).glitches, 1);
+        }
     }
 
     #[test]
     fn hops_back_and_forth_stop_being_drawn_past_what_the_speed_allows() {
         let zigzag = pentagram(600);
         let why = reason(judge(&zigzag, limits()));
-        assert!(why.contains("moves through more than"), "{why}");
+        assert!(why.contains("steps from cell to cell"), "{why}");
         // The same steps over an hour of laps of a 400 m track at 4 m/s, with GPS noise, pass:
         // revisits count as steps, and a real runner's are well inside the allowance.
         let laps: Vec<TrackPoint> = (0..=3600)

@@ -516,7 +516,7 @@ async fn implausible_tracks_are_rejected_and_real_ones_pass(backend: Backend) {
         ),
         (
             "across the world in no time",
-            ["0", "100"]
+            ["0", "0", "100", "100", "100", "100"]
                 .iter()
                 .map(|east| {
                     json!({ "latitude": PARIS.0, "longitude": PARIS.1 + east.parse::<f64>().expect("degrees"),
@@ -540,7 +540,7 @@ async fn implausible_tracks_are_rejected_and_real_ones_pass(backend: Backend) {
                     })
                 })
                 .collect(),
-            "moves through more than",
+            "steps from cell to cell",
         ),
     ];
     for (name, path, reason) in cases {
