@@ -434,7 +434,7 @@ pub struct Config {
     #[arg(long, env = "RALLY_WALLET_CAP", default_value_t = 100, global = true)]
     pub wallet_cap: u32,
 
-    /// Longest availability (meetings), in minutes.
+    /// Longest availability (meetings), in minutes (at most `LONGEST_SLOT_MINUTES`).
     #[arg(
         long,
         env = "RALLY_MAX_SLOT_MINUTES",
@@ -496,6 +496,10 @@ fn widen(value: usize) -> u64 {
 const SECRET_FILE: &str = "jwt-secret";
 /// Shortest accepted JWT secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The most `RALLY_MAX_SLOT_MINUTES` may be (a week): no slot is ever longer, whatever the setting
+/// was when it was made, which bounds the meetings' overlap search.
+pub const LONGEST_SLOT_MINUTES: u64 = 7 * 24 * 60;
 
 impl Config {
     /// A configuration with every default, rooted at `data_dir` (tests and tools start from it).
@@ -687,7 +691,7 @@ impl Config {
                 "RALLY_MAX_SLOT_MINUTES",
                 self.max_slot_minutes,
                 1,
-                7 * 24 * 60,
+                LONGEST_SLOT_MINUTES,
             ),
             (
                 "RALLY_MAX_RUNNING_MUTATIONS",

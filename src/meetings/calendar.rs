@@ -4,8 +4,8 @@
 //! The URL is the secret: its token is derived from a random nonce with the server's secret, only
 //! its hash is stored, and rotating the feed replaces both (the old URL answers 404 at once). Each
 //! token is rate limited (`RALLY_CALENDAR_FEED_PER_MINUTE`); responses carry an ETag of their
-//! content, so polling calendar apps mostly get 304. The iCalendar text (line folding, escaping) is
-//! the `icalendar` crate's.
+//! content, so polling calendar apps mostly get 304. The iCalendar text (escaping) is the
+//! `icalendar` crate's; its lines are folded again here (see `fold`).
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
@@ -62,7 +62,36 @@ pub fn render(entries: &[FeedEntry]) -> String {
                 .done(),
         );
     }
-    calendar.done().to_string()
+    fold(&calendar.done().to_string())
+}
+
+/// RFC 5545 (3.1): content lines are at most 75 octets, continued on lines that start with a space.
+const LINE_OCTETS: usize = 75;
+
+/// `text`'s content lines folded to at most 75 octets each, never inside a UTF-8 character. The
+/// `icalendar` crate folds too, but leaves a 76-octet line when exactly 75 octets remain after a
+/// fold (a 150-octet line becomes 75 + 1 + 75), so its folds are undone and made again. Unfolding
+/// is safe: escaped text holds no line breaks of its own.
+fn fold(text: &str) -> String {
+    let unfolded = text.replace("\r\n ", "");
+    let mut folded = String::with_capacity(unfolded.len() + unfolded.len() / 24);
+    for line in unfolded.split_terminator("\r\n") {
+        let mut rest = line;
+        let mut room = LINE_OCTETS;
+        while rest.len() > room {
+            let mut cut = room;
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            folded.push_str(&rest[..cut]);
+            folded.push_str("\r\n ");
+            rest = &rest[cut..];
+            room = LINE_OCTETS - 1;
+        }
+        folded.push_str(rest);
+        folded.push_str("\r\n");
+    }
+    folded
 }
 
 #[derive(Clone)]
@@ -148,4 +177,52 @@ async fn feed(
 
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such calendar").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LINE_OCTETS, fold};
+
+    /// Every physical line of `folded` fits, and unfolding (RFC 5545: drop each CRLF followed by
+    /// one space) gives `line` back.
+    fn assert_folds(line: &str) {
+        let folded = fold(&format!("{line}\r\n"));
+        assert!(folded.ends_with("\r\n"), "{folded:?}");
+        for physical in folded.split_terminator("\r\n") {
+            assert!(
+                physical.len() <= LINE_OCTETS,
+                "{} octets: {physical:?}",
+                physical.len()
+            );
+        }
+        assert_eq!(folded.replace("\r\n ", ""), format!("{line}\r\n"));
+    }
+
+    #[test]
+    fn lines_fold_to_75_octets_at_every_length() {
+        for len in [1, 74, 75, 76, 149, 150, 151, 223, 224, 225, 1_000] {
+            assert_folds(&format!("SUMMARY:{}", "x".repeat(len - 1)));
+        }
+        // The `icalendar` crate's own folding of 150 octets: 75, then a space and 75 more.
+        let crate_folded = format!("{}\r\n {}\r\n", "x".repeat(75), "x".repeat(75));
+        let refolded = fold(&crate_folded);
+        assert_eq!(
+            refolded,
+            format!("{}\r\n {}\r\n {}\r\n", "x".repeat(75), "x".repeat(74), "x")
+        );
+    }
+
+    #[test]
+    fn folds_never_split_a_character() {
+        for pad in 0..4 {
+            let line = format!("SUMMARY:{}{}", "x".repeat(pad), "老虎🐯é".repeat(20));
+            assert_folds(&line);
+        }
+    }
+
+    #[test]
+    fn short_lines_and_many_lines_pass_unchanged() {
+        let text = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n";
+        assert_eq!(fold(text), text);
+    }
 }

@@ -579,7 +579,7 @@ pub struct MeetingsSubscription;
 #[Subscription]
 impl MeetingsSubscription {
     /// For the slot owner: meetings booked on, or cancelled from, their availabilities; and for
-    /// participants, cancellations made by the owner.
+    /// participants, cancellations (by either side).
     #[graphql(guard = "SignedIn")]
     async fn my_meetings(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Meeting>> {
         let me = ctx.identity()?;

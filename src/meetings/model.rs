@@ -22,6 +22,9 @@ use crate::model::{name, optional_text};
 
 /// Longest span of a weekly pattern, from its first to its last date.
 pub const MAX_PATTERN_DAYS: i64 = 366;
+/// The last date a weekly pattern may reach: the time-zone database (chrono-tz's tables) knows
+/// daylight-saving changes up to 2099, and a wall-clock time after that would get a wrong offset.
+pub const LAST_PATTERN_YEAR: i32 = 2099;
 /// Longest cancellation reason, in characters.
 pub const MAX_REASON: usize = 500;
 
@@ -145,6 +148,12 @@ impl WeeklyPattern {
             return Err(Error::bad_input(
                 "input.untilDate",
                 "the last date is not before the first",
+            ));
+        }
+        if until.year() > LAST_PATTERN_YEAR {
+            return Err(Error::bad_input(
+                "input.untilDate",
+                format!("time-zone rules are known up to {LAST_PATTERN_YEAR}-12-31"),
             ));
         }
         if (until - from).num_days() > MAX_PATTERN_DAYS {
@@ -468,6 +477,10 @@ mod tests {
         );
         assert_eq!(
             field("UTC", "09:00", 60, "2027-01-01", "2028-01-03", mon()),
+            "input.untilDate"
+        );
+        assert_eq!(
+            field("UTC", "09:00", 60, "2099-12-01", "2100-01-04", mon()),
             "input.untilDate"
         );
         assert_eq!(

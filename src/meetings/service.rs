@@ -31,6 +31,7 @@ use super::model::{
 use crate::accounts;
 use crate::accounts::model::Handle;
 use crate::auth::{Identity, token_hash};
+use crate::config::LONGEST_SLOT_MINUTES;
 use crate::db::{self, WriteTxn};
 use crate::entity::availability::{self, Status};
 use crate::entity::calendar_feed;
@@ -63,6 +64,11 @@ pub fn slot_rules(state: &AppState) -> SlotRules {
     }
 }
 
+/// The longest a slot can be under any setting.
+fn longest_slot() -> Duration {
+    Duration::minutes(i64::try_from(LONGEST_SLOT_MINUTES).unwrap_or(i64::MAX / 60_000))
+}
+
 /// The availability with this id, or NOT_FOUND.
 async fn require(db: &impl ConnectionTrait, id: Uuid) -> Result<availability::Model> {
     availability::Entity::find_by_id(id)
@@ -71,7 +77,9 @@ async fn require(db: &impl ConnectionTrait, id: Uuid) -> Result<availability::Mo
         .ok_or(Error::NotFound("no such availability"))
 }
 
-/// Whether `slot` overlaps one of `owner`'s SCHEDULED or BOOKED slots (other than `except`).
+/// Whether `slot` overlaps one of `owner`'s SCHEDULED or BOOKED slots (other than `except`). No slot
+/// is longer than `LONGEST_SLOT_MINUTES` under any setting, so only slots starting that long before
+/// `slot` can reach it: the owner's older slots stay out of the index range read.
 async fn overlaps(
     db: &impl ConnectionTrait,
     owner: Uuid,
@@ -82,6 +90,7 @@ async fn overlaps(
         .filter(availability::Column::OwnerId.eq(owner))
         .filter(availability::Column::Status.is_in([Status::Scheduled, Status::Booked]))
         .filter(availability::Column::StartTime.lt(slot.end))
+        .filter(availability::Column::StartTime.gt(slot.start - longest_slot()))
         .filter(availability::Column::EndTime.gt(slot.start));
     if let Some(except) = except {
         query = query.filter(availability::Column::Id.ne(except));
@@ -263,7 +272,8 @@ fn ceil_second(time: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// Open (SCHEDULED) slots starting in [from, to), soonest first, optionally of one owner.
+/// Open (SCHEDULED) slots starting in [from, to), soonest first, optionally of one owner. A slot
+/// that has started is not open any more (booking it is CONFLICT), so `from` is at least now.
 #[tracing::instrument(skip(state))]
 pub async fn search(
     state: &AppState,
@@ -280,7 +290,7 @@ pub async fn search(
         },
         None => None,
     };
-    let query = search_query(from, to, owner, after);
+    let query = search_query(from.max(Utc::now()), to, owner, after);
     Ok(crate::db::page(&state.db, query, limit).await?)
 }
 
@@ -401,7 +411,8 @@ fn announce(txn: &mut WriteTxn, meeting: &meeting::Model, kind: MeetingEvent, us
 }
 
 /// The owner or the participant cancels; the slot goes back to SCHEDULED if it still lies in the
-/// future, else CANCELLED. The owner hears of every cancellation, the participant of the owner's.
+/// future, else CANCELLED. Both hear of it (the contract: the owner of what happens to their slots,
+/// participants of cancellations), whoever cancelled: the canceller's other devices learn it too.
 #[tracing::instrument(skip(state, reason))]
 pub async fn cancel(
     state: &AppState,
@@ -449,10 +460,7 @@ pub async fn cancel(
         .one(&*txn)
         .await?
         .ok_or(Error::NotFound("no such meeting"))?;
-    let mut told = vec![meeting.owner_id];
-    if actor.user_id == meeting.owner_id {
-        told.push(meeting.participant_id);
-    }
+    let told = [meeting.owner_id, meeting.participant_id];
     announce(&mut txn, &meeting, MeetingEvent::Cancelled, &told);
     txn.commit().await?;
     Ok(meeting)
@@ -594,7 +602,9 @@ pub struct FeedEntry {
 }
 
 /// The entries of the feed whose token hashes to `hash`, soonest first: its user's meetings as
-/// owner and participant from the last 90 days on (at most 1000). `None` for no such feed.
+/// owner and participant from the last 90 days on, at most 1000: past the cap, the soonest
+/// upcoming ones first, then the latest past ones (calendars care about what is coming). `None`
+/// for no such feed.
 pub async fn feed(state: &AppState, hash: &str) -> Result<Option<Vec<FeedEntry>>> {
     let Some(feed) = calendar_feed::Entity::find()
         .filter(calendar_feed::Column::TokenHash.eq(hash))
@@ -604,22 +614,36 @@ pub async fn feed(state: &AppState, hash: &str) -> Result<Option<Vec<FeedEntry>>
         return Ok(None);
     };
     let user = feed.user_id;
-    let meetings = meeting::Entity::find()
-        .filter(
+    let now = Utc::now();
+    let theirs = || {
+        meeting::Entity::find().filter(
             Condition::any()
                 .add(meeting::Column::OwnerId.eq(user))
                 .add(meeting::Column::ParticipantId.eq(user)),
         )
-        .filter(meeting::Column::EndTime.gt(Utc::now() - Duration::days(FEED_PAST_DAYS)))
-        // Past the cap, the newest ones (calendars care about what is coming).
-        .order_by_desc(meeting::Column::StartTime)
-        .order_by_desc(meeting::Column::Id)
+    };
+    let upcoming = theirs()
+        .filter(meeting::Column::EndTime.gt(now))
+        .order_by_asc(meeting::Column::StartTime)
+        .order_by_asc(meeting::Column::Id)
         .limit(FEED_MAX)
         .all(&state.db)
-        .await?
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>();
+        .await?;
+    let room = FEED_MAX.saturating_sub(u64::try_from(upcoming.len()).unwrap_or(FEED_MAX));
+    let mut meetings = if room == 0 {
+        Vec::new()
+    } else {
+        theirs()
+            .filter(meeting::Column::EndTime.lte(now))
+            .filter(meeting::Column::EndTime.gt(now - Duration::days(FEED_PAST_DAYS)))
+            .order_by_desc(meeting::Column::StartTime)
+            .order_by_desc(meeting::Column::Id)
+            .limit(room)
+            .all(&state.db)
+            .await?
+    };
+    meetings.extend(upcoming);
+    meetings.sort_by_key(|meeting| (meeting.start_time, meeting.id));
     let slot_ids: Vec<Uuid> = meetings.iter().map(|m| m.availability_id).collect();
     let slots = find_many(state, &slot_ids).await?;
     let others: Vec<Uuid> = meetings

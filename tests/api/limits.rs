@@ -264,19 +264,30 @@ async fn instants_beyond_year_9999_are_refused_naming_the_field(backend: Backend
         )
         .await;
     response.assert_error("BAD_USER_INPUT", Some("input.fromDate"));
-    // The last day of year 9999 is taken; a slot that would end in year 10000 is not.
-    let response = app
+    // Time-zone rules are known up to 2099: its last day is taken, the next is not.
+    let late = |day: &str| {
+        json!({ "input": {
+            "timeZone": "America/New_York", "startLocal": "23:30", "durationMinutes": 60,
+            "fromDate": day, "untilDate": day,
+            "weekdays": ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY"],
+            "title": "Late",
+        }})
+    };
+    let last = app
         .gql_as(
             &ivy,
-            weekly,
-            json!({ "input": {
-                "timeZone": "UTC", "startLocal": "23:30", "durationMinutes": 60,
-                "fromDate": "9999-12-31", "untilDate": "9999-12-31",
-                "weekdays": ["FRIDAY"], "title": "Late",
-            }}),
+            "mutation($input: WeeklyAvailabilityInput!) { setWeeklyAvailability(input: $input) { startTime } }",
+            late("2099-12-31"),
         )
         .await;
-    response.assert_error("BAD_USER_INPUT", Some("input.untilDate"));
+    // 23:30 in New York in winter (UTC-5) is 04:30 the next day in UTC.
+    assert_eq!(
+        last.data()["setWeeklyAvailability"],
+        json!([{ "startTime": "2100-01-01T04:30:00+00:00" }])
+    );
+    app.gql_as(&ivy, weekly, late("2100-01-01"))
+        .await
+        .assert_error("BAD_USER_INPUT", Some("input.untilDate"));
     let mine = app
         .gql_as(
             &ivy,

@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use chrono::{
     DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, SecondsFormat,
-    TimeDelta, TimeZone, Utc, Weekday,
+    SubsecRound, TimeDelta, TimeZone, Utc, Weekday,
 };
 use chrono_tz::Tz;
 use futures_util::future::join_all;
 use ical::parser::ical::component::IcalEvent;
 use serde_json::{Value, json};
 
-use rally::entity::calendar_feed;
-use sea_orm::{ActiveValue::Set, EntityTrait};
+use rally::entity::{availability, calendar_feed, meeting};
+use sea_orm::prelude::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::common::{Backend, Gql, Session, TRANSPORT_WS, TestApp, WsClient};
 use crate::on_every_backend;
@@ -31,6 +32,7 @@ on_every_backend!(
     a_slot_is_updated_by_its_owner_under_the_same_rules,
     a_slot_is_deleted_by_its_owner_unless_booked,
     open_slots_are_listed_in_their_window_soonest_first,
+    a_slot_that_has_started_is_not_open,
     paging_through_open_slots_sees_each_once_while_slots_are_added,
     my_availabilities_lists_my_slots_of_any_status,
     booking_turns_a_slot_into_a_confirmed_meeting,
@@ -41,7 +43,7 @@ on_every_backend!(
     a_meeting_is_seen_by_its_owner_and_participant_only,
     my_meetings_lists_both_roles_soonest_first,
     the_owner_hears_of_every_booking_and_cancellation,
-    a_participant_hears_only_of_cancellations_by_the_owner,
+    a_participant_hears_of_every_cancellation_of_their_meetings,
     a_stranger_hears_nothing_of_others_meetings,
     weekly_slots_keep_the_wall_clock_across_daylight_saving,
     weekly_slots_move_out_of_gaps_and_take_the_first_of_repeats,
@@ -295,15 +297,17 @@ async fn weekly(app: &TestApp, who: &Session, input: Value) -> Gql {
     .await
 }
 
-/// A valid weekly pattern (Mondays 09:00 in Paris for an hour in June 2027) changed by `changes`.
+/// A valid weekly pattern (Mondays 09:00 in Paris for an hour in June 2055) changed by `changes`.
+/// Weekly patterns must start in the future, so these tests use 2055 (and 2056): far ahead, and
+/// with the same weekdays, leap day and daylight-saving Sundays as 2027 and 2028, 28 years earlier.
 fn weekly_input(changes: Value) -> Value {
     let mut input = json!({
         "timeZone": "Europe/Paris",
         "weekdays": ["MONDAY"],
         "startLocal": "09:00",
         "durationMinutes": 60,
-        "fromDate": "2027-06-07",
-        "untilDate": "2027-06-28",
+        "fromDate": "2055-06-07",
+        "untilDate": "2055-06-28",
         "title": "Mentoring",
     });
     if let (Some(input), Some(changes)) = (input.as_object_mut(), changes.as_object()) {
@@ -817,6 +821,64 @@ async fn open_slots_are_listed_in_their_window_soonest_first(backend: Backend) {
     }
 }
 
+/// Moves `slot`'s start (and its meeting's, if booked) to ten minutes ago, as time passing would:
+/// the API refuses a start in the past.
+async fn start_ten_minutes_ago(app: &TestApp, slot: &str) {
+    let slot = uuid::Uuid::parse_str(slot).expect("uuid");
+    let started = (Utc::now() - TimeDelta::minutes(10)).trunc_subsecs(0);
+    availability::Entity::update_many()
+        .col_expr(availability::Column::StartTime, Expr::value(started))
+        .filter(availability::Column::Id.eq(slot))
+        .exec(&app.state.db)
+        .await
+        .expect("move the slot");
+    meeting::Entity::update_many()
+        .col_expr(meeting::Column::StartTime, Expr::value(started))
+        .filter(meeting::Column::AvailabilityId.eq(slot))
+        .exec(&app.state.db)
+        .await
+        .expect("move its meeting");
+}
+
+/// A slot that has started is not open: no search lists it, whatever `from` says, and booking it
+/// is CONFLICT. A meeting cancelled once it has started leaves its slot CANCELLED, not open.
+async fn a_slot_that_has_started_is_not_open(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let ben = app.signup("ben").await;
+    let started = id(&slot(&app, &ann, &at(1), &at(2), "Running late").await);
+    let later = id(&slot(&app, &ann, &at(3), &at(4), "Later").await);
+    let met = slot(&app, &ann, &at(5), &at(6), "Under way").await;
+    let meeting = id(&booked(&app, &ben, &met).await);
+    start_ten_minutes_ago(&app, &started).await;
+    start_ten_minutes_ago(&app, &id(&met)).await;
+
+    let an_hour_ago = rfc3339(Utc::now() - TimeDelta::hours(1));
+    assert_eq!(
+        open_ids(&app, &ben, &an_hour_ago, &at(24), json!({})).await,
+        [later],
+        "only the slot still ahead is open"
+    );
+    book(&app, &ben, &started)
+        .await
+        .assert_error("CONFLICT", None);
+    assert_eq!(my_meetings(&app, &ben, "").await.len(), 1);
+
+    let cancelled = cancel(&app, &ben, &meeting, None).await;
+    assert_eq!(
+        cancelled.data()["cancelMeeting"]["availability"]["status"],
+        "CANCELLED",
+        "a started slot does not open again"
+    );
+    assert_eq!(
+        open_ids(&app, &ben, &an_hour_ago, &at(24), json!({}))
+            .await
+            .len(),
+        1,
+        "still only the slot ahead"
+    );
+}
+
 async fn paging_through_open_slots_sees_each_once_while_slots_are_added(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let ann = app.signup("ann").await;
@@ -1208,7 +1270,9 @@ async fn the_owner_hears_of_every_booking_and_cancellation(backend: Backend) {
     stream.assert_quiet(Duration::from_millis(300)).await;
 }
 
-async fn a_participant_hears_only_of_cancellations_by_the_owner(backend: Backend) {
+/// A participant hears of every cancellation of their meetings, their own included (their other
+/// devices learn it), and of nothing else: not of their own bookings.
+async fn a_participant_hears_of_every_cancellation_of_their_meetings(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let ann = app.signup("ann").await;
     let ben = app.signup("ben").await;
@@ -1217,8 +1281,12 @@ async fn a_participant_hears_only_of_cancellations_by_the_owner(backend: Backend
     let mut stream = meetings_stream(&app, &ben).await;
 
     let own = id(&booked(&app, &ben, &mine_to_drop).await);
-    cancel(&app, &ben, &own, None).await.data();
-    stream.assert_quiet(Duration::from_millis(500)).await;
+    cancel(&app, &ben, &own, Some("Clash")).await.data();
+    assert_eq!(
+        stream.next_data("m").await["myMeetings"],
+        json!({ "id": own, "status": "CANCELLED", "participant": { "handle": "ben" }, "cancelledBy": { "handle": "ben" } }),
+        "no frame for the booking, one for the cancellation"
+    );
 
     let dropped = id(&booked(&app, &ben, &theirs_to_drop).await);
     cancel(&app, &ann, &dropped, Some("Ill")).await.data();
@@ -1257,10 +1325,10 @@ async fn weekly_slots_keep_the_wall_clock_across_daylight_saving(backend: Backen
     let app = TestApp::spawn(backend).await;
     let eva = app.signup("eva").await;
     let paris = chrono_tz::Europe::Paris;
-    // EU clocks go forward on 2027-03-28 and back on 2027-10-31.
+    // EU clocks go forward on 2055-03-28 and back on 2055-10-31.
     for (from, until, title) in [
-        ("2027-03-15", "2027-04-12", "Spring mentoring"),
-        ("2027-10-18", "2027-11-08", "Autumn mentoring"),
+        ("2055-03-15", "2055-04-12", "Spring mentoring"),
+        ("2055-10-18", "2055-11-08", "Autumn mentoring"),
     ] {
         let made = weekly(
             &app,
@@ -1307,15 +1375,15 @@ async fn weekly_slots_keep_the_wall_clock_across_daylight_saving(backend: Backen
     assert_eq!(
         starts,
         [
-            "2027-03-15T08:00:00Z",
-            "2027-03-22T08:00:00Z",
-            "2027-03-29T07:00:00Z",
-            "2027-04-05T07:00:00Z",
-            "2027-04-12T07:00:00Z",
-            "2027-10-18T07:00:00Z",
-            "2027-10-25T07:00:00Z",
-            "2027-11-01T08:00:00Z",
-            "2027-11-08T08:00:00Z",
+            "2055-03-15T08:00:00Z",
+            "2055-03-22T08:00:00Z",
+            "2055-03-29T07:00:00Z",
+            "2055-04-05T07:00:00Z",
+            "2055-04-12T07:00:00Z",
+            "2055-10-18T07:00:00Z",
+            "2055-10-25T07:00:00Z",
+            "2055-11-01T08:00:00Z",
+            "2055-11-08T08:00:00Z",
         ]
     );
 
@@ -1327,8 +1395,8 @@ async fn weekly_slots_keep_the_wall_clock_across_daylight_saving(backend: Backen
             "timeZone": "Asia/Tokyo",
             "weekdays": [weekday_name(Weekday::Fri), weekday_name(Weekday::Tue)],
             "startLocal": "18:30",
-            "fromDate": "2027-06-07",
-            "untilDate": "2027-06-13",
+            "fromDate": "2055-06-07",
+            "untilDate": "2055-06-13",
         })),
     )
     .await;
@@ -1344,8 +1412,8 @@ async fn weekly_slots_keep_the_wall_clock_across_daylight_saving(backend: Backen
             chrono_tz::Asia::Tokyo,
             &[Weekday::Tue, Weekday::Fri],
             "18:30",
-            "2027-06-07",
-            "2027-06-13"
+            "2055-06-07",
+            "2055-06-13"
         )
     );
     assert_eq!(starts.len(), 2);
@@ -1355,11 +1423,11 @@ async fn weekly_slots_move_out_of_gaps_and_take_the_first_of_repeats(backend: Ba
     let app = TestApp::spawn(backend).await;
     let fay = app.signup("fay").await;
     let new_york = chrono_tz::America::New_York;
-    // US clocks go forward at 02:00 on 2027-03-14 (02:30 does not exist) and back at 02:00 on
-    // 2027-11-07 (01:30 happens twice).
+    // US clocks go forward at 02:00 on 2055-03-14 (02:30 does not exist) and back at 02:00 on
+    // 2055-11-07 (01:30 happens twice).
     for (start, from, until, on_the_day) in [
-        ("02:30", "2027-03-07", "2027-03-21", "2027-03-14T07:30:00Z"),
-        ("01:30", "2027-10-31", "2027-11-14", "2027-11-07T05:30:00Z"),
+        ("02:30", "2055-03-07", "2055-03-21", "2055-03-14T07:30:00Z"),
+        ("01:30", "2055-10-31", "2055-11-14", "2055-11-07T05:30:00Z"),
     ] {
         let made = weekly(
             &app,
@@ -1418,14 +1486,14 @@ async fn set_weekly_availability_names_each_invalid_field(backend: Backend) {
         (json!({ "startLocal": "9am" }), "input.startLocal"),
         (json!({ "startLocal": "25:00" }), "input.startLocal"),
         (json!({ "startLocal": "09:60" }), "input.startLocal"),
-        (json!({ "fromDate": "2027-02-30" }), "input.fromDate"),
+        (json!({ "fromDate": "2055-02-30" }), "input.fromDate"),
         (json!({ "fromDate": "June 7th" }), "input.fromDate"),
-        (json!({ "untilDate": "2027-13-01" }), "input.untilDate"),
-        (json!({ "untilDate": "2027-06-06" }), "input.untilDate"),
-        (json!({ "untilDate": "2028-06-08" }), "input.untilDate"),
+        (json!({ "untilDate": "2055-13-01" }), "input.untilDate"),
+        (json!({ "untilDate": "2055-06-06" }), "input.untilDate"),
+        (json!({ "untilDate": "2056-06-08" }), "input.untilDate"),
         (json!({ "weekdays": [] }), "input.weekdays"),
         (
-            json!({ "weekdays": ["TUESDAY"], "fromDate": "2027-06-07", "untilDate": "2027-06-07" }),
+            json!({ "weekdays": ["TUESDAY"], "fromDate": "2055-06-07", "untilDate": "2055-06-07" }),
             "input.weekdays",
         ),
         (json!({ "durationMinutes": 0 }), "input.durationMinutes"),
@@ -1446,15 +1514,15 @@ async fn set_weekly_availability_names_each_invalid_field(backend: Backend) {
     let year = weekly(
         &app,
         &gus,
-        weekly_input(json!({ "fromDate": "2027-01-04", "untilDate": "2028-01-05" })),
+        weekly_input(json!({ "fromDate": "2055-01-04", "untilDate": "2056-01-05" })),
     )
     .await;
     let expected = wall_clock_starts(
         chrono_tz::Europe::Paris,
         &[Weekday::Mon],
         "09:00",
-        "2027-01-04",
-        "2028-01-05",
+        "2055-01-04",
+        "2056-01-05",
     );
     assert_eq!(
         year.data()["setWeeklyAvailability"]
@@ -1478,8 +1546,8 @@ async fn a_weekly_pattern_is_all_or_nothing(backend: Backend) {
     let blocker = slot(
         &app,
         &hal,
-        &local("2027-06-21", "09:30"),
-        &local("2027-06-21", "10:15"),
+        &local("2055-06-21", "09:30"),
+        &local("2055-06-21", "10:15"),
         "Dentist",
     )
     .await;
@@ -1660,8 +1728,14 @@ async fn the_calendar_feed_has_one_event_per_meeting(backend: Backend) {
     )
     .await
     .data();
-    let title = "Design-review,planning;and-then-a-long-walk-through-the-calendar-feed-that-must-fold-its-lines";
-    assert!(title.len() > 75);
+    // `SUMMARY:` and two escapes make its line 150 octets: 75, then 75 after a fold's space (a
+    // 76-octet line) is where a folding off by one shows.
+    let title = format!(
+        "Design-review,planning;and-then-a-long-walk-through-the-calendar-feed-that-must-fold{}",
+        "-".repeat(56)
+    );
+    assert_eq!(title.len(), 140);
+    let title = title.as_str();
     let hosted = slot(&app, &olive, &at(5), &at(6), title).await;
     let visiting = slot(&app, &percy, &at(2), &at(3), "Percy's corner").await;
     slot(&app, &olive, &at(8), &at(9), "Never booked").await;
