@@ -194,6 +194,14 @@ impl WriteTxn {
         self.lock_on_postgres(select, LockType::KeyShare)
     }
 
+    /// `select`, keeping the rows it reads from any change (and deletion) until this transaction
+    /// ends: on PostgreSQL with `FOR SHARE`, so a decision made on what they say (an event is LIVE)
+    /// still holds at commit, while other transactions that only read them the same way pass.
+    /// SQLite needs nothing.
+    pub fn sharing<S: QuerySelect>(&self, select: S) -> S {
+        self.lock_on_postgres(select, LockType::Share)
+    }
+
     /// `select` with the row lock `lock` on PostgreSQL; as it is on SQLite, whose write
     /// transactions already take turns.
     fn lock_on_postgres<S: QuerySelect>(&self, select: S, lock: LockType) -> S {

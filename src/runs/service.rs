@@ -100,6 +100,18 @@ pub async fn issue_tickets(
         })
         .collect();
     let txn = state.begin_write().await?;
+    // Read again, kept from changing until the tickets are in: the finisher may have ended the
+    // event since the check above.
+    let event = txn
+        .sharing(event::Entity::find_by_id(event_id))
+        .one(&*txn)
+        .await?
+        .ok_or(Error::NotFound("no such event"))?;
+    if !matches!(event.status, EventStatus::Scheduled | EventStatus::Live) {
+        return Err(Error::state_conflict(
+            "tickets are issued for SCHEDULED or LIVE events only",
+        ));
+    }
     ticket::Entity::insert_many(tickets.iter().cloned().map(ticket::ActiveModel::from))
         .exec(&*txn)
         .await?;
@@ -159,10 +171,11 @@ pub async fn start_run(state: &AppState, me: Identity, ticket_id: Uuid) -> Resul
             _ => "this ticket was already used",
         }));
     }
-    // Kept from deletion until the run is in (the ticket's update, then the run's insert, would
-    // otherwise deadlock with a deletion of the event cascading to them).
+    // Kept from changing until the run is in: a finish committing meanwhile would leave a run
+    // started on an ended event, and a deletion cascading to the ticket and the run would deadlock
+    // with the ticket's update, then the run's insert.
     let event = txn
-        .keeping(event::Entity::find_by_id(ticket.event_id))
+        .sharing(event::Entity::find_by_id(ticket.event_id))
         .one(&*txn)
         .await?
         .ok_or(Error::NotFound("no such event"))?;
@@ -252,6 +265,8 @@ async fn running(state: &AppState, me: Identity, id: Uuid) -> Result<run::Model>
 /// Saves the caller's RUNNING run with its track. A plausible track is SAVED with its distance,
 /// duration and cells, which the runner captures at the event in one transaction; an implausible
 /// one is REJECTED with the reason and kept for review, capturing nothing. Either way the run ends.
+/// The map closes with the event: a run saved once its event is no longer LIVE (the finisher ran,
+/// or the organizer ended it) is SAVED with its distance and duration but captures no cells.
 /// `track` as parsed: its error reaches the runner only.
 #[tracing::instrument(skip(state, track), fields(points = tracing::field::Empty))]
 pub async fn save_run(
@@ -279,18 +294,26 @@ pub async fn save_run(
     .map_err(Error::internal)?;
 
     let mut txn = state.begin_write().await?;
-    // Kept from deletion until the cells are in (the run's update, then the territories' inserts,
-    // would otherwise deadlock with a deletion of the event cascading to them).
-    txn.keeping(event::Entity::find_by_id(current.event_id))
+    // Kept from changing until the cells are in: the map closes when the event ends (a finish
+    // committing meanwhile waits), and a deletion cascading to the run and the territories would
+    // deadlock with the run's update, then the territories' inserts.
+    let event = txn
+        .sharing(event::Entity::find_by_id(current.event_id))
         .one(&*txn)
         .await?
         .ok_or(Error::NotFound("no such event"))?;
+    let map_open = event.status == EventStatus::Live;
     let mut finish = run::Entity::update_many()
         .col_expr(run::Column::FinishedAt, Expr::value(Some(saved_at)))
         .filter(run::Column::Id.eq(id))
         .filter(run::Column::Status.eq(RunStatus::Running));
     let cells: &[h3o::CellIndex] = match &verdict {
         Verdict::Saved(measured) => {
+            let captured = if map_open {
+                measured.cells.as_slice()
+            } else {
+                &[]
+            };
             finish = finish
                 .col_expr(run::Column::Status, Expr::value(RunStatus::Saved))
                 .col_expr(
@@ -303,9 +326,9 @@ pub async fn save_run(
                 )
                 .col_expr(
                     run::Column::CellsCaptured,
-                    Expr::value(i32::try_from(measured.cells.len()).unwrap_or(i32::MAX)),
+                    Expr::value(i32::try_from(captured.len()).unwrap_or(i32::MAX)),
                 );
-            measured.cells.as_slice()
+            captured
         }
         Verdict::Rejected(reason) => {
             finish = finish
@@ -476,8 +499,9 @@ pub async fn expire_tickets(txn: &WriteTxn, events: &[Uuid]) -> Result<u64> {
 
 /// Adds, inside `txn`, `accruals` accruals to the claimable tokens of every user holding cells at a
 /// LIVE event, at `moment`: `claimable` grows by those cells × tokens per cell × accruals, up to
-/// the cap, and never drops. (Territory of finished events stays on the map but mines no more.) Two statements whatever the number of users, each atomic, so a claim racing them never
-/// loses or doubles tokens. Returns the wallets accrued.
+/// the cap, and never drops. (Territory of finished events stays on the map but mines no more.)
+/// Two statements whatever the number of users, each atomic, so a claim racing them never loses
+/// or doubles tokens. Returns the wallets accrued.
 pub async fn accrue(
     txn: &WriteTxn,
     mining: Mining,
@@ -515,7 +539,9 @@ pub async fn accrue(
         [moment.into()],
     ))
     .await?;
-    let per_accrual = mining.per_cell.saturating_mul(accruals);
+    // Never more than the cap per cell, so `cells × this` cannot overflow in SQL (a failed
+    // statement would fail every accrual from then on).
+    let per_accrual = mining.per_cell.saturating_mul(accruals).min(mining.cap);
     let accrued = txn
         .execute(Statement::from_sql_and_values(
             backend,

@@ -21,6 +21,7 @@ crate::on_every_backend!(
     the_whole_game_from_ticket_to_finished_event,
     one_ticket_starts_one_run_under_a_race,
     tickets_and_runs_refuse_strangers,
+    a_run_saved_after_its_event_finished_captures_nothing,
     implausible_tracks_are_rejected_and_real_ones_pass,
     gpx_exports_of_real_shapes_are_imported,
     the_last_runner_holds_a_cell_and_each_capture_is_pushed,
@@ -471,6 +472,62 @@ async fn tickets_and_runs_refuse_strangers(backend: Backend) {
     issue(&app, &org, &event, &["bob"])
         .await
         .assert_error("CONFLICT", None);
+}
+
+/// The map closes with the event: a run saved after its event finished is SAVED with its distance
+/// and duration but captures no cell, and the territory stays as it was at the finish.
+async fn a_run_saved_after_its_event_finished_captures_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
+    let mut runs = Vec::new();
+    for runner in [&ann, &bob] {
+        let ticket = ticket(&app, &org, &event, runner).await;
+        let id = start_run(&app, runner, &ticket).await.data()["startRun"]["id"]
+            .as_str()
+            .expect("run id")
+            .to_owned();
+        set_back(&app, &id, Utc::now() - Span::minutes(20)).await;
+        runs.push(id);
+    }
+    let before = save(
+        &app,
+        &bob,
+        &runs[1],
+        &track(PARIS, Utc::now() - Span::minutes(18), 3.0, 600, 2, 4.0),
+    )
+    .await;
+    let bobs = before.data()["saveRun"]["cellsCaptured"]
+        .as_i64()
+        .expect("cells");
+    assert!(bobs > 0, "{before:?}");
+    app.gql_as(
+        &org,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { status: FINISHED }) { status } }",
+        json!({ "id": event }),
+    )
+    .await
+    .data();
+
+    // Ann ran elsewhere, a kilometre north, but saves once the event has finished.
+    let north = (PARIS.0 + 0.01, PARIS.1);
+    let path = track(north, Utc::now() - Span::minutes(18), 3.0, 600, 2, 4.0);
+    let late = save(&app, &ann, &runs[0], &path).await;
+    let late = late.data()["saveRun"].clone();
+    assert_eq!(late["status"], "SAVED", "{late}");
+    assert_eq!(late["cellsCaptured"], 0, "{late}");
+    assert_eq!(late["durationSeconds"], 600);
+    let distance = late["distanceMeters"].as_f64().expect("distance");
+    let expected = length(&path);
+    assert!(
+        (distance - expected).abs() <= expected * 0.01,
+        "{distance} m vs {expected} m"
+    );
+    let held = territories(&app, &event).await;
+    assert_eq!(held.len() as i64, bobs, "the map as it was at the finish");
+    assert!(held.iter().all(|cell| cell["owner"]["handle"] == "bob"));
 }
 
 async fn implausible_tracks_are_rejected_and_real_ones_pass(backend: Backend) {
