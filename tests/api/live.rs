@@ -608,6 +608,17 @@ async fn hold_event(app: &TestApp, event: &Value) -> rally::db::WriteTxn {
     held
 }
 
+/// `event`'s title and version, as anyone reads them.
+async fn read_event(app: &TestApp, event: &Value) -> Value {
+    app.gql(
+        "query($id: ID!) { event(id: $id) { title version } }",
+        json!({ "id": event }),
+    )
+    .await
+    .data()["event"]
+        .clone()
+}
+
 /// Sends `RENAME` of `event` to `title` as `session`, giving up after `patience`: `None` when the
 /// client gave up, else the response's status.
 async fn rename_over_http(
@@ -666,14 +677,7 @@ async fn a_mutation_over_http_runs_to_its_end_and_is_announced_when_its_request_
     }
     announced.sort();
     assert_eq!(announced, ["Left", "Timed out"]);
-    let now = app
-        .gql(
-            "query($id: ID!) { event(id: $id) { title version } }",
-            json!({ "id": id }),
-        )
-        .await
-        .data()["event"]
-        .clone();
+    let now = read_event(&app, &id).await;
     assert_eq!(
         now["version"].as_i64(),
         before["version"].as_i64().map(|v| v + 2),
@@ -705,14 +709,7 @@ async fn shutdown_waits_for_mutations_whose_requests_timed_out(backend: Backend)
     );
     held.commit().await.expect("release the row");
     let app = restarting.await.expect("restarted");
-    let now = app
-        .gql(
-            "query($id: ID!) { event(id: $id) { title } }",
-            json!({ "id": id }),
-        )
-        .await
-        .data()["event"]
-        .clone();
+    let now = read_event(&app, &id).await;
     assert_eq!(now["title"], "Landed", "{now}");
 }
 
@@ -761,14 +758,7 @@ async fn a_mutation_arriving_after_shutdown_stopped_waiting_is_refused(backend: 
         body["errors"][0]["extensions"]["retryAfterSeconds"], 1,
         "{body}"
     );
-    let now = app
-        .gql(
-            "query($id: ID!) { event(id: $id) { title } }",
-            json!({ "id": id }),
-        )
-        .await
-        .data()["event"]
-        .clone();
+    let now = read_event(&app, &id).await;
     assert_eq!(now["title"], "Before", "{now}");
 }
 
@@ -780,15 +770,7 @@ async fn mutations_beyond_the_running_limit_are_refused_at_once(backend: Backend
     let app = TestApp::spawn_with(backend, |c| c.max_running_mutations = 1).await;
     let fay = app.signup("fay").await;
     let id = create_event(&app, &fay, "Held", "2030-01-01T20:00:00Z").await["id"].clone();
-    let read = || async {
-        app.gql(
-            "query($id: ID!) { event(id: $id) { title version } }",
-            json!({ "id": id }),
-        )
-        .await
-        .data()["event"]
-            .clone()
-    };
+    let read = || read_event(&app, &id);
     let first = read().await["version"].as_i64().expect("version");
     let held = hold_event(&app, &id).await;
     let waiting = rename_over_http(&app, &fay, &id, "First", Duration::from_secs(20));
@@ -843,11 +825,10 @@ async fn mutations_beyond_the_running_limit_are_refused_at_once(backend: Backend
 /// fourth is refused and changes nothing; once the three finish, the connection takes operations
 /// again.
 async fn completed_mutations_hold_their_place_until_they_finish(backend: Backend) {
-    const READ: &str = "query($id: ID!) { event(id: $id) { title version } }";
     let app = TestApp::spawn_with(backend, |c| c.ws_max_subscriptions = 3).await;
     let hal = app.signup("hal").await;
     let id = create_event(&app, &hal, "Held", "2030-01-01T20:00:00Z").await["id"].clone();
-    let read = || async { app.gql(READ, json!({ "id": id })).await.data()["event"].clone() };
+    let read = || read_event(&app, &id);
     let first = read().await["version"].as_i64().expect("version");
     let mut client = app.ws(TRANSPORT_WS).await;
     client
