@@ -396,10 +396,33 @@ mod tests {
 
     #[test]
     fn a_newer_session_supersedes_an_older_one() {
+        let state = |id: Uuid, version: i64| {
+            let now = Utc::now();
+            CupSessionState::from(cup_session::Model {
+                id,
+                event_id: Uuid::nil(),
+                user_id: Uuid::nil(),
+                status: Status::Open,
+                cheers: 0,
+                orders: 0,
+                game_points: 0,
+                score: 0,
+                score_reached_at: now,
+                alcohol_grams: 0.0,
+                bill_cents: 0,
+                calories: 0,
+                first_drink_at: None,
+                opened_at: now,
+                closed_at: None,
+                version,
+            })
+        };
         let old = Uuid::now_v7();
+        std::thread::sleep(std::time::Duration::from_millis(2));
         let new = Uuid::now_v7();
-        assert!((new, 1) > (old, 9));
-        assert!((old, 3) > (old, 2));
+        assert!(state(new, 1).version() > state(old, 9).version());
+        assert!(state(old, 3).version() > state(old, 2).version());
+        assert!(state(old, 9).version() < state(new, 1).version());
     }
 
     #[test]

@@ -11,12 +11,14 @@ on_every_backend!(
     signup_signs_the_new_user_in,
     signup_names_each_invalid_field,
     a_taken_handle_or_email_is_a_conflict_whatever_its_case,
+    racing_signups_for_one_handle_or_email_make_one_account,
     login_accepts_a_handle_or_an_email,
     an_unknown_login_and_a_wrong_password_fail_alike,
     repeated_failed_logins_are_rate_limited,
     signups_from_one_address_are_rate_limited,
     refresh_rotates_the_token,
     reusing_a_refresh_token_revokes_the_whole_session,
+    racing_refreshes_of_one_token_rotate_it_once,
     garbage_refresh_tokens_are_unauthenticated,
     logout_ends_the_session,
     tampered_access_tokens_are_refused,
@@ -107,6 +109,52 @@ async fn a_taken_handle_or_email_is_a_conflict_whatever_its_case(backend: Backen
     taken_email.assert_error("CONFLICT", Some("input.email"));
 }
 
+/// Eight sign-ups racing for one handle make one account, the rest CONFLICT on `input.handle`
+/// (the unique index decides, never an internal error); the same for one email.
+async fn racing_signups_for_one_handle_or_email_make_one_account(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.auth_attempts_per_address = 1000).await;
+    let signup = "mutation($input: SignupInput!) { signup(input: $input) { user { handle } } }";
+    // The n-th racer for `field`: everything else differs.
+    let input = |field: &str, n: usize| {
+        if field == "input.handle" {
+            json!({ "handle": "zed", "email": format!("zed{n}@example.com"), "password": "long enough" })
+        } else {
+            json!({ "handle": format!("yan{n}"), "email": "yan@example.com", "password": "long enough" })
+        }
+    };
+    for field in ["input.handle", "input.email"] {
+        let racing = (0..8).map(|n| app.gql(signup, json!({ "input": input(field, n) })));
+        let answers = futures_util::future::join_all(racing).await;
+        let made = answers
+            .iter()
+            .filter(|answer| answer.body["errors"].is_null())
+            .count();
+        assert_eq!(made, 1, "one account for {field}");
+        for answer in answers
+            .iter()
+            .filter(|answer| !answer.body["errors"].is_null())
+        {
+            answer.assert_error("CONFLICT", Some(field));
+        }
+    }
+    let looker = app.signup("looker").await;
+    let users = app
+        .gql_as(
+            &looker,
+            "{ users(first: 50) { edges { node { handle } } } }",
+            json!({}),
+        )
+        .await;
+    let handles: Vec<&str> = users.data()["users"]["edges"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|edge| edge["node"]["handle"].as_str())
+        .collect();
+    assert_eq!(handles.iter().filter(|h| **h == "zed").count(), 1);
+    assert_eq!(handles.iter().filter(|h| h.starts_with("yan")).count(), 1);
+}
+
 async fn login_accepts_a_handle_or_an_email(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let dave = app.signup("dave").await;
@@ -195,6 +243,30 @@ async fn reusing_a_refresh_token_revokes_the_whole_session(backend: Backend) {
     // Another login is a separate family and keeps working.
     let other = session_from(&app.login("hank", "password-hank").await.data()["login"]);
     app.refresh(&other.refresh).await.data();
+}
+
+/// Ten refreshes racing with one token: exactly one gets a new session, the rest are refused as a
+/// reuse, and a reuse ends the session, so the winner's new token is refused too.
+async fn racing_refreshes_of_one_token_rotate_it_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let joe = app.signup("joe").await;
+    let racing = (0..10).map(|_| app.refresh(&joe.refresh));
+    let answers = futures_util::future::join_all(racing).await;
+    let won: Vec<_> = answers
+        .iter()
+        .filter(|answer| answer.body["errors"].is_null())
+        .collect();
+    assert_eq!(won.len(), 1, "one rotation");
+    for answer in answers
+        .iter()
+        .filter(|answer| !answer.body["errors"].is_null())
+    {
+        answer.assert_error("UNAUTHENTICATED", None);
+    }
+    let winner = session_from(&won[0].data()["refreshSession"]);
+    app.refresh(&winner.refresh)
+        .await
+        .assert_error("UNAUTHENTICATED", None);
 }
 
 async fn garbage_refresh_tokens_are_unauthenticated(backend: Backend) {

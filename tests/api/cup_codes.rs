@@ -14,6 +14,7 @@ crate::on_every_backend!(
     a_code_opens_one_cup_for_its_guest_at_its_event_once,
     an_expired_code_opens_nothing,
     codes_are_stored_only_as_hashes,
+    one_code_at_many_gateways_at_once_opens_one_cup,
     guessing_codes_is_rate_limited_per_staff_member,
     a_code_is_asked_for_by_a_signed_in_guest_of_an_open_event,
     a_rush_of_requests_leaves_at_most_five_live_codes,
@@ -208,6 +209,43 @@ async fn codes_are_stored_only_as_hashes(backend: Backend) {
             .expect("derive"),
         "an HMAC of the code bound to its guest and event"
     );
+}
+
+/// One code shown to several gateways at once (two staff members, four requests each): one opens
+/// the guest's cup, the rest are refused as a used code is, and the guest has one session.
+async fn one_code_at_many_gateways_at_once_opens_one_cup(backend: Backend) {
+    use rally::entity::cup_session;
+    let app = TestApp::spawn_with(backend, |c| c.cup_code_attempts_per_minute = 100).await;
+    let bar = open_bar(&app).await;
+    let ann = app.signup("ann").await;
+    let code = cup_code(&app, &ann, &bar.event).await;
+    let racing = (0..8).map(|n| {
+        let staff = if n % 2 == 0 {
+            &bar.organizer
+        } else {
+            &bar.bartender
+        };
+        open_cup_with(&app, staff, &bar.event, "ann", &code)
+    });
+    let answers = futures_util::future::join_all(racing).await;
+    let opened = answers
+        .iter()
+        .filter(|answer| answer.body["errors"].is_null())
+        .count();
+    assert_eq!(opened, 1, "one cup");
+    for answer in answers
+        .iter()
+        .filter(|answer| !answer.body["errors"].is_null())
+    {
+        answer.assert_error("FORBIDDEN", None);
+    }
+    let guest: uuid::Uuid = ann.id.parse().expect("uuid");
+    let sessions = cup_session::Entity::find()
+        .filter(cup_session::Column::UserId.eq(guest))
+        .count(&app.state.db)
+        .await
+        .expect("count sessions");
+    assert_eq!(sessions, 1);
 }
 
 async fn guessing_codes_is_rate_limited_per_staff_member(backend: Backend) {

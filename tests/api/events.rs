@@ -280,9 +280,11 @@ async fn likes_are_idempotent_and_counted_exactly(backend: Backend) {
             json!({ "likeCount": 0, "likedByMe": false })
         );
     }
-    app.gql(like, json!({ "id": id }))
-        .await
-        .assert_error("UNAUTHENTICATED", None);
+    for anonymous in [like, unlike] {
+        app.gql(anonymous, json!({ "id": id }))
+            .await
+            .assert_error("UNAUTHENTICATED", None);
+    }
     app.gql_as(
         &ugo,
         like,

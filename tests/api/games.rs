@@ -219,13 +219,15 @@ async fn games_are_run_by_game_masters_and_organizers(backend: Backend) {
 
 /// Thirty awards race `finishGame`: each lands in full before the finish (the game it answers is not
 /// FINISHED) or is CONFLICT and changes nothing, so the player's points and their cup score are 5
-/// times the awards that succeeded.
+/// times the awards that succeeded. Over three rounds some awards land and some are refused, or
+/// the finish did not race them.
 async fn points_racing_the_finish_land_before_it_or_not_at_all(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
     let ann = app.signup("ann").await;
     open_cup(&app, &bar.bartender, &bar.event, &ann).await;
     let mut landed = 0;
+    let mut refused = 0;
     for _ in 0..3 {
         let game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
         let id = game.data()["createGame"]["id"]
@@ -252,6 +254,7 @@ async fn points_racing_the_finish_land_before_it_or_not_at_all(backend: Backend)
                 succeeded += 1;
             } else {
                 response.assert_error("CONFLICT", None);
+                refused += 1;
             }
         }
         let points = app
@@ -268,6 +271,11 @@ async fn points_racing_the_finish_land_before_it_or_not_at_all(backend: Backend)
         landed += succeeded;
     }
     assert_eq!(score_of(&app, &bar.event, "ann").await, 5 * landed);
+    // The finish came among the awards, not only after or before all of them, in three rounds.
+    assert!(
+        landed > 0 && refused > 0,
+        "no race: {landed} landed, {refused} refused"
+    );
 }
 
 fn photo() -> Vec<u8> {

@@ -13,6 +13,7 @@ use crate::common::{Backend, LEGACY_WS, Session, TRANSPORT_WS, TestApp, WsClient
 use crate::on_every_backend;
 
 on_every_backend!(
+    subscriptions_of_ones_own_refuse_an_anonymous_socket,
     event_updated_sends_a_snapshot_then_every_change_on_both_protocols,
     event_status_changed_sends_each_committed_change_once,
     a_client_that_never_initialises_is_closed_with_4408,
@@ -965,5 +966,49 @@ async fn completed_and_gone(app: &TestApp, client: &mut WsClient, op: &str, topi
             "{op}: still listening after the client completed it"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The subscriptions about the caller's own things need sign-in: on a socket initialised without a
+/// token, each is refused with UNAUTHENTICATED and sends no data.
+async fn subscriptions_of_ones_own_refuse_an_anonymous_socket(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let eve = app.signup("eve").await;
+    let event =
+        create_event(&app, &eve, "Private matters", "2030-01-01T20:00:00Z").await["id"].clone();
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    let operations = [
+        (
+            "subscription($e: ID!) { myCupSession(eventId: $e) { id } }",
+            json!({ "e": event }),
+        ),
+        (
+            "subscription($e: ID!) { cupSessionUpdated(eventId: $e) { id } }",
+            json!({ "e": event }),
+        ),
+        ("subscription { trackingCommands { command } }", json!({})),
+        (
+            "subscription { proximityAlerts { distanceMeters } }",
+            json!({}),
+        ),
+        (
+            "subscription($a: ID!) { activityUpdated(activityId: $a) { id } }",
+            json!({ "a": "0193a0b0-0000-7000-8000-000000000000" }),
+        ),
+        ("subscription { myMeetings { id } }", json!({})),
+    ];
+    for (n, (query, variables)) in operations.into_iter().enumerate() {
+        let op = format!("s{n}");
+        client.subscribe(&op, query, variables).await;
+        let refused = client.next_of(&op).await;
+        assert_eq!(
+            refused["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{query}: {refused}"
+        );
+        assert!(
+            refused["payload"]["data"].is_null(),
+            "{query}: no data: {refused}"
+        );
     }
 }

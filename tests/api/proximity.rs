@@ -15,6 +15,7 @@ crate::on_every_backend!(
     a_location_is_checked_then_rate_limited,
     the_status_has_the_nearest_person_the_stale_and_the_gps_off,
     one_active_activity_per_user_under_a_race,
+    concurrent_monitor_requests_make_one_link,
     strangers_learn_nothing,
     devices_are_told_to_start_and_stop,
     a_command_overtaken_by_a_later_change_is_not_delivered,
@@ -324,6 +325,38 @@ async fn one_active_activity_per_user_under_a_race(backend: Backend) {
         next.data()["startActivity"]["status"],
         "ACTIVE",
         "a new one after the end"
+    );
+}
+
+/// Ten requests of one watcher for one person at once make one link: each answers with it (the
+/// existing link if there is one), and the watcher lists it once.
+async fn concurrent_monitor_requests_make_one_link(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    app.signup("bob").await;
+    let asks = (0..10).map(|_| {
+        app.gql_as(
+            &ann,
+            "mutation { requestMonitor(handle: \"bob\") { status createdAt watched { handle } } }",
+            json!({}),
+        )
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let first = answers[0].data()["requestMonitor"].clone();
+    assert_eq!(first["status"], "PENDING", "{first}");
+    for answer in &answers {
+        assert_eq!(answer.data()["requestMonitor"], first, "the same link");
+    }
+    let mine = app
+        .gql_as(
+            &ann,
+            "{ monitoring { status watched { handle } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        mine.data()["monitoring"],
+        json!([{ "status": "PENDING", "watched": { "handle": "bob" } }])
     );
 }
 
@@ -721,7 +754,11 @@ async fn the_live_status_follows_positions_and_goes_stale_by_itself(backend: Bac
     )
     .await;
     let refused = theirs.next_of("s").await;
-    assert!(refused.to_string().contains("NOT_FOUND"), "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{refused}"
+    );
+    assert!(refused["payload"]["data"].is_null(), "no data: {refused}");
 }
 
 async fn an_alert_fires_once_on_entry_and_again_only_after_leaving(backend: Backend) {

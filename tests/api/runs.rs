@@ -441,6 +441,9 @@ async fn tickets_and_runs_refuse_strangers(backend: Backend) {
         .assert_error("NOT_FOUND", None);
     let eves = app.gql_as(&eve, "{ myRuns { id } }", json!({})).await;
     assert_eq!(eves.data()["myRuns"], json!([]));
+    app.gql("{ myRuns { id } }", json!({}))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
     // Someone else's wallet is null; one's own is not.
     let looked = app
         .gql_as(

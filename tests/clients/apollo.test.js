@@ -72,10 +72,12 @@ test("Apollo Client signs up, queries, mutates and receives a live event update"
         next: ({ data }) => {
           titles.push(data.eventUpdated.title);
           if (titles.length === 1) {
-            client.mutate({
-              mutation: gql`mutation Rename($id: ID!) { updateEvent(id: $id, input: { title: "Renamed live" }) { id } }`,
-              variables: { id },
-            });
+            client
+              .mutate({
+                mutation: gql`mutation Rename($id: ID!) { updateEvent(id: $id, input: { title: "Renamed live" }) { id } }`,
+                variables: { id },
+              })
+              .catch(reject);
           } else {
             subscription.unsubscribe();
             resolve();

@@ -36,14 +36,18 @@ export async function startRally(env = {}) {
     stdio: ["ignore", "inherit", "inherit"],
   });
   const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
+  let ready = false;
+  for (let i = 0; i < 200 && !ready; i++) {
     try {
-      const ready = await fetch(`${base}/readyz`);
-      if (ready.ok) break;
+      ready = (await fetch(`${base}/readyz`)).ok;
     } catch {
       // not listening yet
     }
-    await new Promise((r) => setTimeout(r, 50));
+    if (!ready) await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!ready) {
+    child.kill();
+    throw new Error(`Rally did not become ready at ${base}/readyz within 10 s`);
   }
   return {
     base,
