@@ -72,6 +72,28 @@ async fn complex_queries_are_refused(backend: Backend) {
         "{}",
         response.body
     );
+    // Under the default limit: a leaderboard per event counts its entries, as a page does (each
+    // is computed apart, so 100 boards of 100 entries are 100 computations of 10,000 rows).
+    let app = app.restart_with(|c| c.query_max_complexity = 5_000).await;
+    let boards = app
+        .gql(
+            "{ events(first: 100) { edges { node { leaderboard(first: 100) { entries { rank score user { handle } } } } } } }",
+            json!({}),
+        )
+        .await;
+    boards.assert_error("BAD_USER_INPUT", None);
+    assert!(
+        boards.message().to_lowercase().contains("complex"),
+        "{}",
+        boards.body
+    );
+    let one = app
+        .gql(
+            "{ events(first: 5) { edges { node { leaderboard { entries { rank score user { handle } } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(one.data()["events"]["edges"].is_array());
     assert_still_serving(&app).await;
 }
 

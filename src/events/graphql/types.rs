@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::events::model::EventState;
 use crate::events::service;
 use crate::games::graphql::{Game, games_of};
+use crate::graphql::pagination;
 use crate::graphql::loaders::loader;
 use crate::graphql::{ContextExt, ids};
 
@@ -185,6 +186,7 @@ impl Event {
     }
 
     /// Top cup sessions by score; ties broken by earliest reach of that score.
+    #[graphql(complexity = "pagination::complexity(first, child_complexity)")]
     async fn leaderboard(
         &self,
         ctx: &Context<'_>,
