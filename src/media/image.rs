@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use std::io::Cursor;
 
@@ -43,6 +43,14 @@ fn decodes() -> &'static Semaphore {
     })
 }
 
+/// A turn among the decodes (held until dropped).
+pub async fn decode_turn() -> Result<SemaphorePermit<'static>> {
+    decodes()
+        .acquire()
+        .await
+        .map_err(|_| Error::internal(anyhow::anyhow!("the decode semaphore is closed")))
+}
+
 /// Largest original kept for a picture stored at `max_side`: eight times its side each way (more
 /// detail than that is thrown away by the scaling, so accepting it only costs memory).
 fn pixel_cap(limits: ImageLimits, max_side: u32) -> ImageLimits {
@@ -63,10 +71,7 @@ pub async fn prepare_picture(
     field: &'static str,
 ) -> Result<Picture> {
     let limits = pixel_cap(limits, max_side);
-    let _turn = decodes()
-        .acquire()
-        .await
-        .map_err(|_| Error::internal(anyhow::anyhow!("the decode semaphore is closed")))?;
+    let _turn = decode_turn().await?;
     tokio::task::spawn_blocking(move || prepare_blocking(&bytes, limits, max_side, field)).await?
 }
 
@@ -123,7 +128,7 @@ fn prepare_blocking(
 }
 
 /// Renders `original` blurred for `level` (0 sharp .. 10 unrecognisable) as a JPEG, at most
-/// `max_side` px, on the blocking pool.
+/// `max_side` px, on the blocking pool. The caller holds a [`decode_turn`].
 pub async fn render_blurred(original: bytes::Bytes, level: i32, max_side: u32) -> Result<Vec<u8>> {
     tokio::task::spawn_blocking(move || {
         let decoded = image::load_from_memory(&original).map_err(Error::internal)?;

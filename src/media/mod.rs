@@ -30,7 +30,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreScheme, PutPayl
 use url::Url;
 use uuid::Uuid;
 
-pub use self::image::{ImageLimits, Picture, prepare_picture, render_blurred};
+pub use self::image::{ImageLimits, Picture, decode_turn, prepare_picture, render_blurred};
 pub use self::routes::{Renditions, routes};
 use crate::error::{Error, Result};
 
@@ -189,6 +189,9 @@ impl MediaStore {
 
     /// The rendering `name` of the private original `original` at blur `level` (longest side
     /// `side`): from the cache, or rendered now and cached. `None` when the original is gone.
+    /// Renders take turns with the uploads' decodes, and a render that waited for its turn looks
+    /// in the cache again: a burst of requests for a rendering just revealed renders it about once
+    /// per turn, not once per request.
     pub async fn blurred(
         &self,
         original: &str,
@@ -197,6 +200,10 @@ impl MediaStore {
         side: u32,
     ) -> Result<Option<Bytes>> {
         let cache_key = format!("private/blur/{name}/{level}.jpg");
+        if let Some(cached) = self.get_raw(&cache_key).await? {
+            return Ok(Some(cached));
+        }
+        let _turn = decode_turn().await?;
         if let Some(cached) = self.get_raw(&cache_key).await? {
             return Ok(Some(cached));
         }

@@ -234,12 +234,28 @@ async fn points_racing_the_finish_land_before_it_or_not_at_all(backend: Backend)
             .as_str()
             .expect("id")
             .to_owned();
-        let awards = (0..30).map(|_| award(&app, &bar.organizer, &id, "ann", 5));
-        let finish = app.gql_as(
-            &bar.organizer,
-            "mutation($g: ID!) { finishGame(gameId: $g) { status } }",
-            json!({ "g": id }),
-        );
+        // Awards set off 2 ms apart; the finish once the first has answered, so it lands among
+        // them: some before it, some after (on PostgreSQL a lone finish overtakes a whole burst,
+        // on SQLite a burst queued for the write turn would all land first).
+        let first_answered = tokio::sync::Notify::new();
+        let awards = (0..30u64).map(|n| {
+            let (app, organizer, id, first_answered) = (&app, &bar.organizer, &id, &first_answered);
+            async move {
+                tokio::time::sleep(Duration::from_millis(2 * n)).await;
+                let answer = award(app, organizer, id, "ann", 5).await;
+                first_answered.notify_one();
+                answer
+            }
+        });
+        let finish = async {
+            first_answered.notified().await;
+            app.gql_as(
+                &bar.organizer,
+                "mutation($g: ID!) { finishGame(gameId: $g) { status } }",
+                json!({ "g": id }),
+            )
+            .await
+        };
         let (awards, finished) = tokio::join!(futures_util::future::join_all(awards), finish);
         assert_eq!(finished.data()["finishGame"]["status"], "FINISHED");
         let mut succeeded = 0;
@@ -411,15 +427,21 @@ async fn a_blur_round_gets_sharper_and_the_first_right_guess_wins(backend: Backe
         .as_str()
         .expect("url")
         .to_owned();
-    let sharper = app
-        .http
-        .get(app.url(&sharper_url))
-        .send()
-        .await
-        .expect("sent")
-        .bytes()
-        .await
-        .expect("bytes");
+    // A burst of viewers of the new level at once: each gets the same rendering (renders take
+    // turns and look in the cache again after waiting).
+    let burst = (0..8).map(|_| async {
+        let got = app
+            .http
+            .get(app.url(&sharper_url))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(got.status(), 200);
+        got.bytes().await.expect("bytes")
+    });
+    let renderings = futures_util::future::join_all(burst).await;
+    assert!(renderings.iter().all(|r| r == &renderings[0]));
+    let sharper = renderings[0].clone();
     // The sharper rendering keeps more contrast: its pixels spread further from grey.
     let spread = |bytes: &[u8]| {
         let img = image::load_from_memory(bytes).expect("jpeg").to_luma8();

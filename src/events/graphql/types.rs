@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::events::model::EventState;
 use crate::events::service;
 use crate::games::graphql::{Game, games_of};
-use crate::graphql::pagination;
 use crate::graphql::loaders::loader;
+use crate::graphql::pagination;
 use crate::graphql::{ContextExt, ids};
 
 /// Where an event is in its life: SCHEDULED -> LIVE -> FINISHED, or CANCELLED.
