@@ -185,19 +185,12 @@ impl WriteTxn {
         self.lock_on_postgres(select, LockType::NoKeyUpdate)
     }
 
-    /// `select`, keeping the rows it reads from being deleted until this transaction ends: on
-    /// PostgreSQL with `FOR KEY SHARE`, the lock a foreign-key check takes. A transaction that
-    /// changes rows a deletion would cascade to, then inserts rows referring to the deleted one,
-    /// takes this first: a deletion then waits for it (or it for the deletion, and finds nothing)
-    /// instead of each waiting for the other. SQLite needs nothing.
-    pub fn keeping<S: QuerySelect>(&self, select: S) -> S {
-        self.lock_on_postgres(select, LockType::KeyShare)
-    }
-
     /// `select`, keeping the rows it reads from any change (and deletion) until this transaction
     /// ends: on PostgreSQL with `FOR SHARE`, so a decision made on what they say (an event is LIVE)
-    /// still holds at commit, while other transactions that only read them the same way pass.
-    /// SQLite needs nothing.
+    /// still holds at commit, while other transactions that only read them the same way pass. A
+    /// transaction that writes rows a deletion would cascade to takes this first, so a deletion
+    /// waits for it (or it for the deletion, and finds nothing) instead of each waiting for the
+    /// other. SQLite needs nothing.
     pub fn sharing<S: QuerySelect>(&self, select: S) -> S {
         self.lock_on_postgres(select, LockType::Share)
     }

@@ -191,7 +191,8 @@ impl MediaStore {
     /// `side`): from the cache, or rendered now and cached. `None` when the original is gone.
     /// Renders take turns with the uploads' decodes, and a render that waited for its turn looks
     /// in the cache again: a burst of requests for a rendering just revealed renders it about once
-    /// per turn, not once per request.
+    /// per turn, not once per request. (The turn is held through the store's reads and the cache's
+    /// write too, so that the next in line finds the rendering cached.)
     pub async fn blurred(
         &self,
         original: &str,

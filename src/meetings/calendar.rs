@@ -200,8 +200,8 @@ mod tests {
 
     #[test]
     fn lines_fold_to_75_octets_at_every_length() {
-        for len in [1, 74, 75, 76, 149, 150, 151, 223, 224, 225, 1_000] {
-            assert_folds(&format!("SUMMARY:{}", "x".repeat(len - 1)));
+        for len in [9, 74, 75, 76, 149, 150, 151, 223, 224, 225, 1_000] {
+            assert_folds(&format!("SUMMARY:{}", "x".repeat(len - "SUMMARY:".len())));
         }
         // The `icalendar` crate's own folding of 150 octets: 75, then a space and 75 more.
         let crate_folded = format!("{}\r\n {}\r\n", "x".repeat(75), "x".repeat(75));

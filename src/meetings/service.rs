@@ -517,7 +517,7 @@ pub fn meetings_query(user: Uuid, role: Role, after: Option<Position>) -> Select
 }
 
 /// The user's meeting changes from now on: as owner every booking and cancellation, as participant
-/// the owner's cancellations.
+/// every cancellation.
 pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> + Send + 'static {
     live::events(state.live.subscribe(&MEETINGS.of(user))).map(|change| change.meeting.clone())
 }

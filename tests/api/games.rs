@@ -219,8 +219,8 @@ async fn games_are_run_by_game_masters_and_organizers(backend: Backend) {
 
 /// Thirty awards race `finishGame`: each lands in full before the finish (the game it answers is not
 /// FINISHED) or is CONFLICT and changes nothing, so the player's points and their cup score are 5
-/// times the awards that succeeded. Over three rounds some awards land and some are refused, or
-/// the finish did not race them.
+/// times the awards that succeeded. Over the rounds some awards land and some are refused, or the
+/// finish did not race them.
 async fn points_racing_the_finish_land_before_it_or_not_at_all(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
@@ -228,7 +228,12 @@ async fn points_racing_the_finish_land_before_it_or_not_at_all(backend: Backend)
     open_cup(&app, &bar.bartender, &bar.event, &ann).await;
     let mut landed = 0;
     let mut refused = 0;
-    for _ in 0..3 {
+    // Rounds until both outcomes were seen (at least three, at most ten): on a loaded machine the
+    // first answer may come after every award has set off, and then they all land first.
+    for round in 0..10 {
+        if round >= 3 && landed > 0 && refused > 0 {
+            break;
+        }
         let game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
         let id = game.data()["createGame"]["id"]
             .as_str()
@@ -287,7 +292,7 @@ async fn points_racing_the_finish_land_before_it_or_not_at_all(backend: Backend)
         landed += succeeded;
     }
     assert_eq!(score_of(&app, &bar.event, "ann").await, 5 * landed);
-    // The finish came among the awards, not only after or before all of them, in three rounds.
+    // The finish came among the awards, not only after or before all of them, in some round.
     assert!(
         landed > 0 && refused > 0,
         "no race: {landed} landed, {refused} refused"
@@ -427,8 +432,7 @@ async fn a_blur_round_gets_sharper_and_the_first_right_guess_wins(backend: Backe
         .as_str()
         .expect("url")
         .to_owned();
-    // A burst of viewers of the new level at once: each gets the same rendering (renders take
-    // turns and look in the cache again after waiting).
+    // A burst of viewers of the new level at once: each gets it, the same rendering.
     let burst = (0..8).map(|_| async {
         let got = app
             .http

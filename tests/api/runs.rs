@@ -156,13 +156,25 @@ async fn running(
     started_at: DateTime<Utc>,
 ) -> (String, String) {
     let event = live_event(app, organizer, Utc::now() - Span::hours(1)).await;
-    let ticket = ticket(app, organizer, &event, runner).await;
+    let id = started_run(app, organizer, &event, runner, started_at).await;
+    (event, id)
+}
+
+/// A RUNNING run of `runner` at `event` on a ticket `organizer` gives, set back to `started_at`.
+async fn started_run(
+    app: &TestApp,
+    organizer: &Session,
+    event: &str,
+    runner: &Session,
+    started_at: DateTime<Utc>,
+) -> String {
+    let ticket = ticket(app, organizer, event, runner).await;
     let id = start_run(app, runner, &ticket).await.data()["startRun"]["id"]
         .as_str()
         .expect("run id")
         .to_owned();
     set_back(app, &id, started_at).await;
-    (event, id)
+    id
 }
 
 /// Sets run `id`'s start back to `started_at` in the database, as if the runner set off then.
@@ -485,16 +497,11 @@ async fn a_run_saved_after_its_event_finished_captures_nothing(backend: Backend)
     let ann = app.signup("ann").await;
     let bob = app.signup("bob").await;
     let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
-    let mut runs = Vec::new();
-    for runner in [&ann, &bob] {
-        let ticket = ticket(&app, &org, &event, runner).await;
-        let id = start_run(&app, runner, &ticket).await.data()["startRun"]["id"]
-            .as_str()
-            .expect("run id")
-            .to_owned();
-        set_back(&app, &id, Utc::now() - Span::minutes(20)).await;
-        runs.push(id);
-    }
+    let set_off = Utc::now() - Span::minutes(20);
+    let runs = [
+        started_run(&app, &org, &event, &ann, set_off).await,
+        started_run(&app, &org, &event, &bob, set_off).await,
+    ];
     let before = save(
         &app,
         &bob,
@@ -747,16 +754,10 @@ async fn the_last_runner_holds_a_cell_and_each_capture_is_pushed(backend: Backen
     let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
     let start = Utc::now() - Span::minutes(30);
     let path = track(PARIS, start + Span::minutes(1), 3.0, 300, 2, 0.0);
-    let mut runs = Vec::new();
-    for runner in [&ann, &bob] {
-        let ticket = ticket(&app, &org, &event, runner).await;
-        let id = start_run(&app, runner, &ticket).await.data()["startRun"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
-        set_back(&app, &id, start).await;
-        runs.push(id);
-    }
+    let runs = [
+        started_run(&app, &org, &event, &ann, start).await,
+        started_run(&app, &org, &event, &bob, start).await,
+    ];
     save(&app, &ann, &runs[0], &path).await.data();
     let first = territories(&app, &event).await;
     assert!(first.iter().all(|cell| cell["owner"]["handle"] == "ann"));

@@ -36,9 +36,9 @@ test("a subscriptions-transport-ws client receives a live event update", async (
           if (errors) return reject(new Error(JSON.stringify(errors)));
           titles.push(data.eventUpdated.title);
           if (titles.length === 1) {
-            gql(rally.url, `mutation($id: ID!) { updateEvent(id: $id, input: { title: "Still works" }) { id } }`, { id }, token).catch(
-              reject,
-            );
+            gql(rally.url, `mutation($id: ID!) { updateEvent(id: $id, input: { title: "Still works" }) { id } }`, { id }, token)
+              .then((body) => body.errors && reject(new Error(JSON.stringify(body.errors))))
+              .catch(reject);
           } else {
             subscription.unsubscribe();
             resolve();
