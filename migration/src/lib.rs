@@ -16,6 +16,7 @@ mod m20261202_000008_ended_sessions;
 mod m20261202_000009_proximity;
 mod m20261202_000010_activities_owner_idx;
 mod m20261202_000011_runs;
+mod m20261204_000012_foreign_key_indexes;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_proximity::Migration),
             Box::new(m20261202_000010_activities_owner_idx::Migration),
             Box::new(m20261202_000011_runs::Migration),
+            Box::new(m20261204_000012_foreign_key_indexes::Migration),
         ]
     }
 }

@@ -267,9 +267,10 @@ pub async fn update(
     Ok(updated)
 }
 
-/// Finishes, inside `txn`, every LIVE event that started before `moment` (the nightly finisher);
-/// each one is announced on `eventUpdated` and `eventStatusChanged` when `txn` commits. Returns
-/// the events finished.
+/// Finishes, inside `txn`, every LIVE event that started before `moment` and has no end after it
+/// (the nightly finisher: an event of several days waits for the first finish at or after its
+/// end); each one is announced on `eventUpdated` and `eventStatusChanged` when `txn` commits.
+/// Returns the events finished.
 pub async fn finish_started_before(
     txn: &mut crate::db::WriteTxn,
     moment: DateTime<Utc>,
@@ -279,6 +280,11 @@ pub async fn finish_started_before(
         .column(event::Column::Id)
         .filter(event::Column::Status.eq(Status::Live))
         .filter(event::Column::StartsAt.lt(moment))
+        .filter(
+            Condition::any()
+                .add(event::Column::EndsAt.is_null())
+                .add(event::Column::EndsAt.lte(moment)),
+        )
         .into_tuple()
         .all(&**txn)
         .await?;

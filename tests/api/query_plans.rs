@@ -17,9 +17,100 @@ use crate::common::{Backend, TestApp};
 use crate::on_every_backend;
 
 on_every_backend!(
+    every_foreign_key_has_an_index_to_follow_it,
     my_meetings_and_the_slot_search_are_index_range_scans,
     a_location_update_finds_the_activities_watching_its_sender_by_index,
 );
+
+/// Every foreign key's columns lead an index of its table, so a deletion cascading (or a check
+/// looking) through it reads an index range, never the whole table: read from each database's
+/// catalog, so a migration that adds a reference without its index fails here.
+async fn every_foreign_key_has_an_index_to_follow_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let db = &app.state.db;
+    let unindexed: Vec<String> = match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            // The catalog query of the PostgreSQL wiki's "unindexed foreign keys".
+            let sql = "SELECT c.conrelid::regclass::text || ' ' || c.conname AS fk \
+                 FROM pg_constraint c \
+                 WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace \
+                 AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.conrelid \
+                 AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey)";
+            let rows = db
+                .query_all(Statement::from_string(DatabaseBackend::Postgres, sql))
+                .await
+                .expect("catalog");
+            assert!(
+                !db.query_all(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    "SELECT 1 FROM pg_constraint WHERE contype = 'f' \
+                     AND connamespace = current_schema()::regnamespace",
+                ))
+                .await
+                .expect("catalog")
+                .is_empty(),
+                "the schema has foreign keys to check"
+            );
+            rows.iter()
+                .map(|row| row.try_get::<String>("", "fk").expect("fk"))
+                .collect()
+        }
+        _ => sqlite_unindexed_foreign_keys(db).await,
+    };
+    assert!(
+        unindexed.is_empty(),
+        "foreign keys without an index: {unindexed:?}"
+    );
+}
+
+/// SQLite's foreign keys (table, id, columns) whose columns do not lead any index of the table.
+async fn sqlite_unindexed_foreign_keys(db: &sea_orm::DatabaseConnection) -> Vec<String> {
+    let all = |sql: String| async move {
+        db.query_all(Statement::from_string(DatabaseBackend::Sqlite, sql))
+            .await
+            .expect("pragma")
+    };
+    let tables = all("SELECT name FROM sqlite_master WHERE type = 'table' \
+         AND name NOT LIKE 'sqlite_%' AND name != 'seaql_migrations'"
+        .to_owned())
+    .await;
+    let mut checked = 0;
+    let mut unindexed = Vec::new();
+    for table in tables {
+        let table: String = table.try_get("", "name").expect("name");
+        let mut keys: std::collections::BTreeMap<i32, Vec<String>> = Default::default();
+        for row in all(format!("PRAGMA foreign_key_list(\"{table}\")")).await {
+            let id: i32 = row.try_get("", "id").expect("id");
+            keys.entry(id)
+                .or_default()
+                .push(row.try_get("", "from").expect("from"));
+        }
+        let mut leading = Vec::new();
+        for index in all(format!("PRAGMA index_list(\"{table}\")")).await {
+            let name: String = index.try_get("", "name").expect("name");
+            let columns: Vec<String> = all(format!("PRAGMA index_info(\"{name}\")"))
+                .await
+                .iter()
+                .map(|column| column.try_get("", "name").expect("column"))
+                .collect();
+            leading.push(columns);
+        }
+        for (id, mut columns) in keys {
+            checked += 1;
+            columns.sort();
+            let served = leading.iter().any(|index| {
+                let mut head: Vec<String> = index.iter().take(columns.len()).cloned().collect();
+                head.sort();
+                head == columns
+            });
+            if !served {
+                unindexed.push(format!("{table} #{id} {columns:?}"));
+            }
+        }
+    }
+    assert!(checked > 0, "the schema has foreign keys to check");
+    unindexed
+}
 
 /// The plan of `statement`, one line per step.
 async fn plan(app: &TestApp, statement: Statement) -> String {

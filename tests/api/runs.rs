@@ -896,6 +896,15 @@ async fn the_finisher_honours_its_time_and_zone(backend: Backend) {
     let org = app.signup("org").await;
     let before = live_event(&app, &org, finish - Span::seconds(1)).await;
     let after = live_event(&app, &org, finish + Span::seconds(2)).await;
+    // Started before the finish time, but it ends tomorrow: a festival of two days.
+    let festival = live_event(&app, &org, finish - Span::hours(2)).await;
+    app.gql_as(
+        &org,
+        "mutation($id: ID!, $end: DateTime!) { updateEvent(id: $id, input: { endsAt: $end }) { id } }",
+        json!({ "id": festival, "end": rfc3339(finish + Span::days(1)) }),
+    )
+    .await
+    .data();
     let mut statuses = subscribe(
         &app,
         None,
@@ -915,17 +924,18 @@ async fn the_finisher_honours_its_time_and_zone(backend: Backend) {
         "at the finish time: {finished_at} vs {finish}"
     );
     statuses.assert_quiet(Duration::from_millis(500)).await;
-    let later = app
-        .gql(
-            "query($id: ID!) { event(id: $id) { status } }",
-            json!({ "id": after }),
-        )
-        .await;
-    assert_eq!(
-        later.data()["event"]["status"],
-        "LIVE",
-        "it waits for tomorrow"
-    );
+    for (id, why) in [
+        (&after, "it started after: it waits for tomorrow"),
+        (&festival, "it ends tomorrow: it waits for then"),
+    ] {
+        let later = app
+            .gql(
+                "query($id: ID!) { event(id: $id) { status } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(later.data()["event"]["status"], "LIVE", "{why}");
+    }
 }
 
 async fn a_missed_finish_is_caught_up_once_at_start(backend: Backend) {
