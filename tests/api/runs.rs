@@ -1,7 +1,7 @@
 //! Runs: tickets issued by organizers and consumed once, runs saved from tracks or GPX files and
 //! judged for plausibility, territory captured cell by cell (checked against the track with a
-//! point-in-polygon and a haversine written here), tokens mined up to the cap and claimed once, and
-//! the nightly finisher at its configured time and zone.
+//! point-in-polygon and a haversine written here, and each fix's H3 cell by `h3o`), tokens mined up
+//! to the cap and claimed once, and the nightly finisher at its configured time and zone.
 
 use std::time::Duration;
 
@@ -299,6 +299,20 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
             held.iter()
                 .any(|cell| inside(point(fix), cell["boundary"].as_array().expect("boundary"))),
             "no held cell contains {fix}"
+        );
+    }
+    // And by H3 itself: each fix's cell at the configured resolution is held, named as H3 does.
+    let resolution =
+        h3o::Resolution::try_from(app.state.config.h3_resolution).expect("a resolution");
+    for fix in &path {
+        let (latitude, longitude) = point(fix);
+        let cell = h3o::LatLng::new(latitude, longitude)
+            .expect("a position")
+            .to_cell(resolution)
+            .to_string();
+        assert!(
+            held.iter().any(|held| held["cell"] == cell.as_str()),
+            "{fix} is in {cell}, which is not held"
         );
     }
 
@@ -1079,7 +1093,7 @@ async fn instances_racing_for_one_moment_do_it_once(backend: Backend) {
     );
     let ledger = job_run::Entity::find()
         .filter(job_run::Column::Job.eq("finish-events"))
-        .filter(job_run::Column::Moment.eq(job.schedule.latest(now)))
+        .filter(job_run::Column::Moment.eq(moment))
         .count(&a.state.db)
         .await
         .expect("count");
@@ -1183,7 +1197,10 @@ async fn overlapping_holders_pay_each_interval_once(backend: Backend) {
         schedule: Schedule::Every(hour),
         work: Work::AccrueTokens,
     };
-    let first = job.schedule.latest(Utc::now()) - hour * 100;
+    // Hourly moments are whole hours since the Unix epoch: the last one, a hundred hours back.
+    let now = Utc::now().timestamp();
+    let first =
+        DateTime::from_timestamp(now - now.rem_euclid(3_600), 0).expect("a time") - hour * 100;
     assert!(
         take_lease(&a.state, job.name, "early", first, Span::seconds(1))
             .await
