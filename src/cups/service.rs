@@ -487,25 +487,28 @@ pub async fn close(state: &AppState, actor: Identity, id: Uuid) -> Result<cup_se
     update_open(state, id, closing, false).await
 }
 
-/// Adds game points to the player's newest session at the event inside the caller's transaction,
-/// and announces the new score once it commits. A player without a session there scores nothing.
+/// Adds game points to the player's OPEN session at the event inside the caller's transaction,
+/// and announces the new score once it commits. A closed cup takes no more updates (as
+/// `closeCupSession` promises), so a player without an open one scores in the game only. The
+/// session is chosen by the update itself (a guest has at most one OPEN session per event), so a
+/// cup closed or opened meanwhile is never missed nor written after its close.
 pub async fn add_game_points(
     txn: &mut WriteTxn,
     event: Uuid,
     user: Uuid,
     points: i32,
 ) -> Result<()> {
-    let Some(session) = latest_session_of(&**txn, event, user).await? else {
-        return Ok(());
-    };
-    add_to_score(cup_session::Column::GamePoints, points)
-        .filter(cup_session::Column::Id.eq(session.id))
-        .exec(&**txn)
-        .await?;
-    if let Some(session) = cup_session::Entity::find_by_id(session.id)
+    let mut statement = add_to_score(cup_session::Column::GamePoints, points)
+        .filter(cup_session::Column::EventId.eq(event))
+        .filter(cup_session::Column::UserId.eq(user))
+        .filter(cup_session::Column::Status.eq(Status::Open))
+        .into_query();
+    statement.returning_all();
+    let scored = cup_session::Entity::find()
+        .from_raw_sql(txn.get_database_backend().build(&statement))
         .one(&**txn)
-        .await?
-    {
+        .await?;
+    if let Some(session) = scored {
         announce_in(txn, &session, true);
     }
     Ok(())

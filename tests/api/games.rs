@@ -14,6 +14,7 @@ use crate::on_every_backend;
 
 on_every_backend!(
     a_score_game_moves_the_leaderboard,
+    points_reach_an_open_cup_only,
     games_are_run_by_game_masters_and_organizers,
     a_blur_round_gets_sharper_and_the_first_right_guess_wins,
     concurrent_right_guesses_have_exactly_one_winner,
@@ -146,6 +147,68 @@ async fn a_score_game_moves_the_leaderboard(backend: Backend) {
     create_game(&app, &bar.organizer, &bar.event, "SCORE", &["cupless"])
         .await
         .assert_error("BAD_USER_INPUT", Some("players"));
+}
+
+/// A closed cup takes no more points: an award after the guest's cup closed counts in the game but
+/// not on the closed cup (its score and version stay), and once the guest opens a new cup the next
+/// award lands there.
+async fn points_reach_an_open_cup_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let ann = app.signup("ann").await;
+    let first = open_cup(&app, &bar.bartender, &bar.event, &ann).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
+    let id = game.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    award(&app, &bar.organizer, &id, "ann", 5).await.data();
+    let cup = |session: String| {
+        let app = &app;
+        let staff = &bar.bartender;
+        async move {
+            app.gql_as(
+                staff,
+                "query($s: ID!) { cupSession(id: $s) { status score cheers closedAt } }",
+                json!({ "s": session }),
+            )
+            .await
+            .data()["cupSession"]
+                .clone()
+        }
+    };
+    app.gql_as(
+        &bar.bartender,
+        "mutation($s: ID!) { closeCupSession(sessionId: $s) { status } }",
+        json!({ "s": first }),
+    )
+    .await
+    .data();
+    let closed = cup(first.clone()).await;
+    assert_eq!(closed["status"], "CLOSED");
+
+    let after_close = award(&app, &bar.organizer, &id, "ann", 3).await;
+    assert_eq!(after_close.data()["awardPoints"]["players"][0]["points"], 8);
+    assert_eq!(
+        cup(first.clone()).await,
+        closed,
+        "the closed cup is untouched"
+    );
+
+    let second = open_cup(&app, &bar.bartender, &bar.event, &ann).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_ne!(second, first);
+    award(&app, &bar.organizer, &id, "ann", 2).await.data();
+    assert_eq!(
+        cup(second).await,
+        json!({ "status": "OPEN", "score": 2, "cheers": 0, "closedAt": null })
+    );
+    assert_eq!(cup(first).await, closed);
 }
 
 async fn games_are_run_by_game_masters_and_organizers(backend: Backend) {
