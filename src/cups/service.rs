@@ -1,8 +1,10 @@
 //! Cup rules with storage: the only code touching `cup_sessions`, `cup_codes` and `drink_orders`, the publisher
 //! of `event:{id}:sessions` and `event:{id}:scores`, and the live streams built on them.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::Func;
 use sea_orm::sea_query::OnConflict;
@@ -521,6 +523,9 @@ pub async fn add_game_points(
 /// subscribed before the first check, and the event's changes are read first when both are waiting;
 /// no query runs per session change. A session change committed while a removal is being announced
 /// can still reach the removed member (the removal deletes the row, then announces the event).
+/// When session changes may have been missed (the subscriber fell behind, or the broker
+/// reconnected), every session of the event is sent as it is now, and the messages that resync
+/// already covered (by each session's version) are not sent again.
 pub async fn follow_sessions(
     state: &AppState,
     actor: Identity,
@@ -528,10 +533,12 @@ pub async fn follow_sessions(
 ) -> Result<impl Stream<Item = Result<CupSessionState>> + Send + 'static> {
     const REFUSAL: &str = "only the event's staff and organizer follow its cups";
     let mut event_changes = state.live.subscribe(&events::model::CHANGES.of(event_id));
-    let mut sessions = Box::pin(live::events(state.live.subscribe(&SESSIONS.of(event_id))));
+    let mut sessions = state.live.subscribe(&SESSIONS.of(event_id));
     let event = events::service::require_crew(state, actor, event_id, &[], REFUSAL).await?;
     let state = state.clone();
     Ok(async_stream::stream! {
+        // The versions sent by the last resync: messages it already covered are not sent again.
+        let mut resynced: HashMap<Uuid, i64> = HashMap::new();
         loop {
             tokio::select! {
                 biased;
@@ -553,11 +560,44 @@ pub async fn follow_sessions(
                         }
                     }
                 }
-                Some(session) = sessions.next() => yield Ok((*session).clone()),
+                Some(signal) = sessions.next() => match signal {
+                    Signal::Message(session) => {
+                        if resynced.get(&session.id).is_none_or(|sent| session.version > *sent) {
+                            yield Ok((*session).clone());
+                        }
+                    }
+                    // Changes may have been missed (this subscriber fell behind, or the broker
+                    // reconnected): every session of the event as it is now, so none stays stale.
+                    Signal::Resync => match sessions_at(&state, event_id).await {
+                        Ok(all) => {
+                            resynced = all.iter().map(|s| (s.id, s.version)).collect();
+                            for session in all {
+                                yield Ok(session);
+                            }
+                        }
+                        Err(error) => {
+                            yield Err(error);
+                            break;
+                        }
+                    },
+                },
                 else => break,
             }
         }
     })
+}
+
+/// Every session at the event as it is now, in the order they opened.
+async fn sessions_at(state: &AppState, event_id: Uuid) -> Result<Vec<CupSessionState>> {
+    Ok(cup_session::Entity::find()
+        .filter(cup_session::Column::EventId.eq(event_id))
+        .order_by_asc(cup_session::Column::OpenedAt)
+        .order_by_asc(cup_session::Column::Id)
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(CupSessionState::from)
+        .collect())
 }
 
 /// The guest's own session at the event: the newest one first (when there is one), then every

@@ -12,6 +12,7 @@ use crate::common::{Backend, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
 
 on_every_backend!(
+    a_staff_feed_that_falls_behind_gets_every_session_as_it_is_now,
     a_guest_has_one_open_cup_per_live_event,
     only_staff_hand_out_cups_and_record,
     drinks_add_up_bill_calories_alcohol_and_bac,
@@ -655,4 +656,64 @@ async fn a_thousand_subscribers_share_one_leaderboard_computation(backend: Backe
         per_change, 1,
         "one leaderboard computation for 1,000 subscribers"
     );
+}
+
+/// A staff feed that falls behind (more changes than the broker keeps for a subscriber arrive while
+/// it is not read) is not left stale: it gets every session of the event as it is now, then only
+/// changes newer than that, never the older ones it skipped to.
+async fn a_staff_feed_that_falls_behind_gets_every_session_as_it_is_now(backend: Backend) {
+    use futures_util::StreamExt;
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let ann = app.signup("ann").await;
+    let bea = app.signup("bea").await;
+    let ann_cup = open_cup(&app, &bar.bartender, &bar.event, &ann).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let bea_cup = open_cup(&app, &bar.bartender, &bar.event, &bea).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let organizer = rally::auth::Identity {
+        user_id: bar.organizer.id.parse().expect("uuid"),
+        is_admin: false,
+        expires_at: i64::MAX,
+        session_id: None,
+    };
+    let event = bar.event.parse().expect("uuid");
+    let feed = rally::cups::service::follow_sessions(&app.state, organizer, event)
+        .await
+        .expect("staff may follow");
+    let mut feed = Box::pin(feed);
+    // 150 changes while nobody reads the feed: more than the 128 a subscriber may fall behind by.
+    for _ in 0..150 {
+        cheers(&app, &bar.bartender, &ann_cup, 1).await.data();
+    }
+    let mut now = Vec::new();
+    for _ in 0..2 {
+        let session = tokio::time::timeout(Duration::from_secs(5), feed.next())
+            .await
+            .expect("the resync comes")
+            .expect("the feed goes on")
+            .expect("a session");
+        now.push((session.id.to_string(), session.cheers));
+    }
+    now.sort();
+    let mut expected = vec![(ann_cup.clone(), 150), (bea_cup, 0)];
+    expected.sort();
+    assert_eq!(now, expected, "every session as it is now");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), feed.next())
+            .await
+            .is_err(),
+        "none of the older changes follow"
+    );
+    cheers(&app, &bar.bartender, &ann_cup, 1).await.data();
+    let next = tokio::time::timeout(Duration::from_secs(5), feed.next())
+        .await
+        .expect("the next change")
+        .expect("the feed goes on")
+        .expect("a session");
+    assert_eq!(next.cheers, 151);
 }
