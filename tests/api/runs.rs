@@ -30,6 +30,7 @@ crate::on_every_backend!(
     a_missed_finish_is_caught_up_once_at_start,
     instances_racing_for_one_moment_do_it_once,
     overlapping_holders_pay_each_interval_once,
+    claims_racing_accruals_lose_no_token,
     runs_racing_the_events_deletion_are_refused_cleanly,
 );
 
@@ -1235,6 +1236,80 @@ async fn overlapping_holders_pay_each_interval_once(backend: Backend) {
         .expect("a stale moment");
     assert_eq!(stale, None, "a moment before the last done is covered");
     assert_eq!(claimable().await - before, cells * intervals);
+}
+
+/// Claims racing accruals lose nothing: twenty claims set off while twenty hourly accruals run,
+/// and the tokens plus what is still claimable grew by exactly what the accruals paid (a claim that
+/// read the wallet and wrote it back would drop an accrual landing in between).
+async fn claims_racing_accruals_lose_no_token(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        // The instance's own accrual job is due every 30 days: it runs at start, then not again.
+        c.mining_interval_seconds = 30 * 86_400;
+        c.mining_tokens_per_cell = 1;
+        c.wallet_cap = 1_000_000_000;
+    })
+    .await;
+    let org = app.signup("org").await;
+    let cat = app.signup("cat").await;
+    let start = Utc::now() - Span::minutes(30);
+    let (event, run) = running(&app, &org, &cat, start).await;
+    save(
+        &app,
+        &cat,
+        &run,
+        &track(PARIS, start + Span::minutes(1), 3.0, 300, 2, 0.0),
+    )
+    .await
+    .data();
+    let cells = territories(&app, &event).await.len() as i64;
+    assert!(cells > 0, "the run holds cells");
+    let hour = Span::hours(1);
+    let job = Job {
+        name: "accrue-racing-claims",
+        schedule: Schedule::Every(hour),
+        work: Work::AccrueTokens,
+    };
+    let now = Utc::now().timestamp();
+    let first =
+        DateTime::from_timestamp(now - now.rem_euclid(3_600), 0).expect("a time") - hour * 100;
+    run_due(&app.state, &job, "racer", first)
+        .await
+        .expect("first moment")
+        .expect("done");
+    let total = || async {
+        let wallet = wallet(&app, &cat).await;
+        wallet["tokens"].as_i64().expect("tokens")
+            + wallet["claimable"].as_i64().expect("claimable")
+    };
+    let before = total().await;
+
+    let accruals = async {
+        for hours in 1..=20 {
+            run_due(&app.state, &job, "racer", first + hour * hours)
+                .await
+                .expect("an accrual")
+                .expect("its moment was not done");
+        }
+    };
+    let claims = futures_util::future::join_all((0..20u64).map(|n| {
+        let (app, cat) = (&app, &cat);
+        async move {
+            tokio::time::sleep(Duration::from_millis(3 * n)).await;
+            app.gql_as(cat, "mutation { claimTokens { tokens } }", json!({}))
+                .await
+                .data();
+        }
+    }));
+    futures_util::join!(accruals, claims);
+    assert_eq!(
+        total().await - before,
+        cells * 20,
+        "twenty intervals paid, none lost"
+    );
+    assert!(
+        wallet(&app, &cat).await["tokens"].as_i64().expect("tokens") > 0,
+        "the claims moved tokens"
+    );
 }
 
 /// Runners start and save runs (capturing cells) while the organizer deletes the event: each step
