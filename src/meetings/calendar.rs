@@ -158,7 +158,15 @@ async fn feed(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag))
     {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        // RFC 9110 (15.4.5): a 304 carries the Cache-Control a 200 would have.
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::CACHE_CONTROL, CACHE_CONTROL.to_owned()),
+                (header::ETAG, etag),
+            ],
+        )
+            .into_response();
     }
     (
         [
@@ -166,7 +174,7 @@ async fn feed(
                 header::CONTENT_TYPE,
                 "text/calendar; charset=utf-8".to_owned(),
             ),
-            (header::CACHE_CONTROL, "private, max-age=300".to_owned()),
+            (header::CACHE_CONTROL, CACHE_CONTROL.to_owned()),
             (header::ETAG, etag),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         ],
@@ -174,6 +182,9 @@ async fn feed(
     )
         .into_response()
 }
+
+/// How the feed may be cached: by the calendar app only, five minutes.
+const CACHE_CONTROL: &str = "private, max-age=300";
 
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such calendar").into_response()

@@ -28,6 +28,7 @@ on_every_backend!(
     a_slot_is_kept_to_the_second_and_listed_for_others,
     set_availability_names_each_invalid_field,
     the_longest_slot_is_configurable,
+    a_week_long_slot_still_blocks_its_last_minute,
     own_slots_may_touch_but_not_overlap,
     a_slot_is_updated_by_its_owner_under_the_same_rules,
     a_slot_is_deleted_by_its_owner_unless_booked,
@@ -575,6 +576,25 @@ async fn the_longest_slot_is_configurable(backend: Backend) {
             .map(Vec::len),
         Some(4)
     );
+}
+
+/// The overlap check reads a week back, as no slot is longer: with week-long slots allowed, a
+/// slot starting a minute before a week-long one ends overlaps it; one starting as it ends touches
+/// it, which is fine.
+async fn a_week_long_slot_still_blocks_its_last_minute(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.max_slot_minutes = 7 * 24 * 60).await;
+    let dee = app.signup("dee").await;
+    let week = 7 * 24;
+    slot(&app, &dee, &at(1), &at(1 + week), "A whole week").await;
+    set_slot(
+        &app,
+        &dee,
+        json!({ "startTime": at_minutes(60 * (1 + week) - 1), "endTime": at(2 + week), "title": "Clash" }),
+    )
+    .await
+    .assert_error("CONFLICT", Some("input.startTime"));
+    slot(&app, &dee, &at(1 + week), &at(2 + week), "Right after").await;
+    assert_eq!(my_slots(&app, &dee).await.len(), 2);
 }
 
 async fn own_slots_may_touch_but_not_overlap(backend: Backend) {
@@ -1817,6 +1837,12 @@ async fn the_calendar_feed_has_one_event_per_meeting(backend: Backend) {
         .await
         .expect("sent");
     assert_eq!(unchanged.status(), 304);
+    assert_eq!(unchanged.headers()["etag"], first.etag.as_str());
+    assert_eq!(
+        unchanged.headers()["cache-control"],
+        "private, max-age=300",
+        "a 304 carries the caching a 200 would have"
+    );
 
     cancel(&app, &percy, &id(&hosted), Some("Travelling"))
         .await
