@@ -7,7 +7,7 @@
 //! failed computations are retried), publishing each board into a `watch` channel. Subscribers
 //! read the channel: the newest board replaces any board they have not sent yet, so a slow
 //! subscriber never builds a backlog and never goes back to an older board. The feed stops when its
-//! last subscriber leaves.
+//! last subscriber leaves, or when its event is deleted (then every subscriber's stream ends).
 //!
 //! [`Leaderboards`] is per-instance schema data (registered by the GraphQL assembly), not app
 //! state.
@@ -26,7 +26,8 @@ use super::model::{CupSessionState, SCORES};
 use super::service;
 use crate::entity::{event, user};
 use crate::error::Result;
-use crate::live::{self, Versioned};
+use crate::events::model::ChangeKind;
+use crate::live::{self, Signal, Versioned};
 use crate::state::AppState;
 use crate::{accounts, events};
 
@@ -155,21 +156,38 @@ impl Leaderboards {
         Ok(board.map(|board| Board { sequence, ..board }))
     }
 
+    /// Removes the feed (its event is gone): once its task ends, its channel closes.
+    fn forget(&self, event_id: Uuid, feed: &Feed) {
+        let mut feeds = self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        remove(&mut feeds, event_id, feed);
+    }
+
     /// Removes the feed if nobody listens any more; true when removed.
     fn retire(&self, event_id: Uuid, feed: &Feed) -> bool {
         let mut feeds = self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner());
         if feed.receiver_count() > 0 {
             return false;
         }
-        if feeds.get(&event_id).is_some_and(|f| f.same_channel(feed)) {
-            feeds.remove(&event_id);
-        }
+        remove(&mut feeds, event_id, feed);
         true
     }
 }
 
+/// Removes `feed` from `feeds` (unless another feed of the event took its place).
+fn remove(feeds: &mut HashMap<Uuid, Feed>, event_id: Uuid, feed: &Feed) {
+    if feeds.get(&event_id).is_some_and(|f| f.same_channel(feed)) {
+        feeds.remove(&event_id);
+    }
+}
+
 async fn run(boards: Leaderboards, state: AppState, event_id: Uuid, feed: Feed) {
+    let mut event_changes = state.live.subscribe(&events::model::CHANGES.of(event_id));
     let changes = state.live.subscribe(&SCORES.of(event_id));
+    // Deleted before this feed listened for it: nothing will announce it any more.
+    if matches!(events::service::find(&state, event_id).await, Ok(None)) {
+        boards.forget(event_id, &feed);
+        return;
+    }
     let window = boards.inner.window;
     let computing = boards.clone();
     let mut computed = Box::pin(live::follow_throttled(changes, window, move || {
@@ -178,6 +196,15 @@ async fn run(boards: Leaderboards, state: AppState, event_id: Uuid, feed: Feed) 
     }));
     loop {
         tokio::select! {
+            Some(signal) = event_changes.next() => {
+                if let Signal::Message(change) = &signal
+                    && change.kind == ChangeKind::Deleted
+                {
+                    // The feed's channel closes with it, and every subscriber's stream ends.
+                    boards.forget(event_id, &feed);
+                    break;
+                }
+            }
             board = computed.next() => {
                 let Some(board) = board else { break };
                 feed.send_replace(Some(Arc::new(board)));

@@ -461,6 +461,21 @@ async fn live_leaderboard_sends_a_snapshot_then_changes(backend: Backend) {
         assert!(score >= last, "went back from {last} to {score}");
         last = score;
     }
+    // The event is deleted: the board's stream ends (it used to stay open, silent, for ever).
+    app.gql_as(
+        &bar.organizer,
+        "mutation($id: ID!) { deleteEvent(id: $id) }",
+        json!({ "id": bar.event }),
+    )
+    .await
+    .data();
+    loop {
+        let frame = phone.next_of("b").await;
+        if frame["type"] == "complete" {
+            break;
+        }
+        assert_eq!(frame["type"], "next", "{frame}");
+    }
 }
 
 async fn cup_session_updates_reach_staff_and_the_guest_only(backend: Backend) {
