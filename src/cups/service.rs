@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::Func;
 use sea_orm::sea_query::OnConflict;
@@ -601,16 +601,17 @@ async fn sessions_at(state: &AppState, event_id: Uuid) -> Result<Vec<CupSessionS
 }
 
 /// The guest's own session at the event: the newest one first (when there is one), then every
-/// change, and a new session when one opens.
+/// change, and a new session when one opens; completes when the event is deleted.
 pub async fn follow_mine(
     state: &AppState,
     me: Identity,
     event_id: Uuid,
 ) -> Result<impl Stream<Item = CupSessionState> + Send + 'static> {
+    let deleted = events::service::deleted(state, event_id);
     events::service::require(state, event_id).await?;
     let feed = state.live.subscribe(&SESSIONS.of(event_id));
     let state = state.clone();
-    live::follow(
+    let sessions = live::follow(
         feed,
         Missing::Wait,
         move || {
@@ -629,7 +630,8 @@ pub async fn follow_mine(
             }
         },
     )
-    .await
+    .await?;
+    Ok(sessions.take_until(deleted))
 }
 
 /// The drinks of these sessions, oldest first.

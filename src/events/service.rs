@@ -25,7 +25,7 @@ use crate::entity::event::{self, Status};
 use crate::entity::event_staff::{self, StaffRole};
 use crate::entity::{event_like, event_template, user};
 use crate::error::{Error, Result};
-use crate::live::{self, Change, Missing};
+use crate::live::{self, Change, Missing, Signal};
 use crate::media::prepare_picture;
 use crate::state::AppState;
 
@@ -693,6 +693,26 @@ pub async fn follow(
         },
     )
     .await
+}
+
+/// Resolves once the event is deleted (announced after this call; a deletion before it is the
+/// caller's to check after calling): streams about what the event holds end with it.
+pub fn deleted(state: &AppState, id: Uuid) -> impl Future<Output = ()> + Send + 'static {
+    let mut changes = state.live.subscribe(&CHANGES.of(id));
+    let state = state.clone();
+    async move {
+        while let Some(signal) = changes.next().await {
+            let gone = match signal {
+                Signal::Message(change) => change.kind == ChangeKind::Deleted,
+                // The deletion may have been missed: ask.
+                Signal::Resync => matches!(find(&state, id).await, Ok(None)),
+            };
+            if gone {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Every event status change from now on, each once it is committed.

@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use chrono::Utc;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -295,14 +295,18 @@ pub async fn finish(state: &AppState, actor: Identity, id: Uuid) -> Result<game:
     Ok(game)
 }
 
-/// The game's state: now, then after every committed change. NOT_FOUND when there is no such game.
+/// The game's state: now, then after every committed change; completes when its event is deleted
+/// (the game goes with it). NOT_FOUND when there is no such game.
 pub async fn follow(
     state: &AppState,
     id: Uuid,
 ) -> Result<impl Stream<Item = GameState> + Send + 'static> {
     let feed = state.live.subscribe(&CHANGES.of(id));
+    let event = require(&state.db, id).await?.event_id;
+    // Listening before the first load, which finds no game if the event went just before.
+    let deleted = events::service::deleted(state, event);
     let state = state.clone();
-    live::follow(
+    let states = live::follow(
         feed,
         Missing::NotFound("no such game"),
         move || {
@@ -311,7 +315,8 @@ pub async fn follow(
         },
         |game: &GameState| Change::State(game.clone()),
     )
-    .await
+    .await?;
+    Ok(states.take_until(deleted))
 }
 
 /// The games of these events, oldest first.

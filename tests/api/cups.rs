@@ -469,13 +469,7 @@ async fn live_leaderboard_sends_a_snapshot_then_changes(backend: Backend) {
     )
     .await
     .data();
-    loop {
-        let frame = phone.next_of("b").await;
-        if frame["type"] == "complete" {
-            break;
-        }
-        assert_eq!(frame["type"], "next", "{frame}");
-    }
+    phone.until_complete("b").await;
 }
 
 async fn cup_session_updates_reach_staff_and_the_guest_only(backend: Backend) {
@@ -544,6 +538,16 @@ async fn cup_session_updates_reach_staff_and_the_guest_only(backend: Backend) {
         json!({ "user": { "handle": "fin" }, "cheers": 1, "billCents": 0 }),
         "only fin's own cup"
     );
+    // The event is deleted, its cups with it: both streams end.
+    app.gql_as(
+        &bar.organizer,
+        "mutation($id: ID!) { deleteEvent(id: $id) }",
+        json!({ "id": bar.event }),
+    )
+    .await
+    .data();
+    phone.until_complete("mine").await;
+    screen.until_complete("all").await;
 }
 
 /// A bartender following every cup loses the feed (and the bills in it) the moment the organizer

@@ -766,6 +766,15 @@ async fn game_updated_sends_a_snapshot_then_changes(backend: Backend) {
         changed["gameUpdated"],
         json!({ "status": "RUNNING", "players": [{ "user": { "handle": "ann" }, "points": 7 }] })
     );
+    // The event is deleted, and its games with it: the stream ends.
+    app.gql_as(
+        &bar.organizer,
+        "mutation($id: ID!) { deleteEvent(id: $id) }",
+        json!({ "id": bar.event }),
+    )
+    .await
+    .data();
+    screen.until_complete("g").await;
 }
 
 const BOARD: &str = "subscription($e: ID!) { leaderboard(eventId: $e, first: 20) { entries { rank score cheers user { handle } } } }";

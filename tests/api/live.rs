@@ -738,6 +738,9 @@ async fn a_mutation_arriving_after_shutdown_stopped_waiting_is_refused(backend: 
     );
     late.write_all(request.as_bytes()).await.expect("head");
     late.write_all(head).await.expect("first half");
+    // Time for the server to accept the connection and start on the request: a shutdown that
+    // begins while the connection still waits in the listen queue resets it instead.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // The whole shutdown, past its grace period, while the body is half sent.
     let app = app.restart().await;
     late.write_all(tail).await.expect("second half");
@@ -1010,5 +1013,6 @@ async fn subscriptions_of_ones_own_refuse_an_anonymous_socket(backend: Backend) 
             refused["payload"]["data"].is_null(),
             "{query}: no data: {refused}"
         );
+        assert_eq!(client.next_of(&op).await["type"], "complete", "{query}");
     }
 }

@@ -139,6 +139,19 @@ impl WsClient {
         frame
     }
 
+    /// Reads operation `id`'s frames up to its `complete` (data frames before it are skipped; any
+    /// other frame fails the test).
+    pub async fn until_complete(&mut self, id: &str) {
+        loop {
+            let frame = self.next_of(id).await;
+            match frame["type"].as_str() {
+                Some("complete") => return,
+                Some("next") if frame["payload"]["errors"].is_null() => {}
+                _ => panic!("before complete: {frame}"),
+            }
+        }
+    }
+
     /// Waits for the server to close the socket.
     pub async fn closed(&mut self) -> Closed {
         loop {
