@@ -395,24 +395,32 @@ pub async fn start_round(
     state.uploads.check(actor.user_id).await?;
     let picture = prepare_picture(photo, state.image_limits(), PHOTO_SIDE, "photo").await?;
     let photo_key = state.media.put_private(picture).await?;
-    let mut txn = state.begin_write().await?;
-    let round = blur_round::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        game_id: Set(game_id),
-        photo_key: Set(photo_key),
-        answer_id: Set(answer.id),
-        level: Set(START_LEVEL),
-        solved_by: Set(None),
-        solved_at: Set(None),
-        points_awarded: Set(0),
-        created_at: Set(Utc::now()),
+    let stored = async {
+        let mut txn = state.begin_write().await?;
+        let round = blur_round::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            game_id: Set(game_id),
+            photo_key: Set(photo_key.clone()),
+            answer_id: Set(answer.id),
+            level: Set(START_LEVEL),
+            solved_by: Set(None),
+            solved_at: Set(None),
+            points_awarded: Set(0),
+            created_at: Set(Utc::now()),
+        }
+        .insert(&*txn)
+        .await?;
+        let game = bump(&*txn, game_id, true).await?;
+        announce(&mut txn, &game);
+        txn.commit().await?;
+        Ok(round)
     }
-    .insert(&*txn)
-    .await?;
-    let game = bump(&*txn, game_id, true).await?;
-    announce(&mut txn, &game);
-    txn.commit().await?;
-    Ok(round)
+    .await;
+    if stored.is_err() {
+        // A photo of a person no round refers to (the game finished meanwhile, say): not kept.
+        state.media.delete(&photo_key).await;
+    }
+    stored
 }
 
 /// Game master or organizer: one step sharper. A solved or already sharp round is CONFLICT.

@@ -19,6 +19,7 @@ on_every_backend!(
     a_blur_round_gets_sharper_and_the_first_right_guess_wins,
     concurrent_right_guesses_have_exactly_one_winner,
     points_racing_the_finish_land_before_it_or_not_at_all,
+    a_refused_round_leaves_no_photo_behind,
     a_player_guesses_once_per_level,
     a_guess_that_waits_for_a_reveal_counts_for_the_level_after_it,
     game_updated_sends_a_snapshot_then_changes,
@@ -399,6 +400,68 @@ async fn start_round(app: &TestApp, who: &Session, game: &str, answer: &str) -> 
         .json()
         .await
         .expect("json")
+}
+
+/// Rounds started as their game finishes: each round lands before the finish or is CONFLICT, and
+/// no photo of a person stays in the store without a round that refers to it (a refused round's
+/// photo, stored before its transaction, is deleted again). Five games, three rounds each.
+async fn a_refused_round_leaves_no_photo_behind(backend: Backend) {
+    use rally::entity::blur_round;
+    use sea_orm::EntityTrait;
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    for handle in ["ann", "bea"] {
+        let guest = app.signup(handle).await;
+        open_cup(&app, &bar.bartender, &bar.event, &guest).await;
+    }
+    let mut refused = 0;
+    for _ in 0..5 {
+        let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &["ann", "bea"]).await;
+        let id = game.data()["createGame"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let rounds = (0..3).map(|_| start_round(&app, &bar.organizer, &id, "ann"));
+        let finish = app.gql_as(
+            &bar.organizer,
+            "mutation($g: ID!) { finishGame(gameId: $g) { status } }",
+            json!({ "g": id }),
+        );
+        let (rounds, finished) = tokio::join!(futures_util::future::join_all(rounds), finish);
+        finished.data();
+        for round in rounds {
+            if round["errors"].is_null() {
+                assert!(round["data"]["startBlurRound"]["id"].is_string(), "{round}");
+            } else {
+                assert_eq!(
+                    round["errors"][0]["extensions"]["code"], "CONFLICT",
+                    "{round}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the finish raced the rounds");
+    let mut kept: Vec<String> = blur_round::Entity::find()
+        .all(&app.state.db)
+        .await
+        .expect("rounds")
+        .into_iter()
+        .map(|round| round.photo_key)
+        .collect();
+    kept.sort();
+    let folder = app.state.config.data_dir.join("media").join("private");
+    let mut stored: Vec<String> = std::fs::read_dir(&folder)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .filter(|entry| entry.path().is_file())
+                .map(|entry| format!("private/{}", entry.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    stored.sort();
+    assert_eq!(stored, kept, "every stored photo belongs to a round");
 }
 
 async fn guess(app: &TestApp, who: &Session, round: &str, handle: &str) -> crate::common::Gql {
