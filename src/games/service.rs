@@ -12,7 +12,8 @@ use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -583,4 +584,43 @@ impl Renditions for BlurRenditions {
     ) -> Pin<Box<dyn Future<Output = Result<Option<Bytes>>> + Send + '_>> {
         Box::pin(blurred_photo(&self.0, round, level))
     }
+}
+
+/// Deletes the private photos no blur round refers to any more (their event or game was deleted,
+/// which the database cascades to the rounds but not to the store), with their cached renderings,
+/// among those written before `before` (a round's photo is written just before its transaction, so
+/// a recent one may still be about to be referred to). Returns how many objects went.
+pub async fn sweep_photos(state: &AppState, before: chrono::DateTime<Utc>) -> Result<u64> {
+    let keys = state.media.keys_written_before("private/", before).await?;
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let rounds: Vec<(Uuid, String)> = blur_round::Entity::find()
+        .select_only()
+        .column(blur_round::Column::Id)
+        .column(blur_round::Column::PhotoKey)
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    let photos: HashSet<&str> = rounds.iter().map(|(_, key)| key.as_str()).collect();
+    let ids: HashSet<String> = rounds.iter().map(|(id, _)| id.to_string()).collect();
+    let mut swept = 0;
+    for key in keys {
+        // Renderings are cached under `private/blur/{round}/`.
+        let kept = match key.strip_prefix("private/blur/") {
+            Some(rendering) => rendering
+                .split('/')
+                .next()
+                .is_some_and(|round| ids.contains(round)),
+            None => photos.contains(key.as_str()),
+        };
+        if !kept {
+            state.media.delete(&key).await;
+            swept += 1;
+        }
+    }
+    if swept > 0 {
+        tracing::info!(swept, "photos of deleted rounds swept");
+    }
+    Ok(swept)
 }

@@ -11,10 +11,10 @@ use uuid::Uuid;
 use super::schedule::Schedule;
 use crate::entity::{job_lease, job_run};
 use crate::error::Result;
-use crate::events;
 use crate::runs;
 use crate::runs::model::Mining;
 use crate::state::AppState;
+use crate::{events, games};
 
 /// How often an instance looks at its jobs when none is due sooner.
 const TICK: StdDuration = StdDuration::from_secs(5);
@@ -26,6 +26,9 @@ pub enum Work {
     FinishEvents,
     /// Adds the held cells' tokens to every holder's claimable tokens.
     AccrueTokens,
+    /// Deletes stored photos of blur rounds that are gone (after the moment is recorded: store
+    /// I/O, no rows, so it holds no write transaction).
+    SweepPhotos,
 }
 
 /// A named job with its schedule.
@@ -39,8 +42,12 @@ pub struct Job {
     pub work: Work,
 }
 
+/// How old an unreferenced photo must be to be swept: a round's photo is written just before the
+/// transaction that refers to it.
+const PHOTO_GRACE: Duration = Duration::hours(1);
+
 /// The jobs this configuration runs.
-pub fn jobs(state: &AppState) -> [Job; 2] {
+pub fn jobs(state: &AppState) -> [Job; 3] {
     let config = &state.config;
     [
         Job {
@@ -57,6 +64,11 @@ pub fn jobs(state: &AppState) -> [Job; 2] {
                 i64::try_from(config.mining_interval_seconds).unwrap_or(3600),
             )),
             work: Work::AccrueTokens,
+        },
+        Job {
+            name: "sweep-photos",
+            schedule: Schedule::Every(Duration::hours(1)),
+            work: Work::SweepPhotos,
         },
     ]
 }
@@ -173,6 +185,7 @@ pub async fn run_due(
             };
             runs::service::accrue(&txn, mining, accruals, moment).await?
         }
+        Work::SweepPhotos => 0,
     };
     job_run::Entity::update_many()
         .col_expr(
@@ -184,6 +197,12 @@ pub async fn run_due(
         .exec(&*txn)
         .await?;
     txn.commit().await?;
+    if job.work == Work::SweepPhotos {
+        // Idempotent: what a failed sweep leaves, the next one takes.
+        return Ok(Some(
+            games::service::sweep_photos(state, moment - PHOTO_GRACE).await?,
+        ));
+    }
     Ok(Some(changed))
 }
 

@@ -266,6 +266,23 @@ impl MediaStore {
         }
     }
 
+    /// The keys under `prefix` (a folder, like `private/`) last written before `before`.
+    pub async fn keys_written_before(
+        &self,
+        prefix: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>> {
+        let mut listed = self.store.list(Some(&Path::from(prefix)));
+        let mut keys = Vec::new();
+        while let Some(object) = listed.next().await {
+            let object = object.map_err(Error::internal)?;
+            if object.last_modified < before {
+                keys.push(object.location.to_string());
+            }
+        }
+        Ok(keys)
+    }
+
     /// The URL clients fetch `key` from.
     pub fn url(&self, key: &str) -> String {
         format!("{}/media/{key}", self.public_base)

@@ -8,7 +8,7 @@ use reqwest::multipart::{Form, Part};
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
-use crate::common::fixtures::{cheers, open_bar, open_cup};
+use crate::common::fixtures::{cheers, create_event, open_bar, open_cup};
 use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
 
@@ -20,6 +20,7 @@ on_every_backend!(
     concurrent_right_guesses_have_exactly_one_winner,
     points_racing_the_finish_land_before_it_or_not_at_all,
     a_refused_round_leaves_no_photo_behind,
+    photos_of_deleted_rounds_are_swept,
     a_player_guesses_once_per_level,
     a_guess_that_waits_for_a_reveal_counts_for_the_level_after_it,
     game_updated_sends_a_snapshot_then_changes,
@@ -462,6 +463,101 @@ async fn a_refused_round_leaves_no_photo_behind(backend: Backend) {
         .unwrap_or_default();
     stored.sort();
     assert_eq!(stored, kept, "every stored photo belongs to a round");
+}
+
+/// The private files under the test app's media folder (photos and cached renderings).
+fn private_files(app: &TestApp) -> Vec<String> {
+    let root = app.state.config.data_dir.join("media");
+    let mut found = Vec::new();
+    let mut folders = vec![root.join("private")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if let Ok(key) = path.strip_prefix(&root) {
+                found.push(key.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Deleting an event cascades to its games' rounds in the database; the hourly sweep job then
+/// deletes their photos and cached renderings from the store, and keeps every other round's.
+async fn photos_of_deleted_rounds_are_swept(backend: Backend) {
+    use rally::jobs::schedule::Schedule;
+    use rally::jobs::service::{Job, Work, run_due};
+    let app = TestApp::spawn(backend).await;
+    let bar = open_bar(&app).await;
+    let ann = app.signup("ann").await;
+    open_cup(&app, &bar.bartender, &bar.event, &ann).await;
+    let other =
+        create_event(&app, &bar.organizer, "Next night", "2030-02-01T20:00:00Z").await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+    app.gql_as(
+        &bar.organizer,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
+        json!({ "id": other }),
+    )
+    .await
+    .data();
+    open_cup(&app, &bar.organizer, &other, &ann).await;
+    let mut urls = Vec::new();
+    for event in [&bar.event, &other] {
+        let game = create_game(&app, &bar.organizer, event, "BLUR", &["ann"]).await;
+        let game = game.data()["createGame"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let round = start_round(&app, &bar.organizer, &game, "ann").await;
+        let url = round["data"]["startBlurRound"]["imageUrl"]
+            .as_str()
+            .expect("url")
+            .to_owned();
+        // Fetched once, so its rendering is cached in the store too.
+        let fetched = app.http.get(app.url(&url)).send().await.expect("sent");
+        assert_eq!(fetched.status(), 200);
+        urls.push(url);
+    }
+    let before = private_files(&app);
+    assert_eq!(before.len(), 4, "two photos, two renderings: {before:?}");
+    app.gql_as(
+        &bar.organizer,
+        "mutation($id: ID!) { deleteEvent(id: $id) }",
+        json!({ "id": bar.event }),
+    )
+    .await
+    .data();
+    assert_eq!(
+        private_files(&app),
+        before,
+        "the store keeps them until the sweep"
+    );
+
+    // The sweep's moment two hours on, so the files are past its hour of grace.
+    let job = Job {
+        name: "sweep-photos-test",
+        schedule: Schedule::Every(chrono::Duration::hours(1)),
+        work: Work::SweepPhotos,
+    };
+    let swept = run_due(
+        &app.state,
+        &job,
+        "test",
+        chrono::Utc::now() + chrono::Duration::hours(2),
+    )
+    .await
+    .expect("the sweep runs");
+    assert_eq!(swept, Some(2), "the deleted round's photo and rendering");
+    let after = private_files(&app);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(before.iter().filter(|f| !after.contains(f)).count(), 2);
+    let kept = app.http.get(app.url(&urls[1])).send().await.expect("sent");
+    assert_eq!(kept.status(), 200, "the other event's round still shows");
 }
 
 async fn guess(app: &TestApp, who: &Session, round: &str, handle: &str) -> crate::common::Gql {
