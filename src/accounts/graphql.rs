@@ -258,6 +258,15 @@ impl AccountsQuery {
         after: Option<String>,
     ) -> Result<Connection<String, User>> {
         let page = PageRequest::parse(first, after.as_deref())?;
+        if search
+            .as_ref()
+            .is_some_and(|s| s.chars().any(char::is_control))
+        {
+            return Err(Error::bad_input(
+                "search",
+                "search has no control characters",
+            ));
+        }
         if search.as_ref().is_some_and(|s| s.chars().count() > 100) {
             return Err(Error::bad_input(
                 "search",

@@ -159,10 +159,16 @@ pub async fn login(
         Login::Email(_) => user::Column::Email,
         Login::Handle(_) => user::Column::Handle,
     };
-    let found = user::Entity::find()
-        .filter(column.eq(login.as_str()))
-        .one(&state.db)
-        .await?;
+    // No account's handle or email holds a control character (and PostgreSQL refuses a NUL in
+    // any text): such a login is unknown, and fails like one, after the decoy hash.
+    let found = if login.as_str().chars().any(char::is_control) {
+        None
+    } else {
+        user::Entity::find()
+            .filter(column.eq(login.as_str()))
+            .one(&state.db)
+            .await?
+    };
     let stored = found.as_ref().map(|u| u.password_hash.clone());
     if !state.passwords.verify(password, stored).await? {
         return Err(Error::Unauthenticated("wrong login or password"));

@@ -75,6 +75,10 @@ fn decode_cursor(cursor: &str) -> Result<String> {
     let bad = || Error::bad_input("after", "not a cursor from this API");
     let bytes = URL_SAFE_NO_PAD.decode(cursor.trim()).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    // Keys never hold control characters (PostgreSQL refuses a NUL in any text).
+    if text.chars().any(char::is_control) {
+        return Err(bad());
+    }
     text.strip_prefix("v1:").map(str::to_owned).ok_or_else(bad)
 }
 

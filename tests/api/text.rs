@@ -11,6 +11,7 @@ use crate::on_every_backend;
 
 on_every_backend!(
     a_bio_with_a_nul_is_refused_on_every_database,
+    a_nul_anywhere_is_a_clean_refusal_never_internal,
     names_and_titles_that_disguise_themselves_are_refused,
 );
 
@@ -34,6 +35,59 @@ async fn a_bio_with_a_nul_is_refused_on_every_database(backend: Backend) {
         .gql_as(&ann, PROFILE, json!({ "i": { "bio": bio } }))
         .await;
     assert_eq!(saved.data()["updateProfile"]["bio"], bio);
+}
+
+/// NUL (which PostgreSQL refuses in any text) in the other strings that reach the database, with
+/// or without sign-in: a login fails like an unknown one, an email or a search is BAD_USER_INPUT
+/// naming its field, a cursor is not a cursor; never INTERNAL. An event cursor past year 9999 is
+/// not a cursor either.
+async fn a_nul_anywhere_is_a_clean_refusal_never_internal(backend: Backend) {
+    use base64::Engine;
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let wrong = app.login("ann", "not her password").await;
+    wrong.assert_error("UNAUTHENTICATED", None);
+    for login in ["an\u{0}n", "ann@example.com\u{0}"] {
+        let refused = app.login(login, "password-ann").await;
+        refused.assert_error("UNAUTHENTICATED", None);
+        assert_eq!(refused.message(), wrong.message(), "like an unknown login");
+    }
+    app.gql(
+        "mutation($i: SignupInput!) { signup(input: $i) { accessToken } }",
+        json!({ "i": { "handle": "bea", "email": "b\u{0}@example.com", "password": "long enough" } }),
+    )
+    .await
+    .assert_error("BAD_USER_INPUT", Some("input.email"));
+    app.gql_as(
+        &ann,
+        "query($s: String) { users(search: $s) { edges { cursor } } }",
+        json!({ "s": "a\u{0}" }),
+    )
+    .await
+    .assert_error("BAD_USER_INPUT", Some("search"));
+    app.gql(
+        "query($s: String) { events(filter: { search: $s }) { edges { cursor } } }",
+        json!({ "s": "\u{0}" }),
+    )
+    .await
+    .assert_error("BAD_USER_INPUT", Some("filter.search"));
+    let cursor =
+        |key: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{key}"));
+    app.gql_as(
+        &ann,
+        "query($a: String) { users(after: $a) { edges { cursor } } }",
+        json!({ "a": cursor("a\u{0}") }),
+    )
+    .await
+    .assert_error("BAD_USER_INPUT", Some("after"));
+    app.gql(
+        "query($a: String) { events(after: $a) { edges { cursor } } }",
+        json!({ "a": cursor("253402300800|0193a0b0-0000-7000-8000-000000000000") }),
+    )
+    .await
+    .assert_error("BAD_USER_INPUT", Some("after"));
+    // Still serving, and the account untouched.
+    app.login("ann", "password-ann").await.data();
 }
 
 async fn names_and_titles_that_disguise_themselves_are_refused(backend: Backend) {

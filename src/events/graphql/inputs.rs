@@ -131,6 +131,16 @@ impl EventFilter {
         if self
             .search
             .as_ref()
+            .is_some_and(|s| s.chars().any(char::is_control))
+        {
+            return Err(Error::bad_input(
+                "filter.search",
+                "search has no control characters",
+            ));
+        }
+        if self
+            .search
+            .as_ref()
             .is_some_and(|s| s.chars().count() > 100)
         {
             return Err(Error::bad_input(
@@ -194,6 +204,8 @@ pub fn parse_event_key(key: &str) -> Result<(DateTime<Utc>, Uuid)> {
     let (seconds, id) = key.split_once('|').ok_or_else(bad)?;
     let seconds: i64 = seconds.parse().map_err(|_| bad())?;
     let at = Utc.timestamp_opt(seconds, 0).single().ok_or_else(bad)?;
+    // Only instants the API stores (a crafted one past year 9999 would reach the database).
+    let at = instant(at, "after").map_err(|_| bad())?;
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
 }
 
