@@ -464,8 +464,9 @@ pub fn escape_like(text: &str) -> String {
     out
 }
 
-/// Applies profile changes and returns the updated user.
-#[tracing::instrument(skip(state))]
+/// Applies profile changes and returns the updated user. (The changes stay out of the trace: body
+/// weight and type are private.)
+#[tracing::instrument(skip(state, changes))]
 pub async fn update_profile(
     state: &AppState,
     user_id: Uuid,

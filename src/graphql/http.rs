@@ -201,7 +201,8 @@ async fn graphql(
             .into_response(mode);
     }
     let prepared = http.executor.prepare(gql);
-    if method == Method::GET && prepared.is_mutation() {
+    // HEAD is GET without the body (axum routes both here): neither runs a mutation.
+    if matches!(method, Method::GET | Method::HEAD) && prepared.is_mutation() {
         let mut response = Rejection::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "query",
@@ -245,7 +246,7 @@ async fn read_request(
     request: Request,
 ) -> Result<async_graphql::Request, Rejection> {
     let config = &app.config;
-    if *method == Method::GET {
+    if matches!(*method, Method::GET | Method::HEAD) {
         let query = request.uri().query().unwrap_or("");
         return async_graphql::http::parse_query_string(query).map_err(|err| {
             Rejection::new(

@@ -122,8 +122,15 @@ impl Sockets {
     /// protocol; `client`: the caller's address, as the HTTP side determines it behind proxies).
     fn upgrade(&self, upgrade: WebSocketUpgrade, legacy: bool, client: ClientAddr) -> Response {
         let sockets = self.clone();
+        // The one protocol this connection speaks, announced as such (axum would pick the first
+        // of its own list the client offered, which need not be the one chosen here).
+        let protocol = if legacy {
+            "graphql-ws"
+        } else {
+            "graphql-transport-ws"
+        };
         upgrade
-            .protocols(["graphql-transport-ws", "graphql-ws"])
+            .protocols([protocol])
             .read_buffer_size(4 * 1024)
             .write_buffer_size(0)
             .max_message_size(MAX_FRAME)

@@ -41,6 +41,28 @@ async fn get_runs_queries_but_not_mutations(backend: Backend) {
         .expect("sent");
     assert_eq!(mutation.status(), 405);
     assert_eq!(mutation.headers()["allow"], "POST");
+
+    // HEAD is GET without a body: a mutation sent in a HEAD request's body does not run either.
+    let ann = app.signup("ann").await;
+    let head = app
+        .http
+        .head(app.url("/graphql"))
+        .bearer_auth(&ann.access)
+        .header("content-type", "application/json")
+        .body(
+            json!({ "query": "mutation { updateProfile(input: { displayName: \"Headless\" }) { id } }" })
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_ne!(head.status(), 200);
+    let me = app.gql_as(&ann, "{ me { displayName } }", json!({})).await;
+    assert_ne!(
+        me.data()["me"]["displayName"],
+        "Headless",
+        "the mutation did not run"
+    );
 }
 
 async fn responses_follow_the_accepted_media_type(backend: Backend) {

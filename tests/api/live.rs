@@ -13,6 +13,7 @@ use crate::common::{Backend, LEGACY_WS, Session, TRANSPORT_WS, TestApp, WsClient
 use crate::on_every_backend;
 
 on_every_backend!(
+    the_protocol_announced_is_the_one_spoken,
     subscriptions_of_ones_own_refuse_an_anonymous_socket,
     event_updated_sends_a_snapshot_then_every_change_on_both_protocols,
     event_status_changed_sends_each_committed_change_once,
@@ -1014,5 +1015,60 @@ async fn subscriptions_of_ones_own_refuse_an_anonymous_socket(backend: Backend) 
             "{query}: no data: {refused}"
         );
         assert_eq!(client.next_of(&op).await["type"], "complete", "{query}");
+    }
+}
+
+/// A client offering both protocols gets the first of its list, announced in the handshake and
+/// spoken on the socket: `next` frames for graphql-transport-ws, `data` for the legacy graphql-ws.
+/// (The handshake used to announce graphql-transport-ws whenever it was offered, while the socket
+/// spoke the legacy protocol if the client listed it first.)
+async fn the_protocol_announced_is_the_one_spoken(backend: Backend) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = TestApp::spawn(backend).await;
+    let url = format!("{}/graphql/ws", app.address.replace("http://", "ws://"));
+    for (offered, spoken, data) in [
+        ("graphql-ws, graphql-transport-ws", LEGACY_WS, "data"),
+        ("graphql-transport-ws, graphql-ws", TRANSPORT_WS, "next"),
+    ] {
+        let mut request = url.as_str().into_client_request().expect("ws request");
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", offered.parse().expect("header"));
+        let (mut socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("ws connects");
+        assert_eq!(response.headers()["sec-websocket-protocol"], spoken);
+        let subscribe = if spoken == LEGACY_WS {
+            "start"
+        } else {
+            "subscribe"
+        };
+        for frame in [
+            json!({ "type": "connection_init", "payload": {} }),
+            json!({ "id": "1", "type": subscribe, "payload": { "query": "{ __typename }" } }),
+        ] {
+            socket
+                .send(Message::Text(frame.to_string().into()))
+                .await
+                .expect("sent");
+        }
+        let mut types = Vec::new();
+        while !types.contains(&"complete".to_owned()) {
+            let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .expect("a frame in time")
+                .expect("open")
+                .expect("a frame");
+            if let Message::Text(text) = message {
+                let frame: Value = serde_json::from_str(&text).expect("json");
+                let kind = frame["type"].as_str().expect("type").to_owned();
+                if kind != "ka" {
+                    types.push(kind);
+                }
+            }
+        }
+        assert_eq!(types, ["connection_ack", data, "complete"], "{offered}");
     }
 }
