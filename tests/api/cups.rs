@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::fixtures::{
-    SESSION_FIELDS, cheers, create_event, cup_code, open_bar, open_cup, open_cup_with,
+    SESSION_FIELDS, cheers, create_event, cup_code, delete_event, open_bar, open_cup, open_cup_with,
 };
 use crate::common::{Backend, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
@@ -462,13 +462,7 @@ async fn live_leaderboard_sends_a_snapshot_then_changes(backend: Backend) {
         last = score;
     }
     // The event is deleted: the board's stream ends (it used to stay open, silent, for ever).
-    app.gql_as(
-        &bar.organizer,
-        "mutation($id: ID!) { deleteEvent(id: $id) }",
-        json!({ "id": bar.event }),
-    )
-    .await
-    .data();
+    delete_event(&app, &bar.organizer, &bar.event).await;
     phone.until_complete("b").await;
 }
 
@@ -539,13 +533,7 @@ async fn cup_session_updates_reach_staff_and_the_guest_only(backend: Backend) {
         "only fin's own cup"
     );
     // The event is deleted, its cups with it: both streams end.
-    app.gql_as(
-        &bar.organizer,
-        "mutation($id: ID!) { deleteEvent(id: $id) }",
-        json!({ "id": bar.event }),
-    )
-    .await
-    .data();
+    delete_event(&app, &bar.organizer, &bar.event).await;
     phone.until_complete("mine").await;
     screen.until_complete("all").await;
 }

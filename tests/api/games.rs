@@ -8,7 +8,7 @@ use reqwest::multipart::{Form, Part};
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
-use crate::common::fixtures::{cheers, create_event, open_bar, open_cup};
+use crate::common::fixtures::{cheers, create_event, delete_event, open_bar, open_cup};
 use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
 
@@ -43,6 +43,14 @@ async fn create_game(
         json!({ "e": event, "k": kind, "p": players }),
     )
     .await
+}
+
+/// The id of the game `created` (a `createGame` response) made.
+fn created_id(created: &crate::common::Gql) -> String {
+    created.data()["createGame"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
 }
 
 async fn award(
@@ -163,10 +171,7 @@ async fn points_reach_an_open_cup_only(backend: Backend) {
         .expect("id")
         .to_owned();
     let game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
-    let id = game.data()["createGame"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created_id(&game);
     award(&app, &bar.organizer, &id, "ann", 5).await.data();
     let cup = |session: String| {
         let app = &app;
@@ -230,10 +235,7 @@ async fn games_are_run_by_game_masters_and_organizers(backend: Backend) {
         .await
         .assert_error("FORBIDDEN", None);
     let game = create_game(&app, &master, &bar.event, "SCORE", &["ann"]).await;
-    let id = game.data()["createGame"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created_id(&game);
     award(&app, &stranger, &id, "ann", 5)
         .await
         .assert_error("FORBIDDEN", None);
@@ -300,10 +302,7 @@ async fn points_racing_the_finish_land_before_it_or_not_at_all(backend: Backend)
             break;
         }
         let game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
-        let id = game.data()["createGame"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
+        let id = created_id(&game);
         // Awards set off 2 ms apart; the finish once the first has answered, so it lands among
         // them: some before it, some after (on PostgreSQL a lone finish overtakes a whole burst,
         // on SQLite a burst queued for the write turn would all land first).
@@ -418,10 +417,7 @@ async fn a_refused_round_leaves_no_photo_behind(backend: Backend) {
     let mut refused = 0;
     for _ in 0..5 {
         let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &["ann", "bea"]).await;
-        let id = game.data()["createGame"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
+        let id = created_id(&game);
         let rounds = (0..3).map(|_| start_round(&app, &bar.organizer, &id, "ann"));
         let finish = app.gql_as(
             &bar.organizer,
@@ -509,10 +505,7 @@ async fn photos_of_deleted_rounds_are_swept(backend: Backend) {
     let mut urls = Vec::new();
     for event in [&bar.event, &other] {
         let game = create_game(&app, &bar.organizer, event, "BLUR", &["ann"]).await;
-        let game = game.data()["createGame"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
+        let game = created_id(&game);
         let round = start_round(&app, &bar.organizer, &game, "ann").await;
         let url = round["data"]["startBlurRound"]["imageUrl"]
             .as_str()
@@ -525,13 +518,7 @@ async fn photos_of_deleted_rounds_are_swept(backend: Backend) {
     }
     let before = private_files(&app);
     assert_eq!(before.len(), 4, "two photos, two renderings: {before:?}");
-    app.gql_as(
-        &bar.organizer,
-        "mutation($id: ID!) { deleteEvent(id: $id) }",
-        json!({ "id": bar.event }),
-    )
-    .await
-    .data();
+    delete_event(&app, &bar.organizer, &bar.event).await;
     assert_eq!(
         private_files(&app),
         before,
@@ -600,10 +587,7 @@ async fn a_blur_round_gets_sharper_and_the_first_right_guess_wins(backend: Backe
         &["ann", "bea", "cid"],
     )
     .await;
-    let game_id = game.data()["createGame"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let game_id = created_id(&game);
     let not_player = start_round(&app, &bar.organizer, &game_id, "stranger").await;
     assert_eq!(
         not_player["errors"][0]["extensions"]["field"], "answer",
@@ -731,10 +715,7 @@ async fn a_player_guesses_once_per_level(backend: Backend) {
     }
     let stranger = app.signup("stranger").await;
     let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &handles).await;
-    let game_id = game.data()["createGame"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let game_id = created_id(&game);
     let round = start_round(&app, &bar.organizer, &game_id, "pia").await;
     let round_id = round["data"]["startBlurRound"]["id"]
         .as_str()
@@ -802,10 +783,7 @@ async fn a_guess_that_waits_for_a_reveal_counts_for_the_level_after_it(backend: 
         players.push(player);
     }
     let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &handles).await;
-    let game_id = game.data()["createGame"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let game_id = created_id(&game);
     let round = start_round(&app, &bar.organizer, &game_id, "uma").await;
     let round_id = round["data"]["startBlurRound"]["id"]
         .as_str()
@@ -868,10 +846,7 @@ async fn concurrent_right_guesses_have_exactly_one_winner(backend: Backend) {
     }
     let names: Vec<&str> = handles.iter().map(String::as_str).collect();
     let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &names).await;
-    let game_id = game.data()["createGame"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let game_id = created_id(&game);
     let round = start_round(&app, &bar.organizer, &game_id, "player0").await;
     let round_id = round["data"]["startBlurRound"]["id"]
         .as_str()
@@ -908,10 +883,7 @@ async fn game_updated_sends_a_snapshot_then_changes(backend: Backend) {
     let ann = app.signup("ann").await;
     open_cup(&app, &bar.bartender, &bar.event, &ann).await;
     let game = create_game(&app, &bar.organizer, &bar.event, "SCORE", &["ann"]).await;
-    let id = game.data()["createGame"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created_id(&game);
     let mut screen = app.ws(TRANSPORT_WS).await;
     screen.init(json!({})).await;
     screen.subscribe("g", "subscription($g: ID!) { gameUpdated(gameId: $g) { status players { user { handle } points } } }", json!({ "g": id })).await;
@@ -926,13 +898,7 @@ async fn game_updated_sends_a_snapshot_then_changes(backend: Backend) {
         json!({ "status": "RUNNING", "players": [{ "user": { "handle": "ann" }, "points": 7 }] })
     );
     // The event is deleted, and its games with it: the stream ends.
-    app.gql_as(
-        &bar.organizer,
-        "mutation($id: ID!) { deleteEvent(id: $id) }",
-        json!({ "id": bar.event }),
-    )
-    .await
-    .data();
+    delete_event(&app, &bar.organizer, &bar.event).await;
     screen.until_complete("g").await;
 }
 
@@ -992,10 +958,7 @@ async fn a_scripted_bar_night_ends_with_every_phone_in_the_same_state(backend: B
         &["guest_00", "guest_01", "guest_02"],
     )
     .await;
-    let game_id = game.data()["createGame"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let game_id = created_id(&game);
     award(&app, &bar.organizer, &game_id, "guest_02", 12)
         .await
         .data();
@@ -1010,10 +973,7 @@ async fn a_scripted_bar_night_ends_with_every_phone_in_the_same_state(backend: B
         &["guest_05", "guest_06", "guest_07"],
     )
     .await;
-    let blur_id = blur.data()["createGame"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let blur_id = created_id(&blur);
     let round = start_round(&app, &bar.organizer, &blur_id, "guest_05").await;
     let round_id = round["data"]["startBlurRound"]["id"]
         .as_str()

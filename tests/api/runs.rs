@@ -178,6 +178,23 @@ async fn started_run(
     id
 }
 
+/// `runner` holding cells at a LIVE event of `organizer`'s, by a run saved through them; how many.
+async fn holding_cells(app: &TestApp, organizer: &Session, runner: &Session) -> i64 {
+    let start = Utc::now() - Span::minutes(30);
+    let (event, run) = running(app, organizer, runner, start).await;
+    save(
+        app,
+        runner,
+        &run,
+        &track(PARIS, start + Span::minutes(1), 3.0, 300, 2, 0.0),
+    )
+    .await
+    .data();
+    let cells = territories(app, &event).await.len() as i64;
+    assert!(cells > 0, "the run holds cells");
+    cells
+}
+
 /// Sets run `id`'s start back to `started_at` in the database, as if the runner set off then.
 async fn set_back(app: &TestApp, id: &str, started_at: DateTime<Utc>) {
     run::Entity::update_many()
@@ -1147,18 +1164,7 @@ async fn overlapping_holders_pay_each_interval_once(backend: Backend) {
     .await;
     let org = a.signup("org").await;
     let cat = a.signup("cat").await;
-    let start = Utc::now() - Span::minutes(30);
-    let (event, run) = running(&a, &org, &cat, start).await;
-    save(
-        &a,
-        &cat,
-        &run,
-        &track(PARIS, start + Span::minutes(1), 3.0, 300, 2, 0.0),
-    )
-    .await
-    .data();
-    let cells = territories(&a, &event).await.len() as i64;
-    assert!(cells > 0, "the run holds cells");
+    let cells = holding_cells(&a, &org, &cat).await;
     // The instances' own accrual (at start) is done before the count starts, and its lease is
     // held elsewhere so it cannot run again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -1251,18 +1257,7 @@ async fn claims_racing_accruals_lose_no_token(backend: Backend) {
     .await;
     let org = app.signup("org").await;
     let cat = app.signup("cat").await;
-    let start = Utc::now() - Span::minutes(30);
-    let (event, run) = running(&app, &org, &cat, start).await;
-    save(
-        &app,
-        &cat,
-        &run,
-        &track(PARIS, start + Span::minutes(1), 3.0, 300, 2, 0.0),
-    )
-    .await
-    .data();
-    let cells = territories(&app, &event).await.len() as i64;
-    assert!(cells > 0, "the run holds cells");
+    let cells = holding_cells(&app, &org, &cat).await;
     let hour = Span::hours(1);
     let job = Job {
         name: "accrue-racing-claims",

@@ -20,6 +20,17 @@ pub async fn create_event(app: &TestApp, session: &Session, title: &str, starts_
     response.data()["createEvent"].clone()
 }
 
+/// `who` deletes `event`.
+pub async fn delete_event(app: &TestApp, who: &Session, event: &str) {
+    app.gql_as(
+        who,
+        "mutation($id: ID!) { deleteEvent(id: $id) }",
+        json!({ "id": event }),
+    )
+    .await
+    .data();
+}
+
 /// An organizer, a bartender and a LIVE event.
 pub struct Bar {
     pub organizer: Session,
