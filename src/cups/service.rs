@@ -374,6 +374,21 @@ pub async fn record_cheers(
     update_open(state, id, cheer, true).await
 }
 
+/// Runs `update` of (at most) one session and returns the row as it left it. SeaORM's own
+/// `exec_with_returning` needs a crate feature for SQLite that changes every insert; the clause
+/// itself is in SQLite since 3.35 and in sea-query's builders.
+async fn update_returning(
+    db: &impl ConnectionTrait,
+    update: sea_orm::UpdateMany<cup_session::Entity>,
+) -> Result<Option<cup_session::Model>> {
+    let mut statement = update.into_query();
+    statement.returning_all();
+    Ok(cup_session::Entity::find()
+        .from_raw_sql(db.get_database_backend().build(&statement))
+        .one(db)
+        .await?)
+}
+
 /// Applies `update` to the session if it is still OPEN (else CONFLICT), then announces the row as
 /// that update left it (`RETURNING`: a re-read could see a concurrent update's row too, and the
 /// staff's feed would get one state twice and miss the other).
@@ -383,16 +398,10 @@ async fn update_open(
     update: sea_orm::UpdateMany<cup_session::Entity>,
     score_changed: bool,
 ) -> Result<cup_session::Model> {
-    // SeaORM's own `exec_with_returning` needs a crate feature for SQLite that changes every
-    // insert; the clause itself is in SQLite since 3.35 and in sea-query's builders.
-    let mut statement = update
+    let update = update
         .filter(cup_session::Column::Id.eq(id))
-        .filter(cup_session::Column::Status.eq(Status::Open))
-        .into_query();
-    statement.returning_all();
-    let session = cup_session::Entity::find()
-        .from_raw_sql(state.db.get_database_backend().build(&statement))
-        .one(&*state.one_write().await)
+        .filter(cup_session::Column::Status.eq(Status::Open));
+    let session = update_returning(&*state.one_write().await, update)
         .await?
         .ok_or_else(closed)?;
     announce(state, &session, score_changed);
@@ -500,16 +509,11 @@ pub async fn add_game_points(
     user: Uuid,
     points: i32,
 ) -> Result<()> {
-    let mut statement = add_to_score(cup_session::Column::GamePoints, points)
+    let update = add_to_score(cup_session::Column::GamePoints, points)
         .filter(cup_session::Column::EventId.eq(event))
         .filter(cup_session::Column::UserId.eq(user))
-        .filter(cup_session::Column::Status.eq(Status::Open))
-        .into_query();
-    statement.returning_all();
-    let scored = cup_session::Entity::find()
-        .from_raw_sql(txn.get_database_backend().build(&statement))
-        .one(&**txn)
-        .await?;
+        .filter(cup_session::Column::Status.eq(Status::Open));
+    let scored = update_returning(&**txn, update).await?;
     if let Some(session) = scored {
         announce_in(txn, &session, true);
     }

@@ -178,6 +178,20 @@ async fn started_run(
     id
 }
 
+/// An hourly accrual job named `name`, and its moment a hundred hours back (hourly moments are
+/// whole hours since the Unix epoch, computed here, not by the scheduler).
+fn hourly_accrual(name: &'static str) -> (Job, DateTime<Utc>) {
+    let hour = Span::hours(1);
+    let job = Job {
+        name,
+        schedule: Schedule::Every(hour),
+        work: Work::AccrueTokens,
+    };
+    let now = Utc::now().timestamp();
+    let last = DateTime::from_timestamp(now - now.rem_euclid(3_600), 0).expect("a time");
+    (job, last - hour * 100)
+}
+
 /// `runner` holding cells at a LIVE event of `organizer`'s, by a run saved through them; how many.
 async fn holding_cells(app: &TestApp, organizer: &Session, runner: &Session) -> i64 {
     let start = Utc::now() - Span::minutes(30);
@@ -1199,15 +1213,7 @@ async fn overlapping_holders_pay_each_interval_once(backend: Backend) {
     let before = claimable().await;
 
     let hour = Span::hours(1);
-    let job = Job {
-        name: "accrue-overlapping",
-        schedule: Schedule::Every(hour),
-        work: Work::AccrueTokens,
-    };
-    // Hourly moments are whole hours since the Unix epoch: the last one, a hundred hours back.
-    let now = Utc::now().timestamp();
-    let first =
-        DateTime::from_timestamp(now - now.rem_euclid(3_600), 0).expect("a time") - hour * 100;
+    let (job, first) = hourly_accrual("accrue-overlapping");
     assert!(
         take_lease(&a.state, job.name, "early", first, Span::seconds(1))
             .await
@@ -1259,14 +1265,7 @@ async fn claims_racing_accruals_lose_no_token(backend: Backend) {
     let cat = app.signup("cat").await;
     let cells = holding_cells(&app, &org, &cat).await;
     let hour = Span::hours(1);
-    let job = Job {
-        name: "accrue-racing-claims",
-        schedule: Schedule::Every(hour),
-        work: Work::AccrueTokens,
-    };
-    let now = Utc::now().timestamp();
-    let first =
-        DateTime::from_timestamp(now - now.rem_euclid(3_600), 0).expect("a time") - hour * 100;
+    let (job, first) = hourly_accrual("accrue-racing-claims");
     run_due(&app.state, &job, "racer", first)
         .await
         .expect("first moment")
