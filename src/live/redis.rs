@@ -4,10 +4,18 @@
 //!
 //! Both sides reconnect with exponential backoff (100 ms to 5 s). While Redis is away, publishing
 //! drops the cross-instance copy (counted in `rally_live_dropped_total`) but local subscribers still
-//! get every message, and queries and mutations are unaffected. After the subscriber reconnects it
-//! tells every local subscriber to resynchronise, since messages published meanwhile are lost (Redis
-//! pub/sub does not keep them).
+//! get every message, and queries and mutations are unaffected. Redis pub/sub keeps nothing, so a
+//! message lost on either side is gone, and every loss makes the subscribers that may have missed it
+//! resynchronise:
+//! - the subscriber connection (re)connects: every local subscriber resynchronises, since anything
+//!   published while it was away is lost;
+//! - another instance dropped messages (its outbox was full, a pipeline failed, Redis was away from
+//!   its side only): each instance numbers what it sends (`seq`, one sequence per origin, in the
+//!   order it sends) and skips a number for every loss, and says its last number in a beat on
+//!   `{prefix}:_beat` every [`PING_EVERY`]. A receiver that finds a number missing resynchronises
+//!   every local subscriber, within a beat of the sender's next connection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,6 +24,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::hub::{Delivery, Hub};
@@ -29,20 +38,91 @@ const PUBLISH_BATCH: usize = 256;
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// Longest wait for Redis to answer anything.
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// The topic of the beats that carry each instance's last sequence number (no subscriber has it:
+/// topics are `kind:id`).
+const BEAT_TOPIC: &str = "_beat";
+/// An origin not heard from (not even a beat) for this long has stopped; it is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 /// Redis pub/sub between instances.
 pub struct RedisBroker {
     hub: Arc<Hub>,
     origin: Uuid,
-    outbox: mpsc::Sender<(String, String)>,
+    outbox: mpsc::Sender<Outgoing>,
+    /// Set when a message could not even be queued: the publisher skips a sequence number.
+    lost: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
     /// `{RALLY_REDIS_PREFIX}:`, before every topic's channel name.
     channels: String,
 }
 
+/// A message for the publisher: its channel, and its envelope after the sequence number (the
+/// publisher numbers messages in the order it sends them).
+struct Outgoing {
+    channel: String,
+    rest: String,
+}
+
+/// Where and as whom the publisher sends its beats.
+struct Beat {
+    channel: String,
+    origin: Uuid,
+}
+
+/// This instance's sequence numbers: one for every message sent, in the order sent, and one
+/// skipped for every message lost, so the receivers see the gap.
+#[derive(Default)]
+struct Numbers {
+    last: u64,
+}
+
+impl Numbers {
+    /// A message was lost.
+    fn skip(&mut self) {
+        self.last += 1;
+    }
+
+    /// The envelope of the next message: its number, then `rest`.
+    fn envelope(&mut self, rest: &str) -> String {
+        self.last += 1;
+        format!(r#"{{"v":{WIRE_VERSION},"seq":{},{rest}"#, self.last)
+    }
+
+    /// A beat: the last number, on no subscriber's topic.
+    fn beat(&self, origin: Uuid) -> String {
+        format!(
+            r#"{{"v":{WIRE_VERSION},"seq":{},"origin":"{origin}","topic":"{BEAT_TOPIC}","at":{},"payload":null}}"#,
+            self.last,
+            super::hub::now_micros(),
+        )
+    }
+}
+
+/// The last sequence number heard from each other instance, and when.
+#[derive(Default)]
+struct Heard(HashMap<Uuid, (u64, Instant)>);
+
+impl Heard {
+    /// Records `seq` from `origin` (a beat repeats the last number sent); whether numbers are
+    /// missing before it. An origin heard for the first time is missing nothing: this connection
+    /// resynchronised everyone when it opened.
+    fn missing(&mut self, origin: Uuid, seq: u64, beat: bool) -> bool {
+        let last = self.0.insert(origin, (seq, Instant::now()));
+        last.is_some_and(|(last, _)| seq > last + u64::from(!beat))
+    }
+
+    /// Forgets origins not heard from for [`FORGET_AFTER`] (stopped instances).
+    fn forget_silent(&mut self) {
+        self.0
+            .retain(|_, (_, heard)| heard.elapsed() < FORGET_AFTER);
+    }
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     v: u8,
+    /// The sender's sequence number (absent from instances older than the numbering).
+    seq: Option<u64>,
     origin: Uuid,
     topic: String,
     at: i64,
@@ -57,8 +137,13 @@ impl RedisBroker {
             .map_err(|e| anyhow::anyhow!("RALLY_REDIS_URL is not a Redis URL: {e}"))?;
         let (outbox, queue) = mpsc::channel(OUTBOX);
         let connected = Arc::new(AtomicBool::new(false));
-        tokio::spawn(publisher(client.clone(), queue));
+        let lost = Arc::new(AtomicBool::new(false));
         let channels = format!("{prefix}:");
+        let beat = Beat {
+            channel: format!("{channels}{BEAT_TOPIC}"),
+            origin,
+        };
+        tokio::spawn(publisher(client.clone(), queue, lost.clone(), beat));
         let pattern = format!("{channels}*");
         tokio::spawn(subscriber(
             client,
@@ -71,6 +156,7 @@ impl RedisBroker {
             hub,
             origin,
             outbox,
+            lost,
             connected,
             channels,
         })
@@ -80,15 +166,16 @@ impl RedisBroker {
 impl Broker for RedisBroker {
     fn publish(&self, delivery: Arc<Delivery>) {
         let payload = String::from_utf8_lossy(&delivery.payload);
-        let wire = format!(
-            r#"{{"v":{WIRE_VERSION},"origin":"{}","topic":{},"at":{},"payload":{payload}}}"#,
+        let rest = format!(
+            r#""origin":"{}","topic":{},"at":{},"payload":{payload}}}"#,
             self.origin,
             serde_json::Value::from(delivery.topic.as_str()),
             delivery.published_at_us,
         );
         let channel = format!("{}{}", self.channels, delivery.topic.as_str());
         self.hub.deliver(delivery);
-        if self.outbox.try_send((channel, wire)).is_err() {
+        if self.outbox.try_send(Outgoing { channel, rest }).is_err() {
+            self.lost.store(true, Ordering::Relaxed);
             metrics::counter!("rally_live_dropped_total").increment(1);
         }
     }
@@ -105,11 +192,20 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
 }
 
-/// Sends queued messages with PUBLISH, reconnecting as needed.
-async fn publisher(client: redis::Client, mut queue: mpsc::Receiver<(String, String)>) {
+/// Sends queued messages with PUBLISH, numbered, and a beat every [`PING_EVERY`], reconnecting as
+/// needed.
+async fn publisher(
+    client: redis::Client,
+    mut queue: mpsc::Receiver<Outgoing>,
+    lost: Arc<AtomicBool>,
+    beat: Beat,
+) {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
+    let mut numbers = Numbers::default();
+    let mut beats = tokio::time::interval(PING_EVERY);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut attempt = 0;
     'connect: loop {
         let mut connection = match client
@@ -123,8 +219,9 @@ async fn publisher(client: redis::Client, mut queue: mpsc::Receiver<(String, Str
             Err(err) => {
                 tracing::debug!(error = %err, "redis publisher cannot connect");
                 // Messages queued while Redis is away are dropped: they are stale by the time it
-                // returns, and subscribers resynchronise on reconnect.
+                // returns, and the skipped numbers make the receivers resynchronise.
                 while let Ok(_stale) = queue.try_recv() {
+                    numbers.skip();
                     metrics::counter!("rally_live_dropped_total").increment(1);
                 }
                 tokio::time::sleep(backoff(attempt)).await;
@@ -133,16 +230,35 @@ async fn publisher(client: redis::Client, mut queue: mpsc::Receiver<(String, Str
             }
         };
         let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-        while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        loop {
+            tokio::select! {
+                received = queue.recv_many(&mut batch, PUBLISH_BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                }
+                _ = beats.tick() => {}
+            }
+            if lost.swap(false, Ordering::Relaxed) {
+                numbers.skip();
+            }
             // Everything queued meanwhile goes in one pipeline (one round trip, in order): one
             // PUBLISH awaited at a time fell behind a busy instance's writes, until a slow answer
             // timed out and the reconnection dropped the whole queue.
             let mut pipeline = redis::pipe();
-            for (channel, message) in &batch {
-                pipeline.publish(channel, message).ignore();
+            for message in &batch {
+                pipeline
+                    .publish(&message.channel, numbers.envelope(&message.rest))
+                    .ignore();
+            }
+            if batch.is_empty() {
+                pipeline
+                    .publish(&beat.channel, numbers.beat(beat.origin))
+                    .ignore();
             }
             let sent: redis::RedisResult<()> = pipeline.query_async(&mut connection).await;
             if let Err(err) = sent {
+                // The batch's numbers are spent, so the receivers see the gap.
                 tracing::warn!(error = %err, "redis publish failed; reconnecting");
                 metrics::counter!("rally_live_dropped_total").increment(batch.len() as u64);
                 batch.clear();
@@ -150,7 +266,6 @@ async fn publisher(client: redis::Client, mut queue: mpsc::Receiver<(String, Str
             }
             batch.clear();
         }
-        return;
     }
 }
 
@@ -192,11 +307,14 @@ async fn subscriber(
         if was_connected {
             metrics::counter!("rally_redis_reconnects_total").increment(1);
             tracing::info!("redis subscriber reconnected; resynchronising subscribers");
-            hub.resync_all();
         } else {
             tracing::info!("redis subscriber connected");
         }
+        // Whatever was published before this connection (while it was away, or since start-up)
+        // never reaches it.
+        hub.resync_all();
         was_connected = true;
+        let mut heard = Heard::default();
         let (mut sink, mut stream) = pubsub.split();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
@@ -204,9 +322,10 @@ async fn subscriber(
             tokio::select! {
                 message = stream.next() => {
                     let Some(message) = message else { break };
-                    receive(&hub, origin, message.get_payload_bytes());
+                    receive(&hub, origin, &mut heard, message.get_payload_bytes());
                 }
                 _ = ping.tick() => {
+                    heard.forget_silent();
                     // In pub/sub mode Redis answers PING with `["pong", ""]`, not `PONG`: any answer will do.
                     let answer = tokio::time::timeout(TIMEOUT, sink.ping::<redis::Value>()).await;
                     if !matches!(answer, Ok(Ok(_))) {
@@ -223,7 +342,9 @@ async fn subscriber(
     }
 }
 
-fn receive(hub: &Hub, origin: Uuid, bytes: &[u8]) {
+/// Hands a message from another instance to the hub; when numbers from its sender are missing,
+/// every local subscriber resynchronises first.
+fn receive(hub: &Hub, origin: Uuid, heard: &mut Heard, bytes: &[u8]) {
     let envelope: Envelope<'_> = match serde_json::from_slice(bytes) {
         Ok(envelope) => envelope,
         Err(err) => {
@@ -234,6 +355,20 @@ fn receive(hub: &Hub, origin: Uuid, bytes: &[u8]) {
     if envelope.v != WIRE_VERSION || envelope.origin == origin {
         return;
     }
+    let beat = envelope.topic == BEAT_TOPIC;
+    if let Some(seq) = envelope.seq
+        && heard.missing(envelope.origin, seq, beat)
+    {
+        metrics::counter!("rally_live_gaps_total").increment(1);
+        tracing::info!(
+            origin = %envelope.origin,
+            "messages from another instance were lost; resynchronising subscribers"
+        );
+        hub.resync_all();
+    }
+    if beat {
+        return;
+    }
     let payload = bytes::Bytes::copy_from_slice(envelope.payload.get().as_bytes());
     hub.deliver(Arc::new(Delivery::new(
         TopicName::from_wire(envelope.topic),
@@ -241,4 +376,48 @@ fn receive(hub: &Hub, origin: Uuid, bytes: &[u8]) {
         envelope.origin,
         envelope.at,
     )));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a receiver reads off an envelope: its number, and whether it is a beat.
+    fn read(wire: &str) -> (u64, bool) {
+        let envelope: Envelope<'_> = serde_json::from_str(wire).expect("an envelope");
+        (
+            envelope.seq.expect("numbered"),
+            envelope.topic == BEAT_TOPIC,
+        )
+    }
+
+    #[test]
+    fn a_receiver_sees_a_gap_exactly_where_the_sender_lost_messages() {
+        let sender = Uuid::new_v4();
+        let rest = format!(r#""origin":"{sender}","topic":"event:1","at":1,"payload":{{}}}}"#);
+        let mut numbers = Numbers::default();
+        let mut heard = Heard::default();
+        let mut gaps = Vec::new();
+        let mut hear = |wire: String| {
+            let (seq, beat) = read(&wire);
+            gaps.push(heard.missing(sender, seq, beat));
+        };
+        hear(numbers.envelope(&rest)); // first heard: nothing missing
+        hear(numbers.envelope(&rest));
+        hear(numbers.beat(sender)); // a beat repeats the last number
+        numbers.skip(); // lost
+        hear(numbers.beat(sender)); // the beat shows the loss
+        hear(numbers.envelope(&rest));
+        numbers.skip();
+        hear(numbers.envelope(&rest)); // a message shows it too
+        hear(numbers.beat(sender));
+        assert_eq!(gaps, [false, false, false, true, false, true, false]);
+    }
+
+    #[test]
+    fn envelopes_of_instances_without_numbers_are_still_read() {
+        let old = r#"{"v":1,"origin":"00000000-0000-0000-0000-000000000000","topic":"event:1","at":1,"payload":{}}"#;
+        let envelope: Envelope<'_> = serde_json::from_str(old).expect("an envelope");
+        assert_eq!(envelope.seq, None);
+    }
 }

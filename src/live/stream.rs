@@ -100,7 +100,8 @@ where
 }
 
 /// Follows an event stream: every message from now on, each once (a resync means nothing here:
-/// an event stream has no state to reload, and what was missed is gone).
+/// an event stream has no state to reload, and what was missed is gone; a stream that must catch
+/// up after one reads its [`Feed`] itself, as `trackingCommands` does).
 pub fn events<P: Payload>(mut feed: Feed<P>) -> impl Stream<Item = Arc<P>> + Send + 'static {
     async_stream::stream! {
         while let Some(signal) = feed.next().await {
@@ -176,6 +177,17 @@ async fn reload<S, L, F>(load: &L) -> Option<S>
 where
     L: Fn() -> F,
     F: Future<Output = Result<Option<S>>>,
+{
+    retried(load).await
+}
+
+/// Runs `load` until it succeeds: failures are logged and retried with backoff (100 ms doubling to
+/// 5 s), for streams that must catch up with the truth after a [`Signal::Resync`] and may not skip
+/// it.
+pub async fn retried<T, L, F>(load: &L) -> T
+where
+    L: Fn() -> F,
+    F: Future<Output = Result<T>>,
 {
     let mut backoff = FIRST_BACKOFF;
     loop {

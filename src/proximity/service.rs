@@ -2,6 +2,7 @@
 //! and `proximity_states`, the publisher of `user:{id}:tracking`, `activity:{id}` and
 //! `user:{id}:alerts`, and the live streams built on them.
 
+use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, Utc};
@@ -716,32 +717,82 @@ async fn reload(state: &AppState, me: Identity, id: Uuid) -> Result<(ActivityVie
 
 /// A watched person's devices: START for every ACTIVE activity that watches them now (a phone that
 /// was offline still learns it must share), then every command as it happens that still holds when
-/// it is delivered ([`still_holds`]).
+/// it is delivered ([`still_holds`]). When commands may have been missed ([`Signal::Resync`]: the
+/// device's connection fell behind, or another instance's commands were lost between instances),
+/// the stream compares what it told the device with what the state says now and sends the
+/// difference: STOP for every activity it started that no longer watches them (a missed STOP would
+/// leave a phone sharing without consent), START for every one it has not started.
 pub async fn tracking_commands(
     state: &AppState,
     me: Identity,
 ) -> Result<impl Stream<Item = TrackingCommand> + Send + 'static> {
     // Subscribed before the snapshot is read, so a command between the two is not lost.
-    let feed = state.live.subscribe(&TRACKING.of(me.user_id));
-    let snapshot: Vec<TrackingCommand> = watching(state, me.user_id)
-        .await?
-        .into_iter()
-        .map(|running| TrackingCommand {
-            command: Command::Start,
-            activity_id: running.id,
-            requested_by: running.owner_id,
-        })
-        .collect();
+    let mut feed = state.live.subscribe(&TRACKING.of(me.user_id));
+    let mut told = Told::default();
+    let snapshot = told.catch_up(watching(state, me.user_id).await?);
     let state = state.clone();
-    let live = live::events(feed).filter_map(move |command| {
-        let state = state.clone();
-        async move {
-            still_holds(&state, me.user_id, &command)
-                .await
-                .then(|| (*command).clone())
+    Ok(async_stream::stream! {
+        for command in snapshot {
+            yield command;
         }
-    });
-    Ok(futures_util::stream::iter(snapshot).chain(live))
+        while let Some(signal) = feed.next().await {
+            match signal {
+                Signal::Message(command) => {
+                    if still_holds(&state, me.user_id, &command).await {
+                        told.note(&command);
+                        yield (*command).clone();
+                    }
+                }
+                Signal::Resync => {
+                    let now = live::retried(&|| watching(&state, me.user_id)).await;
+                    for command in told.catch_up(now) {
+                        yield command;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The activities one tracking stream has told its device to share with (id and owner): what it
+/// compares with the state after a resync.
+#[derive(Default)]
+struct Told(HashMap<Uuid, Uuid>);
+
+impl Told {
+    /// Records a command the device was sent.
+    fn note(&mut self, command: &TrackingCommand) {
+        match command.command {
+            Command::Start => self.0.insert(command.activity_id, command.requested_by),
+            Command::Stop => self.0.remove(&command.activity_id),
+        };
+    }
+
+    /// The commands that bring the device from what it was told to `watching` (the ACTIVE
+    /// activities that watch it now): STOPs first, then STARTs.
+    fn catch_up(&mut self, watching: Vec<activity::Model>) -> Vec<TrackingCommand> {
+        let now: HashMap<Uuid, Uuid> = watching
+            .into_iter()
+            .map(|running| (running.id, running.owner_id))
+            .collect();
+        let stops = self.0.iter().filter(|(id, _)| !now.contains_key(id)).map(
+            |(&activity_id, &requested_by)| TrackingCommand {
+                command: Command::Stop,
+                activity_id,
+                requested_by,
+            },
+        );
+        let starts = now.iter().filter(|(id, _)| !self.0.contains_key(id)).map(
+            |(&activity_id, &requested_by)| TrackingCommand {
+                command: Command::Start,
+                activity_id,
+                requested_by,
+            },
+        );
+        let commands = stops.chain(starts).collect();
+        self.0 = now;
+        commands
+    }
 }
 
 /// Whether `command` still says what `watched`'s devices must do: START while its activity is

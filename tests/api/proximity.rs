@@ -19,6 +19,7 @@ crate::on_every_backend!(
     strangers_learn_nothing,
     devices_are_told_to_start_and_stop,
     a_command_overtaken_by_a_later_change_is_not_delivered,
+    a_device_that_fell_behind_is_told_what_changed_meanwhile,
     removals_racing_the_end_of_the_activity_stop_the_device_once,
     commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_stopped,
     the_live_status_follows_positions_and_goes_stale_by_itself,
@@ -562,6 +563,79 @@ async fn a_command_overtaken_by_a_later_change_is_not_delivered(backend: Backend
         (&json!("STOP"), &second),
     );
     phone.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// A device whose stream fell behind (more commands queued than a subscriber may fall behind by)
+/// lost commands, the oldest first. It is not left sharing with an activity that has ended: it gets
+/// STOP for every activity it was started for that has ended meanwhile, then START for every one
+/// that began meanwhile, and none of the late commands it skipped.
+async fn a_device_that_fell_behind_is_told_what_changed_meanwhile(backend: Backend) {
+    use futures_util::StreamExt;
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let cat = app.signup("cat").await;
+    watch(&app, &ann, &bob).await;
+    watch(&app, &cat, &bob).await;
+    let bobs = rally::auth::Identity {
+        user_id: Uuid::parse_str(&bob.id).expect("uuid"),
+        is_admin: false,
+        expires_at: i64::MAX,
+        session_id: None,
+    };
+    let phone = rally::proximity::service::tracking_commands(&app.state, bobs)
+        .await
+        .expect("bob follows his own commands");
+    let mut phone = Box::pin(phone);
+    let mut next = async || {
+        let command = tokio::time::timeout(Duration::from_secs(5), phone.next())
+            .await
+            .expect("a command comes")
+            .expect("the stream goes on");
+        (
+            command.command,
+            command.activity_id.to_string(),
+            command.requested_by.to_string(),
+        )
+    };
+    let anns = start(&app, &ann, 100.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(next().await, (Command::Start, anns.clone(), ann.id.clone()));
+
+    // While the device reads nothing: ann's activity ends, cat's starts, and then 150 commands
+    // that no longer hold (more than the 128 a subscriber may fall behind by) push both out.
+    stop_activity(&app, &ann, &json!(anns)).await.data();
+    let cats = start(&app, &cat, 100.0).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for _ in 0..150 {
+        send_late(
+            &app,
+            &bob,
+            &ann,
+            Command::Start,
+            &json!(Uuid::new_v4().to_string()),
+        );
+    }
+    assert_eq!(
+        next().await,
+        (Command::Stop, anns, ann.id.clone()),
+        "the missed STOP"
+    );
+    assert_eq!(
+        next().await,
+        (Command::Start, cats, cat.id.clone()),
+        "the missed START"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), phone.next())
+            .await
+            .is_err(),
+        "none of the skipped commands follow"
+    );
 }
 
 /// Runs `a` and `b` together, one of them late by a multiple of `step_ms` that changes with `round`:

@@ -401,23 +401,66 @@ async fn two_instances_behind_a_proxy(
     test: &str,
     settings: &[(&str, &str)],
 ) -> Option<(Proxy, PostgresDb, reqwest::Client, Instance, Instance)> {
+    let redis = redis_address_or_skip(test)?;
+    let proxy = Proxy::start(redis).await;
+    let (database, http, a, b) = two_instances_on(&proxy, &proxy, settings).await;
+    Some((proxy, database, http, a, b))
+}
+
+/// Two instances on a fresh database, each reaching Redis through a [`Proxy`] of its own, so the
+/// test can cut one off while the other stays connected; `None` (a printed skip) without
+/// PostgreSQL and Redis.
+async fn two_instances_behind_their_own_proxies(
+    test: &str,
+) -> Option<(
+    Proxy,
+    Proxy,
+    PostgresDb,
+    reqwest::Client,
+    Instance,
+    Instance,
+)> {
+    let redis = redis_address_or_skip(test)?;
+    let (to_a, to_b) = (Proxy::start(redis).await, Proxy::start(redis).await);
+    let (database, http, a, b) = two_instances_on(&to_a, &to_b, &[]).await;
+    Some((to_a, to_b, database, http, a, b))
+}
+
+/// The test Redis's address; `None` (a printed skip) without PostgreSQL and Redis.
+fn redis_address_or_skip(test: &str) -> Option<SocketAddr> {
     let redis_url = crate::common::redis_url_or_skip(test)?;
     crate::common::Backend::postgres_or_skip(test)?;
-    let redis: SocketAddr = redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("RALLY_TEST_REDIS_URL is redis://host:port");
-    let proxy = Proxy::start(redis).await;
+    Some(
+        redis_url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("RALLY_TEST_REDIS_URL is redis://host:port"),
+    )
+}
+
+/// Instance A reaching Redis through `to_a`, B through `to_b`, on a fresh database.
+async fn two_instances_on(
+    to_a: &Proxy,
+    to_b: &Proxy,
+    settings: &[(&str, &str)],
+) -> (PostgresDb, reqwest::Client, Instance, Instance) {
     let database = PostgresDb::create().await;
     let http = reqwest::Client::new();
-    let proxied = format!("redis://{}", proxy.address);
     // One instance first so the migrations run once, then the second.
-    let a = Instance::start_with(&database.url, &proxied, settings);
+    let a = Instance::start_with(
+        &database.url,
+        &format!("redis://{}", to_a.address),
+        settings,
+    );
     a.wait_for_broker(&http, "connected").await;
-    let b = Instance::start_with(&database.url, &proxied, settings);
+    let b = Instance::start_with(
+        &database.url,
+        &format!("redis://{}", to_b.address),
+        settings,
+    );
     b.wait_for_broker(&http, "connected").await;
-    Some((proxy, database, http, a, b))
+    (database, http, a, b)
 }
 
 async fn two_instances_with(
@@ -759,6 +802,86 @@ async fn a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another
     assert_eq!(stop["trackingCommands"]["command"], "STOP");
     alerts.assert_quiet(Duration::from_millis(200)).await;
     drop((phone, screen, alerts, a, b));
+    database.drop_blocking();
+}
+
+/// Redis goes away from B's side only: the STOP of an activity ended on B never leaves B. Once B
+/// is back, the gap in B's numbering (seen in its next beat, with nothing else published) makes A
+/// resynchronise, and the phone on A is told to stop: it does not go on sharing for an activity
+/// that has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_lost_on_its_way_out_of_one_instance_still_reaches_a_phone_on_another() {
+    let test = "a_stop_lost_on_its_way_out_of_one_instance_still_reaches_a_phone_on_another";
+    let Some((_to_a, to_b, database, http, a, b)) =
+        two_instances_behind_their_own_proxies(test).await
+    else {
+        return;
+    };
+    let sessions = sign_up(&b, &http, &["ann", "bob"]).await;
+    let (ann, bob) = (&sessions[0], &sessions[1]);
+    b.gql(
+        &http,
+        Some(&ann.access),
+        "mutation { requestMonitor(handle: \"bob\") { status } }",
+        json!({}),
+    )
+    .await;
+    b.gql(
+        &http,
+        Some(&bob.access),
+        "mutation { acceptMonitor(watcher: \"ann\") { status } }",
+        json!({}),
+    )
+    .await;
+    let mut phone = a.ws().await;
+    phone
+        .init(json!({ "authorization": format!("Bearer {}", bob.access) }))
+        .await;
+    phone
+        .subscribe(
+            "t",
+            "subscription { trackingCommands { command activityId } }",
+            json!({}),
+        )
+        .await;
+    wait_for_subscriptions(&a, &http, "trackingCommands", 1.0).await;
+    let started = b
+        .gql(
+            &http,
+            Some(&ann.access),
+            "mutation { startActivity(alertRadiusMeters: 100) { id } }",
+            json!({}),
+        )
+        .await;
+    let activity = started["startActivity"]["id"].clone();
+    let start = phone.next_data("t").await;
+    assert_eq!(
+        start["trackingCommands"],
+        json!({ "command": "START", "activityId": activity }),
+        "B's START crossed Redis to A"
+    );
+
+    to_b.cut().await;
+    b.wait_for_broker(&http, "reconnecting").await;
+    b.gql(
+        &http,
+        Some(&ann.access),
+        "mutation($id: ID!) { stopActivity(id: $id) { status } }",
+        json!({ "id": activity }),
+    )
+    .await;
+    phone.assert_quiet(Duration::from_millis(500)).await;
+
+    to_b.restore();
+    b.wait_for_broker(&http, "connected").await;
+    let stop = phone.next_data("t").await;
+    assert_eq!(
+        stop["trackingCommands"],
+        json!({ "command": "STOP", "activityId": activity }),
+        "the lost STOP, sent again by A's resync"
+    );
+    phone.assert_quiet(Duration::from_millis(300)).await;
+    drop((phone, a, b));
     database.drop_blocking();
 }
 
