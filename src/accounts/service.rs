@@ -496,29 +496,43 @@ pub async fn update_profile(
 /// Checks, re-encodes and stores a new avatar; the old picture is deleted afterwards.
 #[tracing::instrument(skip(state, bytes), fields(bytes = bytes.len()))]
 pub async fn set_avatar(state: &AppState, user_id: Uuid, bytes: Vec<u8>) -> Result<user::Model> {
-    let current = user::Entity::find_by_id(user_id)
-        .one(&state.db)
-        .await?
-        .ok_or(Error::Unauthenticated("this account no longer exists"))?;
     state.uploads.check(user_id).await?;
     let picture = prepare_picture(bytes, state.image_limits(), AVATAR_SIDE, "file").await?;
     let key = state.media.put_picture(picture).await?;
-    let old = current.avatar_key.clone();
-    let mut row: user::ActiveModel = current.into();
-    row.avatar_key = Set(Some(key.clone()));
-    row.updated_at = Set(Utc::now());
-    let updated = row.update(&*state.one_write().await).await;
-    let updated = match updated {
-        Ok(updated) => updated,
+    let (updated, old) = match swap_avatar(state, user_id, &key).await {
+        Ok(swapped) => swapped,
         Err(err) => {
             state.media.delete(&key).await;
-            return Err(err.into());
+            return Err(err);
         }
     };
     if let Some(old) = old {
         state.media.delete(&old).await;
     }
     Ok(updated)
+}
+
+/// Puts the stored picture `key` on the account; the account as it is now and the key it
+/// replaced, read under the row's lock in the write that replaces it (of two uploads at once, each
+/// deletes the picture it replaced).
+async fn swap_avatar(
+    state: &AppState,
+    user_id: Uuid,
+    key: &str,
+) -> Result<(user::Model, Option<String>)> {
+    let txn = state.begin_write().await?;
+    let current = txn
+        .locking(user::Entity::find_by_id(user_id))
+        .one(&*txn)
+        .await?
+        .ok_or(Error::Unauthenticated("this account no longer exists"))?;
+    let old = current.avatar_key.clone();
+    let mut row: user::ActiveModel = current.into();
+    row.avatar_key = Set(Some(key.to_owned()));
+    row.updated_at = Set(Utc::now());
+    let updated = row.update(&*txn).await?;
+    txn.commit().await?;
+    Ok((updated, old))
 }
 
 #[cfg(test)]

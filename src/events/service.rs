@@ -340,6 +340,30 @@ pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Puts the stored picture `key` on the event; the event as it is now and the key it replaced.
+/// The old key is read under the row's lock in the write that replaces it, so of two uploads at
+/// once each deletes the picture it replaced (no picture is left that nothing shows), and an upload
+/// that lost its event to a deletion gets NOT_FOUND.
+async fn swap_image(
+    state: &AppState,
+    actor: Identity,
+    id: Uuid,
+    key: &str,
+) -> Result<(event::Model, Option<String>)> {
+    let txn = state.begin_write().await?;
+    let current = lock_or_404(&txn, id).await?;
+    ensure_organizer(actor, &current)?;
+    let old = current.image_key.clone();
+    let version = current.version + 1;
+    let mut row: event::ActiveModel = current.into();
+    row.image_key = Set(Some(key.to_owned()));
+    row.version = Set(version);
+    row.updated_at = Set(Utc::now());
+    let event = row.update(&*txn).await?;
+    txn.commit().await?;
+    Ok((event, old))
+}
+
 /// Stores a new picture for an event; organizer (or admin) only. `bytes` as read: its error reaches
 /// the organizer only.
 #[tracing::instrument(skip(state, bytes), fields(bytes = tracing::field::Empty))]
@@ -356,24 +380,16 @@ pub async fn set_image(
     state.uploads.check(actor.user_id).await?;
     let picture = prepare_picture(bytes, state.image_limits(), IMAGE_SIDE, "file").await?;
     let key = state.media.put_picture(picture).await?;
-    let updated = event::Entity::update_many()
-        .col_expr(event::Column::ImageKey, Expr::value(key.clone()))
-        .col_expr(
-            event::Column::Version,
-            Expr::col(event::Column::Version).add(1),
-        )
-        .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(event::Column::Id.eq(id))
-        .exec(&*state.one_write().await)
-        .await;
-    if let Err(err) = updated {
-        state.media.delete(&key).await;
-        return Err(err.into());
+    let (event, old) = match swap_image(state, actor, id, &key).await {
+        Ok(swapped) => swapped,
+        Err(err) => {
+            state.media.delete(&key).await;
+            return Err(err);
+        }
+    };
+    if let Some(old) = old {
+        state.media.delete(&old).await;
     }
-    if let Some(old) = &current.image_key {
-        state.media.delete(old).await;
-    }
-    let event = find_or_404(&state.db, id).await?;
     announce(
         state,
         &event,

@@ -16,6 +16,7 @@ on_every_backend!(
     uploads_are_rate_limited_per_user,
     an_avatar_original_may_have_fewer_pixels_than_an_event_picture,
     media_answers_byte_ranges,
+    racing_uploads_leave_only_the_pictures_shown,
 );
 
 const UPLOAD: &str = r#"{"query":"mutation($f: Upload!) { uploadAvatar(file: $f) { avatarUrl } }","variables":{"f":null}}"#;
@@ -246,27 +247,118 @@ async fn an_avatar_original_may_have_fewer_pixels_than_an_event_picture(backend:
     );
     let event =
         crate::common::fixtures::create_event(&app, &ann, "Gallery", "2030-01-01T20:00:00Z").await;
+    let body = upload_event_image(&app, &ann, &event["id"], big).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(body["data"]["uploadEventImage"]["imageUrl"].is_string());
+}
+
+/// `uploadEventImage` of `bytes` (a PNG) for `event`, as `session`; the response body.
+async fn upload_event_image(
+    app: &TestApp,
+    session: &Session,
+    event: &Value,
+    bytes: Vec<u8>,
+) -> Value {
     let operations = json!({
         "query": "mutation($id: ID!, $f: Upload!) { uploadEventImage(id: $id, file: $f) { imageUrl } }",
-        "variables": { "id": event["id"], "f": null },
+        "variables": { "id": event, "f": null },
     });
     let form = Form::new()
         .text("operations", operations.to_string())
         .text("map", r#"{"0":["variables.f"]}"#)
-        .part("0", Part::bytes(big).file_name("big.png"));
-    let body: Value = app
-        .http
+        .part("0", Part::bytes(bytes).file_name("picture.png"));
+    app.http
         .post(app.url("/graphql"))
-        .bearer_auth(&ann.access)
+        .bearer_auth(&session.access)
         .multipart(form)
         .send()
         .await
         .expect("sent")
         .json()
         .await
-        .expect("json");
-    assert!(body["errors"].is_null(), "{body}");
-    assert!(body["data"]["uploadEventImage"]["imageUrl"].is_string());
+        .expect("json")
+}
+
+/// The keys of every public picture in the media store.
+async fn stored_pictures(app: &TestApp) -> Vec<String> {
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    let mut keys = app
+        .state
+        .media
+        .keys_written_before("", later)
+        .await
+        .expect("the store lists");
+    keys.retain(|key| !key.starts_with("private/"));
+    keys.sort();
+    keys
+}
+
+/// The media key at the end of a picture's URL.
+fn key_of(url: &Value) -> String {
+    let url = url.as_str().expect("a picture URL");
+    url.rsplit_once("/media/")
+        .expect("a media URL")
+        .1
+        .to_owned()
+}
+
+/// Uploads that race each other, or race the deletion of their event, leave exactly the pictures
+/// that something shows in the store: each upload deletes the picture it replaced, and an upload
+/// that lost its event deletes its own.
+async fn racing_uploads_leave_only_the_pictures_shown(backend: Backend) {
+    use futures_util::future::join_all;
+    let app = TestApp::spawn_with(backend, |c| c.uploads_per_minute = 1_000).await;
+    let ann = app.signup("ann").await;
+    let answers =
+        join_all((0..8).map(|_| upload(&app, &ann, jpeg_with_exif(64, 64), "a.jpg"))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    let me = app.gql_as(&ann, "{ me { avatarUrl } }", json!({})).await;
+    let avatar = key_of(&me.data()["me"]["avatarUrl"]);
+    assert_eq!(
+        stored_pictures(&app).await,
+        std::slice::from_ref(&avatar),
+        "one avatar stored"
+    );
+
+    let event =
+        crate::common::fixtures::create_event(&app, &ann, "Gallery", "2030-01-01T20:00:00Z").await;
+    let answers =
+        join_all((0..8).map(|_| upload_event_image(&app, &ann, &event["id"], black_png(64)))).await;
+    for body in &answers {
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    let shown = app
+        .gql_as(
+            &ann,
+            "query($id: ID!) { event(id: $id) { imageUrl } }",
+            json!({ "id": event["id"] }),
+        )
+        .await;
+    let mut expected = vec![avatar.clone(), key_of(&shown.data()["event"]["imageUrl"])];
+    expected.sort();
+    assert_eq!(
+        stored_pictures(&app).await,
+        expected,
+        "one event picture stored"
+    );
+
+    let uploads =
+        join_all((0..6).map(|_| upload_event_image(&app, &ann, &event["id"], black_png(64))));
+    let deletion =
+        crate::common::fixtures::delete_event(&app, &ann, event["id"].as_str().expect("id"));
+    let (answers, ()) = tokio::join!(uploads, deletion);
+    for body in &answers {
+        let code = &body["errors"][0]["extensions"]["code"];
+        assert!(code.is_null() || code == "NOT_FOUND", "{body}");
+    }
+    assert_eq!(
+        stored_pictures(&app).await,
+        [avatar],
+        "the deleted event left no picture behind"
+    );
 }
 
 async fn media_answers_byte_ranges(backend: Backend) {
