@@ -7,6 +7,8 @@
 //! spring-forward gap is read with the offset before the gap (so it moves forward by the gap); a
 //! start that occurs twice at fall-back takes the first occurrence.
 
+use std::collections::HashMap;
+
 use chrono::{
     DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, SubsecRound,
     TimeZone, Utc,
@@ -236,7 +238,7 @@ pub struct MeetingChanged {
 }
 
 /// Kinds of meeting change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MeetingEvent {
     /// A slot was booked.
     Booked,
@@ -307,6 +309,76 @@ impl From<meeting::Model> for MeetingState {
     }
 }
 
+/// How far back a `myMeetings` stream that missed messages looks for the changes it did not send,
+/// and how long it remembers what it sent.
+pub const CATCH_UP_WINDOW: Duration = Duration::hours(1);
+/// How long before it subscribed a stream's window starts: a write stamps its time before it
+/// commits, and instances' clocks differ a little.
+pub const CLOCK_LEEWAY: Duration = Duration::minutes(1);
+
+/// What one `myMeetings` stream has sent: each booking and cancellation once, whether it came as a
+/// message or was found when the stream caught up after missing messages.
+pub struct Sent {
+    /// Changes before this were made before the stream began.
+    began: DateTime<Utc>,
+    /// Each change sent, with its time, for the last [`CATCH_UP_WINDOW`].
+    changes: HashMap<(Uuid, MeetingEvent), DateTime<Utc>>,
+}
+
+impl Sent {
+    /// A stream that subscribed at `now`.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            began: now - CLOCK_LEEWAY,
+            changes: HashMap::new(),
+        }
+    }
+
+    /// From when a catch-up at `now` looks for changes: the last [`CATCH_UP_WINDOW`], not before
+    /// the stream began.
+    pub fn since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.began.max(now - CATCH_UP_WINDOW)
+    }
+
+    /// Records that the change `kind` of meeting `id`, made `at`, is sent; whether it was not sent
+    /// before. Changes older than the window are forgotten.
+    pub fn first(
+        &mut self,
+        id: Uuid,
+        kind: MeetingEvent,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let forgotten = self.since(now) - CLOCK_LEEWAY;
+        self.changes.retain(|_, sent| *sent >= forgotten);
+        self.changes.insert((id, kind), at).is_none()
+    }
+
+    /// The changes of `row` that concern `user` (as owner its booking, as either side its
+    /// cancellation) since [`Sent::since`] and were not sent yet, now recorded as sent; whether
+    /// there was any.
+    pub fn catch_up(&mut self, user: Uuid, row: &meeting::Model, now: DateTime<Utc>) -> bool {
+        let since = self.since(now);
+        let booked = row.owner_id == user
+            && row.created_at >= since
+            && self.first(row.id, MeetingEvent::Booked, row.created_at, now);
+        let cancelled = row
+            .cancelled_at
+            .is_some_and(|at| at >= since && self.first(row.id, MeetingEvent::Cancelled, at, now));
+        booked || cancelled
+    }
+}
+
+impl MeetingChanged {
+    /// When the change was made.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self.kind {
+            MeetingEvent::Booked => self.meeting.created_at,
+            MeetingEvent::Cancelled => self.meeting.cancelled_at.unwrap_or(self.meeting.created_at),
+        }
+    }
+}
+
 /// Whether `user` takes part in `meeting` (its owner or participant): the only people who see it.
 pub fn takes_part(user: Uuid, owner_id: Uuid, participant_id: Uuid) -> bool {
     user == owner_id || user == participant_id
@@ -325,6 +397,67 @@ mod tests {
 
     fn at(h: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2027, 2, 1, h, 0, 0).unwrap()
+    }
+
+    /// A meeting of `owner` booked by `participant` at `booked`, cancelled at `cancelled`.
+    fn meeting_row(
+        owner: Uuid,
+        participant: Uuid,
+        booked: DateTime<Utc>,
+        cancelled: Option<DateTime<Utc>>,
+    ) -> meeting::Model {
+        meeting::Model {
+            id: Uuid::new_v4(),
+            availability_id: Uuid::new_v4(),
+            owner_id: owner,
+            participant_id: participant,
+            start_time: at(20),
+            end_time: at(21),
+            status: if cancelled.is_some() {
+                Status::Cancelled
+            } else {
+                Status::Confirmed
+            },
+            sequence: 0,
+            created_at: booked,
+            updated_at: cancelled.unwrap_or(booked),
+            cancelled_at: cancelled,
+            cancelled_by: cancelled.map(|_| owner),
+            cancellation_reason: None,
+        }
+    }
+
+    #[test]
+    fn a_catch_up_sends_what_the_stream_has_not_sent_once() {
+        let (owner, participant) = (Uuid::new_v4(), Uuid::new_v4());
+        let minutes = |m: i64| at(10) + Duration::minutes(m);
+        // Both streams began at 10:00.
+        let (mut owners, mut participants) = (Sent::new(at(10)), Sent::new(at(10)));
+        let heard = meeting_row(owner, participant, minutes(5), None);
+        assert!(owners.first(heard.id, MeetingEvent::Booked, minutes(5), minutes(5)));
+        assert!(
+            !owners.first(heard.id, MeetingEvent::Booked, minutes(5), minutes(6)),
+            "once"
+        );
+        // Missed: a booking, then its cancellation, and a booking before the stream began.
+        let missed = meeting_row(owner, participant, minutes(7), Some(minutes(8)));
+        let older = meeting_row(owner, participant, at(9) - Duration::minutes(2), None);
+        let now = minutes(9);
+        assert!(!owners.catch_up(owner, &heard, now), "already sent");
+        assert!(owners.catch_up(owner, &missed, now));
+        assert!(!owners.catch_up(owner, &missed, now), "once");
+        assert!(
+            !owners.catch_up(owner, &older, now),
+            "before the stream began"
+        );
+        // A participant hears of cancellations only.
+        assert!(!participants.catch_up(participant, &heard, now));
+        assert!(participants.catch_up(participant, &missed, now));
+        // Hours later, only the last hour is looked at.
+        let late = at(14);
+        assert_eq!(owners.since(late), late - CATCH_UP_WINDOW);
+        let stale = meeting_row(owner, participant, late - Duration::minutes(61), None);
+        assert!(!owners.catch_up(owner, &stale, late));
     }
 
     #[test]

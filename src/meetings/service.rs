@@ -14,7 +14,7 @@
 //!   transactions are serialized already.
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use rand::RngCore;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::OnConflict;
@@ -25,8 +25,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::model::{
-    MEETINGS, MeetingChanged, MeetingEvent, MeetingState, Role, Slot, SlotRules, parse_reason,
-    takes_part,
+    MEETINGS, MeetingChanged, MeetingEvent, MeetingState, Role, Sent, Slot, SlotRules,
+    parse_reason, takes_part,
 };
 use crate::accounts;
 use crate::accounts::model::Handle;
@@ -37,7 +37,7 @@ use crate::entity::availability::{self, Status};
 use crate::entity::calendar_feed;
 use crate::entity::meeting::{self, Status as MeetingStatus};
 use crate::error::{Error, Result, UniqueKey};
-use crate::live;
+use crate::live::{self, Signal};
 use crate::state::AppState;
 
 /// `meetings_one_confirmed_key` (see the meetings migration): one CONFIRMED meeting per slot.
@@ -517,9 +517,59 @@ pub fn meetings_query(user: Uuid, role: Role, after: Option<Position>) -> Select
 }
 
 /// The user's meeting changes from now on: as owner every booking and cancellation, as participant
-/// every cancellation.
+/// every cancellation, each once. When messages may have been missed ([`Signal::Resync`]: the
+/// client fell behind, or another instance's messages were lost) it reads the changes of the last
+/// [`CATCH_UP_WINDOW`](super::model::CATCH_UP_WINDOW) and sends each meeting it has not sent a
+/// change of, as the meeting is now.
 pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> + Send + 'static {
-    live::events(state.live.subscribe(&MEETINGS.of(user))).map(|change| change.meeting.clone())
+    let mut feed = state.live.subscribe(&MEETINGS.of(user));
+    let state = state.clone();
+    let mut sent = Sent::new(Utc::now());
+    async_stream::stream! {
+        while let Some(signal) = feed.next().await {
+            match signal {
+                Signal::Message(change) => {
+                    if sent.first(change.meeting.id, change.kind, change.at(), Utc::now()) {
+                        yield change.meeting.clone();
+                    }
+                }
+                Signal::Resync => {
+                    let since = sent.since(Utc::now());
+                    let rows = live::retried(&|| changes_since(&state, user, since)).await;
+                    for row in rows {
+                        if sent.catch_up(user, &row, Utc::now()) {
+                            yield row.into();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The meetings `user` hears of that changed from `since`: booked on their slots, or cancelled
+/// on either side, in the order they changed.
+async fn changes_since(
+    state: &AppState,
+    user: Uuid,
+    since: DateTime<Utc>,
+) -> Result<Vec<meeting::Model>> {
+    let booked = Condition::all()
+        .add(meeting::Column::OwnerId.eq(user))
+        .add(meeting::Column::CreatedAt.gte(since));
+    let cancelled = Condition::all()
+        .add(
+            Condition::any()
+                .add(meeting::Column::OwnerId.eq(user))
+                .add(meeting::Column::ParticipantId.eq(user)),
+        )
+        .add(meeting::Column::CancelledAt.gte(since));
+    Ok(meeting::Entity::find()
+        .filter(Condition::any().add(booked).add(cancelled))
+        .order_by_asc(meeting::Column::UpdatedAt)
+        .order_by_asc(meeting::Column::Id)
+        .all(&state.db)
+        .await?)
 }
 
 /// The token of the user's calendar feed (made on first use). The feed's writes run to their end

@@ -46,6 +46,7 @@ on_every_backend!(
     the_owner_hears_of_every_booking_and_cancellation,
     a_participant_hears_of_every_cancellation_of_their_meetings,
     a_stranger_hears_nothing_of_others_meetings,
+    streams_that_fell_behind_catch_up_on_the_changes_they_missed,
     weekly_slots_keep_the_wall_clock_across_daylight_saving,
     weekly_slots_move_out_of_gaps_and_take_the_first_of_repeats,
     set_weekly_availability_names_each_invalid_field,
@@ -1288,6 +1289,63 @@ async fn the_owner_hears_of_every_booking_and_cancellation(backend: Backend) {
         json!({ "id": second, "status": "CANCELLED", "participant": { "handle": "carl" }, "cancelledBy": { "handle": "ann" } })
     );
     stream.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// Streams that fell behind (more messages queued than a subscriber may fall behind by) lost the
+/// oldest. They are not left without the changes that were pushed out: each gets the meeting as it
+/// is now, once, and none of the skipped messages about what it has already sent.
+async fn streams_that_fell_behind_catch_up_on_the_changes_they_missed(backend: Backend) {
+    use futures_util::StreamExt;
+    use rally::meetings::model::{MEETINGS, MeetingChanged, MeetingEvent, MeetingStatus};
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let ben = app.signup("ben").await;
+    let open = slot(&app, &ann, &at(1), &at(2), "Drop-in").await;
+    let user = |who: &Session| who.id.parse::<uuid::Uuid>().expect("uuid");
+    let mut owner = Box::pin(rally::meetings::service::follow(&app.state, user(&ann)));
+    let mut participant = Box::pin(rally::meetings::service::follow(&app.state, user(&ben)));
+
+    // Neither stream is read: ben books, ann cancels, then 150 copies of a message each stream
+    // has had (more than the 128 a subscriber may fall behind by) push both changes out.
+    let meeting = id(&booked(&app, &ben, &open).await);
+    cancel(&app, &ann, &meeting, None).await.data();
+    let row = meeting::Entity::find_by_id(meeting.parse::<uuid::Uuid>().expect("uuid"))
+        .one(&app.state.db)
+        .await
+        .expect("read")
+        .expect("the meeting");
+    let cancellation = MeetingChanged {
+        meeting: row.clone().into(),
+        kind: MeetingEvent::Cancelled,
+    };
+    let mut booking = cancellation.clone();
+    booking.kind = MeetingEvent::Booked;
+    booking.meeting.status = MeetingStatus::Confirmed;
+    booking.meeting.cancelled_at = None;
+    booking.meeting.cancelled_by = None;
+    for _ in 0..150 {
+        app.state.live.publish(&MEETINGS.of(user(&ann)), &booking);
+        app.state
+            .live
+            .publish(&MEETINGS.of(user(&ben)), &cancellation);
+    }
+    for (who, stream) in [("owner", &mut owner), ("participant", &mut participant)] {
+        let caught_up = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the catch-up comes")
+            .expect("the stream goes on");
+        assert_eq!(
+            (caught_up.id.to_string(), caught_up.status),
+            (meeting.clone(), MeetingStatus::Cancelled),
+            "{who}: the meeting as it is now"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), stream.next())
+                .await
+                .is_err(),
+            "{who}: none of the skipped messages follow"
+        );
+    }
 }
 
 /// A participant hears of every cancellation of their meetings, their own included (their other
