@@ -238,7 +238,13 @@ pub async fn update_location(
         longitude,
         updated_at: now,
     };
-    after_update(state, me.user_id).await?;
+    // The position is stored, and the answer says so even when what follows fails: an error
+    // would make the phone send it again into the rate limit. Screens reload on their next touch,
+    // and an entry whose alert check failed is found again by the next report (the state has not
+    // flipped).
+    if let Err(err) = after_update(state, me.user_id).await {
+        err.report();
+    }
     Ok(stored)
 }
 

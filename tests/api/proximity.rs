@@ -13,6 +13,7 @@ use crate::common::{Backend, Session, TRANSPORT_WS, TestApp, WsClient};
 crate::on_every_backend!(
     nothing_is_shared_before_the_watched_person_accepts,
     a_location_is_checked_then_rate_limited,
+    a_stored_location_is_answered_as_stored_when_its_alert_check_fails,
     the_status_has_the_nearest_person_the_stale_and_the_gps_off,
     one_active_activity_per_user_under_a_race,
     concurrent_monitor_requests_make_one_link,
@@ -439,6 +440,32 @@ async fn strangers_learn_nothing(backend: Backend) {
     assert_eq!(lists.data()["monitoredBy"], json!([]));
     // Ann's activity still stands.
     assert_eq!(activity(&app, &ann, id).await["status"], "ACTIVE");
+}
+
+/// What follows a stored position (the alert check) fails, here because its table is gone: the
+/// phone is still told its position was stored (an error would have it send the position again,
+/// into the rate limit), and the owner sees it.
+async fn a_stored_location_is_answered_as_stored_when_its_alert_check_fails(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    at(&app, &ann, Some(HOME)).await.data();
+    let running = start(&app, &ann, 100.0).await;
+    app.state
+        .db
+        .execute_unprepared("DROP TABLE proximity_states")
+        .await
+        .expect("dropped");
+    let stored = at(&app, &bob, Some(north(40.0))).await;
+    assert_eq!(
+        stored.data()["updateLocation"]["user"]["handle"],
+        "bob",
+        "answered as stored"
+    );
+    let seen = activity(&app, &ann, &running["id"]).await;
+    assert_eq!(seen["nearest"]["user"]["handle"], "bob", "{seen}");
 }
 
 async fn subscribe(app: &TestApp, who: &Session, query: &str, variables: Value) -> WsClient {
