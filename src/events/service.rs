@@ -787,7 +787,12 @@ pub async fn update_template(
     row.default_duration_minutes = Set(spec.default_duration_minutes);
     row.capacity = Set(spec.capacity);
     row.updated_at = Set(Utc::now());
-    Ok(row.update(&*state.one_write().await).await?)
+    match row.update(&*state.one_write().await).await {
+        Ok(updated) => Ok(updated),
+        // Deleted between the read and the write.
+        Err(sea_orm::DbErr::RecordNotUpdated) => Err(Error::NotFound("no such event template")),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Removes a catalogue entry; events made from it keep their values and lose the link.

@@ -23,6 +23,7 @@ on_every_backend!(
     organizers_read_with_their_events_are_each_events_own,
     staff_is_kept_by_the_organizer,
     the_catalogue_is_kept_by_admins_and_gives_defaults,
+    template_edits_racing_its_deletion_land_or_find_nothing,
     an_event_picture_is_the_organizers_to_set,
 );
 
@@ -764,6 +765,38 @@ async fn the_catalogue_is_kept_by_admins_and_gives_defaults(backend: Backend) {
     assert_eq!(
         kept.data()["events"]["edges"][0]["node"],
         json!({ "description": "Cups and balls", "template": null })
+    );
+}
+
+/// Edits racing the deletion of their template either land before it or find nothing: NOT_FOUND,
+/// never INTERNAL.
+async fn template_edits_racing_its_deletion_land_or_find_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signup("root_admin").await;
+    let create = "mutation { createEventTemplate(input: { name: \"Quiz\", defaultDurationMinutes: 60 }) { id } }";
+    let update = "mutation($id: ID!) { updateEventTemplate(id: $id, input: { name: \"Quiz night\", defaultDurationMinutes: 90 }) { name } }";
+    let delete = "mutation($id: ID!) { deleteEventTemplate(id: $id) }";
+    let (mut landed, mut found_nothing) = (0, 0);
+    for _ in 0..20 {
+        let id =
+            app.gql_as(&admin, create, json!({})).await.data()["createEventTemplate"]["id"].clone();
+        let updates = futures_util::future::join_all(
+            (0..4).map(|_| app.gql_as(&admin, update, json!({ "id": id }))),
+        );
+        let (updates, deleted) =
+            tokio::join!(updates, app.gql_as(&admin, delete, json!({ "id": id })));
+        assert_eq!(deleted.data()["deleteEventTemplate"], true);
+        for answer in updates {
+            match answer.body["errors"][0]["extensions"]["code"].as_str() {
+                None => landed += 1,
+                Some("NOT_FOUND") => found_nothing += 1,
+                Some(_) => panic!("an edit racing a deletion: {}", answer.body),
+            }
+        }
+    }
+    assert!(
+        landed > 0 && found_nothing > 0,
+        "the edits raced: {landed} landed, {found_nothing} found nothing"
     );
 }
 
