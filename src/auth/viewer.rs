@@ -85,11 +85,15 @@ pub struct ClientAddr(pub IpAddr);
 
 impl ClientAddr {
     /// The client of a request: the peer, or the last `X-Forwarded-For` hop when a trusted proxy
-    /// sets it (`trust_proxy`: only behind a proxy that overwrites the header).
+    /// sets it (`trust_proxy`: only behind a proxy that adds the hop it saw). Several header lines
+    /// are one list in order (RFC 9110, 5.3), and a proxy may add its own line after the client's:
+    /// the hop is the last of the last line, never one the client wrote.
     pub fn from_request(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> Self {
         if trust_proxy {
             let forwarded = headers
-                .get("x-forwarded-for")
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit(',').next())
                 .and_then(|hop| hop.trim().parse().ok());
@@ -121,5 +125,16 @@ mod tests {
         };
         assert_eq!(addr(false), "127.0.0.1");
         assert_eq!(addr(true), "10.0.0.9");
+    }
+
+    #[test]
+    fn the_hop_is_read_off_the_last_header_line() {
+        let mut headers = HeaderMap::new();
+        // The client's own line first, then the one its proxy added.
+        headers.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let client = ClientAddr::from_request(&headers, peer, true);
+        assert_eq!(client.0.to_string(), "10.0.0.9");
     }
 }

@@ -16,6 +16,7 @@ on_every_backend!(
     an_unknown_login_and_a_wrong_password_fail_alike,
     repeated_failed_logins_are_rate_limited,
     signups_from_one_address_are_rate_limited,
+    behind_a_trusted_proxy_the_limit_follows_the_address_the_proxy_saw,
     refresh_rotates_the_token,
     reusing_a_refresh_token_revokes_the_whole_session,
     racing_refreshes_of_one_token_rotate_it_once,
@@ -213,6 +214,56 @@ async fn signups_from_one_address_are_rate_limited(backend: Backend) {
         )
         .await;
     response.assert_error("RATE_LIMITED", None);
+}
+
+/// Behind a trusted proxy the per-address limit counts the hop the proxy added, in the last
+/// `X-Forwarded-For` line (a proxy may add its own line after the client's), not one the client
+/// wrote: changing its own line does not give a client a fresh limit.
+async fn behind_a_trusted_proxy_the_limit_follows_the_address_the_proxy_saw(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.trust_proxy_headers = true;
+        config.auth_attempts_per_address = 3;
+    })
+    .await;
+    let attempt = |n: usize, client_line: String, proxy_line: &'static str| {
+        app.http
+            .post(app.url("/graphql"))
+            .header("x-forwarded-for", client_line)
+            .header("x-forwarded-for", proxy_line)
+            .json(&json!({
+                "query": "mutation($l: String!) { login(login: $l, password: \"wrong password\") { accessToken } }",
+                "variables": { "l": format!("nobody{n}") },
+            }))
+            .send()
+    };
+    let code = |body: serde_json::Value| {
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a failed login: {body}"))
+            .to_owned()
+    };
+    for n in 0..3 {
+        let answer = attempt(n, format!("6.6.6.{n}"), "10.0.0.9")
+            .await
+            .expect("sent");
+        assert_eq!(code(answer.json().await.expect("json")), "UNAUTHENTICATED");
+    }
+    let answer = attempt(3, "7.7.7.7".to_owned(), "10.0.0.9")
+        .await
+        .expect("sent");
+    assert_eq!(
+        code(answer.json().await.expect("json")),
+        "RATE_LIMITED",
+        "the same hop"
+    );
+    let answer = attempt(4, "6.6.6.0".to_owned(), "10.0.0.10")
+        .await
+        .expect("sent");
+    assert_eq!(
+        code(answer.json().await.expect("json")),
+        "UNAUTHENTICATED",
+        "another hop"
+    );
 }
 
 async fn refresh_rotates_the_token(backend: Backend) {
