@@ -498,18 +498,10 @@ pub async fn update_profile(
 pub async fn set_avatar(state: &AppState, user_id: Uuid, bytes: Vec<u8>) -> Result<user::Model> {
     state.uploads.check(user_id).await?;
     let picture = prepare_picture(bytes, state.image_limits(), AVATAR_SIDE, "file").await?;
-    let key = state.media.put_picture(picture).await?;
-    let (updated, old) = match swap_avatar(state, user_id, &key).await {
-        Ok(swapped) => swapped,
-        Err(err) => {
-            state.media.delete(&key).await;
-            return Err(err);
-        }
-    };
-    if let Some(old) = old {
-        state.media.delete(&old).await;
-    }
-    Ok(updated)
+    state
+        .media
+        .replace_picture(picture, |key| swap_avatar(state, user_id, key))
+        .await
 }
 
 /// Puts the stored picture `key` on the account; the account as it is now and the key it
@@ -518,7 +510,7 @@ pub async fn set_avatar(state: &AppState, user_id: Uuid, bytes: Vec<u8>) -> Resu
 async fn swap_avatar(
     state: &AppState,
     user_id: Uuid,
-    key: &str,
+    key: String,
 ) -> Result<(user::Model, Option<String>)> {
     let txn = state.begin_write().await?;
     let current = txn
@@ -528,7 +520,7 @@ async fn swap_avatar(
         .ok_or(Error::Unauthenticated("this account no longer exists"))?;
     let old = current.avatar_key.clone();
     let mut row: user::ActiveModel = current.into();
-    row.avatar_key = Set(Some(key.to_owned()));
+    row.avatar_key = Set(Some(key));
     row.updated_at = Set(Utc::now());
     let updated = row.update(&*txn).await?;
     txn.commit().await?;

@@ -348,7 +348,7 @@ async fn swap_image(
     state: &AppState,
     actor: Identity,
     id: Uuid,
-    key: &str,
+    key: String,
 ) -> Result<(event::Model, Option<String>)> {
     let txn = state.begin_write().await?;
     let current = lock_or_404(&txn, id).await?;
@@ -356,7 +356,7 @@ async fn swap_image(
     let old = current.image_key.clone();
     let version = current.version + 1;
     let mut row: event::ActiveModel = current.into();
-    row.image_key = Set(Some(key.to_owned()));
+    row.image_key = Set(Some(key));
     row.version = Set(version);
     row.updated_at = Set(Utc::now());
     let event = row.update(&*txn).await?;
@@ -379,17 +379,10 @@ pub async fn set_image(
     tracing::Span::current().record("bytes", bytes.len());
     state.uploads.check(actor.user_id).await?;
     let picture = prepare_picture(bytes, state.image_limits(), IMAGE_SIDE, "file").await?;
-    let key = state.media.put_picture(picture).await?;
-    let (event, old) = match swap_image(state, actor, id, &key).await {
-        Ok(swapped) => swapped,
-        Err(err) => {
-            state.media.delete(&key).await;
-            return Err(err);
-        }
-    };
-    if let Some(old) = old {
-        state.media.delete(&old).await;
-    }
+    let event = state
+        .media
+        .replace_picture(picture, |key| swap_image(state, actor, id, key))
+        .await?;
     announce(
         state,
         &event,

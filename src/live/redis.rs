@@ -43,6 +43,8 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 const BEAT_TOPIC: &str = "_beat";
 /// An origin not heard from (not even a beat) for this long has stopped; it is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// At most one resynchronisation for gaps per this window (another is owed until it ends).
+const GAP_RESYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Redis pub/sub between instances.
 pub struct RedisBroker {
@@ -98,22 +100,65 @@ impl Numbers {
     }
 }
 
-/// The last sequence number heard from each other instance, and when.
-#[derive(Default)]
-struct Heard(HashMap<Uuid, (u64, Instant)>);
+/// The last sequence number heard from each other instance, and when; and when this connection
+/// last made every subscriber resynchronise for a gap.
+struct Heard {
+    origins: HashMap<Uuid, (u64, Instant)>,
+    /// When the connection opened (and resynchronised everyone).
+    opened: Instant,
+    /// The last resynchronisation for a gap, and whether another is owed.
+    resynced: Instant,
+    owed: bool,
+}
 
 impl Heard {
+    /// For a connection that opened just now.
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            origins: HashMap::new(),
+            opened: now,
+            resynced: now,
+            owed: false,
+        }
+    }
+
     /// Records `seq` from `origin` (a beat repeats the last number sent); whether numbers are
-    /// missing before it. An origin heard for the first time is missing nothing: this connection
-    /// resynchronised everyone when it opened.
+    /// missing before it. Every running instance beats within [`PING_EVERY`], so an origin first
+    /// heard soon after the connection opened is one it resynchronised for; one first heard later
+    /// started since (its numbers begin at 1, its beats at 0) or had lost Redis (or was forgotten)
+    /// and must show no gap from its beginning either.
     fn missing(&mut self, origin: Uuid, seq: u64, beat: bool) -> bool {
-        let last = self.0.insert(origin, (seq, Instant::now()));
-        last.is_some_and(|(last, _)| seq > last + u64::from(!beat))
+        let expected = u64::from(!beat);
+        let now = Instant::now();
+        let missing = match self.origins.get(&origin) {
+            Some(&(last, _)) => seq > last + expected,
+            None => now - self.opened > 3 * PING_EVERY && seq > expected,
+        };
+        let last = self
+            .origins
+            .get(&origin)
+            .map_or(seq, |&(last, _)| last.max(seq));
+        self.origins.insert(origin, (last, now));
+        missing
+    }
+
+    /// Whether every subscriber resynchronises now: a gap was found (or one is owed) and the last
+    /// resynchronisation for a gap was over [`GAP_RESYNC_EVERY`] ago. An instance that keeps losing
+    /// messages makes the others resynchronise once per window, not once per message.
+    fn resync_due(&mut self, gap: bool) -> bool {
+        self.owed |= gap;
+        if !self.owed || self.resynced.elapsed() < GAP_RESYNC_EVERY {
+            return false;
+        }
+        self.owed = false;
+        self.resynced = Instant::now();
+        true
     }
 
     /// Forgets origins not heard from for [`FORGET_AFTER`] (stopped instances).
     fn forget_silent(&mut self) {
-        self.0
+        self.origins
             .retain(|_, (_, heard)| heard.elapsed() < FORGET_AFTER);
     }
 }
@@ -314,7 +359,7 @@ async fn subscriber(
         // never reaches it.
         hub.resync_all();
         was_connected = true;
-        let mut heard = Heard::default();
+        let mut heard = Heard::new();
         let (mut sink, mut stream) = pubsub.split();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
@@ -326,6 +371,9 @@ async fn subscriber(
                 }
                 _ = ping.tick() => {
                     heard.forget_silent();
+                    if heard.resync_due(false) {
+                        resync_for_gaps(&hub);
+                    }
                     // In pub/sub mode Redis answers PING with `["pong", ""]`, not `PONG`: any answer will do.
                     let answer = tokio::time::timeout(TIMEOUT, sink.ping::<redis::Value>()).await;
                     if !matches!(answer, Ok(Ok(_))) {
@@ -342,6 +390,12 @@ async fn subscriber(
     }
 }
 
+/// Every local subscriber resynchronises: messages of another instance were lost.
+fn resync_for_gaps(hub: &Hub) {
+    tracing::info!("messages from another instance were lost; resynchronising subscribers");
+    hub.resync_all();
+}
+
 /// Hands a message from another instance to the hub; when numbers from its sender are missing,
 /// every local subscriber resynchronises first.
 fn receive(hub: &Hub, origin: Uuid, heard: &mut Heard, bytes: &[u8]) {
@@ -356,15 +410,14 @@ fn receive(hub: &Hub, origin: Uuid, heard: &mut Heard, bytes: &[u8]) {
         return;
     }
     let beat = envelope.topic == BEAT_TOPIC;
-    if let Some(seq) = envelope.seq
-        && heard.missing(envelope.origin, seq, beat)
-    {
+    let gap = envelope
+        .seq
+        .is_some_and(|seq| heard.missing(envelope.origin, seq, beat));
+    if gap {
         metrics::counter!("rally_live_gaps_total").increment(1);
-        tracing::info!(
-            origin = %envelope.origin,
-            "messages from another instance were lost; resynchronising subscribers"
-        );
-        hub.resync_all();
+    }
+    if heard.resync_due(gap) {
+        resync_for_gaps(hub);
     }
     if beat {
         return;
@@ -396,7 +449,7 @@ mod tests {
         let sender = Uuid::new_v4();
         let rest = format!(r#""origin":"{sender}","topic":"event:1","at":1,"payload":{{}}}}"#);
         let mut numbers = Numbers::default();
-        let mut heard = Heard::default();
+        let mut heard = Heard::new();
         let mut gaps = Vec::new();
         let mut hear = |wire: String| {
             let (seq, beat) = read(&wire);
@@ -412,6 +465,53 @@ mod tests {
         hear(numbers.envelope(&rest)); // a message shows it too
         hear(numbers.beat(sender));
         assert_eq!(gaps, [false, false, false, true, false, true, false]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sender_first_heard_late_must_show_no_gap_from_its_beginning() {
+        let mut heard = Heard::new();
+        let (running, started, cut_off) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        assert!(
+            !heard.missing(running, 500, true),
+            "running when the connection opened, which resynchronised for it"
+        );
+        tokio::time::advance(4 * PING_EVERY).await;
+        assert!(
+            !heard.missing(started, 0, true),
+            "started since: its first beat"
+        );
+        assert!(!heard.missing(started, 1, false), "and its first message");
+        assert!(
+            heard.missing(cut_off, 7, true),
+            "numbers this connection never heard"
+        );
+        assert!(
+            !heard.missing(cut_off, 6, false),
+            "one that crossed a later one"
+        );
+        assert!(
+            !heard.missing(cut_off, 8, false),
+            "the order goes on from the highest"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gaps_resynchronise_at_most_once_a_window() {
+        let mut heard = Heard::new();
+        assert!(
+            !heard.resync_due(true),
+            "just resynchronised as it opened: owed"
+        );
+        assert!(!heard.resync_due(false), "still owed");
+        tokio::time::advance(GAP_RESYNC_EVERY).await;
+        assert!(
+            heard.resync_due(false),
+            "the owed one, once the window ended"
+        );
+        assert!(!heard.resync_due(true), "a new gap in the window: owed");
+        tokio::time::advance(GAP_RESYNC_EVERY).await;
+        assert!(heard.resync_due(false));
+        assert!(!heard.resync_due(false), "nothing owed");
     }
 
     #[test]

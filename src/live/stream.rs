@@ -101,12 +101,47 @@ where
 
 /// Follows an event stream: every message from now on, each once (a resync means nothing here:
 /// an event stream has no state to reload, and what was missed is gone; a stream that must catch
-/// up after one reads its [`Feed`] itself, as `trackingCommands` does).
+/// up after one reads its [`Feed`] itself, with a [`CatchUp`], as `trackingCommands` does).
 pub fn events<P: Payload>(mut feed: Feed<P>) -> impl Stream<Item = Arc<P>> + Send + 'static {
     async_stream::stream! {
         while let Some(signal) = feed.next().await {
             if let Signal::Message(payload) = signal {
                 yield payload;
+            }
+        }
+    }
+}
+
+/// How an event stream that catches up after a [`Signal::Resync`] (it reads what it missed from
+/// the database) keeps a catch-up that failed: owed, and tried again every [`CATCH_UP_RETRY`] while
+/// the stream goes on delivering messages (retrying in place would hold them back).
+#[derive(Default)]
+pub struct CatchUp {
+    owed: bool,
+}
+
+/// How long an owed catch-up waits before it is tried again.
+pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
+
+impl CatchUp {
+    /// Completes when an owed catch-up is due again; never while none is owed.
+    pub async fn due(&self) {
+        if self.owed {
+            tokio::time::sleep(CATCH_UP_RETRY).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The catch-up's reading, or `None` when it failed (logged; the catch-up is owed).
+    pub fn settle<T>(&mut self, read: Result<T>) -> Option<T> {
+        self.owed = read.is_err();
+        match read {
+            Ok(read) => Some(read),
+            Err(err) => {
+                err.report();
+                metrics::counter!("rally_state_reload_failures_total").increment(1);
+                None
             }
         }
     }
@@ -177,17 +212,6 @@ async fn reload<S, L, F>(load: &L) -> Option<S>
 where
     L: Fn() -> F,
     F: Future<Output = Result<Option<S>>>,
-{
-    retried(load).await
-}
-
-/// Runs `load` until it succeeds: failures are logged and retried with backoff (100 ms doubling to
-/// 5 s), for streams that must catch up with the truth after a [`Signal::Resync`] and may not skip
-/// it.
-pub async fn retried<T, L, F>(load: &L) -> T
-where
-    L: Fn() -> F,
-    F: Future<Output = Result<T>>,
 {
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -379,5 +403,22 @@ mod tests {
             "nothing else to load: the burst was coalesced"
         );
         assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_catch_up_is_owed_and_due_again_until_one_succeeds() {
+        let mut catch_up = CatchUp::default();
+        async fn due(catch_up: &CatchUp) -> bool {
+            tokio::time::timeout(CATCH_UP_RETRY * 2, catch_up.due())
+                .await
+                .is_ok()
+        }
+        assert!(!due(&catch_up).await, "nothing owed: never due");
+        let failed: Result<u32> = Err(Error::internal(anyhow::anyhow!("the database is away")));
+        assert_eq!(catch_up.settle(failed), None);
+        assert!(due(&catch_up).await, "owed: due again");
+        assert!(due(&catch_up).await, "and again while it fails");
+        assert_eq!(catch_up.settle(Ok(7)), Some(7));
+        assert!(!due(&catch_up).await, "settled");
     }
 }

@@ -12,6 +12,7 @@
 mod image;
 mod routes;
 
+use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,13 +153,40 @@ impl MediaStore {
 
     /// Stores an encoded picture under a new key and returns the key.
     #[tracing::instrument(skip_all, fields(bytes = picture.bytes.len()))]
-    pub async fn put_picture(&self, picture: Picture) -> Result<String> {
+    async fn put_picture(&self, picture: Picture) -> Result<String> {
         let key = format!("{}.{}", Uuid::now_v7(), picture.extension);
         self.store
             .put(&Path::from(key.as_str()), PutPayload::from(picture.bytes))
             .await
             .map_err(Error::internal)?;
         Ok(key)
+    }
+
+    /// Stores `picture` under a new key and hands the key to `swap`, which puts it on its row and
+    /// answers the row with the key it replaced (read in the same write, under the row's lock): the
+    /// replaced picture is deleted afterwards, and the new one when `swap` fails, so racing uploads
+    /// leave only pictures that something shows.
+    pub async fn replace_picture<T, F>(
+        &self,
+        picture: Picture,
+        swap: impl FnOnce(String) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<(T, Option<String>)>>,
+    {
+        let key = self.put_picture(picture).await?;
+        match swap(key.clone()).await {
+            Ok((row, replaced)) => {
+                if let Some(replaced) = replaced {
+                    self.delete(&replaced).await;
+                }
+                Ok(row)
+            }
+            Err(err) => {
+                self.delete(&key).await;
+                Err(err)
+            }
+        }
     }
 
     /// Stores an encoded picture under a new key that `/media/{key}` never serves (originals whose

@@ -321,7 +321,7 @@ pub const CLOCK_LEEWAY: Duration = Duration::minutes(1);
 pub struct Sent {
     /// Changes before this were made before the stream began.
     began: DateTime<Utc>,
-    /// Each change sent, with its time, for the last [`CATCH_UP_WINDOW`].
+    /// Each change sent, with when it was sent, for the last [`CATCH_UP_WINDOW`].
     changes: HashMap<(Uuid, MeetingEvent), DateTime<Utc>>,
 }
 
@@ -340,18 +340,13 @@ impl Sent {
         self.began.max(now - CATCH_UP_WINDOW)
     }
 
-    /// Records that the change `kind` of meeting `id`, made `at`, is sent; whether it was not sent
-    /// before. Changes older than the window are forgotten.
-    pub fn first(
-        &mut self,
-        id: Uuid,
-        kind: MeetingEvent,
-        at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> bool {
+    /// Records that the change `kind` of meeting `id` is sent at `now`; whether it was not sent
+    /// before. What was sent is remembered for the window (by when it was sent, which is after the
+    /// change was made: a change older than the window is not looked for again).
+    pub fn first(&mut self, id: Uuid, kind: MeetingEvent, now: DateTime<Utc>) -> bool {
         let forgotten = self.since(now) - CLOCK_LEEWAY;
         self.changes.retain(|_, sent| *sent >= forgotten);
-        self.changes.insert((id, kind), at).is_none()
+        self.changes.insert((id, kind), now).is_none()
     }
 
     /// The changes of `row` that concern `user` (as owner its booking, as either side its
@@ -361,21 +356,11 @@ impl Sent {
         let since = self.since(now);
         let booked = row.owner_id == user
             && row.created_at >= since
-            && self.first(row.id, MeetingEvent::Booked, row.created_at, now);
+            && self.first(row.id, MeetingEvent::Booked, now);
         let cancelled = row
             .cancelled_at
-            .is_some_and(|at| at >= since && self.first(row.id, MeetingEvent::Cancelled, at, now));
+            .is_some_and(|at| at >= since && self.first(row.id, MeetingEvent::Cancelled, now));
         booked || cancelled
-    }
-}
-
-impl MeetingChanged {
-    /// When the change was made.
-    pub fn at(&self) -> DateTime<Utc> {
-        match self.kind {
-            MeetingEvent::Booked => self.meeting.created_at,
-            MeetingEvent::Cancelled => self.meeting.cancelled_at.unwrap_or(self.meeting.created_at),
-        }
     }
 }
 
@@ -434,9 +419,9 @@ mod tests {
         // Both streams began at 10:00.
         let (mut owners, mut participants) = (Sent::new(at(10)), Sent::new(at(10)));
         let heard = meeting_row(owner, participant, minutes(5), None);
-        assert!(owners.first(heard.id, MeetingEvent::Booked, minutes(5), minutes(5)));
+        assert!(owners.first(heard.id, MeetingEvent::Booked, minutes(5)));
         assert!(
-            !owners.first(heard.id, MeetingEvent::Booked, minutes(5), minutes(6)),
+            !owners.first(heard.id, MeetingEvent::Booked, minutes(6)),
             "once"
         );
         // Missed: a booking, then its cancellation, and a booking before the stream began.

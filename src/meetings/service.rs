@@ -37,7 +37,7 @@ use crate::entity::availability::{self, Status};
 use crate::entity::calendar_feed;
 use crate::entity::meeting::{self, Status as MeetingStatus};
 use crate::error::{Error, Result, UniqueKey};
-use crate::live::{self, Signal};
+use crate::live::{CatchUp, Signal};
 use crate::state::AppState;
 
 /// `meetings_one_confirmed_key` (see the meetings migration): one CONFIRMED meeting per slot.
@@ -520,26 +520,35 @@ pub fn meetings_query(user: Uuid, role: Role, after: Option<Position>) -> Select
 /// every cancellation, each once. When messages may have been missed ([`Signal::Resync`]: the
 /// client fell behind, or another instance's messages were lost) it reads the changes of the last
 /// [`CATCH_UP_WINDOW`](super::model::CATCH_UP_WINDOW) and sends each meeting it has not sent a
-/// change of, as the meeting is now.
+/// change of, as the meeting is now (a catch-up that fails is owed, see [`CatchUp`]).
 pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> + Send + 'static {
     let mut feed = state.live.subscribe(&MEETINGS.of(user));
     let state = state.clone();
     let mut sent = Sent::new(Utc::now());
     async_stream::stream! {
-        while let Some(signal) = feed.next().await {
-            match signal {
-                Signal::Message(change) => {
-                    if sent.first(change.meeting.id, change.kind, change.at(), Utc::now()) {
-                        yield change.meeting.clone();
-                    }
-                }
-                Signal::Resync => {
-                    let since = sent.since(Utc::now());
-                    let rows = live::retried(&|| changes_since(&state, user, since)).await;
-                    for row in rows {
-                        if sent.catch_up(user, &row, Utc::now()) {
-                            yield row.into();
+        let mut catch_up = CatchUp::default();
+        loop {
+            let catching_up = tokio::select! {
+                signal = feed.next() => match signal {
+                    None => break,
+                    Some(Signal::Resync) => true,
+                    Some(Signal::Message(change)) => {
+                        if sent.first(change.meeting.id, change.kind, Utc::now()) {
+                            yield change.meeting.clone();
                         }
+                        false
+                    }
+                },
+                () = catch_up.due() => true,
+            };
+            if !catching_up {
+                continue;
+            }
+            let since = sent.since(Utc::now());
+            if let Some(rows) = catch_up.settle(changes_since(&state, user, since).await) {
+                for row in rows {
+                    if sent.catch_up(user, &row, Utc::now()) {
+                        yield row.into();
                     }
                 }
             }

@@ -27,7 +27,7 @@ use crate::entity::activity::{self, Status as ActivityStatus};
 use crate::entity::monitor_link::{self, Status as LinkStatus};
 use crate::entity::{location, proximity_state, user};
 use crate::error::{Error, Result, UniqueKey};
-use crate::live::{self, Signal};
+use crate::live::{self, CatchUp, Signal};
 use crate::state::AppState;
 
 /// `activities_one_active_key` (see the proximity migration): one ACTIVE activity per owner.
@@ -723,11 +723,13 @@ async fn reload(state: &AppState, me: Identity, id: Uuid) -> Result<(ActivityVie
 
 /// A watched person's devices: START for every ACTIVE activity that watches them now (a phone that
 /// was offline still learns it must share), then every command as it happens that still holds when
-/// it is delivered ([`still_holds`]). When commands may have been missed ([`Signal::Resync`]: the
-/// device's connection fell behind, or another instance's commands were lost between instances),
-/// the stream compares what it told the device with what the state says now and sends the
-/// difference: STOP for every activity it started that no longer watches them (a missed STOP would
-/// leave a phone sharing without consent), START for every one it has not started.
+/// it is delivered ([`still_holds`]) and is news to the device (a START it already has is not sent
+/// again). When commands may have been missed ([`Signal::Resync`]: the device's connection fell
+/// behind, or another instance's commands were lost between instances), the stream compares what it
+/// told the device with what the state says now and sends the difference: STOP for every activity
+/// it started that no longer watches them (a missed STOP would leave a phone sharing without
+/// consent), START for every one it has not started. A catch-up that cannot read the state is owed
+/// and tried again every [`live::CATCH_UP_RETRY`], while commands go on being delivered meanwhile.
 pub async fn tracking_commands(
     state: &AppState,
     me: Identity,
@@ -741,19 +743,27 @@ pub async fn tracking_commands(
         for command in snapshot {
             yield command;
         }
-        while let Some(signal) = feed.next().await {
-            match signal {
-                Signal::Message(command) => {
-                    if still_holds(&state, me.user_id, &command).await {
-                        told.note(&command);
-                        yield (*command).clone();
+        let mut catch_up = CatchUp::default();
+        loop {
+            let catching_up = tokio::select! {
+                signal = feed.next() => match signal {
+                    None => break,
+                    Some(Signal::Resync) => true,
+                    Some(Signal::Message(command)) => {
+                        if told.is_news(&command) && still_holds(&state, me.user_id, &command).await {
+                            told.note(&command);
+                            yield (*command).clone();
+                        }
+                        false
                     }
-                }
-                Signal::Resync => {
-                    let now = live::retried(&|| watching(&state, me.user_id)).await;
-                    for command in told.catch_up(now) {
-                        yield command;
-                    }
+                },
+                () = catch_up.due() => true,
+            };
+            if catching_up
+                && let Some(now) = catch_up.settle(watching(&state, me.user_id).await)
+            {
+                for command in told.catch_up(now) {
+                    yield command;
                 }
             }
         }
@@ -766,6 +776,12 @@ pub async fn tracking_commands(
 struct Told(HashMap<Uuid, Uuid>);
 
 impl Told {
+    /// Whether `command` would change what the device was told: a STOP always may (the device can
+    /// hold a START from an earlier connection), a START only for an activity not started yet.
+    fn is_news(&self, command: &TrackingCommand) -> bool {
+        command.command == Command::Stop || !self.0.contains_key(&command.activity_id)
+    }
+
     /// Records a command the device was sent.
     fn note(&mut self, command: &TrackingCommand) {
         match command.command {
