@@ -165,6 +165,17 @@ pub struct Config {
     )]
     pub refresh_token_ttl_days: u64,
 
+    /// Longest a session lives, in days, however often its refresh token is exchanged: a refresh
+    /// past it is refused and the user signs in again (a refresh token taken from a device its
+    /// owner no longer uses cannot keep a session alive for ever).
+    #[arg(
+        long,
+        env = "RALLY_SESSION_MAX_DAYS",
+        default_value_t = 90,
+        global = true
+    )]
+    pub session_max_days: u64,
+
     /// argon2id memory cost in KiB (OWASP: 19456).
     #[arg(
         long,
@@ -551,7 +562,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 35] = [
+        let bounds: [(&str, u64, u64, u64); 36] = [
             ("RALLY_JOB_LEASE_SECONDS", self.job_lease_seconds, 1, 3600),
             ("RALLY_H3_RESOLUTION", self.h3_resolution.into(), 0, 15),
             (
@@ -579,6 +590,7 @@ impl Config {
                 1,
                 3650,
             ),
+            ("RALLY_SESSION_MAX_DAYS", self.session_max_days, 1, 3650),
             (
                 "RALLY_DATABASE_MAX_CONNECTIONS",
                 self.database_max_connections.into(),
@@ -808,6 +820,11 @@ impl Config {
         self.admins
             .iter()
             .any(|admin| admin.trim().eq_ignore_ascii_case(handle))
+    }
+
+    /// Longest a session lives (`RALLY_SESSION_MAX_DAYS`).
+    pub fn session_max_age(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::try_from(self.session_max_days).unwrap_or(3650))
     }
 
     /// Lifetime of access tokens.

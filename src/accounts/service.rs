@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr};
 use sea_orm::{
@@ -118,7 +118,7 @@ pub async fn signup(
             ],
         )
     })?;
-    start_session(state, created, None).await
+    start_session(state, created).await
 }
 
 /// `users_handle_key` (see the accounts migration).
@@ -181,7 +181,7 @@ pub async fn login(
         promote.role = Set(Role::Admin);
         found = promote.update(&*state.one_write().await).await?;
     }
-    start_session(state, found, None).await
+    start_session(state, found).await
 }
 
 /// Exchanges a refresh token for a new session in the same family. A used token presented again
@@ -194,6 +194,13 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
     if token.used_at.is_some() {
         end_session(state, txn, token.family_id).await?;
         tracing::warn!(family = %token.family_id, "refresh token reused; family revoked");
+        return Err(bad_refresh());
+    }
+    // A session older than `RALLY_SESSION_MAX_DAYS` ends (its tokens were issued before the limit,
+    // or under a longer one): the user signs in again.
+    let family = Family::of(&*txn, &token).await?;
+    if family.ends(&state.config) <= now {
+        end_session(state, txn, token.family_id).await?;
         return Err(bad_refresh());
     }
     // Conditional update: of two concurrent refreshes with one token, exactly one wins.
@@ -212,7 +219,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
         .one(&*txn)
         .await?
         .ok_or_else(bad_refresh)?;
-    let session = issue_session(state, &*txn, owner, Some(token.family_id)).await?;
+    let session = issue_session(state, &*txn, owner, family).await?;
     txn.commit().await?;
     Ok(session)
 }
@@ -346,39 +353,72 @@ async fn recently_ended(state: &AppState) -> Result<Vec<(Uuid, chrono::DateTime<
         .collect())
 }
 
-async fn start_session(
-    state: &AppState,
-    user: user::Model,
-    family: Option<Uuid>,
-) -> Result<Session> {
+/// Signs `user` in: a new session (refresh-token family).
+async fn start_session(state: &AppState, user: user::Model) -> Result<Session> {
+    let family = Family {
+        id: Uuid::now_v7(),
+        began: Utc::now(),
+    };
     issue_session(state, &*state.one_write().await, user, family).await
 }
 
-/// Stores a new refresh token (in `family`, or a new one) and signs an access token.
+/// A session: the refresh-token family of one sign-in, and when it began.
+struct Family {
+    id: Uuid,
+    began: DateTime<Utc>,
+}
+
+impl Family {
+    /// The family of `token`; it began with its first token.
+    async fn of(db: &impl ConnectionTrait, token: &refresh_token::Model) -> Result<Self> {
+        let began = refresh_token::Entity::find()
+            .select_only()
+            .column(refresh_token::Column::CreatedAt)
+            .filter(refresh_token::Column::FamilyId.eq(token.family_id))
+            .order_by_asc(refresh_token::Column::CreatedAt)
+            .into_tuple::<DateTime<Utc>>()
+            .one(db)
+            .await?
+            .unwrap_or(token.created_at);
+        Ok(Self {
+            id: token.family_id,
+            began,
+        })
+    }
+
+    /// When the session ends however often its token is exchanged (`RALLY_SESSION_MAX_DAYS`
+    /// after it began).
+    fn ends(&self, config: &crate::config::Config) -> DateTime<Utc> {
+        self.began + config.session_max_age()
+    }
+}
+
+/// Stores a new refresh token in `family` and signs an access token. The refresh token lives
+/// `RALLY_REFRESH_TOKEN_TTL_DAYS`, and never past the end of its session.
 async fn issue_session(
     state: &AppState,
     db: &impl ConnectionTrait,
     user: user::Model,
-    family: Option<Uuid>,
+    family: Family,
 ) -> Result<Session> {
     let refresh = RefreshToken::generate();
-    let family = family.unwrap_or_else(Uuid::now_v7);
     let now = Utc::now();
     let ttl_days =
         i64::try_from(state.config.refresh_token_ttl_days).unwrap_or(i64::MAX / 86_400_000);
+    let expires_at = (now + Duration::days(ttl_days)).min(family.ends(&state.config));
     refresh_token::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user.id),
-        family_id: Set(family),
+        family_id: Set(family.id),
         token_hash: Set(refresh.hash),
         created_at: Set(now),
-        expires_at: Set(now + Duration::days(ttl_days)),
+        expires_at: Set(expires_at),
         used_at: Set(None),
         revoked_at: Set(None),
     }
     .insert(db)
     .await?;
-    let access = state.tokens.issue(user.id, user.role, family)?;
+    let access = state.tokens.issue(user.id, user.role, family.id)?;
     Ok(Session {
         access,
         refresh_token: refresh.token,

@@ -19,6 +19,7 @@ on_every_backend!(
     behind_a_trusted_proxy_the_limit_follows_the_address_the_proxy_saw,
     refresh_rotates_the_token,
     reusing_a_refresh_token_revokes_the_whole_session,
+    a_session_ends_at_its_longest_however_often_it_is_refreshed,
     racing_refreshes_of_one_token_rotate_it_once,
     garbage_refresh_tokens_are_unauthenticated,
     logout_ends_the_session,
@@ -490,6 +491,70 @@ async fn refresh_tokens_are_stored_only_as_hashes(backend: Backend) {
     assert_ne!(stored[0].token_hash, lea.refresh);
     assert!(!stored[0].token_hash.contains(&lea.refresh));
     assert_eq!(stored[0].token_hash.len(), 64);
+}
+
+/// A session lives `RALLY_SESSION_MAX_DAYS` (90 by default) however often its refresh token is
+/// exchanged: a refreshed token expires with the session, not a full refresh lifetime later, and a
+/// refresh past the end is refused and ends the session. The test moves the session's first
+/// token back in time (its family began then).
+async fn a_session_ends_at_its_longest_however_often_it_is_refreshed(backend: Backend) {
+    use chrono::{Duration, Utc};
+    use rally::entity::refresh_token;
+    use sea_orm::prelude::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let app = TestApp::spawn(backend).await;
+    let kim = app.signup("kim").await;
+    let began = Utc::now() - Duration::days(80);
+    refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::CreatedAt, Expr::value(began))
+        .exec(&app.state.db)
+        .await
+        .expect("moved back");
+    let rotated = session_from(&app.refresh(&kim.refresh).await.data()["refreshSession"]);
+    let newest = refresh_token::Entity::find()
+        .filter(refresh_token::Column::UsedAt.is_null())
+        .order_by_desc(refresh_token::Column::CreatedAt)
+        .one(&app.state.db)
+        .await
+        .expect("read")
+        .expect("the new token");
+    let ends = began + Duration::days(90);
+    assert!(
+        (newest.expires_at - ends).num_seconds().abs() <= 1,
+        "expires with the session at {ends}, not 30 days on: {}",
+        newest.expires_at
+    );
+    let me = app.gql_as(&rotated, ME, json!({})).await;
+    assert_eq!(me.data()["me"]["handle"], "kim");
+
+    // The session began 91 days ago, and its token (as an older release issued it) has not
+    // expired: the refresh is refused, and the session ends.
+    refresh_token::Entity::update_many()
+        .col_expr(
+            refresh_token::Column::CreatedAt,
+            Expr::value(began - Duration::days(11)),
+        )
+        .filter(refresh_token::Column::UsedAt.is_not_null())
+        .exec(&app.state.db)
+        .await
+        .expect("moved back");
+    refresh_token::Entity::update_many()
+        .col_expr(
+            refresh_token::Column::ExpiresAt,
+            Expr::value(Utc::now() + Duration::days(30)),
+        )
+        .exec(&app.state.db)
+        .await
+        .expect("an older release's expiry");
+    app.refresh(&rotated.refresh)
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    let revoked = refresh_token::Entity::find()
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .all(&app.state.db)
+        .await
+        .expect("read");
+    assert!(revoked.is_empty(), "the session ended: {revoked:?}");
 }
 
 async fn listed_handles_are_admins(backend: Backend) {
