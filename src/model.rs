@@ -4,11 +4,14 @@
 //!
 //! Free text refuses control characters but newlines and tabs (NUL among them, which PostgreSQL
 //! cannot store in text). Names and titles (display names, event, slot and game titles, drink
-//! names) refuse every control character, bidirectional controls (U+202E and kin, which turn text
-//! around on screen), invisible characters (zero-width space, joiners, word joiner, BOM) and stacks
-//! of more than [`MAX_COMBINING`] combining marks on one character.
+//! names) refuse every control character, every format character (General Category Cf:
+//! bidirectional controls such as U+202E, which turn text around on screen, zero-width spaces and
+//! joiners, the soft hyphen, the BOM; tag characters excepted, which regional flags need), line and
+//! paragraph separators, letters that render blank (Hangul fillers, the blank Braille pattern) and
+//! stacks of more than [`MAX_COMBINING`] combining marks on one character.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::error::{Error, Result};
 
@@ -52,7 +55,7 @@ pub fn name(raw: &str, field: &str, min: usize, max: usize) -> Result<String> {
             format!("{field} has control characters"),
         ));
     }
-    if value.chars().any(|c| is_bidi_control(c) || is_invisible(c)) {
+    if value.chars().any(is_invisible) {
         return Err(Error::bad_input(
             field,
             format!("{field} has invisible or direction-changing characters"),
@@ -83,14 +86,24 @@ fn bounded<'a>(raw: &'a str, field: &str, min: usize, max: usize) -> Result<&'a 
     Ok(value)
 }
 
-/// Bidirectional formatting characters (embeddings, overrides, isolates, marks).
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
-}
-
-/// Characters that take no space: zero-width space, non-joiner, joiner, word joiner, BOM.
+/// Characters that draw nothing or change how the rest is drawn: format characters (General
+/// Category Cf: zero-width spaces and joiners, the soft hyphen, the byte-order mark, every
+/// bidirectional control), line and paragraph separators (Zl, Zp), and letters that render blank
+/// (the Hangul fillers, the blank Braille pattern). Tag characters (Cf too) stay: the flags of
+/// regions (England, Scotland, Wales) are a black flag followed by them.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    let invisible_category = matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    );
+    let tag = matches!(c, '\u{E0020}'..='\u{E007F}');
+    let blank = matches!(
+        c,
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}'
+    );
+    (invisible_category && !tag) || blank
 }
 
 /// Combining diacritical marks (the blocks that "zalgo" text stacks).
@@ -153,6 +166,15 @@ mod tests {
             name("e\u{301}\u{302}", "n", 1, 10).unwrap(),
             "e\u{301}\u{302}"
         );
+        for fine in [
+            "山田 花子",
+            "\u{D55C}\u{AE00}",
+            "Love \u{2764}\u{FE0F}",
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F} Scot",
+            "देवनागरी",
+        ] {
+            assert_eq!(name(fine, "n", 1, 30).unwrap(), fine, "{fine:?}");
+        }
         for bad in [
             "two\nlines",
             "tab\there",
@@ -161,6 +183,16 @@ mod tests {
             "\u{FEFF}bom",
             "\u{2066}isolate",
             "z\u{301}\u{302}\u{303}\u{304}",
+            "soft\u{AD}hyphen",
+            "line\u{2028}separator",
+            "para\u{2029}graph",
+            "\u{3164}",
+            "blank\u{115F}\u{1160}",
+            "\u{2800}\u{2800}",
+            "half\u{FFA0}width",
+            "mongolian\u{180E}vowel",
+            "\u{E0001}language tag",
+            "arabic\u{061C}mark",
         ] {
             match name(bad, "input.title", 1, 40) {
                 Err(Error::BadInput { field, .. }) => assert_eq!(field, "input.title", "{bad:?}"),

@@ -99,6 +99,10 @@ async fn names_and_titles_that_disguise_themselves_are_refused(backend: Backend)
         "\u{2066}isolated",
         "z\u{301}\u{302}\u{303}\u{304}\u{305}",
         "two\nlines",
+        "\u{3164}",
+        "\u{2800}\u{2800}\u{2800}",
+        "soft\u{AD}hyphen",
+        "line\u{2028}separator",
     ] {
         app.gql_as(&ann, PROFILE, json!({ "i": { "displayName": name } }))
             .await
@@ -113,8 +117,10 @@ async fn names_and_titles_that_disguise_themselves_are_refused(backend: Backend)
     }
     let me = app.gql_as(&ann, "{ me { displayName } }", json!({})).await;
     assert_eq!(me.data()["me"]["displayName"], "ann", "nothing changed");
-    // Real names with accents and a couple of combining marks are fine.
-    let accented = "Zoë Ñúñez e\u{301}\u{302}";
+    // Real names with accents and a couple of combining marks are fine, and so is a regional
+    // flag (a black flag and tag characters).
+    let accented =
+        "Zoë Ñúñez e\u{301}\u{302} \u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}";
     let saved = app
         .gql_as(&ann, PROFILE, json!({ "i": { "displayName": accented } }))
         .await;
