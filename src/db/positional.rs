@@ -12,7 +12,9 @@
 
 use sea_orm::{DbErr, FromQueryResult, QueryResult};
 
-use crate::entity::{availability, drink_order, event, event_staff, game, meeting, user};
+use crate::entity::{
+    availability, drink_order, event, event_staff, event_template, game, meeting, user,
+};
 
 /// A model decoded by column position from a select of its entity's own full column list.
 pub trait ByPosition: Sized {
@@ -92,6 +94,9 @@ by_position! {
         template_id, like_count, version, created_at, updated_at,
     }
     event_staff::Model { event_id, user_id, role, created_at }
+    event_template::Model {
+        id, name, description, default_duration_minutes, capacity, created_at, updated_at,
+    }
     game::Model { id, event_id, kind, title, status, version, created_at }
     meeting::Model {
         id, availability_id, owner_id, participant_id, start_time, end_time, status, sequence,
@@ -129,6 +134,10 @@ mod tests {
         assert_eq!(
             event_staff::Model::COLUMNS,
             columns::<event_staff::Entity>()
+        );
+        assert_eq!(
+            event_template::Model::COLUMNS,
+            columns::<event_template::Entity>()
         );
         assert_eq!(game::Model::COLUMNS, columns::<game::Entity>());
         assert_eq!(meeting::Model::COLUMNS, columns::<meeting::Entity>());

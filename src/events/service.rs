@@ -738,11 +738,15 @@ pub async fn templates(state: &AppState) -> Result<Vec<event_template::Model>> {
         .await?)
 }
 
-/// The template with this id, if any.
-pub async fn template(state: &AppState, id: Uuid) -> Result<Option<event_template::Model>> {
-    Ok(event_template::Entity::find_by_id(id)
-        .one(&state.db)
-        .await?)
+/// The catalogue entries with these ids (in no particular order).
+pub async fn templates_by_id(state: &AppState, ids: &[Uuid]) -> Result<Vec<event_template::Model>> {
+    Ok(
+        db::find_by_keys(&state.db, "event templates by id", ids, |ids| {
+            event_template::Entity::find()
+                .filter(event_template::Column::Id.is_in(ids.iter().copied()))
+        })
+        .await?,
+    )
 }
 
 /// Adds a catalogue entry (the guard checks the admin role).

@@ -14,7 +14,7 @@ use crate::cups::Leaderboards;
 use crate::cups::graphql::{CupsMutation, CupsQuery, CupsSubscription, DrinksLoader};
 use crate::events::graphql::{
     EventLoader, EventWithOrganizerLoader, EventsMutation, EventsQuery, EventsSubscription,
-    LikeLoader, StaffLoader,
+    LikeLoader, StaffLoader, TemplateLoader,
 };
 use crate::games::graphql::{
     GamesLoader, GamesMutation, GamesQuery, GamesSubscription, PlayersLoader, RoundsLoader,
@@ -122,6 +122,7 @@ pub struct Schemas {
 pub fn build(limits: QueryLimits, state: &AppState, leaderboards: Leaderboards) -> Schemas {
     let users = app_wide(UserLoader(state.clone()));
     let staff = app_wide(StaffLoader(state.clone()));
+    let templates = app_wide(TemplateLoader(state.clone()));
     let likes = app_wide(LikeLoader(state.clone()));
     let events = app_wide(EventLoader(state.clone()));
     let events_with_organizers = app_wide(EventWithOrganizerLoader(state.clone()));
@@ -137,6 +138,7 @@ pub fn build(limits: QueryLimits, state: &AppState, leaderboards: Leaderboards) 
             .data(leaderboards.clone())
             .data(users.clone())
             .data(staff.clone())
+            .data(templates.clone())
             .data(likes.clone())
             .data(events.clone())
             .data(events_with_organizers.clone())

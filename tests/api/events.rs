@@ -24,6 +24,7 @@ on_every_backend!(
     staff_is_kept_by_the_organizer,
     the_catalogue_is_kept_by_admins_and_gives_defaults,
     template_edits_racing_its_deletion_land_or_find_nothing,
+    a_list_gives_each_event_its_own_template,
     an_event_picture_is_the_organizers_to_set,
 );
 
@@ -765,6 +766,62 @@ async fn the_catalogue_is_kept_by_admins_and_gives_defaults(backend: Backend) {
     assert_eq!(
         kept.data()["events"]["edges"][0]["node"],
         json!({ "description": "Cups and balls", "template": null })
+    );
+}
+
+/// The templates of a page of events are read together (one batch of keys): each event gets its
+/// own, and an event without one gets null.
+async fn a_list_gives_each_event_its_own_template(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signup("root_admin").await;
+    let create = "mutation($n: String!) { createEventTemplate(input: { name: $n, defaultDurationMinutes: 60 }) { id } }";
+    let mut templates = Vec::new();
+    for name in ["Quiz", "Karaoke"] {
+        let made = app.gql_as(&admin, create, json!({ "n": name })).await;
+        templates.push(made.data()["createEventTemplate"]["id"].clone());
+    }
+    let planned = [
+        ("Quiz one", Some(0)),
+        ("Karaoke one", Some(1)),
+        ("Quiz two", Some(0)),
+        ("Plain", None),
+    ];
+    for (title, template) in planned {
+        app.gql_as(
+            &admin,
+            "mutation($t: String!, $tpl: ID) { createEvent(input: { title: $t, startsAt: \"2030-01-01T20:00:00Z\", templateId: $tpl }) { id } }",
+            json!({ "t": title, "tpl": template.map(|i: usize| templates[i].clone()) }),
+        )
+        .await
+        .data();
+    }
+    let listed = app
+        .gql(
+            "{ events(first: 10) { edges { node { title template { name } } } } }",
+            json!({}),
+        )
+        .await;
+    let mut seen: Vec<(String, Value)> = listed.data()["events"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|edge| {
+            let node = &edge["node"];
+            (
+                node["title"].as_str().expect("title").to_owned(),
+                node["template"]["name"].clone(),
+            )
+        })
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        [
+            ("Karaoke one".to_owned(), json!("Karaoke")),
+            ("Plain".to_owned(), Value::Null),
+            ("Quiz one".to_owned(), json!("Quiz")),
+            ("Quiz two".to_owned(), json!("Quiz")),
+        ]
     );
 }
 

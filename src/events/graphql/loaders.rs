@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_graphql::dataloader::Loader;
 use uuid::Uuid;
 
-use crate::entity::{event, event_staff, user};
+use crate::entity::{event, event_staff, event_template, user};
 use crate::error::Error;
 use crate::events::service;
 use crate::graphql::loaders::{by_key, grouped};
@@ -33,6 +33,21 @@ impl Loader<Uuid> for EventWithOrganizerLoader {
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Error> {
         let rows = service::find_many_with_organizers(&self.0, keys).await?;
         Ok(by_key(rows, |(event, _)| event.id))
+    }
+}
+
+/// Event templates by id (the `template` of every event in a list, in one query).
+pub struct TemplateLoader(pub AppState);
+
+impl Loader<Uuid> for TemplateLoader {
+    type Value = event_template::Model;
+    type Error = Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Error> {
+        Ok(by_key(
+            service::templates_by_id(&self.0, keys).await?,
+            |t| t.id,
+        ))
     }
 }
 

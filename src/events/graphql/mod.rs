@@ -12,7 +12,9 @@ mod query;
 mod subscription;
 mod types;
 
-pub use self::loaders::{EventLoader, EventWithOrganizerLoader, LikeLoader, StaffLoader};
+pub use self::loaders::{
+    EventLoader, EventWithOrganizerLoader, LikeLoader, StaffLoader, TemplateLoader,
+};
 pub use self::mutation::EventsMutation;
 pub use self::query::EventsQuery;
 pub use self::subscription::EventsSubscription;

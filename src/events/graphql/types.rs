@@ -3,13 +3,13 @@
 use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 
-use super::loaders::{LikeLoader, StaffLoader};
+use super::loaders::{LikeLoader, StaffLoader, TemplateLoader};
 use crate::accounts::graphql::{User, UserLoader};
 use crate::cups::graphql::{Leaderboard, leaderboard_of};
 use crate::entity::{event, event_staff, event_template, user};
 use crate::error::{Error, Result};
 use crate::events::model::EventState;
-use crate::events::service;
+
 use crate::games::graphql::{Game, games_of};
 use crate::graphql::loaders::loader;
 use crate::graphql::pagination;
@@ -147,7 +147,8 @@ impl Event {
         let Some(id) = self.event.template_id else {
             return Ok(None);
         };
-        Ok(service::template(ctx.state()?, id)
+        Ok(loader::<TemplateLoader>(ctx)?
+            .load_one(id)
             .await?
             .map(EventTemplate))
     }
