@@ -284,7 +284,8 @@ pub struct Config {
     )]
     pub ws_init_timeout_seconds: u64,
 
-    /// Seconds between server keep-alive pings on websockets.
+    /// Seconds between server keep-alive pings on websockets; a client from which nothing arrives
+    /// for two of them is closed (1001).
     #[arg(
         long,
         env = "RALLY_WS_KEEPALIVE_SECONDS",

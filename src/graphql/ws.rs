@@ -67,6 +67,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 const MAX_FRAME: usize = 256 * 1024;
 /// Close code: a second `connection_init`.
 pub const CLOSE_TOO_MANY_INITS: u16 = 4429;
+/// Close code: the client answered no ping for two keep-alive periods (RFC 6455 "Going Away").
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Settings of the websocket endpoint.
 #[derive(Clone, Copy, Debug)]
@@ -332,6 +334,10 @@ impl Connection<'_> {
         let mut keepalive = tokio::time::interval(settings.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.tick().await;
+        // Anything from the client (a frame, or the pong every client answers a ping with) shows
+        // it is there; a client silent for two keep-alive periods missed a ping and is gone (a
+        // dropped phone leaves a connection that accepts writes for many minutes).
+        let mut heard = Instant::now();
         let mut shutdown = self.sockets.shutdown.clone();
         let stopping = async move {
             let _ = shutdown.wait_for(|stopping| *stopping).await;
@@ -348,6 +354,7 @@ impl Connection<'_> {
         let code = loop {
             tokio::select! {
                 incoming = source.next() => {
+                    heard = Instant::now();
                     let step = match incoming {
                         Some(Ok(Message::Text(text))) => self.handle(text.as_bytes(), &mut sink).await,
                         Some(Ok(Message::Binary(bytes))) => self.handle(&bytes, &mut sink).await,
@@ -399,7 +406,15 @@ impl Connection<'_> {
                     }
                 }
                 _ = keepalive.tick(), if self.viewer.is_some() => {
-                    if !write(&mut sink, Message::Text(ping.into())).await {
+                    if heard.elapsed() >= settings.keepalive * 2 {
+                        let _ = write(&mut sink, close(CLOSE_GOING_AWAY, "no answer to pings")).await;
+                        break CLOSE_GOING_AWAY;
+                    }
+                    // The protocol's own keep-alive, then a websocket ping, which every client
+                    // answers (the legacy protocol's `ka` has no answer).
+                    if !write(&mut sink, Message::Text(ping.into())).await
+                        || !write(&mut sink, Message::Ping(Default::default())).await
+                    {
                         break 1006;
                     }
                 }

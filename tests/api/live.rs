@@ -37,6 +37,7 @@ on_every_backend!(
     resolver_errors_over_the_websocket_carry_their_code,
     malformed_connection_init_payloads_are_refused,
     an_oversized_frame_closes_with_message_too_big,
+    a_client_that_answers_no_ping_is_closed_and_one_that_does_stays,
     completed_mutations_hold_their_place_until_they_finish,
     a_completed_subscription_of_its_own_stops_listening_at_once,
     every_form_of_subscription_gives_its_place_back_when_completed,
@@ -1071,4 +1072,42 @@ async fn the_protocol_announced_is_the_one_spoken(backend: Backend) {
         }
         assert_eq!(types, ["connection_ack", data, "complete"], "{offered}");
     }
+}
+
+/// A client that answers no ping for two keep-alive periods (a phone that dropped off the network
+/// leaves such a connection, which accepts writes for minutes) is closed with 1001. One that reads,
+/// and so answers the websocket pings, stays, even on the legacy protocol, whose keep-alive (`ka`)
+/// has no answer.
+async fn a_client_that_answers_no_ping_is_closed_and_one_that_does_stays(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.ws_keepalive_seconds = 1).await;
+    let mut silent = app.ws(TRANSPORT_WS).await;
+    silent.init(json!({})).await;
+    let mut awake = app.ws(LEGACY_WS).await;
+    awake.init(json!({})).await;
+    // The awake client reads (its pongs answer each ping) for five seconds; the silent one reads
+    // nothing meanwhile, and so answers nothing.
+    let read = tokio::time::timeout(Duration::from_secs(5), awake.next_frame()).await;
+    assert!(
+        read.is_err(),
+        "the awake client is still connected: {read:?}"
+    );
+    // Its connection is gone (reading now, the client answers the queued pings into a closed
+    // connection, so it may see the reset before the close frame); the server closed it with 1001.
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.next_frame()).await;
+    assert!(
+        matches!(closed, Ok(Err(_))),
+        "the silent client was closed: {closed:?}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("rally_websocket_closes_total{code=\"1001\"}")),
+        "{metrics}"
+    );
+    // Still connected, and served.
+    awake
+        .subscribe("q", "query { __typename }", json!({}))
+        .await;
+    assert_eq!(awake.next_data("q").await["__typename"], "Query");
 }
