@@ -158,6 +158,13 @@ pub async fn remove_monitor(
     if link.status == LinkStatus::Accepted
         && let Some(running) = active_of(&*txn, watcher).await?
     {
+        // Whether the person was inside the alert radius goes with the link: watched again,
+        // they are someone new to the activity, and their entry alerts.
+        proximity_state::Entity::delete_many()
+            .filter(proximity_state::Column::ActivityId.eq(running.id))
+            .filter(proximity_state::Column::UserId.eq(watched))
+            .exec(&*txn)
+            .await?;
         command(&mut txn, watched, Command::Stop, &running);
         touch_in(&mut txn, running.id);
     }

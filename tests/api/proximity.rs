@@ -25,6 +25,7 @@ crate::on_every_backend!(
     commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_stopped,
     the_live_status_follows_positions_and_goes_stale_by_itself,
     an_alert_fires_once_on_entry_and_again_only_after_leaving,
+    a_person_watched_again_alerts_on_entry_again,
     an_entry_alerts_once_while_the_owner_reports_too,
     an_ended_activity_shows_nobody,
     the_whole_workflow_with_three_users_over_websockets,
@@ -900,6 +901,40 @@ async fn an_alert_fires_once_on_entry_and_again_only_after_leaving(backend: Back
     at(&app, &bob, Some(north(30.0))).await.data();
     let again = alerts.next_data("s").await["proximityAlerts"].clone();
     assert_eq!(again["user"]["handle"], "bob");
+    alerts.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// Whether a person was inside the alert radius goes with the link: once Bob unlinks and is
+/// watched again (during the same activity), his report from inside the radius alerts again, as
+/// for anyone newly watched.
+async fn a_person_watched_again_alerts_on_entry_again(backend: Backend) {
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    at(&app, &ann, Some(HOME)).await.data();
+    start(&app, &ann, 100.0).await;
+    let mut alerts = subscribe(
+        &app,
+        &ann,
+        "subscription { proximityAlerts { user { handle } } }",
+        json!({}),
+    )
+    .await;
+    app.listening(&format!("user:{}:alerts", ann.id), 1).await;
+    at(&app, &bob, Some(north(50.0))).await.data();
+    assert_eq!(
+        alerts.next_data("s").await["proximityAlerts"]["user"]["handle"],
+        "bob"
+    );
+    unlink_ann_from_bob(&app, &bob).await.data();
+    watch(&app, &ann, &bob).await;
+    at(&app, &bob, Some(north(40.0))).await.data();
+    assert_eq!(
+        alerts.next_data("s").await["proximityAlerts"]["user"]["handle"],
+        "bob",
+        "an entry of someone watched anew"
+    );
     alerts.assert_quiet(Duration::from_millis(300)).await;
 }
 
