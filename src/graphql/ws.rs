@@ -4,11 +4,15 @@
 //! One task per connection reads frames, writes frames and owns:
 //! - small buffers (4 KiB read, unbuffered writes) so an idle socket costs a few KiB;
 //! - authentication in `connection_init` (`authorization`, `Authorization` or `token`, with or
-//!   without `Bearer `); a bad token closes with 4403;
+//!   without `Bearer `); a bad token closes with 4403 (on the legacy protocol after a
+//!   `connection_error` that says why, which is how its clients learn it);
 //! - 4408 for clients that never send `connection_init` within the configured time;
 //! - the protocol's own closes: 4400 for a frame it cannot read, 4401 for `subscribe` before the
-//!   acknowledgement, 4409 for an id already running, 4429 for a second `connection_init`;
-//! - keep-alive pings from the server (`ping` on graphql-transport-ws, `ka` on the legacy protocol);
+//!   acknowledgement, 4409 for an id already running (the legacy protocol instead restarts the
+//!   operation under that id, as its own server does), 4429 for a second `connection_init`;
+//! - keep-alive pings from the server (`ping` on graphql-transport-ws, `ka` on the legacy protocol,
+//!   and a websocket ping on both): a client from which nothing arrives for two keep-alive periods
+//!   is gone and is closed with 1001;
 //! - access-token expiry: the socket closes with 4403 when the token it was opened with expires,
 //!   unless the client sent a fresh token for the same user in a `ping` payload
 //!   (`{"type":"ping","payload":{"authorization":"Bearer …"}}`) first;
@@ -457,15 +461,24 @@ impl Connection<'_> {
                     );
                 }
                 if credentials(payload.as_ref()) == Credentials::Unreadable {
-                    return Step::Close(CLOSE_INVALID, "Invalid connection_init payload".into());
+                    return refuse_init(
+                        self.legacy,
+                        sink,
+                        CLOSE_INVALID,
+                        "Invalid connection_init payload",
+                    )
+                    .await;
                 }
                 let viewer = viewer_of(payload.as_ref(), &self.sockets.app.tokens);
                 match &viewer {
                     Viewer::Invalid => {
-                        return Step::Close(
+                        return refuse_init(
+                            self.legacy,
+                            sink,
                             CLOSE_FORBIDDEN,
-                            "Forbidden: invalid access token".into(),
-                        );
+                            "Forbidden: invalid access token",
+                        )
+                        .await;
                     }
                     Viewer::User(identity) => self.identity = Some(*identity),
                     Viewer::Anonymous => {}
@@ -478,11 +491,16 @@ impl Connection<'_> {
                     return Step::Close(CLOSE_UNAUTHORIZED, "Unauthorized".into());
                 };
                 if self.running.contains_key(&id) {
-                    // The id is not echoed: a close reason must fit in 123 bytes.
-                    return Step::Close(
-                        CLOSE_DUPLICATE_ID,
-                        "Subscriber for this id already exists".into(),
-                    );
+                    if !self.legacy {
+                        // The id is not echoed: a close reason must fit in 123 bytes.
+                        return Step::Close(
+                            CLOSE_DUPLICATE_ID,
+                            "Subscriber for this id already exists".into(),
+                        );
+                    }
+                    // The legacy protocol restarts an operation under its id: its server stops the
+                    // running one (as `stop` would, without a `complete`) and starts the new one.
+                    self.running.remove(&id);
                 }
                 let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                     let refused = Payload::error(Error::RateLimited {
@@ -586,6 +604,18 @@ async fn write(sink: &mut Sink, message: Message) -> bool {
             Ok(Ok(()))
         ),
     }
+}
+
+/// Refuses a `connection_init` by closing with `code`; the legacy protocol first says why in its
+/// `connection_error` message, which its clients hand to the application (they do not read close
+/// reasons).
+async fn refuse_init(legacy: bool, sink: &mut Sink, code: u16, reason: &'static str) -> Step {
+    if legacy {
+        let error =
+            serde_json::json!({ "type": "connection_error", "payload": { "message": reason } });
+        let _ = write(sink, Message::Text(error.to_string().into())).await;
+    }
+    Step::Close(code, reason.into())
 }
 
 /// Writes a text frame from a handler.

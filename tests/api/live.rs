@@ -38,6 +38,7 @@ on_every_backend!(
     malformed_connection_init_payloads_are_refused,
     an_oversized_frame_closes_with_message_too_big,
     a_client_that_answers_no_ping_is_closed_and_one_that_does_stays,
+    the_legacy_protocol_restarts_an_operation_under_its_id_and_says_why_it_refuses,
     completed_mutations_hold_their_place_until_they_finish,
     a_completed_subscription_of_its_own_stops_listening_at_once,
     every_form_of_subscription_gives_its_place_back_when_completed,
@@ -1110,4 +1111,51 @@ async fn a_client_that_answers_no_ping_is_closed_and_one_that_does_stays(backend
         .subscribe("q", "query { __typename }", json!({}))
         .await;
     assert_eq!(awake.next_data("q").await["__typename"], "Query");
+}
+
+/// The legacy protocol (subscriptions-transport-ws) as its own server speaks it: a `start` with the
+/// id of a running operation stops that one and starts the new one (graphql-transport-ws closes
+/// with 4409 instead), and a refused `connection_init` first gets a `connection_error` saying why,
+/// which is what its clients hand to the application, then the close.
+async fn the_legacy_protocol_restarts_an_operation_under_its_id_and_says_why_it_refuses(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let id = create_event(&app, &ann, "Legacy", "2030-01-01T20:00:00Z").await["id"].clone();
+    let mut client = app.ws(LEGACY_WS).await;
+    client.init(json!({})).await;
+    client
+        .subscribe("1", EVENT_UPDATED, json!({ "id": id }))
+        .await;
+    assert_eq!(
+        client.next_data("1").await["eventUpdated"]["title"],
+        "Legacy"
+    );
+    client
+        .subscribe("1", "query { __typename }", json!({}))
+        .await;
+    assert_eq!(client.next_data("1").await["__typename"], "Query");
+    let complete = client.next_frame().await.expect("open");
+    assert_eq!(complete, json!({ "type": "complete", "id": "1" }));
+    // The subscription that ran under the id is gone.
+    app.gql_as(
+        &ann,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { title: \"Renamed\" }) { id } }",
+        json!({ "id": id }),
+    )
+    .await
+    .data();
+    client.assert_quiet(Duration::from_millis(300)).await;
+
+    let mut refused = app.ws(LEGACY_WS).await;
+    refused
+        .send(json!({ "type": "connection_init", "payload": { "authorization": "Bearer not-a-token" } }))
+        .await;
+    let error = refused.next_frame().await.expect("connection_error first");
+    assert_eq!(
+        error,
+        json!({ "type": "connection_error", "payload": { "message": "Forbidden: invalid access token" } })
+    );
+    assert_eq!(refused.closed().await.code, 4403);
 }
