@@ -904,17 +904,16 @@ async fn an_alert_fires_once_on_entry_and_again_only_after_leaving(backend: Back
     alerts.assert_quiet(Duration::from_millis(300)).await;
 }
 
-/// Whether a person was inside the alert radius goes with the link: once Bob unlinks and is
-/// watched again (during the same activity), his report from inside the radius alerts again, as
-/// for anyone newly watched.
-async fn a_person_watched_again_alerts_on_entry_again(backend: Backend) {
+/// Ann, at home, runs an activity with a 100 m radius that watches Bob (who has not reported yet),
+/// and listens for its alerts (registered).
+async fn ann_at_home_alerted_of_bob(backend: Backend) -> (TestApp, Session, Session, WsClient) {
     let app = quick(backend).await;
     let ann = app.signup("ann").await;
     let bob = app.signup("bob").await;
     watch(&app, &ann, &bob).await;
     at(&app, &ann, Some(HOME)).await.data();
     start(&app, &ann, 100.0).await;
-    let mut alerts = subscribe(
+    let alerts = subscribe(
         &app,
         &ann,
         "subscription { proximityAlerts { user { handle } } }",
@@ -922,6 +921,14 @@ async fn a_person_watched_again_alerts_on_entry_again(backend: Backend) {
     )
     .await;
     app.listening(&format!("user:{}:alerts", ann.id), 1).await;
+    (app, ann, bob, alerts)
+}
+
+/// Whether a person was inside the alert radius goes with the link: once Bob unlinks and is
+/// watched again (during the same activity), his report from inside the radius alerts again, as
+/// for anyone newly watched.
+async fn a_person_watched_again_alerts_on_entry_again(backend: Backend) {
+    let (app, ann, bob, mut alerts) = ann_at_home_alerted_of_bob(backend).await;
     at(&app, &bob, Some(north(50.0))).await.data();
     assert_eq!(
         alerts.next_data("s").await["proximityAlerts"]["user"]["handle"],
@@ -987,21 +994,8 @@ async fn an_ended_activity_shows_nobody(backend: Backend) {
 /// position must not flip the state back (the next report would alert again). Ten entries, ten
 /// alerts.
 async fn an_entry_alerts_once_while_the_owner_reports_too(backend: Backend) {
-    let app = quick(backend).await;
-    let ann = app.signup("ann").await;
-    let bob = app.signup("bob").await;
-    watch(&app, &ann, &bob).await;
-    at(&app, &ann, Some(HOME)).await.data();
+    let (app, ann, bob, mut alerts) = ann_at_home_alerted_of_bob(backend).await;
     at(&app, &bob, Some(north(500.0))).await.data();
-    start(&app, &ann, 100.0).await;
-    let mut alerts = subscribe(
-        &app,
-        &ann,
-        "subscription { proximityAlerts { user { handle } } }",
-        json!({}),
-    )
-    .await;
-    app.listening(&format!("user:{}:alerts", ann.id), 1).await;
     for round in 0..10 {
         // Eight reports of the owner at a time, over and over, while the walker steps in (reports
         // of one person in the same instant are RATE_LIMITED but one).

@@ -505,6 +505,47 @@ async fn wait_for_subscriptions(
     );
 }
 
+/// Ann and Bob sign up on `b`; Ann asks to watch Bob through `asked_on` and Bob accepts through
+/// `b`; Bob's phone on `phone_on` listens for tracking commands (registered there before this
+/// returns).
+async fn bobs_phone_watched_by_ann(
+    http: &reqwest::Client,
+    asked_on: &Instance,
+    b: &Instance,
+    phone_on: &Instance,
+) -> (Session, Session, WsClient) {
+    let mut sessions = sign_up(b, http, &["ann", "bob"]).await;
+    let (bob, ann) = (sessions.pop().expect("bob"), sessions.pop().expect("ann"));
+    asked_on
+        .gql(
+            http,
+            Some(&ann.access),
+            "mutation { requestMonitor(handle: \"bob\") { status } }",
+            json!({}),
+        )
+        .await;
+    b.gql(
+        http,
+        Some(&bob.access),
+        "mutation { acceptMonitor(watcher: \"ann\") { status } }",
+        json!({}),
+    )
+    .await;
+    let mut phone = phone_on.ws().await;
+    phone
+        .init(json!({ "authorization": format!("Bearer {}", bob.access) }))
+        .await;
+    phone
+        .subscribe(
+            "t",
+            "subscription { trackingCommands { command activityId } }",
+            json!({}),
+        )
+        .await;
+    wait_for_subscriptions(phone_on, http, "trackingCommands", 1.0).await;
+    (ann, bob, phone)
+}
+
 /// Signs `handles` up on `instance`.
 async fn sign_up(instance: &Instance, http: &reqwest::Client, handles: &[&str]) -> Vec<Session> {
     let mut sessions = Vec::new();
@@ -675,34 +716,8 @@ async fn a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another
     else {
         return;
     };
-    let sessions = sign_up(&b, &http, &["ann", "bob"]).await;
-    let (ann, bob) = (&sessions[0], &sessions[1]);
-    a.gql(
-        &http,
-        Some(&ann.access),
-        "mutation { requestMonitor(handle: \"bob\") { status } }",
-        json!({}),
-    )
-    .await;
-    b.gql(
-        &http,
-        Some(&bob.access),
-        "mutation { acceptMonitor(watcher: \"ann\") { status } }",
-        json!({}),
-    )
-    .await;
-    let mut phone = b.ws().await;
-    phone
-        .init(json!({ "authorization": format!("Bearer {}", bob.access) }))
-        .await;
-    phone
-        .subscribe(
-            "t",
-            "subscription { trackingCommands { command activityId } }",
-            json!({}),
-        )
-        .await;
-    wait_for_subscriptions(&b, &http, "trackingCommands", 1.0).await;
+    let (ann, bob, mut phone) = bobs_phone_watched_by_ann(&http, &a, &b, &b).await;
+    let (ann, bob) = (&ann, &bob);
 
     let home = (52.52, 13.405);
     let north = |meters: f64| (home.0 + meters / 111_195.0, home.1);
@@ -817,34 +832,7 @@ async fn a_stop_lost_on_its_way_out_of_one_instance_still_reaches_a_phone_on_ano
     else {
         return;
     };
-    let sessions = sign_up(&b, &http, &["ann", "bob"]).await;
-    let (ann, bob) = (&sessions[0], &sessions[1]);
-    b.gql(
-        &http,
-        Some(&ann.access),
-        "mutation { requestMonitor(handle: \"bob\") { status } }",
-        json!({}),
-    )
-    .await;
-    b.gql(
-        &http,
-        Some(&bob.access),
-        "mutation { acceptMonitor(watcher: \"ann\") { status } }",
-        json!({}),
-    )
-    .await;
-    let mut phone = a.ws().await;
-    phone
-        .init(json!({ "authorization": format!("Bearer {}", bob.access) }))
-        .await;
-    phone
-        .subscribe(
-            "t",
-            "subscription { trackingCommands { command activityId } }",
-            json!({}),
-        )
-        .await;
-    wait_for_subscriptions(&a, &http, "trackingCommands", 1.0).await;
+    let (ann, _bob, mut phone) = bobs_phone_watched_by_ann(&http, &b, &b, &a).await;
     let started = b
         .gql(
             &http,
