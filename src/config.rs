@@ -143,7 +143,8 @@ pub struct Config {
     )]
     pub trust_proxy_headers: bool,
 
-    /// Handles that hold the ADMIN role (granted at sign-up and at login), comma separated.
+    /// Handles that hold the ADMIN role, comma separated: granted at sign-up and at login, and
+    /// applied both ways at start-up (admins no longer listed lose the role).
     #[arg(long, env = "RALLY_ADMINS", value_delimiter = ',', global = true)]
     pub admins: Vec<String>,
 

@@ -143,6 +143,53 @@ fn taken_error(handle: bool) -> Error {
     }
 }
 
+/// Makes the ADMIN role follow `admins` (`RALLY_ADMINS`) at start-up: listed accounts are
+/// promoted, and admins no longer listed are demoted, since the list is the only way to the role
+/// (their access tokens keep it until they expire; a refresh issues the new role). A listed handle
+/// without an account is logged: whoever signs up with it first becomes admin, so sign it up first.
+pub async fn apply_admins(
+    db: &impl ConnectionTrait,
+    admins: &[String],
+) -> std::result::Result<(), sea_orm::DbErr> {
+    let listed: Vec<String> = admins
+        .iter()
+        .map(|admin| admin.trim().to_ascii_lowercase())
+        .filter(|admin| !admin.is_empty())
+        .collect();
+    let promoted = user::Entity::update_many()
+        .col_expr(user::Column::Role, Expr::value(Role::Admin))
+        .filter(user::Column::Handle.is_in(listed.iter().cloned()))
+        .filter(user::Column::Role.ne(Role::Admin))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let mut no_longer_listed = user::Entity::update_many()
+        .col_expr(user::Column::Role, Expr::value(Role::User))
+        .filter(user::Column::Role.eq(Role::Admin));
+    if !listed.is_empty() {
+        no_longer_listed =
+            no_longer_listed.filter(user::Column::Handle.is_not_in(listed.iter().cloned()));
+    }
+    let demoted = no_longer_listed.exec(db).await?.rows_affected;
+    if promoted + demoted > 0 {
+        tracing::info!(promoted, demoted, "admin roles follow RALLY_ADMINS");
+    }
+    let existing: Vec<String> = user::Entity::find()
+        .select_only()
+        .column(user::Column::Handle)
+        .filter(user::Column::Handle.is_in(listed.iter().cloned()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    for handle in listed.iter().filter(|handle| !existing.contains(handle)) {
+        tracing::warn!(
+            handle = handle.as_str(),
+            "RALLY_ADMINS lists a handle with no account: whoever signs up with it becomes admin"
+        );
+    }
+    Ok(())
+}
+
 /// Signs in with a handle or an email. An unknown login and a wrong password fail alike.
 #[tracing::instrument(skip_all)]
 pub async fn login(

@@ -27,6 +27,7 @@ on_every_backend!(
     an_expired_access_token_is_refused,
     refresh_tokens_are_stored_only_as_hashes,
     listed_handles_are_admins,
+    the_admin_list_is_applied_at_start_up,
 );
 
 const ME: &str = "{ me { id handle email role } }";
@@ -555,6 +556,51 @@ async fn a_session_ends_at_its_longest_however_often_it_is_refreshed(backend: Ba
         .await
         .expect("read");
     assert!(revoked.is_empty(), "the session ended: {revoked:?}");
+}
+
+/// `RALLY_ADMINS` is the one way to the ADMIN role, and it is applied at start-up both ways: after a
+/// restart with another list, an admin no longer listed is a user, and a listed account is an
+/// admin before it signs in again. Roles are read as others see them, and the demoted admin's
+/// refreshed session carries the new role.
+async fn the_admin_list_is_applied_at_start_up(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.admins = vec!["boss".into()]).await;
+    let boss = app.signup("boss").await;
+    let deputy = app.signup("deputy").await;
+    assert_eq!(role_of(&app, &deputy, "boss").await, "ADMIN");
+    assert_eq!(role_of(&app, &deputy, "deputy").await, "USER");
+    let app = app
+        .restart_with(|c| c.admins = vec![" Deputy ".into()])
+        .await;
+    assert_eq!(
+        role_of(&app, &deputy, "boss").await,
+        "USER",
+        "no longer listed"
+    );
+    assert_eq!(role_of(&app, &deputy, "deputy").await, "ADMIN", "listed");
+    let refreshed = session_from(&app.refresh(&boss.refresh).await.data()["refreshSession"]);
+    app.gql_as(
+        &refreshed,
+        "mutation { createEventTemplate(input: { name: \"Quiz\", defaultDurationMinutes: 60 }) { id } }",
+        json!({}),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+}
+
+/// The role of the account `handle`, as `viewer` sees it.
+async fn role_of(
+    app: &TestApp,
+    viewer: &crate::common::Session,
+    handle: &str,
+) -> serde_json::Value {
+    let found = app
+        .gql_as(
+            viewer,
+            "query($h: String!) { user(handle: $h) { role } }",
+            json!({ "h": handle }),
+        )
+        .await;
+    found.data()["user"]["role"].clone()
 }
 
 async fn listed_handles_are_admins(backend: Backend) {
