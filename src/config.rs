@@ -285,8 +285,7 @@ pub struct Config {
     )]
     pub ws_init_timeout_seconds: u64,
 
-    /// Seconds between server keep-alive pings on websockets; a client from which nothing arrives
-    /// for two of them is closed (1001).
+    /// Seconds between server keep-alive pings on websockets.
     #[arg(
         long,
         env = "RALLY_WS_KEEPALIVE_SECONDS",
@@ -294,6 +293,17 @@ pub struct Config {
         global = true
     )]
     pub ws_keepalive_seconds: u64,
+
+    /// Keep-alive periods a websocket client may stay silent (nothing sent, no ping answered)
+    /// before it is taken for gone and closed (1001); 0 keeps silent clients (behind a proxy that
+    /// swallows websocket pings, a legacy-protocol client that only listens sends nothing).
+    #[arg(
+        long,
+        env = "RALLY_WS_SILENT_PERIODS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub ws_silent_periods: u32,
 
     /// Most running operations on one websocket: subscriptions, and queries or mutations until
     /// they finish (even once the client completed them).
@@ -564,7 +574,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 36] = [
+        let bounds: [(&str, u64, u64, u64); 37] = [
             ("RALLY_JOB_LEASE_SECONDS", self.job_lease_seconds, 1, 3600),
             ("RALLY_H3_RESOLUTION", self.h3_resolution.into(), 0, 15),
             (
@@ -682,6 +692,12 @@ impl Config {
                 self.ws_keepalive_seconds,
                 1,
                 3600,
+            ),
+            (
+                "RALLY_WS_SILENT_PERIODS",
+                self.ws_silent_periods.into(),
+                0,
+                100,
             ),
             (
                 "RALLY_WS_MAX_SUBSCRIPTIONS",

@@ -6,9 +6,10 @@
 //! cannot store in text). Names and titles (display names, event, slot and game titles, drink
 //! names) refuse every control character, every format character (General Category Cf:
 //! bidirectional controls such as U+202E, which turn text around on screen, zero-width spaces and
-//! joiners, the soft hyphen, the BOM; tag characters excepted, which regional flags need), line and
-//! paragraph separators, letters that render blank (Hangul fillers, the blank Braille pattern) and
-//! stacks of more than [`MAX_COMBINING`] combining marks on one character.
+//! joiners, the soft hyphen, the BOM; tag characters only inside a regional flag, which needs
+//! them), line and paragraph separators, letters that render blank (Hangul fillers, the blank
+//! Braille pattern), stacks of more than [`MAX_COMBINING`] combining marks on one character and
+//! more than one variation selector.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
@@ -55,16 +56,22 @@ pub fn name(raw: &str, field: &str, min: usize, max: usize) -> Result<String> {
             format!("{field} has control characters"),
         ));
     }
-    if value.chars().any(is_invisible) {
+    if value.chars().any(is_invisible) || !tags_only_in_flags(value) {
         return Err(Error::bad_input(
             field,
             format!("{field} has invisible or direction-changing characters"),
         ));
     }
-    let mut stacked = 0;
-    for c in value.chars() {
+    let (mut stacked, mut selectors) = (0, 0);
+    for (i, c) in value.chars().enumerate() {
         stacked = if is_combining(c) { stacked + 1 } else { 0 };
-        if stacked > MAX_COMBINING {
+        // A variation selector picks the look of the character before it: one, after something.
+        selectors = if is_variation_selector(c) {
+            selectors + 1
+        } else {
+            0
+        };
+        if stacked > MAX_COMBINING || selectors > 1 || (i == 0 && selectors == 1) {
             return Err(Error::bad_input(
                 field,
                 format!("{field} stacks too many combining marks"),
@@ -72,6 +79,40 @@ pub fn name(raw: &str, field: &str, min: usize, max: usize) -> Result<String> {
         }
     }
     Ok(value.to_owned())
+}
+
+/// The black flag that regional flags (England, Scotland, Wales) start with.
+const BLACK_FLAG: char = '\u{1F3F4}';
+/// The tag that ends a regional flag.
+const CANCEL_TAG: char = '\u{E007F}';
+
+/// Tag characters (format characters that draw nothing on their own).
+fn is_tag(c: char) -> bool {
+    matches!(c, '\u{E0020}'..='\u{E007F}')
+}
+
+/// Whether every tag character stands in a regional flag: right after a black flag, in a run that
+/// ends with the cancel tag. Anywhere else tags draw nothing and would let "ann" and "ann" plus
+/// hidden tags pass for one another.
+fn tags_only_in_flags(value: &str) -> bool {
+    let (mut previous, mut in_flag) = (None, false);
+    for c in value.chars() {
+        if is_tag(c) {
+            if !in_flag && previous != Some(BLACK_FLAG) {
+                return false;
+            }
+            in_flag = c != CANCEL_TAG;
+        } else if in_flag {
+            return false;
+        }
+        previous = Some(c);
+    }
+    !in_flag
+}
+
+/// Variation selectors (text or emoji look, ideographic variants).
+fn is_variation_selector(c: char) -> bool {
+    matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
 }
 
 fn bounded<'a>(raw: &'a str, field: &str, min: usize, max: usize) -> Result<&'a str> {
@@ -89,8 +130,8 @@ fn bounded<'a>(raw: &'a str, field: &str, min: usize, max: usize) -> Result<&'a 
 /// Characters that draw nothing or change how the rest is drawn: format characters (General
 /// Category Cf: zero-width spaces and joiners, the soft hyphen, the byte-order mark, every
 /// bidirectional control), line and paragraph separators (Zl, Zp), and letters that render blank
-/// (the Hangul fillers, the blank Braille pattern). Tag characters (Cf too) stay: the flags of
-/// regions (England, Scotland, Wales) are a black flag followed by them.
+/// (the Hangul fillers, the blank Braille pattern). Tag characters (Cf too) are judged apart, by
+/// [`tags_only_in_flags`].
 fn is_invisible(c: char) -> bool {
     let invisible_category = matches!(
         c.general_category(),
@@ -98,12 +139,11 @@ fn is_invisible(c: char) -> bool {
             | GeneralCategory::LineSeparator
             | GeneralCategory::ParagraphSeparator
     );
-    let tag = matches!(c, '\u{E0020}'..='\u{E007F}');
     let blank = matches!(
         c,
         '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}'
     );
-    (invisible_category && !tag) || blank
+    (invisible_category && !is_tag(c)) || blank
 }
 
 /// Combining diacritical marks (the blocks that "zalgo" text stacks).
@@ -193,6 +233,11 @@ mod tests {
             "mongolian\u{180E}vowel",
             "\u{E0001}language tag",
             "arabic\u{061C}mark",
+            "ann\u{E0061}\u{E0062}",
+            "ann\u{1F3F4}\u{E0067}\u{E0062}",
+            "\u{1F3F4}\u{E0067}\u{E007F}\u{E0067}\u{E007F}",
+            "ann\u{FE0F}\u{FE0F}",
+            "\u{FE0F}ann",
         ] {
             match name(bad, "input.title", 1, 40) {
                 Err(Error::BadInput { field, .. }) => assert_eq!(field, "input.title", "{bad:?}"),

@@ -117,6 +117,7 @@ impl App {
         let settings = SocketSettings {
             init_timeout: Duration::from_secs(state.config.ws_init_timeout_seconds),
             keepalive: Duration::from_secs(state.config.ws_keepalive_seconds.max(1)),
+            silent_periods: state.config.ws_silent_periods,
             max_subscriptions: state.config.ws_max_subscriptions,
         };
         let executor = Executor::new(schemas, limits, state.to_end.clone());

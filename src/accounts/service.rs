@@ -245,7 +245,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
     }
     // A session older than `RALLY_SESSION_MAX_DAYS` ends (its tokens were issued before the limit,
     // or under a longer one): the user signs in again.
-    let family = Family::of(&*txn, &token).await?;
+    let family = Family::of(&token);
     if family.ends(&state.config) <= now {
         end_session(state, txn, token.family_id).await?;
         return Err(bad_refresh());
@@ -400,7 +400,7 @@ async fn recently_ended(state: &AppState) -> Result<Vec<(Uuid, chrono::DateTime<
         .collect())
 }
 
-/// Signs `user` in: a new session (refresh-token family).
+/// Signs `user` in: a new session (refresh-token family, whose UUID v7 id says when it began).
 async fn start_session(state: &AppState, user: user::Model) -> Result<Session> {
     let family = Family {
         id: Uuid::now_v7(),
@@ -416,21 +416,22 @@ struct Family {
 }
 
 impl Family {
-    /// The family of `token`; it began with its first token.
-    async fn of(db: &impl ConnectionTrait, token: &refresh_token::Model) -> Result<Self> {
-        let began = refresh_token::Entity::find()
-            .select_only()
-            .column(refresh_token::Column::CreatedAt)
-            .filter(refresh_token::Column::FamilyId.eq(token.family_id))
-            .order_by_asc(refresh_token::Column::CreatedAt)
-            .into_tuple::<DateTime<Utc>>()
-            .one(db)
-            .await?
+    /// The family of `token`. Its id is the UUID v7 made at sign-in ([`start_session`]), so the id
+    /// tells when the session began, with no query (a family id of another version, which Rally
+    /// does not make, counts from this token's issue).
+    fn of(token: &refresh_token::Model) -> Self {
+        let began = token
+            .family_id
+            .get_timestamp()
+            .and_then(|stamp| {
+                let (seconds, nanos) = stamp.to_unix();
+                DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
+            })
             .unwrap_or(token.created_at);
-        Ok(Self {
+        Self {
             id: token.family_id,
             began,
-        })
+        }
     }
 
     /// When the session ends however often its token is exchanged (`RALLY_SESSION_MAX_DAYS`

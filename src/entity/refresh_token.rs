@@ -11,7 +11,8 @@ pub struct Model {
     pub id: Uuid,
     /// Whose token.
     pub user_id: Uuid,
-    /// The login this token descends from; revoked together.
+    /// The login this token descends from; revoked together. A UUID v7 made at sign-in: its time
+    /// is when the session began (`RALLY_SESSION_MAX_DAYS` counts from it).
     pub family_id: Uuid,
     /// Hex SHA-256 of the token; the token itself is never stored.
     pub token_hash: String,

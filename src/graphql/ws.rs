@@ -11,8 +11,8 @@
 //!   acknowledgement, 4409 for an id already running (the legacy protocol instead restarts the
 //!   operation under that id, as its own server does), 4429 for a second `connection_init`;
 //! - keep-alive pings from the server (`ping` on graphql-transport-ws, `ka` on the legacy protocol,
-//!   and a websocket ping on both): a client from which nothing arrives for two keep-alive periods
-//!   is gone and is closed with 1001;
+//!   and a websocket ping on both): a client from which nothing arrives for
+//!   `RALLY_WS_SILENT_PERIODS` keep-alive periods is gone and is closed with 1001;
 //! - access-token expiry: the socket closes with 4403 when the token it was opened with expires,
 //!   unless the client sent a fresh token for the same user in a `ping` payload
 //!   (`{"type":"ping","payload":{"authorization":"Bearer …"}}`) first;
@@ -71,7 +71,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 const MAX_FRAME: usize = 256 * 1024;
 /// Close code: a second `connection_init`.
 pub const CLOSE_TOO_MANY_INITS: u16 = 4429;
-/// Close code: the client answered no ping for two keep-alive periods (RFC 6455 "Going Away").
+/// Close code: the client answered no ping for `RALLY_WS_SILENT_PERIODS` keep-alive periods (RFC
+/// 6455 "Going Away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Settings of the websocket endpoint.
@@ -81,6 +82,8 @@ pub struct SocketSettings {
     pub init_timeout: Duration,
     /// How often the server pings.
     pub keepalive: Duration,
+    /// Keep-alive periods a client may stay silent before it is closed (0: never).
+    pub silent_periods: u32,
     /// Most running operations per connection (subscriptions, and queries or mutations until they
     /// finish, even once the client completed them).
     pub max_subscriptions: usize,
@@ -339,8 +342,8 @@ impl Connection<'_> {
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.tick().await;
         // Anything from the client (a frame, or the pong every client answers a ping with) shows
-        // it is there; a client silent for two keep-alive periods missed a ping and is gone (a
-        // dropped phone leaves a connection that accepts writes for many minutes).
+        // it is there; a client silent for `silent_periods` keep-alive periods missed pings and is
+        // gone (a dropped phone leaves a connection that accepts writes for many minutes).
         let mut heard = Instant::now();
         let mut shutdown = self.sockets.shutdown.clone();
         let stopping = async move {
@@ -410,7 +413,9 @@ impl Connection<'_> {
                     }
                 }
                 _ = keepalive.tick(), if self.viewer.is_some() => {
-                    if heard.elapsed() >= settings.keepalive * 2 {
+                    if settings.silent_periods > 0
+                        && heard.elapsed() >= settings.keepalive * settings.silent_periods
+                    {
                         let _ = write(&mut sink, close(CLOSE_GOING_AWAY, "no answer to pings")).await;
                         break CLOSE_GOING_AWAY;
                     }

@@ -31,9 +31,7 @@ use uuid::Uuid;
 pub use self::hub::Delivery;
 use self::hub::Hub;
 pub use self::redis::RedisBroker;
-pub use self::stream::{
-    CATCH_UP_RETRY, CatchUp, Change, Missing, Versioned, events, follow, follow_throttled,
-};
+pub use self::stream::{CatchUp, Change, Missing, Versioned, events, follow, follow_throttled};
 pub use self::topic::{Payload, Topic, TopicName, Topics};
 
 /// Version of the wire envelope.

@@ -113,34 +113,44 @@ pub fn events<P: Payload>(mut feed: Feed<P>) -> impl Stream<Item = Arc<P>> + Sen
 }
 
 /// How an event stream that catches up after a [`Signal::Resync`] (it reads what it missed from
-/// the database) keeps a catch-up that failed: owed, and tried again every [`CATCH_UP_RETRY`] while
-/// the stream goes on delivering messages (retrying in place would hold them back).
+/// the database) keeps a catch-up that failed: owed, and tried again at a deadline that backs off
+/// from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`] (with up to a quarter more, so streams that failed
+/// together do not retry together), while the stream goes on delivering messages (retrying in
+/// place would hold them back). The deadline stays put however often the stream polls [`due`]
+/// between messages.
+///
+/// [`due`]: CatchUp::due
 #[derive(Default)]
 pub struct CatchUp {
-    owed: bool,
+    retry: Option<(Instant, Duration)>,
 }
-
-/// How long an owed catch-up waits before it is tried again.
-pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 
 impl CatchUp {
     /// Completes when an owed catch-up is due again; never while none is owed.
     pub async fn due(&self) {
-        if self.owed {
-            tokio::time::sleep(CATCH_UP_RETRY).await;
-        } else {
-            std::future::pending::<()>().await;
+        match self.retry {
+            Some((at, _)) => tokio::time::sleep_until(at).await,
+            None => std::future::pending::<()>().await,
         }
     }
 
-    /// The catch-up's reading, or `None` when it failed (logged; the catch-up is owed).
+    /// The catch-up's reading, or `None` when it failed (logged; the catch-up is owed, and its next
+    /// try waits twice as long as the last, up to [`MAX_BACKOFF`]).
     pub fn settle<T>(&mut self, read: Result<T>) -> Option<T> {
-        self.owed = read.is_err();
         match read {
-            Ok(read) => Some(read),
+            Ok(read) => {
+                self.retry = None;
+                Some(read)
+            }
             Err(err) => {
                 err.report();
                 metrics::counter!("rally_state_reload_failures_total").increment(1);
+                let backoff = match self.retry {
+                    Some((_, last)) => (last * 2).min(MAX_BACKOFF),
+                    None => FIRST_BACKOFF,
+                };
+                let jitter = backoff.mul_f64(rand::random::<f64>() / 4.0);
+                self.retry = Some((Instant::now() + backoff + jitter, backoff));
                 None
             }
         }
@@ -408,17 +418,49 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failed_catch_up_is_owed_and_due_again_until_one_succeeds() {
         let mut catch_up = CatchUp::default();
-        async fn due(catch_up: &CatchUp) -> bool {
-            tokio::time::timeout(CATCH_UP_RETRY * 2, catch_up.due())
+        let failed =
+            || -> Result<u32> { Err(Error::internal(anyhow::anyhow!("the database is away"))) };
+        /// How long `due` takes from now, or `None` past `within`.
+        async fn due_in(catch_up: &CatchUp, within: Duration) -> Option<Duration> {
+            let start = Instant::now();
+            tokio::time::timeout(within, catch_up.due())
                 .await
-                .is_ok()
+                .ok()
+                .map(|()| start.elapsed())
         }
-        assert!(!due(&catch_up).await, "nothing owed: never due");
-        let failed: Result<u32> = Err(Error::internal(anyhow::anyhow!("the database is away")));
-        assert_eq!(catch_up.settle(failed), None);
-        assert!(due(&catch_up).await, "owed: due again");
-        assert!(due(&catch_up).await, "and again while it fails");
+        assert_eq!(
+            due_in(&catch_up, MAX_BACKOFF * 2).await,
+            None,
+            "nothing owed"
+        );
+        assert_eq!(catch_up.settle(failed()), None);
+        let first = due_in(&catch_up, MAX_BACKOFF).await.expect("owed");
+        assert!(
+            first >= FIRST_BACKOFF && first <= FIRST_BACKOFF * 5 / 4,
+            "{first:?}"
+        );
+        // Polled again and again between messages, the deadline stays where it is.
+        assert_eq!(catch_up.settle(failed()), None);
+        let mut waited = Duration::ZERO;
+        let second = loop {
+            if let Some(left) = due_in(&catch_up, Duration::from_millis(30)).await {
+                break waited + left;
+            }
+            waited += Duration::from_millis(30);
+        };
+        assert!(
+            second >= FIRST_BACKOFF * 2 && second <= FIRST_BACKOFF * 5 / 2,
+            "twice the first: {second:?}"
+        );
+        for _ in 0..10 {
+            assert_eq!(catch_up.settle(failed()), None);
+        }
+        let longest = due_in(&catch_up, MAX_BACKOFF * 2).await.expect("owed");
+        assert!(
+            longest <= MAX_BACKOFF * 5 / 4,
+            "backs off to at most 5 s: {longest:?}"
+        );
         assert_eq!(catch_up.settle(Ok(7)), Some(7));
-        assert!(!due(&catch_up).await, "settled");
+        assert_eq!(due_in(&catch_up, MAX_BACKOFF * 2).await, None, "settled");
     }
 }

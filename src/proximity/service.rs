@@ -155,8 +155,11 @@ pub async fn remove_monitor(
     monitor_link::Entity::delete_by_id((watcher, watched))
         .exec(&*txn)
         .await?;
+    // The running activity is locked (its alert checks' turn, see `check_alerts`), so a check that
+    // read the link before it went cannot store the person's state after it is deleted.
+    let running = txn.locking(active_query(watcher)).one(&*txn).await?;
     if link.status == LinkStatus::Accepted
-        && let Some(running) = active_of(&*txn, watcher).await?
+        && let Some(running) = running
     {
         // Whether the person was inside the alert radius goes with the link: watched again,
         // they are someone new to the activity, and their entry alerts.
@@ -245,13 +248,9 @@ pub async fn update_location(
         longitude,
         updated_at: now,
     };
-    // The position is stored, and the answer says so even when what follows fails: an error
-    // would make the phone send it again into the rate limit. Screens reload on their next touch,
-    // and an entry whose alert check failed is found again by the next report (the state has not
-    // flipped).
-    if let Err(err) = after_update(state, me.user_id).await {
-        err.report();
-    }
+    // The position is stored, and the answer says so even when what follows fails (an error
+    // would make the phone send it again, into the rate limit): see `after_update`.
+    after_update(state, me.user_id).await;
     Ok(stored)
 }
 
@@ -276,11 +275,14 @@ pub fn watching_query(user: Uuid) -> Select<activity::Entity> {
 
 /// The owner's ACTIVE activity, if any.
 async fn active_of(db: &impl ConnectionTrait, owner: Uuid) -> Result<Option<activity::Model>> {
-    Ok(activity::Entity::find()
+    Ok(active_query(owner).one(db).await?)
+}
+
+/// The query behind [`active_of`].
+fn active_query(owner: Uuid) -> Select<activity::Entity> {
+    activity::Entity::find()
         .filter(activity::Column::OwnerId.eq(owner))
         .filter(activity::Column::Status.eq(ActivityStatus::Active))
-        .one(db)
-        .await?)
 }
 
 /// People who accepted `owner` as a watcher.
@@ -325,18 +327,33 @@ fn stale_after(state: &AppState) -> Duration {
 }
 
 /// Tells every activity touched by `user`'s new position, and checks its alerts: the activities
-/// that watch `user` for `user` alone, `user`'s own for everyone it watches (in one pass).
-async fn after_update(state: &AppState, user: Uuid) -> Result<()> {
-    for running in watching(state, user).await? {
-        touch(state, running.id);
-        check_alerts(state, &running, &[user]).await?;
+/// that watch `user` for `user` alone, `user`'s own for everyone it watches (in one pass). Each
+/// activity on its own: a failure is logged and the others still hear of it. Screens reload on
+/// their next touch, and an entry whose check failed is found by the next report (its state did
+/// not flip).
+async fn after_update(state: &AppState, user: Uuid) {
+    match watching(state, user).await {
+        Ok(activities) => {
+            for running in activities {
+                touch(state, running.id);
+                if let Err(err) = check_alerts(state, &running, &[user]).await {
+                    err.report();
+                }
+            }
+        }
+        Err(err) => err.report(),
     }
-    if let Some(own) = active_of(&state.db, user).await? {
-        touch(state, own.id);
-        let watched = watched_by(&state.db, user).await?;
-        check_alerts(state, &own, &watched).await?;
+    let own = async {
+        if let Some(own) = active_of(&state.db, user).await? {
+            touch(state, own.id);
+            let watched = watched_by(&state.db, user).await?;
+            check_alerts(state, &own, &watched).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    if let Err(err) = own.await {
+        err.report();
     }
-    Ok(())
 }
 
 /// Flips each of `watched`'s inside/outside state for `running` when the distance crosses the
@@ -736,7 +753,7 @@ async fn reload(state: &AppState, me: Identity, id: Uuid) -> Result<(ActivityVie
 /// told the device with what the state says now and sends the difference: STOP for every activity
 /// it started that no longer watches them (a missed STOP would leave a phone sharing without
 /// consent), START for every one it has not started. A catch-up that cannot read the state is owed
-/// and tried again every [`live::CATCH_UP_RETRY`], while commands go on being delivered meanwhile.
+/// and tried again with backoff ([`CatchUp`]), while commands go on being delivered meanwhile.
 pub async fn tracking_commands(
     state: &AppState,
     me: Identity,

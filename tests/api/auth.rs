@@ -496,8 +496,8 @@ async fn refresh_tokens_are_stored_only_as_hashes(backend: Backend) {
 
 /// A session lives `RALLY_SESSION_MAX_DAYS` (90 by default) however often its refresh token is
 /// exchanged: a refreshed token expires with the session, not a full refresh lifetime later, and a
-/// refresh past the end is refused and ends the session. The test moves the session's first
-/// token back in time (its family began then).
+/// refresh past the end is refused and ends the session. A session began when its family's UUID v7
+/// id was made at sign-in; the test gives the family an older id.
 async fn a_session_ends_at_its_longest_however_often_it_is_refreshed(backend: Backend) {
     use chrono::{Duration, Utc};
     use rally::entity::refresh_token;
@@ -505,12 +505,21 @@ async fn a_session_ends_at_its_longest_however_often_it_is_refreshed(backend: Ba
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     let app = TestApp::spawn(backend).await;
     let kim = app.signup("kim").await;
+    let began_at = |began: chrono::DateTime<Utc>| {
+        let stamp = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            u64::try_from(began.timestamp()).expect("after 1970"),
+            began.timestamp_subsec_nanos(),
+        );
+        refresh_token::Entity::update_many()
+            .col_expr(
+                refresh_token::Column::FamilyId,
+                Expr::value(uuid::Uuid::new_v7(stamp)),
+            )
+            .exec(&app.state.db)
+    };
     let began = Utc::now() - Duration::days(80);
-    refresh_token::Entity::update_many()
-        .col_expr(refresh_token::Column::CreatedAt, Expr::value(began))
-        .exec(&app.state.db)
-        .await
-        .expect("moved back");
+    began_at(began).await.expect("an older session");
     let rotated = session_from(&app.refresh(&kim.refresh).await.data()["refreshSession"]);
     let newest = refresh_token::Entity::find()
         .filter(refresh_token::Column::UsedAt.is_null())
@@ -530,15 +539,9 @@ async fn a_session_ends_at_its_longest_however_often_it_is_refreshed(backend: Ba
 
     // The session began 91 days ago, and its token (as an older release issued it) has not
     // expired: the refresh is refused, and the session ends.
-    refresh_token::Entity::update_many()
-        .col_expr(
-            refresh_token::Column::CreatedAt,
-            Expr::value(began - Duration::days(11)),
-        )
-        .filter(refresh_token::Column::UsedAt.is_not_null())
-        .exec(&app.state.db)
+    began_at(began - Duration::days(11))
         .await
-        .expect("moved back");
+        .expect("an older session");
     refresh_token::Entity::update_many()
         .col_expr(
             refresh_token::Column::ExpiresAt,
