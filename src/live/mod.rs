@@ -12,10 +12,10 @@
 //!
 //! Uses `error` only; knows no domain (each declares its topics beside its payloads).
 //!
-//! Wire format (Redis channel `{RALLY_REDIS_PREFIX}:<topic>`, `rally:<topic>` by default): compact
-//! JSON `{"v":1,"seq":<n>,"origin":"<instance uuid>","topic":"event:<id>","at":<unix µs>,"payload":{…}}`,
-//! where `seq` numbers each instance's messages in the order it sends them (see `redis` for the
-//! beats on `{prefix}:_beat` that carry the last number, and what a gap does).
+//! Wire format (Redis channel `{RALLY_REDIS_PREFIX}:<topic>`, `rally:<topic>` by default), compact
+//! JSON: `{"v":1,"seq":<n>,"origin":"<instance uuid>","topic":"event:<id>","at":<unix µs>,`
+//! `"payload":{…}}`, where `seq` numbers each instance's messages in the order it sends them (see
+//! `redis` for the beats on `{prefix}:_beat` that carry the last number, and what a gap does).
 
 mod hub;
 mod redis;
@@ -31,7 +31,9 @@ use uuid::Uuid;
 pub use self::hub::Delivery;
 use self::hub::Hub;
 pub use self::redis::RedisBroker;
-pub use self::stream::{CatchUp, Change, Missing, Versioned, events, follow, follow_throttled};
+pub use self::stream::{
+    CatchUp, Change, Missing, Next, Versioned, events, follow, follow_throttled,
+};
 pub use self::topic::{Payload, Topic, TopicName, Topics};
 
 /// Version of the wire envelope.

@@ -125,7 +125,26 @@ pub struct CatchUp {
     retry: Option<(Instant, Duration)>,
 }
 
+/// What an event stream that catches up does next.
+pub enum Next<P> {
+    /// Deliver a message.
+    Message(Arc<P>),
+    /// Read what was missed: after a [`Signal::Resync`], or an owed catch-up that is due.
+    CatchUp,
+}
+
 impl CatchUp {
+    /// The stream's next step; `None` once the feed ends.
+    pub async fn next<P: Payload>(&self, feed: &mut Feed<P>) -> Option<Next<P>> {
+        tokio::select! {
+            signal = feed.next() => match signal? {
+                Signal::Message(payload) => Some(Next::Message(payload)),
+                Signal::Resync => Some(Next::CatchUp),
+            },
+            () = self.due() => Some(Next::CatchUp),
+        }
+    }
+
     /// Completes when an owed catch-up is due again; never while none is owed.
     pub async fn due(&self) {
         match self.retry {

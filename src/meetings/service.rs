@@ -37,7 +37,7 @@ use crate::entity::availability::{self, Status};
 use crate::entity::calendar_feed;
 use crate::entity::meeting::{self, Status as MeetingStatus};
 use crate::error::{Error, Result, UniqueKey};
-use crate::live::{CatchUp, Signal};
+use crate::live::{CatchUp, Next};
 use crate::state::AppState;
 
 /// `meetings_one_confirmed_key` (see the meetings migration): one CONFIRMED meeting per slot.
@@ -517,8 +517,8 @@ pub fn meetings_query(user: Uuid, role: Role, after: Option<Position>) -> Select
 }
 
 /// The user's meeting changes from now on: as owner every booking and cancellation, as participant
-/// every cancellation, each once. When messages may have been missed ([`Signal::Resync`]: the
-/// client fell behind, or another instance's messages were lost) it reads the changes of the last
+/// every cancellation, each once. When messages may have been missed (a resync: the client fell
+/// behind, or another instance's messages were lost) it reads the changes of the last
 /// [`CATCH_UP_WINDOW`](super::model::CATCH_UP_WINDOW) and sends each meeting it has not sent a
 /// change of, as the meeting is now (a catch-up that fails is owed, see [`CatchUp`]).
 pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> + Send + 'static {
@@ -527,28 +527,21 @@ pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> 
     let mut sent = Sent::new(Utc::now());
     async_stream::stream! {
         let mut catch_up = CatchUp::default();
-        loop {
-            let catching_up = tokio::select! {
-                signal = feed.next() => match signal {
-                    None => break,
-                    Some(Signal::Resync) => true,
-                    Some(Signal::Message(change)) => {
-                        if sent.first(change.meeting.id, change.kind, Utc::now()) {
-                            yield change.meeting.clone();
-                        }
-                        false
+        while let Some(next) = catch_up.next(&mut feed).await {
+            match next {
+                Next::Message(change) => {
+                    if sent.first(change.meeting.id, change.kind, Utc::now()) {
+                        yield change.meeting.clone();
                     }
-                },
-                () = catch_up.due() => true,
-            };
-            if !catching_up {
-                continue;
-            }
-            let since = sent.since(Utc::now());
-            if let Some(rows) = catch_up.settle(changes_since(&state, user, since).await) {
-                for row in rows {
-                    if sent.catch_up(user, &row, Utc::now()) {
-                        yield row.into();
+                }
+                Next::CatchUp => {
+                    let since = sent.since(Utc::now());
+                    if let Some(rows) = catch_up.settle(changes_since(&state, user, since).await) {
+                        for row in rows {
+                            if sent.catch_up(user, &row, Utc::now()) {
+                                yield row.into();
+                            }
+                        }
                     }
                 }
             }

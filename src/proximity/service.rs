@@ -27,7 +27,7 @@ use crate::entity::activity::{self, Status as ActivityStatus};
 use crate::entity::monitor_link::{self, Status as LinkStatus};
 use crate::entity::{location, proximity_state, user};
 use crate::error::{Error, Result, UniqueKey};
-use crate::live::{self, CatchUp, Signal};
+use crate::live::{self, CatchUp, Next, Signal};
 use crate::state::AppState;
 
 /// `activities_one_active_key` (see the proximity migration): one ACTIVE activity per owner.
@@ -768,26 +768,20 @@ pub async fn tracking_commands(
             yield command;
         }
         let mut catch_up = CatchUp::default();
-        loop {
-            let catching_up = tokio::select! {
-                signal = feed.next() => match signal {
-                    None => break,
-                    Some(Signal::Resync) => true,
-                    Some(Signal::Message(command)) => {
-                        if told.is_news(&command) && still_holds(&state, me.user_id, &command).await {
-                            told.note(&command);
-                            yield (*command).clone();
-                        }
-                        false
+        while let Some(next) = catch_up.next(&mut feed).await {
+            match next {
+                Next::Message(command) => {
+                    if told.is_news(&command) && still_holds(&state, me.user_id, &command).await {
+                        told.note(&command);
+                        yield (*command).clone();
                     }
-                },
-                () = catch_up.due() => true,
-            };
-            if catching_up
-                && let Some(now) = catch_up.settle(watching(&state, me.user_id).await)
-            {
-                for command in told.catch_up(now) {
-                    yield command;
+                }
+                Next::CatchUp => {
+                    if let Some(now) = catch_up.settle(watching(&state, me.user_id).await) {
+                        for command in told.catch_up(now) {
+                            yield command;
+                        }
+                    }
                 }
             }
         }
