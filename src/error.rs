@@ -89,6 +89,15 @@ pub struct Internal {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The error as the operator reads it at start-up, where no client is there to keep causes
+    /// from: an internal error's cause, any other's message.
+    pub fn for_operator(&self) -> anyhow::Error {
+        match self {
+            Self::Internal(internal) => anyhow::anyhow!("{:#}", internal.cause),
+            other => anyhow::anyhow!(other.message()),
+        }
+    }
+
     /// A validation failure of one input field.
     pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::BadInput {

@@ -50,7 +50,7 @@ impl App {
         db::migrate_up(&db).await?;
         accounts::service::apply_admins(&db, &config.admins)
             .await
-            .context("cannot apply RALLY_ADMINS")?;
+            .map_err(|err| err.for_operator().context("cannot apply RALLY_ADMINS"))?;
         let media = MediaStore::open(&config.media_url()?, config.public_url.as_deref())
             .context("cannot open the media store")?;
         let tokens = TokenKeys::new(&config.load_jwt_secret()?, config.access_token_ttl());

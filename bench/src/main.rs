@@ -544,8 +544,14 @@ async fn naive_fanout(args: &Args, subscribers: usize) -> anyhow::Result<FanoutF
 
 /// The websocket table: set-up, memory and fan-out on one fresh instance.
 async fn live_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result<()> {
-    // Keep-alive pings every 2 minutes, so the CPU counted is the fan-out's.
-    let rally = args.rally(&[("RALLY_WS_KEEPALIVE_SECONDS", "120")]).await?;
+    // Keep-alive pings every 2 minutes, so the CPU counted is the fan-out's; subscribers that sit
+    // unread through a long measurement (under valgrind) are not taken for gone.
+    let rally = args
+        .rally(&[
+            ("RALLY_WS_KEEPALIVE_SECONDS", "120"),
+            ("RALLY_WS_SILENT_PERIODS", "0"),
+        ])
+        .await?;
     let url = rally.url();
     let seed = seed(&url, tag).await?;
     let http = reqwest::Client::new();
@@ -738,6 +744,7 @@ async fn counts_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Result
             ("RALLY_ARGON2_MEMORY_KIB", "8"),
             ("RALLY_ARGON2_ITERATIONS", "1"),
             ("RALLY_WS_KEEPALIVE_SECONDS", "120"),
+            ("RALLY_WS_SILENT_PERIODS", "0"),
         ],
         Duration::from_secs(300),
     )
@@ -838,6 +845,7 @@ async fn scale_out_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Res
         ("RALLY_AUTH_ATTEMPTS_PER_ADDRESS", "1000000"),
         ("RALLY_UPLOADS_PER_MINUTE", "10000"),
         ("RALLY_WS_KEEPALIVE_SECONDS", "120"),
+        ("RALLY_WS_SILENT_PERIODS", "0"),
     ];
     let cluster = Cluster::up(&args.rally_bin, database_url, redis_url, 2, &env).await?;
     let urls = (database_url.as_str(), redis_url.as_str());
@@ -1234,6 +1242,7 @@ async fn proximity_part(args: &Args, tag: &str, out: &mut String) -> anyhow::Res
         ("RALLY_ARGON2_ITERATIONS", "1"),
         ("RALLY_LOCATION_MIN_INTERVAL_MS", "500"),
         ("RALLY_WS_KEEPALIVE_SECONDS", "120"),
+        ("RALLY_WS_SILENT_PERIODS", "0"),
         (
             "RALLY_JWT_SECRET",
             "bench-only-secret-shared-by-every-instance",

@@ -147,10 +147,8 @@ fn taken_error(handle: bool) -> Error {
 /// promoted, and admins no longer listed are demoted, since the list is the only way to the role
 /// (their access tokens keep it until they expire; a refresh issues the new role). A listed handle
 /// without an account is logged: whoever signs up with it first becomes admin, so sign it up first.
-pub async fn apply_admins(
-    db: &impl ConnectionTrait,
-    admins: &[String],
-) -> std::result::Result<(), sea_orm::DbErr> {
+#[tracing::instrument(skip_all)]
+pub async fn apply_admins(db: &impl ConnectionTrait, admins: &[String]) -> Result<()> {
     let listed: Vec<String> = admins
         .iter()
         .map(|admin| admin.trim().to_ascii_lowercase())

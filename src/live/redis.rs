@@ -43,8 +43,12 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 const BEAT_TOPIC: &str = "_beat";
 /// An origin not heard from (not even a beat) for this long has stopped; it is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
-/// At most one resynchronisation for gaps per this window (another is owed until it ends).
+/// At most one resynchronisation for gaps per window (another is owed until it ends): this long at
+/// first, twice as long after each that followed the last within two windows, up to
+/// [`LONGEST_GAP_WINDOW`].
 const GAP_RESYNC_EVERY: Duration = Duration::from_secs(1);
+/// The widest window between resynchronisations for gaps that keep coming.
+const LONGEST_GAP_WINDOW: Duration = Duration::from_secs(30);
 
 /// Redis pub/sub between instances.
 pub struct RedisBroker {
@@ -106,8 +110,9 @@ struct Heard {
     origins: HashMap<Uuid, (u64, Instant)>,
     /// When the connection opened (and resynchronised everyone).
     opened: Instant,
-    /// The last resynchronisation for a gap, and whether another is owed.
+    /// The last resynchronisation for a gap, the window after it, and whether another is owed.
     resynced: Instant,
+    window: Duration,
     owed: bool,
 }
 
@@ -119,6 +124,7 @@ impl Heard {
             origins: HashMap::new(),
             opened: now,
             resynced: now,
+            window: GAP_RESYNC_EVERY,
             owed: false,
         }
     }
@@ -143,14 +149,22 @@ impl Heard {
         missing
     }
 
-    /// Whether every subscriber resynchronises now: a gap was found (or one is owed) and the last
-    /// resynchronisation for a gap was over [`GAP_RESYNC_EVERY`] ago. An instance that keeps losing
-    /// messages makes the others resynchronise once per window, not once per message.
+    /// Whether every subscriber resynchronises now: a gap was found (or one is owed) and the
+    /// window after the last resynchronisation for a gap has passed. An instance that keeps losing
+    /// messages (overloaded, its outbox full) makes the others resynchronise once per window, and
+    /// the window widens while gaps keep coming (1 s doubling to 30 s), so the reloads do not add
+    /// to the load that causes them; a quiet spell narrows it again.
     fn resync_due(&mut self, gap: bool) -> bool {
         self.owed |= gap;
-        if !self.owed || self.resynced.elapsed() < GAP_RESYNC_EVERY {
+        let since = self.resynced.elapsed();
+        if !self.owed || since < self.window {
             return false;
         }
+        self.window = if since < self.window * 2 {
+            (self.window * 2).min(LONGEST_GAP_WINDOW)
+        } else {
+            GAP_RESYNC_EVERY
+        };
         self.owed = false;
         self.resynced = Instant::now();
         true
@@ -496,21 +510,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn gaps_resynchronise_at_most_once_a_window() {
+    async fn gaps_resynchronise_at_most_once_a_window_that_widens_while_they_keep_coming() {
+        let second = Duration::from_secs(1);
         let mut heard = Heard::new();
         assert!(
             !heard.resync_due(true),
             "just resynchronised as it opened: owed"
         );
         assert!(!heard.resync_due(false), "still owed");
-        tokio::time::advance(GAP_RESYNC_EVERY).await;
+        tokio::time::advance(second).await;
         assert!(
             heard.resync_due(false),
             "the owed one, once the window ended"
         );
         assert!(!heard.resync_due(true), "a new gap in the window: owed");
-        tokio::time::advance(GAP_RESYNC_EVERY).await;
+        tokio::time::advance(second).await;
+        assert!(
+            !heard.resync_due(false),
+            "gaps kept coming: the window is 2 s now"
+        );
+        tokio::time::advance(second).await;
         assert!(heard.resync_due(false));
+        // A gap right after each resynchronisation: the next comes a window later, each window
+        // twice the last.
+        for _ in 0..10 {
+            assert!(!heard.resync_due(true));
+            tokio::time::advance(heard.window).await;
+            assert!(heard.resync_due(false));
+        }
+        assert_eq!(heard.window, LONGEST_GAP_WINDOW, "at most 30 s");
+        tokio::time::advance(LONGEST_GAP_WINDOW * 3).await;
+        assert!(heard.resync_due(true), "after a quiet spell, at once");
+        assert_eq!(
+            heard.window, GAP_RESYNC_EVERY,
+            "and the window is 1 s again"
+        );
         assert!(!heard.resync_due(false), "nothing owed");
     }
 

@@ -8,7 +8,10 @@
 //! backoff (100 ms doubling to 5 s), so the stream neither ends silently nor skips ahead of the
 //! truth. [`events`] is the plain event stream (each message once). [`follow_throttled`] is the
 //! variant for states that are recomputed rather than carried by
-//! the message (leaderboards): every message means "reload", at most once per window.
+//! the message (leaderboards): every message means "reload", at most once per window. An event
+//! stream that must catch up after a resync (`trackingCommands`, `myMeetings`) reads its feed
+//! through [`CatchUp::next`]: each message, or a [`Next::CatchUp`] after a resync or when a
+//! failed catch-up is due again (with backoff, while messages keep flowing).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -101,7 +104,8 @@ where
 
 /// Follows an event stream: every message from now on, each once (a resync means nothing here:
 /// an event stream has no state to reload, and what was missed is gone; a stream that must catch
-/// up after one reads its [`Feed`] itself, with a [`CatchUp`], as `trackingCommands` does).
+/// up after one reads its [`Feed`] through a [`CatchUp`], as `trackingCommands` and `myMeetings`
+/// do).
 pub fn events<P: Payload>(mut feed: Feed<P>) -> impl Stream<Item = Arc<P>> + Send + 'static {
     async_stream::stream! {
         while let Some(signal) = feed.next().await {

@@ -1084,9 +1084,9 @@ async fn a_client_that_answers_no_ping_is_closed_and_one_that_does_stays(backend
     let mut awake = app.ws(LEGACY_WS).await;
     awake.init(json!({})).await;
     let (silent, read) = tokio::join!(
-        silent_client_close_code(&app, Duration::from_secs(8)),
+        silent_client_close_code(&app, Duration::from_secs(10)),
         // The awake client reads all along (its pongs answer each ping).
-        tokio::time::timeout(Duration::from_secs(8), awake.next_frame()),
+        tokio::time::timeout(Duration::from_secs(10), awake.next_frame()),
     );
     assert_eq!(silent, Some(1001), "the silent client was closed as gone");
     assert!(

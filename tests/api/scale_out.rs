@@ -862,7 +862,17 @@ async fn a_stop_lost_on_its_way_out_of_one_instance_still_reaches_a_phone_on_ano
 
     to_b.restore();
     b.wait_for_broker(&http, "connected").await;
-    let stop = phone.next_data("t").await;
+    // B's publisher reconnects within its backoff, and beats within 5 s of that.
+    let frame = phone
+        .next_frame_within(Duration::from_secs(20))
+        .await
+        .expect("open");
+    assert_eq!(
+        (&frame["type"], &frame["id"]),
+        (&json!("next"), &json!("t")),
+        "{frame}"
+    );
+    let stop = &frame["payload"]["data"];
     assert_eq!(
         stop["trackingCommands"],
         json!({ "command": "STOP", "activityId": activity }),

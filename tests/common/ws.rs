@@ -83,8 +83,13 @@ impl WsClient {
     /// The next protocol frame that is not a keep-alive (server pings are answered); `Err` with the
     /// close code when the server closed instead.
     pub async fn next_frame(&mut self) -> Result<Value, Closed> {
+        self.next_frame_within(WAIT).await
+    }
+
+    /// [`WsClient::next_frame`], waiting up to `wait` for each message.
+    pub async fn next_frame_within(&mut self, wait: Duration) -> Result<Value, Closed> {
         loop {
-            let message = tokio::time::timeout(WAIT, self.socket.next())
+            let message = tokio::time::timeout(wait, self.socket.next())
                 .await
                 .expect("a websocket message in time");
             match message {

@@ -9,7 +9,6 @@ use crate::cups::graphql::{Leaderboard, leaderboard_of};
 use crate::entity::{event, event_staff, event_template, user};
 use crate::error::{Error, Result};
 use crate::events::model::EventState;
-
 use crate::games::graphql::{Game, games_of};
 use crate::graphql::loaders::loader;
 use crate::graphql::pagination;
