@@ -469,6 +469,16 @@ async fn a_stored_location_is_answered_as_stored_when_its_alert_check_fails(back
     assert_eq!(seen["nearest"]["user"]["handle"], "bob", "{seen}");
 }
 
+/// Ann, Bob and Cat sign up; Ann and Cat each watch Bob with his consent.
+async fn ann_and_cat_watching_bob(app: &TestApp) -> (Session, Session, Session) {
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let cat = app.signup("cat").await;
+    watch(app, &ann, &bob).await;
+    watch(app, &cat, &bob).await;
+    (ann, bob, cat)
+}
+
 async fn subscribe(app: &TestApp, who: &Session, query: &str, variables: Value) -> WsClient {
     let mut socket = app.ws(TRANSPORT_WS).await;
     socket
@@ -600,11 +610,7 @@ async fn a_command_overtaken_by_a_later_change_is_not_delivered(backend: Backend
 async fn a_device_that_fell_behind_is_told_what_changed_meanwhile(backend: Backend) {
     use futures_util::StreamExt;
     let app = quick(backend).await;
-    let ann = app.signup("ann").await;
-    let bob = app.signup("bob").await;
-    let cat = app.signup("cat").await;
-    watch(&app, &ann, &bob).await;
-    watch(&app, &cat, &bob).await;
+    let (ann, bob, cat) = ann_and_cat_watching_bob(&app).await;
     let bobs = rally::auth::Identity {
         user_id: Uuid::parse_str(&bob.id).expect("uuid"),
         is_admin: false,
@@ -949,11 +955,7 @@ async fn a_person_watched_again_alerts_on_entry_again(backend: Backend) {
 /// Ann's ended activity shows nobody: not Bob's distance, not whether he is stale or has GPS off.
 async fn an_ended_activity_shows_nobody(backend: Backend) {
     let app = quick(backend).await;
-    let ann = app.signup("ann").await;
-    let bob = app.signup("bob").await;
-    let cat = app.signup("cat").await;
-    watch(&app, &ann, &bob).await;
-    watch(&app, &cat, &bob).await;
+    let (ann, bob, cat) = ann_and_cat_watching_bob(&app).await;
     at(&app, &ann, Some(HOME)).await.data();
     at(&app, &cat, Some(HOME)).await.data();
     let ended = start(&app, &ann, 100.0).await;

@@ -546,6 +546,32 @@ async fn bobs_phone_watched_by_ann(
     (ann, bob, phone)
 }
 
+/// Ann starts an activity (100 m) through `on`; Bob's phone (from [`bobs_phone_watched_by_ann`])
+/// hears its START, wherever it is. The activity's id.
+async fn ann_starts_and_the_phone_hears(
+    http: &reqwest::Client,
+    on: &Instance,
+    ann: &Session,
+    phone: &mut WsClient,
+) -> Value {
+    let started = on
+        .gql(
+            http,
+            Some(&ann.access),
+            "mutation { startActivity(alertRadiusMeters: 100) { id } }",
+            json!({}),
+        )
+        .await;
+    let activity = started["startActivity"]["id"].clone();
+    let start = phone.next_data("t").await;
+    assert_eq!(
+        start["trackingCommands"],
+        json!({ "command": "START", "activityId": activity }),
+        "the START reached the phone"
+    );
+    activity
+}
+
 /// Signs `handles` up on `instance`.
 async fn sign_up(instance: &Instance, http: &reqwest::Client, handles: &[&str]) -> Vec<Session> {
     let mut sessions = Vec::new();
@@ -743,18 +769,7 @@ async fn a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another
         }
     };
     locate(&a, ann, home).await;
-    let started = a
-        .gql(
-            &http,
-            Some(&ann.access),
-            "mutation { startActivity(alertRadiusMeters: 100) { id } }",
-            json!({}),
-        )
-        .await;
-    let activity = started["startActivity"]["id"].clone();
-    let start = phone.next_data("t").await;
-    assert_eq!(start["trackingCommands"]["command"], "START");
-    assert_eq!(start["trackingCommands"]["activityId"], activity);
+    let activity = ann_starts_and_the_phone_hears(&http, &a, ann, &mut phone).await;
 
     let mut screen = a.ws().await;
     screen
@@ -833,21 +848,7 @@ async fn a_stop_lost_on_its_way_out_of_one_instance_still_reaches_a_phone_on_ano
         return;
     };
     let (ann, _bob, mut phone) = bobs_phone_watched_by_ann(&http, &b, &b, &a).await;
-    let started = b
-        .gql(
-            &http,
-            Some(&ann.access),
-            "mutation { startActivity(alertRadiusMeters: 100) { id } }",
-            json!({}),
-        )
-        .await;
-    let activity = started["startActivity"]["id"].clone();
-    let start = phone.next_data("t").await;
-    assert_eq!(
-        start["trackingCommands"],
-        json!({ "command": "START", "activityId": activity }),
-        "B's START crossed Redis to A"
-    );
+    let activity = ann_starts_and_the_phone_hears(&http, &b, &ann, &mut phone).await;
 
     to_b.cut().await;
     b.wait_for_broker(&http, "reconnecting").await;
