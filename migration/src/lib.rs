@@ -17,6 +17,7 @@ mod m20261202_000009_proximity;
 mod m20261202_000010_activities_owner_idx;
 mod m20261202_000011_runs;
 mod m20261204_000012_foreign_key_indexes;
+mod m20261204_000013_proximity_entries;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_activities_owner_idx::Migration),
             Box::new(m20261202_000011_runs::Migration),
             Box::new(m20261204_000012_foreign_key_indexes::Migration),
+            Box::new(m20261204_000013_proximity_entries::Migration),
         ]
     }
 }

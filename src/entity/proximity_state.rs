@@ -1,10 +1,11 @@
 //! `proximity_states`: whether a watched person is inside an activity's alert radius (for
-//! edge-triggered alerts).
+//! edge-triggered alerts), and when and how near they last entered it (for streams that catch up
+//! on alerts they missed).
 
 use sea_orm::entity::prelude::*;
 
 /// One row of `proximity_states`.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "proximity_states")]
 pub struct Model {
     /// The activity.
@@ -15,6 +16,10 @@ pub struct Model {
     pub user_id: Uuid,
     /// Inside the radius since the last alert (until they go beyond the exit distance).
     pub inside: bool,
+    /// When they last entered the radius (null on rows older than the column: never caught up).
+    pub entered_at: Option<DateTimeUtc>,
+    /// How near they were then, meters.
+    pub entered_meters: Option<f64>,
 }
 
 /// `proximity_states` has no relations it navigates.

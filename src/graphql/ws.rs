@@ -47,7 +47,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamMap;
 
-use super::fanout::{Fanout, Payload, Payloads, Subscribe};
+use super::fanout::{Fanout, Payload, Payloads, Permit, Subscribe};
 use super::schema::{EVENT_SUBSCRIPTIONS, STATE_SUBSCRIPTIONS};
 use crate::auth::{ClientAddr, Identity, TokenKeys, Viewer};
 use crate::error::Error;
@@ -495,7 +495,8 @@ impl Connection<'_> {
                 let Some(viewer) = &self.viewer else {
                     return Step::Close(CLOSE_UNAUTHORIZED, "Unauthorized".into());
                 };
-                if self.running.contains_key(&id) {
+                let restarted = self.running.contains_key(&id);
+                if restarted {
                     if !self.legacy {
                         // The id is not echoed: a close reason must fit in 123 bytes.
                         return Step::Close(
@@ -507,7 +508,7 @@ impl Connection<'_> {
                     // running one (as `stop` would, without a `complete`) and starts the new one.
                     self.running.remove(&id);
                 }
-                let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                let Some(permit) = permit(self.permits.clone(), restarted).await else {
                     let refused = Payload::error(Error::RateLimited {
                         what: "too many subscriptions and operations running on this connection",
                         retry_after_seconds: 1,
@@ -593,6 +594,23 @@ impl Connection<'_> {
         format!(r#"{{"type":"{kind}","id":{},"payload":"#, json_string(id))
     }
 }
+
+/// A permit for a new operation from a connection's `permits`, `None` at its cap. A restarted
+/// operation takes the place of the one it stops, whose work may hold its permit a moment longer
+/// (a task of its own notices that nobody reads it any more): for up to [`RESTART_WAIT`] it waits
+/// for that permit rather than be refused as one too many.
+async fn permit(permits: Arc<Semaphore>, restarted: bool) -> Option<Permit> {
+    if !restarted {
+        return permits.try_acquire_owned().ok();
+    }
+    tokio::time::timeout(RESTART_WAIT, permits.acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
+/// How long a restarted operation (legacy protocol) waits for the permit of the one it stops.
+const RESTART_WAIT: Duration = Duration::from_millis(250);
 
 /// How long one frame may take to go out: a client that stops reading is dropped rather than
 /// holding its connection (and its seats in shared executions) forever.

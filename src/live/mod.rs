@@ -32,7 +32,8 @@ pub use self::hub::Delivery;
 use self::hub::Hub;
 pub use self::redis::RedisBroker;
 pub use self::stream::{
-    CatchUp, Change, Missing, Next, Versioned, events, follow, follow_throttled,
+    CATCH_UP_WINDOW, CLOCK_LEEWAY, CatchUp, Change, Missing, Next, Sent, Versioned, events, follow,
+    follow_throttled,
 };
 pub use self::topic::{Payload, Topic, TopicName, Topics};
 

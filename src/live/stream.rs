@@ -7,16 +7,20 @@
 //! that reconnected) it reloads the snapshot; a reload that fails is logged and retried with
 //! backoff (100 ms doubling to 5 s), so the stream neither ends silently nor skips ahead of the
 //! truth. [`events`] is the plain event stream (each message once). [`follow_throttled`] is the
-//! variant for states that are recomputed rather than carried by
-//! the message (leaderboards): every message means "reload", at most once per window. An event
-//! stream that must catch up after a resync (`trackingCommands`, `myMeetings`) reads its feed
-//! through [`CatchUp::next`]: each message, or a [`Next::CatchUp`] after a resync or when a
-//! failed catch-up is due again (with backoff, while messages keep flowing).
+//! variant for states that are recomputed rather than carried by the message (leaderboards): every
+//! message means "reload", at most once per window. An event stream that must catch up after a
+//! resync (`trackingCommands`, `myMeetings`, `proximityAlerts`) reads its feed through
+//! [`CatchUp::next`]: each message, or a [`Next::CatchUp`] after a resync or when a failed catch-up
+//! is due again (with backoff, while messages keep flowing); one that reads missed events back from
+//! the database keeps [`Sent`] so it sends each once.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use tokio::time::Instant;
 
@@ -104,8 +108,8 @@ where
 
 /// Follows an event stream: every message from now on, each once (a resync means nothing here:
 /// an event stream has no state to reload, and what was missed is gone; a stream that must catch
-/// up after one reads its [`Feed`] through a [`CatchUp`], as `trackingCommands` and `myMeetings`
-/// do).
+/// up after one reads its [`Feed`] through a [`CatchUp`], as `trackingCommands`, `myMeetings` and
+/// `proximityAlerts` do).
 pub fn events<P: Payload>(mut feed: Feed<P>) -> impl Stream<Item = Arc<P>> + Send + 'static {
     async_stream::stream! {
         while let Some(signal) = feed.next().await {
@@ -177,6 +181,48 @@ impl CatchUp {
                 None
             }
         }
+    }
+}
+
+/// How far back an event stream that missed messages looks for the events it did not send, and
+/// how long it remembers what it sent.
+pub const CATCH_UP_WINDOW: chrono::Duration = chrono::Duration::hours(1);
+/// How long before it subscribed a stream's window starts: a write stamps its time before it
+/// commits, and instances' clocks differ a little.
+pub const CLOCK_LEEWAY: chrono::Duration = chrono::Duration::minutes(1);
+
+/// What one event stream that catches up has sent (`myMeetings`, `proximityAlerts`): each event,
+/// named by its key, once, whether it came as a message or was found when the stream caught up
+/// after missing messages. Events are remembered for the last [`CATCH_UP_WINDOW`] by when they
+/// were sent, which is after they were made: an event older than the window is not looked for
+/// again, so it cannot come twice.
+pub struct Sent<K> {
+    /// Events before this were made before the stream began.
+    began: DateTime<Utc>,
+    /// Each event sent, with when it was sent.
+    sent: HashMap<K, DateTime<Utc>>,
+}
+
+impl<K: Eq + Hash> Sent<K> {
+    /// A stream that subscribed at `now`.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            began: now - CLOCK_LEEWAY,
+            sent: HashMap::new(),
+        }
+    }
+
+    /// From when a catch-up at `now` looks for events: the last [`CATCH_UP_WINDOW`], not before
+    /// the stream began.
+    pub fn since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.began.max(now - CATCH_UP_WINDOW)
+    }
+
+    /// Records that the event `key` is sent at `now`; whether it was not sent before.
+    pub fn first(&mut self, key: K, now: DateTime<Utc>) -> bool {
+        let forgotten = self.since(now) - CLOCK_LEEWAY;
+        self.sent.retain(|_, sent| *sent >= forgotten);
+        self.sent.insert(key, now).is_none()
     }
 }
 

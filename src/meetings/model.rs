@@ -7,8 +7,6 @@
 //! spring-forward gap is read with the offset before the gap (so it moves forward by the gap); a
 //! start that occurs twice at fall-back takes the first occurrence.
 
-use std::collections::HashMap;
-
 use chrono::{
     DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Offset, SubsecRound,
     TimeZone, Utc,
@@ -19,7 +17,7 @@ use uuid::Uuid;
 
 use crate::entity::meeting::{self, Status};
 use crate::error::{Error, Result};
-use crate::live::Topics;
+use crate::live::{self, Topics};
 use crate::model::{name, optional_text};
 
 /// Longest span of a weekly pattern, from its first to its last date.
@@ -309,59 +307,21 @@ impl From<meeting::Model> for MeetingState {
     }
 }
 
-/// How far back a `myMeetings` stream that missed messages looks for the changes it did not send,
-/// and how long it remembers what it sent.
-pub const CATCH_UP_WINDOW: Duration = Duration::hours(1);
-/// How long before it subscribed a stream's window starts: a write stamps its time before it
-/// commits, and instances' clocks differ a little.
-pub const CLOCK_LEEWAY: Duration = Duration::minutes(1);
+/// What one `myMeetings` stream has sent: each change (a meeting's booking or cancellation) once.
+pub type Sent = live::Sent<(Uuid, MeetingEvent)>;
 
-/// What one `myMeetings` stream has sent: each booking and cancellation once, whether it came as a
-/// message or was found when the stream caught up after missing messages.
-pub struct Sent {
-    /// Changes before this were made before the stream began.
-    began: DateTime<Utc>,
-    /// Each change sent, with when it was sent, for the last [`CATCH_UP_WINDOW`].
-    changes: HashMap<(Uuid, MeetingEvent), DateTime<Utc>>,
-}
-
-impl Sent {
-    /// A stream that subscribed at `now`.
-    pub fn new(now: DateTime<Utc>) -> Self {
-        Self {
-            began: now - CLOCK_LEEWAY,
-            changes: HashMap::new(),
-        }
-    }
-
-    /// From when a catch-up at `now` looks for changes: the last [`CATCH_UP_WINDOW`], not before
-    /// the stream began.
-    pub fn since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        self.began.max(now - CATCH_UP_WINDOW)
-    }
-
-    /// Records that the change `kind` of meeting `id` is sent at `now`; whether it was not sent
-    /// before. What was sent is remembered for the window (by when it was sent, which is after the
-    /// change was made: a change older than the window is not looked for again).
-    pub fn first(&mut self, id: Uuid, kind: MeetingEvent, now: DateTime<Utc>) -> bool {
-        let forgotten = self.since(now) - CLOCK_LEEWAY;
-        self.changes.retain(|_, sent| *sent >= forgotten);
-        self.changes.insert((id, kind), now).is_none()
-    }
-
-    /// The changes of `row` that concern `user` (as owner its booking, as either side its
-    /// cancellation) since [`Sent::since`] and were not sent yet, now recorded as sent; whether
-    /// there was any.
-    pub fn catch_up(&mut self, user: Uuid, row: &meeting::Model, now: DateTime<Utc>) -> bool {
-        let since = self.since(now);
-        let booked = row.owner_id == user
-            && row.created_at >= since
-            && self.first(row.id, MeetingEvent::Booked, now);
-        let cancelled = row
-            .cancelled_at
-            .is_some_and(|at| at >= since && self.first(row.id, MeetingEvent::Cancelled, now));
-        booked || cancelled
-    }
+/// The changes of `row` that concern `user` (as owner its booking, as either side its
+/// cancellation) since [`Sent::since`] and were not sent yet, now recorded as sent; whether there
+/// was any.
+pub fn unsent(sent: &mut Sent, user: Uuid, row: &meeting::Model, now: DateTime<Utc>) -> bool {
+    let since = sent.since(now);
+    let booked = row.owner_id == user
+        && row.created_at >= since
+        && sent.first((row.id, MeetingEvent::Booked), now);
+    let cancelled = row
+        .cancelled_at
+        .is_some_and(|at| at >= since && sent.first((row.id, MeetingEvent::Cancelled), now));
+    booked || cancelled
 }
 
 /// Whether `user` takes part in `meeting` (its owner or participant): the only people who see it.
@@ -419,30 +379,30 @@ mod tests {
         // Both streams began at 10:00.
         let (mut owners, mut participants) = (Sent::new(at(10)), Sent::new(at(10)));
         let heard = meeting_row(owner, participant, minutes(5), None);
-        assert!(owners.first(heard.id, MeetingEvent::Booked, minutes(5)));
+        assert!(owners.first((heard.id, MeetingEvent::Booked), minutes(5)));
         assert!(
-            !owners.first(heard.id, MeetingEvent::Booked, minutes(6)),
+            !owners.first((heard.id, MeetingEvent::Booked), minutes(6)),
             "once"
         );
         // Missed: a booking, then its cancellation, and a booking before the stream began.
         let missed = meeting_row(owner, participant, minutes(7), Some(minutes(8)));
         let older = meeting_row(owner, participant, at(9) - Duration::minutes(2), None);
         let now = minutes(9);
-        assert!(!owners.catch_up(owner, &heard, now), "already sent");
-        assert!(owners.catch_up(owner, &missed, now));
-        assert!(!owners.catch_up(owner, &missed, now), "once");
+        assert!(!unsent(&mut owners, owner, &heard, now), "already sent");
+        assert!(unsent(&mut owners, owner, &missed, now));
+        assert!(!unsent(&mut owners, owner, &missed, now), "once");
         assert!(
-            !owners.catch_up(owner, &older, now),
+            !unsent(&mut owners, owner, &older, now),
             "before the stream began"
         );
         // A participant hears of cancellations only.
-        assert!(!participants.catch_up(participant, &heard, now));
-        assert!(participants.catch_up(participant, &missed, now));
+        assert!(!unsent(&mut participants, participant, &heard, now));
+        assert!(unsent(&mut participants, participant, &missed, now));
         // Hours later, only the last hour is looked at.
         let late = at(14);
-        assert_eq!(owners.since(late), late - CATCH_UP_WINDOW);
+        assert_eq!(owners.since(late), late - live::CATCH_UP_WINDOW);
         let stale = meeting_row(owner, participant, late - Duration::minutes(61), None);
-        assert!(!owners.catch_up(owner, &stale, late));
+        assert!(!unsent(&mut owners, owner, &stale, late));
     }
 
     #[test]

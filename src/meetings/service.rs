@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::model::{
     MEETINGS, MeetingChanged, MeetingEvent, MeetingState, Role, Sent, Slot, SlotRules,
-    parse_reason, takes_part,
+    parse_reason, takes_part, unsent,
 };
 use crate::accounts;
 use crate::accounts::model::Handle;
@@ -519,7 +519,7 @@ pub fn meetings_query(user: Uuid, role: Role, after: Option<Position>) -> Select
 /// The user's meeting changes from now on: as owner every booking and cancellation, as participant
 /// every cancellation, each once. When messages may have been missed (a resync: the client fell
 /// behind, or another instance's messages were lost) it reads the changes of the last
-/// [`CATCH_UP_WINDOW`](super::model::CATCH_UP_WINDOW) and sends each meeting it has not sent a
+/// [`CATCH_UP_WINDOW`](crate::live::CATCH_UP_WINDOW) and sends each meeting it has not sent a
 /// change of, as the meeting is now (a catch-up that fails is owed, see [`CatchUp`]).
 pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> + Send + 'static {
     let mut feed = state.live.subscribe(&MEETINGS.of(user));
@@ -530,7 +530,7 @@ pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> 
         while let Some(next) = catch_up.next(&mut feed).await {
             match next {
                 Next::Message(change) => {
-                    if sent.first(change.meeting.id, change.kind, Utc::now()) {
+                    if sent.first((change.meeting.id, change.kind), Utc::now()) {
                         yield change.meeting.clone();
                     }
                 }
@@ -538,7 +538,7 @@ pub fn follow(state: &AppState, user: Uuid) -> impl Stream<Item = MeetingState> 
                     let since = sent.since(Utc::now());
                     if let Some(rows) = catch_up.settle(changes_since(&state, user, since).await) {
                         for row in rows {
-                            if sent.catch_up(user, &row, Utc::now()) {
+                            if unsent(&mut sent, user, &row, Utc::now()) {
                                 yield row.into();
                             }
                         }

@@ -65,6 +65,17 @@ pub struct ProximityAlert {
     pub user_id: Uuid,
     /// How near, meters.
     pub distance_meters: f64,
+    /// When they entered (what names this entry: a stream sends each entry once, whether it came
+    /// as a message or from a catch-up). Messages of older releases lack it.
+    #[serde(default)]
+    pub entered_at: Option<DateTime<Utc>>,
+}
+
+impl ProximityAlert {
+    /// The entry this alert is about: activity, person and when; `None` without a time.
+    pub fn entry(&self) -> Option<(Uuid, Uuid, DateTime<Utc>)> {
+        Some((self.activity_id, self.user_id, self.entered_at?))
+    }
 }
 
 /// A position on Earth, in degrees.

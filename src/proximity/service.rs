@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
-use chrono::{Duration, Utc};
-use futures_util::{Stream, StreamExt};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use futures_util::Stream;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{
@@ -388,33 +388,50 @@ async fn check_alerts(state: &AppState, running: &activity::Model, watched: &[Uu
         .copied()
         .filter(|user| links.contains(user))
         .collect();
+    // Truncated to what both databases keep, so a catch-up reads back the instant the alert's
+    // message carried, and knows it sent that entry.
+    let now = Utc::now().trunc_subsecs(6);
     for flip in flips(state, &*txn, running, &watched).await? {
-        let entered = match flip.was_inside {
-            Some(_) => proximity_state::Entity::update_many()
-                .col_expr(proximity_state::Column::Inside, Expr::value(flip.inside))
-                .filter(proximity_state::Column::ActivityId.eq(running.id))
-                .filter(proximity_state::Column::UserId.eq(flip.user))
-                .exec(&*txn)
-                .await
-                .map(|_| flip.inside)?,
+        let entered_at = flip.inside.then_some(now);
+        let entered_meters = flip.inside.then_some(flip.distance);
+        match flip.was_inside {
+            Some(_) => {
+                let mut update = proximity_state::Entity::update_many()
+                    .col_expr(proximity_state::Column::Inside, Expr::value(flip.inside));
+                if flip.inside {
+                    update = update
+                        .col_expr(proximity_state::Column::EnteredAt, Expr::value(entered_at))
+                        .col_expr(
+                            proximity_state::Column::EnteredMeters,
+                            Expr::value(entered_meters),
+                        );
+                }
+                update
+                    .filter(proximity_state::Column::ActivityId.eq(running.id))
+                    .filter(proximity_state::Column::UserId.eq(flip.user))
+                    .exec(&*txn)
+                    .await?;
+            }
             None => {
                 proximity_state::ActiveModel {
                     activity_id: Set(running.id),
                     user_id: Set(flip.user),
                     inside: Set(true),
+                    entered_at: Set(entered_at),
+                    entered_meters: Set(entered_meters),
                 }
                 .insert(&*txn)
                 .await?;
-                true
             }
-        };
-        if entered {
+        }
+        if flip.inside {
             txn.publish(
                 &ALERTS.of(running.owner_id),
                 &ProximityAlert {
                     activity_id: running.id,
                     user_id: flip.user,
                     distance_meters: flip.distance,
+                    entered_at,
                 },
             );
         }
@@ -866,10 +883,74 @@ async fn still_holds(state: &AppState, watched: Uuid, command: &TrackingCommand)
     }
 }
 
-/// The owner's proximity alerts, as they happen.
+/// The owner's proximity alerts, as they happen, each once. When alerts may have been missed
+/// ([`Signal::Resync`]: the owner's connection fell behind, or another instance's messages were
+/// lost) it reads the entries of the last [`CATCH_UP_WINDOW`](live::CATCH_UP_WINDOW) into the
+/// radius of the owner's activities and sends those it has not sent (a person who entered twice
+/// while the stream was behind is sent once, with their last entry). A catch-up that cannot read
+/// the database is owed and tried again with backoff ([`CatchUp`]).
 pub fn alerts(
     state: &AppState,
     me: Identity,
 ) -> impl Stream<Item = ProximityAlert> + Send + 'static {
-    live::events(state.live.subscribe(&ALERTS.of(me.user_id))).map(|alert| (*alert).clone())
+    let mut feed = state.live.subscribe(&ALERTS.of(me.user_id));
+    let state = state.clone();
+    let mut sent = AlertsSent::new(Utc::now());
+    async_stream::stream! {
+        let mut catch_up = CatchUp::default();
+        while let Some(next) = catch_up.next(&mut feed).await {
+            match next {
+                Next::Message(alert) => {
+                    // A message of an older release has no entry time: sent as it comes.
+                    let first = alert
+                        .entry()
+                        .is_none_or(|entry| sent.first(entry, Utc::now()));
+                    if first {
+                        yield (*alert).clone();
+                    }
+                }
+                Next::CatchUp => {
+                    let since = sent.since(Utc::now());
+                    if let Some(missed) = catch_up.settle(entries_since(&state, me.user_id, since).await) {
+                        for alert in missed {
+                            if alert.entry().is_some_and(|entry| sent.first(entry, Utc::now())) {
+                                yield alert;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What one `proximityAlerts` stream has sent: each entry (activity, person, when) once.
+type AlertsSent = live::Sent<(Uuid, Uuid, DateTime<Utc>)>;
+
+/// The entries from `since` into the radius of `owner`'s activities, as alerts, oldest first.
+async fn entries_since(
+    state: &AppState,
+    owner: Uuid,
+    since: DateTime<Utc>,
+) -> Result<Vec<ProximityAlert>> {
+    let owned = Query::select()
+        .column(activity::Column::Id)
+        .from(activity::Entity)
+        .and_where(activity::Column::OwnerId.eq(owner))
+        .to_owned();
+    let entries = proximity_state::Entity::find()
+        .filter(proximity_state::Column::ActivityId.in_subquery(owned))
+        .filter(proximity_state::Column::EnteredAt.gte(since))
+        .order_by_asc(proximity_state::Column::EnteredAt)
+        .all(&state.db)
+        .await?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| ProximityAlert {
+            activity_id: entry.activity_id,
+            user_id: entry.user_id,
+            distance_meters: entry.entered_meters.unwrap_or_default(),
+            entered_at: entry.entered_at,
+        })
+        .collect())
 }

@@ -8,7 +8,7 @@ use rally::proximity::model::{Command, TRACKING, TrackingCommand};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{Backend, Session, TRANSPORT_WS, TestApp, WsClient};
+use crate::common::{Backend, LEGACY_WS, Session, TRANSPORT_WS, TestApp, WsClient};
 
 crate::on_every_backend!(
     nothing_is_shared_before_the_watched_person_accepts,
@@ -21,10 +21,12 @@ crate::on_every_backend!(
     devices_are_told_to_start_and_stop,
     a_command_overtaken_by_a_later_change_is_not_delivered,
     a_device_that_fell_behind_is_told_what_changed_meanwhile,
+    a_legacy_restart_at_the_subscription_cap_takes_the_stopped_ones_place,
     removals_racing_the_end_of_the_activity_stop_the_device_once,
     commands_racing_a_link_and_the_end_of_the_activity_leave_the_device_stopped,
     the_live_status_follows_positions_and_goes_stale_by_itself,
     an_alert_fires_once_on_entry_and_again_only_after_leaving,
+    an_owner_that_fell_behind_gets_the_entries_it_missed,
     a_person_watched_again_alerts_on_entry_again,
     an_entry_alerts_once_while_the_owner_reports_too,
     an_ended_activity_shows_nobody,
@@ -555,6 +557,34 @@ fn send_late(
     );
 }
 
+/// On the legacy protocol a `start` under a running id restarts that operation. At the
+/// connection's cap the restart takes the place of the one it stops (whose work ends a moment
+/// later, in a task of its own) instead of being refused as one operation too many: every restart
+/// of a phone's commands starts over with the START it must share for.
+async fn a_legacy_restart_at_the_subscription_cap_takes_the_stopped_ones_place(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.ws_max_subscriptions = 2).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    let running = start(&app, &ann, 100.0).await;
+    let mut phone = app.ws(LEGACY_WS).await;
+    phone
+        .init(json!({ "authorization": format!("Bearer {}", bob.access) }))
+        .await;
+    for round in 0..20 {
+        for id in ["1", "2"] {
+            phone.subscribe(id, COMMANDS, json!({})).await;
+            let told = phone.next_data(id).await["trackingCommands"].clone();
+            assert_eq!(
+                (&told["command"], &told["activityId"]),
+                (&json!("START"), &running["id"]),
+                "{id}, round {round}"
+            );
+        }
+    }
+    phone.assert_quiet(Duration::from_millis(200)).await;
+}
+
 /// A command that a later change has overtaken (a START for an activity that has ended, a STOP for
 /// one that runs and watches the person) is not delivered: a device never starts sharing for an
 /// activity that is over, nor stops while it is still watched. The next frame after each late
@@ -611,13 +641,7 @@ async fn a_device_that_fell_behind_is_told_what_changed_meanwhile(backend: Backe
     use futures_util::StreamExt;
     let app = quick(backend).await;
     let (ann, bob, cat) = ann_and_cat_watching_bob(&app).await;
-    let bobs = rally::auth::Identity {
-        user_id: Uuid::parse_str(&bob.id).expect("uuid"),
-        is_admin: false,
-        expires_at: i64::MAX,
-        session_id: None,
-    };
-    let phone = rally::proximity::service::tracking_commands(&app.state, bobs)
+    let phone = rally::proximity::service::tracking_commands(&app.state, identity(&bob))
         .await
         .expect("bob follows his own commands");
     let mut phone = Box::pin(phone);
@@ -672,6 +696,16 @@ async fn a_device_that_fell_behind_is_told_what_changed_meanwhile(backend: Backe
             .is_err(),
         "none of the skipped commands follow, nor a START the device has"
     );
+}
+
+/// `who` as the server's own streams take them (signed in, not an admin).
+fn identity(who: &Session) -> rally::auth::Identity {
+    rally::auth::Identity {
+        user_id: Uuid::parse_str(&who.id).expect("uuid"),
+        is_admin: false,
+        expires_at: i64::MAX,
+        session_id: None,
+    }
 }
 
 /// Runs `a` and `b` together, one of them late by a multiple of `step_ms` that changes with `round`:
@@ -908,6 +942,60 @@ async fn an_alert_fires_once_on_entry_and_again_only_after_leaving(backend: Back
     let again = alerts.next_data("s").await["proximityAlerts"].clone();
     assert_eq!(again["user"]["handle"], "bob");
     alerts.assert_quiet(Duration::from_millis(300)).await;
+}
+
+/// An owner whose alert stream fell behind (more alerts queued than a subscriber may fall behind by)
+/// lost the oldest. The entries it missed are not lost with them: it gets each entry it did not
+/// send, with the distance at entry, once, and none of the skipped copies of what it had sent.
+async fn an_owner_that_fell_behind_gets_the_entries_it_missed(backend: Backend) {
+    use futures_util::StreamExt;
+    use rally::proximity::model::{ALERTS, ProximityAlert};
+    let app = quick(backend).await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    watch(&app, &ann, &bob).await;
+    at(&app, &ann, Some(HOME)).await.data();
+    let running = start(&app, &ann, 100.0).await;
+    let mut alerts = Box::pin(rally::proximity::service::alerts(
+        &app.state,
+        identity(&ann),
+    ));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), alerts.next())
+            .await
+            .expect("an alert comes")
+            .expect("the stream goes on")
+    };
+    at(&app, &bob, Some(north(50.0))).await.data();
+    let heard = next().await;
+    assert_eq!(heard.user_id.to_string(), bob.id);
+    assert_eq!(
+        heard.activity_id.to_string(),
+        running["id"].as_str().expect("id")
+    );
+
+    // While ann's stream reads nothing: bob leaves and comes back (a second entry), then 150
+    // copies of the first alert (more than the 128 a subscriber may fall behind by) push it out.
+    at(&app, &bob, Some(north(200.0))).await.data();
+    at(&app, &bob, Some(north(30.0))).await.data();
+    for _ in 0..150 {
+        app.state
+            .live
+            .publish(&ALERTS.of(identity(&ann).user_id), &heard);
+    }
+    let missed: ProximityAlert = next().await;
+    assert_eq!(missed.user_id.to_string(), bob.id, "the missed entry");
+    assert!(
+        (missed.distance_meters - haversine(HOME, north(30.0))).abs() < 0.5,
+        "the distance at entry: {}",
+        missed.distance_meters
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next())
+            .await
+            .is_err(),
+        "none of the skipped copies follow"
+    );
 }
 
 /// Ann, at home, runs an activity with a 100 m radius that watches Bob (who has not reported yet),

@@ -734,6 +734,29 @@ fn haversine(a: (f64, f64), b: (f64, f64)) -> f64 {
     2.0 * 6_371_008.8 * h.sqrt().asin()
 }
 
+/// `who` reports `(lat, lon)` through `instance`, and the report is stored.
+async fn locate(
+    http: &reqwest::Client,
+    instance: &Instance,
+    who: &Session,
+    (lat, lon): (f64, f64),
+) {
+    let body: Value = http
+        .post(format!("http://{}/graphql", instance.base))
+        .bearer_auth(&who.access)
+        .json(&json!({
+            "query": "mutation($a: Float, $o: Float) { updateLocation(latitude: $a, longitude: $o) { updatedAt } }",
+            "variables": { "a": lat, "o": lon },
+        }))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert!(body["errors"].is_null(), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another() {
     let test = "a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another";
@@ -747,28 +770,7 @@ async fn a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another
 
     let home = (52.52, 13.405);
     let north = |meters: f64| (home.0 + meters / 111_195.0, home.1);
-    let locate = |instance: &Instance, who: &Session, (lat, lon): (f64, f64)| {
-        let http = http.clone();
-        let base = instance.base.clone();
-        let token = who.access.clone();
-        async move {
-            let body: Value = http
-                .post(format!("http://{base}/graphql"))
-                .bearer_auth(token)
-                .json(&json!({
-                    "query": "mutation($a: Float, $o: Float) { updateLocation(latitude: $a, longitude: $o) { updatedAt } }",
-                    "variables": { "a": lat, "o": lon },
-                }))
-                .send()
-                .await
-                .expect("sent")
-                .json()
-                .await
-                .expect("json");
-            assert!(body["errors"].is_null(), "{body}");
-        }
-    };
-    locate(&a, ann, home).await;
+    locate(&http, &a, ann, home).await;
     let activity = ann_starts_and_the_phone_hears(&http, &a, ann, &mut phone).await;
 
     let mut screen = a.ws().await;
@@ -800,7 +802,7 @@ async fn a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another
     );
     wait_for_subscriptions(&a, &http, "proximityAlerts", 1.0).await;
 
-    locate(&b, bob, north(500.0)).await;
+    locate(&http, &b, bob, north(500.0)).await;
     let far = screen.next_data("s").await["activityUpdated"].clone();
     assert_eq!(far["nearest"]["user"]["handle"], "bob");
     let distance = far["nearest"]["distanceMeters"].as_f64().expect("distance");
@@ -810,7 +812,7 @@ async fn a_phone_on_one_instance_moves_its_watchers_screen_and_alerts_on_another
         "{distance} vs {expected}"
     );
 
-    locate(&b, bob, north(40.0)).await;
+    locate(&http, &b, bob, north(40.0)).await;
     let alert = alerts.next_data("p").await["proximityAlerts"].clone();
     assert_eq!(alert["user"]["handle"], "bob");
     let distance = alert["distanceMeters"].as_f64().expect("distance");
@@ -881,6 +883,68 @@ async fn a_stop_lost_on_its_way_out_of_one_instance_still_reaches_a_phone_on_ano
     );
     phone.assert_quiet(Duration::from_millis(300)).await;
     drop((phone, a, b));
+    database.drop_blocking();
+}
+
+/// Redis goes away from B's side only: Bob's entry into Ann's radius, reported on B, alerts on B
+/// and its message never leaves B. Once B is back, the gap in B's numbering makes A resynchronise,
+/// and Ann's alert stream on A reads the entry it missed back from the database: she is alerted,
+/// once, with the distance at entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_lost_on_its_way_out_of_one_instance_still_reaches_its_owner_on_another() {
+    let test = "an_alert_lost_on_its_way_out_of_one_instance_still_reaches_its_owner_on_another";
+    let Some((_to_a, to_b, database, http, a, b)) =
+        two_instances_behind_their_own_proxies(test).await
+    else {
+        return;
+    };
+    let (ann, bob, mut phone) = bobs_phone_watched_by_ann(&http, &a, &b, &a).await;
+    let home = (52.52, 13.405);
+    let near = (home.0 + 40.0 / 111_195.0, home.1);
+    locate(&http, &a, &ann, home).await;
+    ann_starts_and_the_phone_hears(&http, &a, &ann, &mut phone).await;
+    let mut alerts = a.ws().await;
+    alerts
+        .init(json!({ "authorization": format!("Bearer {}", ann.access) }))
+        .await;
+    alerts
+        .subscribe(
+            "p",
+            "subscription { proximityAlerts { user { handle } distanceMeters } }",
+            json!({}),
+        )
+        .await;
+    wait_for_subscriptions(&a, &http, "proximityAlerts", 1.0).await;
+
+    to_b.cut().await;
+    b.wait_for_broker(&http, "reconnecting").await;
+    locate(&http, &b, &bob, near).await;
+    alerts.assert_quiet(Duration::from_millis(500)).await;
+
+    to_b.restore();
+    b.wait_for_broker(&http, "connected").await;
+    // B's publisher reconnects within its backoff, and beats within 5 s of that.
+    let frame = alerts
+        .next_frame_within(Duration::from_secs(20))
+        .await
+        .expect("open");
+    assert_eq!(
+        (&frame["type"], &frame["id"]),
+        (&json!("next"), &json!("p")),
+        "{frame}"
+    );
+    let alert = &frame["payload"]["data"]["proximityAlerts"];
+    assert_eq!(
+        alert["user"]["handle"], "bob",
+        "the lost alert, caught up on A"
+    );
+    let distance = alert["distanceMeters"].as_f64().expect("distance");
+    assert!(
+        (distance - haversine(home, near)).abs() < 0.5,
+        "the distance at entry: {distance}"
+    );
+    alerts.assert_quiet(Duration::from_millis(300)).await;
+    drop((phone, alerts, a, b));
     database.drop_blocking();
 }
 
