@@ -334,7 +334,7 @@ const ENDED_SESSIONS_POLL: std::time::Duration = std::time::Duration::from_secs(
 /// database says were revoked within a token's lifetime (read before this returns, so an instance
 /// never serves without them), then, in the returned task, every session ended on any instance
 /// (through the broker, within moments), and the database again every
-/// [`ENDED_SESSIONS_POLL`] and whenever the broker may have dropped messages, so a lost message
+/// `ENDED_SESSIONS_POLL` (2 s) and whenever the broker may have dropped messages, so a lost message
 /// delays an ending by seconds, never until the tokens expire.
 pub async fn follow_ended_sessions(state: AppState) -> tokio::task::JoinHandle<()> {
     let mut feed = state.live.subscribe(&sessions_ended());

@@ -175,7 +175,7 @@ pub struct IssuedCode {
 
 /// The guest asks for a cup: a new single-use code for this event (SCHEDULED or LIVE), valid for
 /// `RALLY_CUP_CODE_TTL_SECONDS`. Only its HMAC is stored; used and expired codes of the guest at
-/// this event are swept, and at most [`LIVE_CODES`] stay live.
+/// this event are swept, and at most `LIVE_CODES` stay live.
 #[tracing::instrument(skip(state))]
 pub async fn request_code(state: &AppState, guest: Identity, event_id: Uuid) -> Result<IssuedCode> {
     let event = events::service::require(state, event_id).await?;

@@ -6,15 +6,15 @@
 //! cost several times its data. So what the extensions did is done here, once per request:
 //! - the parsed document comes from a cache ([`Documents`]), so the engine skips parsing;
 //! - a query or mutation whose document passed the engine's full validation once, on a request that
-//!   let it check every argument ([`checks_every_argument`]), runs on a twin schema in the engine's
+//!   let it check every argument (`checks_every_argument`), runs on a twin schema in the engine's
 //!   fast validation mode (limits and fragment cycles only) when its variables fit the types it
 //!   declares ([`InputTypes`]): what the skipped rules decide depends on the document and the
 //!   schema alone, except the arguments' values, which come from the variables (a document with
 //!   variables used to meet the full validation on every request: a sixth of an authenticated
 //!   `event(id)` read, in callgrind);
-//! - the alias limit is checked on that document ([`limits::check_aliases`]), counted once when it
-//!   was parsed, and so is the number of fields its fragments expand to
-//!   ([`limits::check_expansion`]): the engine expands a spread anew at each use;
+//! - the alias limit is checked on that document ([`check_aliases`]), counted once when it was
+//!   parsed, and so is the number of fields its fragments expand to ([`check_expansion`]): the
+//!   engine expands a spread anew at each use;
 //! - failed fields are nulled as the spec says, from the errors' paths ([`Shapes`]);
 //! - each executed query and mutation is counted and timed ([`OperationMetrics`]).
 //!

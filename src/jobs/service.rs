@@ -223,7 +223,7 @@ pub async fn release_leases(state: &AppState, holder: &str) -> Result<u64> {
 
 /// Every instance runs this until shut down: for each job whose lease it holds (or can take), the
 /// latest due moment if not done yet — so a moment missed while no instance ran is caught up once
-/// at start — then it sleeps until the next moment or [`TICK`], whichever is sooner.
+/// at start — then it sleeps until the next moment or `TICK`, whichever is sooner.
 pub async fn run_forever(state: AppState, holder: String) {
     let ttl = Duration::seconds(i64::try_from(state.config.job_lease_seconds).unwrap_or(30));
     let jobs = jobs(&state);

@@ -122,9 +122,9 @@ pub fn events<P: Payload>(mut feed: Feed<P>) -> impl Stream<Item = Arc<P>> + Sen
 
 /// How an event stream that catches up after a [`Signal::Resync`] (it reads what it missed from
 /// the database) keeps a catch-up that failed: owed, and tried again at a deadline that backs off
-/// from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`] (with up to a quarter more, so streams that failed
-/// together do not retry together), while the stream goes on delivering messages (retrying in
-/// place would hold them back). The deadline stays put however often the stream polls [`due`]
+/// from 100 ms to 5 s (`FIRST_BACKOFF` to `MAX_BACKOFF`, with up to a quarter more, so streams that
+/// failed together do not retry together), while the stream goes on delivering messages (retrying
+/// in place would hold them back). The deadline stays put however often the stream polls [`due`]
 /// between messages.
 ///
 /// [`due`]: CatchUp::due
@@ -162,7 +162,7 @@ impl CatchUp {
     }
 
     /// The catch-up's reading, or `None` when it failed (logged; the catch-up is owed, and its next
-    /// try waits twice as long as the last, up to [`MAX_BACKOFF`]).
+    /// try waits twice as long as the last, up to 5 s).
     pub fn settle<T>(&mut self, read: Result<T>) -> Option<T> {
         match read {
             Ok(read) => {

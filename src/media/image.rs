@@ -63,7 +63,7 @@ fn pixel_cap(limits: ImageLimits, max_side: u32) -> ImageLimits {
 
 /// Checks and re-encodes `bytes` on the blocking pool, scaled to fit in `max_side` x `max_side`.
 /// `field` names the upload argument in validation errors. At most half the cores decode at once,
-/// and an original may have at most [`pixel_cap`] pixels for its `max_side`.
+/// and an original may have at most `pixel_cap` pixels for its `max_side`.
 pub async fn prepare_picture(
     bytes: Vec<u8>,
     limits: ImageLimits,

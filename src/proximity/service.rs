@@ -259,7 +259,7 @@ async fn watching(state: &AppState, user: Uuid) -> Result<Vec<activity::Model>> 
     Ok(watching_query(user).all(&state.db).await?)
 }
 
-/// The query behind [`watching`]: through the watched-person index and the activities' owner
+/// The query behind `watching`: through the watched-person index and the activities' owner
 /// index, never a scan of activities (the query-plan test holds it to that).
 pub fn watching_query(user: Uuid) -> Select<activity::Entity> {
     let watchers = Query::select()
@@ -764,7 +764,7 @@ async fn reload(state: &AppState, me: Identity, id: Uuid) -> Result<(ActivityVie
 
 /// A watched person's devices: START for every ACTIVE activity that watches them now (a phone that
 /// was offline still learns it must share), then every command as it happens that still holds when
-/// it is delivered ([`still_holds`]) and is news to the device (a START it already has is not sent
+/// it is delivered (`still_holds`) and is news to the device (a START it already has is not sent
 /// again). When commands may have been missed ([`Signal::Resync`]: the device's connection fell
 /// behind, or another instance's commands were lost between instances), the stream compares what it
 /// told the device with what the state says now and sends the difference: STOP for every activity
