@@ -9,10 +9,11 @@
 //! truth. [`events`] is the plain event stream (each message once). [`follow_throttled`] is the
 //! variant for states that are recomputed rather than carried by the message (leaderboards): every
 //! message means "reload", at most once per window. An event stream that must catch up after a
-//! resync (`trackingCommands`, `myMeetings`, `proximityAlerts`) reads its feed through
-//! [`CatchUp::next`]: each message, or a [`Next::CatchUp`] after a resync or when a failed catch-up
-//! is due again (with backoff, while messages keep flowing); one that reads missed events back from
-//! the database keeps [`Sent`] so it sends each once.
+//! resync (`trackingCommands`, `myMeetings`, `proximityAlerts`, `territoryChanged`) reads its feed
+//! through [`CatchUp::next`]: each message, or a [`Next::CatchUp`] after a resync or when a failed
+//! catch-up is due again (with backoff, while messages keep flowing); one that reads missed events
+//! back from the database keeps what it sent ([`Sent`], or the newest capture per cell) so it sends
+//! each once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -108,8 +109,8 @@ where
 
 /// Follows an event stream: every message from now on, each once (a resync means nothing here:
 /// an event stream has no state to reload, and what was missed is gone; a stream that must catch
-/// up after one reads its [`Feed`] through a [`CatchUp`], as `trackingCommands`, `myMeetings` and
-/// `proximityAlerts` do).
+/// up after one reads its [`Feed`] through a [`CatchUp`], as `trackingCommands`, `myMeetings`,
+/// `proximityAlerts` and `territoryChanged` do).
 pub fn events<P: Payload>(mut feed: Feed<P>) -> impl Stream<Item = Arc<P>> + Send + 'static {
     async_stream::stream! {
         while let Some(signal) = feed.next().await {

@@ -2,6 +2,8 @@
 //! measured (geodesic distance, duration) and turned into the H3 cells it passes through; the live
 //! payload of captured cells with its topic; the wallet's arithmetic.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use geo::{Distance, Geodesic, Haversine, InterpolatePoint, Point};
 use h3o::{CellIndex, LatLng, Resolution};
@@ -9,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::live::Topics;
+use crate::live::{CATCH_UP_WINDOW, CLOCK_LEEWAY, Topics};
 
 /// Cells captured at one event, as they are captured: `event:{id}:territory`.
 pub const TERRITORY: Topics<CellCaptured> = Topics::stream("event", "territory");
@@ -25,6 +27,44 @@ pub struct CellCaptured {
     pub owner_id: Uuid,
     /// When.
     pub captured_at: DateTime<Utc>,
+}
+
+/// What one `territoryChanged` stream has shown: each cell's newest capture (when, by whom). A
+/// capture older than the one shown for its cell is not sent, nor the same one again: after a
+/// catch-up showed a cell as it is now, a late message of an older capture would take the map back.
+/// It holds at most one entry per cell of the event.
+pub struct Shown {
+    /// Captures before this were made before the stream began.
+    began: DateTime<Utc>,
+    cells: HashMap<u64, (DateTime<Utc>, Uuid)>,
+}
+
+impl Shown {
+    /// A stream that subscribed at `now`.
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            began: now - CLOCK_LEEWAY,
+            cells: HashMap::new(),
+        }
+    }
+
+    /// From when a catch-up at `now` looks for captures: the last [`CATCH_UP_WINDOW`], not before
+    /// the stream began.
+    pub fn since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.began.max(now - CATCH_UP_WINDOW)
+    }
+
+    /// Whether `captured` is news for its cell, now recorded as shown.
+    pub fn news(&mut self, captured: &CellCaptured) -> bool {
+        let this = (captured.captured_at, captured.owner_id);
+        match self.cells.get(&captured.cell) {
+            Some(&(at, owner)) if at > this.0 || (at, owner) == this => false,
+            _ => {
+                self.cells.insert(captured.cell, this);
+                true
+            }
+        }
+    }
 }
 
 /// Most points one track may hold (a 10-hour run at one fix a second is 36,000).

@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Duration, Utc};
-use futures_util::{Stream, StreamExt};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use futures_util::Stream;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{
@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::gpx;
 use super::model::{
-    CellCaptured, Limits, MAX_TRACK_POINTS, Mining, TERRITORY, TrackPoint, Verdict, judge, stored,
+    CellCaptured, Limits, MAX_TRACK_POINTS, Mining, Shown, TERRITORY, TrackPoint, Verdict, judge,
+    stored,
 };
 use crate::accounts;
 use crate::accounts::model::Handle;
@@ -355,7 +356,9 @@ pub async fn save_run(
     cells.sort_unstable();
     // The last save to commit holds a cell, and its capture is the last one pushed for it, so the
     // table and the stream agree (writes to a cell's row queue behind each other's commits).
-    let captured_at = Utc::now();
+    // Truncated to what both databases keep, so a catch-up reads back the instant the message
+    // carried, and knows it showed that capture.
+    let captured_at = Utc::now().trunc_subsecs(6);
     for chunk in cells.chunks(CELLS_PER_STATEMENT) {
         territory::Entity::insert_many(chunk.iter().map(|cell| territory::ActiveModel {
             event_id: Set(current.event_id),
@@ -430,14 +433,69 @@ pub async fn territories(state: &AppState, event_id: Uuid) -> Result<Vec<territo
         .await?)
 }
 
-/// Each cell captured at an event, as it is captured (after its save committed).
+/// Each cell captured at an event, as it is captured (after its save committed). When captures may
+/// have been missed ([`live::Signal::Resync`]: the stream fell behind, or another instance's
+/// messages were lost) it reads the cells captured in the last
+/// [`CATCH_UP_WINDOW`](live::CATCH_UP_WINDOW) and sends each whose holder it has not shown, as it
+/// is now; it never sends a capture older than the one it showed for that cell ([`Shown`]). A
+/// catch-up that cannot read the database is owed and tried again with backoff
+/// ([`CatchUp`](live::CatchUp)).
 pub async fn follow_territory(
     state: &AppState,
     event_id: Uuid,
 ) -> Result<impl Stream<Item = CellCaptured> + Send + 'static> {
-    let feed = state.live.subscribe(&TERRITORY.of(event_id));
+    let mut feed = state.live.subscribe(&TERRITORY.of(event_id));
     events::service::require(state, event_id).await?;
-    Ok(live::events(feed).map(|captured| (*captured).clone()))
+    let state = state.clone();
+    let mut shown = Shown::new(Utc::now());
+    Ok(async_stream::stream! {
+        let mut catch_up = live::CatchUp::default();
+        while let Some(next) = catch_up.next(&mut feed).await {
+            match next {
+                live::Next::Message(captured) => {
+                    if shown.news(&captured) {
+                        yield (*captured).clone();
+                    }
+                }
+                live::Next::CatchUp => {
+                    let since = shown.since(Utc::now());
+                    if let Some(cells) = catch_up.settle(captures_since(&state, event_id, since).await) {
+                        for captured in cells {
+                            if shown.news(&captured) {
+                                yield captured;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The cells of `event_id` captured from `since`, as their holders now hold them, oldest first.
+async fn captures_since(
+    state: &AppState,
+    event_id: Uuid,
+    since: DateTime<Utc>,
+) -> Result<Vec<CellCaptured>> {
+    let held = territory::Entity::find()
+        .filter(territory::Column::EventId.eq(event_id))
+        .filter(territory::Column::CapturedAt.gte(since))
+        .order_by_asc(territory::Column::CapturedAt)
+        .order_by_asc(territory::Column::Cell)
+        .all(&state.db)
+        .await?;
+    Ok(held
+        .into_iter()
+        .filter_map(|cell| {
+            Some(CellCaptured {
+                event_id,
+                cell: u64::try_from(cell.cell).ok()?,
+                owner_id: cell.owner_id,
+                captured_at: cell.captured_at,
+            })
+        })
+        .collect())
 }
 
 /// The caller's wallet (zeros before the first accrual), and how many cells they hold at LIVE

@@ -25,6 +25,7 @@ crate::on_every_backend!(
     implausible_tracks_are_rejected_and_real_ones_pass,
     gpx_exports_of_real_shapes_are_imported,
     the_last_runner_holds_a_cell_and_each_capture_is_pushed,
+    a_territory_stream_that_fell_behind_shows_each_cell_as_it_is_now,
     ten_concurrent_claims_move_the_tokens_once,
     the_finisher_honours_its_time_and_zone,
     a_missed_finish_is_caught_up_once_at_start,
@@ -844,6 +845,75 @@ async fn the_last_runner_holds_a_cell_and_each_capture_is_pushed(backend: Backen
     held.sort();
     pushed.sort();
     assert_eq!(held, pushed, "each captured cell pushed once");
+}
+
+/// A territory stream that fell behind (more captures queued than a subscriber may fall behind by)
+/// lost the oldest. The map it feeds is not left stale: it gets each cell captured meanwhile with
+/// its holder now, once, and none of the skipped messages of older captures, which would take the
+/// map back.
+async fn a_territory_stream_that_fell_behind_shows_each_cell_as_it_is_now(backend: Backend) {
+    use futures_util::StreamExt;
+    use rally::runs::model::{CellCaptured, TERRITORY};
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let event = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
+    let event_id = Uuid::parse_str(&event).expect("uuid");
+    let start = Utc::now() - Span::minutes(30);
+    let path = track(PARIS, start + Span::minutes(1), 3.0, 300, 2, 0.0);
+    let runs = [
+        started_run(&app, &org, &event, &ann, start).await,
+        started_run(&app, &org, &event, &bob, start).await,
+    ];
+    let mut feed = Box::pin(
+        rally::runs::service::follow_territory(&app.state, event_id)
+            .await
+            .expect("the event exists"),
+    );
+    // While nobody reads the stream: ann captures the cells, bob takes them over, then 150 copies
+    // of ann's capture of one of them (more than the 128 a subscriber may fall behind by) push
+    // both saves' messages out.
+    save(&app, &ann, &runs[0], &path).await.data();
+    let anns = territories_of(&app, &event).await;
+    save(&app, &bob, &runs[1], &path).await.data();
+    let stale = CellCaptured {
+        event_id,
+        cell: u64::try_from(anns[0].cell).expect("a cell"),
+        owner_id: anns[0].owner_id,
+        captured_at: anns[0].captured_at,
+    };
+    for _ in 0..150 {
+        app.state.live.publish(&TERRITORY.of(event_id), &stale);
+    }
+    let held = territories_of(&app, &event).await;
+    let bobs = Uuid::parse_str(&bob.id).expect("uuid");
+    assert!(
+        held.iter().all(|cell| cell.owner_id == bobs),
+        "bob holds them"
+    );
+    let mut shown = Vec::new();
+    for _ in 0..held.len() {
+        let captured = tokio::time::timeout(Duration::from_secs(5), feed.next())
+            .await
+            .expect("the catch-up comes")
+            .expect("the stream goes on");
+        assert_eq!(captured.owner_id, bobs, "each cell as it is now");
+        shown.push(captured.cell);
+    }
+    shown.sort_unstable();
+    let mut cells: Vec<u64> = held
+        .iter()
+        .map(|cell| u64::try_from(cell.cell).expect("a cell"))
+        .collect();
+    cells.sort_unstable();
+    assert_eq!(shown, cells, "each cell once");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), feed.next())
+            .await
+            .is_err(),
+        "none of the skipped older captures follow"
+    );
 }
 
 /// The first frame of `statuses` (subscription `s`), which must come no earlier than `finish`:
