@@ -18,6 +18,7 @@ mod m20261202_000010_activities_owner_idx;
 mod m20261202_000011_runs;
 mod m20261204_000012_foreign_key_indexes;
 mod m20261204_000013_proximity_entries;
+mod m20261204_000014_territory_versions;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_runs::Migration),
             Box::new(m20261204_000012_foreign_key_indexes::Migration),
             Box::new(m20261204_000013_proximity_entries::Migration),
+            Box::new(m20261204_000014_territory_versions::Migration),
         ]
     }
 }

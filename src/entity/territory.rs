@@ -18,6 +18,8 @@ pub struct Model {
     pub run_id: Uuid,
     /// When.
     pub captured_at: DateTimeUtc,
+    /// Raised by every capture of the cell: orders its captures whatever the instances' clocks.
+    pub version: i64,
 }
 
 /// `territories` has no relations it navigates.

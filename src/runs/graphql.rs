@@ -413,6 +413,7 @@ impl RunsSubscription {
                 owner_id: cell.owner_id,
                 run_id: Uuid::nil(),
                 captured_at: cell.captured_at,
+                version: cell.version,
             },
             // A pushed cell's holder comes through the loader (once per instance and batch).
             owners: nobody.clone(),

@@ -27,16 +27,21 @@ pub struct CellCaptured {
     pub owner_id: Uuid,
     /// When.
     pub captured_at: DateTime<Utc>,
+    /// The cell's version after this capture (see `territories.version`); 0 in messages of
+    /// releases before it, which cannot be ordered.
+    #[serde(default)]
+    pub version: i64,
 }
 
-/// What one `territoryChanged` stream has shown: each cell's newest capture (when, by whom). A
-/// capture older than the one shown for its cell is not sent, nor the same one again: after a
-/// catch-up showed a cell as it is now, a late message of an older capture would take the map back.
-/// It holds at most one entry per cell of the event.
+/// What one `territoryChanged` stream has shown: each cell's newest capture (its version). A
+/// capture no newer than the one shown for its cell is not sent: after a catch-up showed a cell as
+/// it is now, a late message of an older capture would take the map back. Versions, not capture
+/// times, order them: the instances that saved two captures may disagree about the time. It holds
+/// at most one entry per cell of the event.
 pub struct Shown {
     /// Captures before this were made before the stream began.
     began: DateTime<Utc>,
-    cells: HashMap<u64, (DateTime<Utc>, Uuid)>,
+    cells: HashMap<u64, i64>,
 }
 
 impl Shown {
@@ -54,13 +59,16 @@ impl Shown {
         self.began.max(now - CATCH_UP_WINDOW)
     }
 
-    /// Whether `captured` is news for its cell, now recorded as shown.
+    /// Whether `captured` is news for its cell, now recorded as shown. A capture without a version
+    /// (an older release's message) is sent as it comes.
     pub fn news(&mut self, captured: &CellCaptured) -> bool {
-        let this = (captured.captured_at, captured.owner_id);
+        if captured.version == 0 {
+            return true;
+        }
         match self.cells.get(&captured.cell) {
-            Some(&(at, owner)) if at > this.0 || (at, owner) == this => false,
+            Some(&shown) if shown >= captured.version => false,
             _ => {
-                self.cells.insert(captured.cell, this);
+                self.cells.insert(captured.cell, captured.version);
                 true
             }
         }
@@ -480,6 +488,33 @@ pub struct Mining {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_shows_each_cells_captures_in_version_order_whatever_their_times() {
+        let start = Utc::now();
+        let capture = |cell: u64, version: i64, seconds: i64| CellCaptured {
+            event_id: Uuid::nil(),
+            cell,
+            owner_id: Uuid::new_v4(),
+            // Later versions stamped earlier: the instance that saved them runs behind.
+            captured_at: start - Duration::seconds(seconds),
+            version,
+        };
+        let mut shown = Shown::new(start);
+        assert!(shown.news(&capture(7, 1, 0)));
+        assert!(
+            shown.news(&capture(7, 2, 5)),
+            "newer, though stamped earlier"
+        );
+        assert!(!shown.news(&capture(7, 2, 5)), "the same capture again");
+        assert!(!shown.news(&capture(7, 1, 0)), "an older capture, late");
+        assert!(shown.news(&capture(8, 1, 0)), "cells are apart");
+        assert!(shown.news(&capture(7, 0, 0)), "no version: as it comes");
+        assert!(shown.news(&capture(7, 0, 0)), "no version: as it comes");
+        assert_eq!(shown.since(start), start - CLOCK_LEEWAY);
+        let later = start + Duration::hours(3);
+        assert_eq!(shown.since(later), later - CATCH_UP_WINDOW);
+    }
 
     const START: &str = "2026-05-01T08:00:00Z";
 

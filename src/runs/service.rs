@@ -354,11 +354,13 @@ pub async fn save_run(
     // (PostgreSQL never deadlocks them).
     let mut cells: Vec<i64> = cells.iter().map(|cell| stored(*cell)).collect();
     cells.sort_unstable();
-    // The last save to commit holds a cell, and its capture is the last one pushed for it, so the
-    // table and the stream agree (writes to a cell's row queue behind each other's commits).
+    // The last save to commit holds a cell. Each capture raises the cell's version (captures of a
+    // cell queue behind each other's commits), which orders the pushes whatever the instances'
+    // clocks say: the last one a stream shows for a cell names the holder in the table.
     // Truncated to what both databases keep, so a catch-up reads back the instant the message
-    // carried, and knows it showed that capture.
+    // carried.
     let captured_at = Utc::now().trunc_subsecs(6);
+    let mut versions: Vec<(i64, i64)> = Vec::with_capacity(cells.len());
     for chunk in cells.chunks(CELLS_PER_STATEMENT) {
         territory::Entity::insert_many(chunk.iter().map(|cell| territory::ActiveModel {
             event_id: Set(current.event_id),
@@ -366,6 +368,7 @@ pub async fn save_run(
             owner_id: Set(me.user_id),
             run_id: Set(id),
             captured_at: Set(captured_at),
+            version: Set(1),
         }))
         .on_conflict(
             OnConflict::columns([territory::Column::EventId, territory::Column::Cell])
@@ -374,19 +377,36 @@ pub async fn save_run(
                     territory::Column::RunId,
                     territory::Column::CapturedAt,
                 ])
+                .value(
+                    territory::Column::Version,
+                    Expr::col((territory::Entity, territory::Column::Version)).add(1),
+                )
                 .to_owned(),
         )
         .exec(&*txn)
         .await?;
+        // Read in the save's turn: the rows are this save's until it commits.
+        versions.extend(
+            territory::Entity::find()
+                .select_only()
+                .column(territory::Column::Cell)
+                .column(territory::Column::Version)
+                .filter(territory::Column::EventId.eq(current.event_id))
+                .filter(territory::Column::Cell.is_in(chunk.iter().copied()))
+                .into_tuple::<(i64, i64)>()
+                .all(&*txn)
+                .await?,
+        );
     }
-    for cell in &cells {
+    for (cell, version) in versions {
         txn.publish(
             &TERRITORY.of(current.event_id),
             &CellCaptured {
                 event_id: current.event_id,
-                cell: u64::try_from(*cell).unwrap_or_default(),
+                cell: u64::try_from(cell).unwrap_or_default(),
                 owner_id: me.user_id,
                 captured_at,
+                version,
             },
         );
     }
@@ -472,7 +492,7 @@ pub async fn follow_territory(
     })
 }
 
-/// The cells of `event_id` captured from `since`, as their holders now hold them, oldest first.
+/// The cells of `event_id` captured from `since`, as their holders now hold them.
 async fn captures_since(
     state: &AppState,
     event_id: Uuid,
@@ -481,7 +501,6 @@ async fn captures_since(
     let held = territory::Entity::find()
         .filter(territory::Column::EventId.eq(event_id))
         .filter(territory::Column::CapturedAt.gte(since))
-        .order_by_asc(territory::Column::CapturedAt)
         .order_by_asc(territory::Column::Cell)
         .all(&state.db)
         .await?;
@@ -493,6 +512,7 @@ async fn captures_since(
                 cell: u64::try_from(cell.cell).ok()?,
                 owner_id: cell.owner_id,
                 captured_at: cell.captured_at,
+                version: cell.version,
             })
         })
         .collect())

@@ -882,6 +882,7 @@ async fn a_territory_stream_that_fell_behind_shows_each_cell_as_it_is_now(backen
         cell: u64::try_from(anns[0].cell).expect("a cell"),
         owner_id: anns[0].owner_id,
         captured_at: anns[0].captured_at,
+        version: anns[0].version,
     };
     for _ in 0..150 {
         app.state.live.publish(&TERRITORY.of(event_id), &stale);
