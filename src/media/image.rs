@@ -1,6 +1,7 @@
 //! Upload checks and re-encoding: only real PNG, JPEG, GIF or WebP pictures within the size and pixel
-//! limits are accepted; each is decoded, scaled down to fit and encoded afresh, so no metadata
-//! (EXIF location, comments) of the original survives.
+//! limits are accepted; each is decoded, turned upright (the orientation a camera recorded in EXIF),
+//! scaled down to fit and encoded afresh, so no metadata (EXIF location, comments) of the original
+//! survives.
 
 use std::sync::OnceLock;
 
@@ -8,7 +9,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageFormat, ImageReader};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use crate::error::{Error, Result};
 
@@ -51,10 +53,15 @@ pub async fn decode_turn() -> Result<SemaphorePermit<'static>> {
         .map_err(|_| Error::internal(anyhow::anyhow!("the decode semaphore is closed")))
 }
 
+/// Pixels of the largest photo a phone takes by default (24 megapixels, 5712 x 4284, and a
+/// little more): always accepted, whatever the picture is stored at.
+const PHONE_PHOTO_PIXELS: u64 = 25_000_000;
+
 /// Largest original kept for a picture stored at `max_side`: eight times its side each way (more
-/// detail than that is thrown away by the scaling, so accepting it only costs memory).
+/// detail than that is thrown away by the scaling, so accepting it only costs memory), and never
+/// less than a phone's photo, up to the configured limit.
 fn pixel_cap(limits: ImageLimits, max_side: u32) -> ImageLimits {
-    let needed = (u64::from(max_side) * 8).pow(2);
+    let needed = (u64::from(max_side) * 8).pow(2).max(PHONE_PHOTO_PIXELS);
     ImageLimits {
         max_pixels: limits.max_pixels.min(needed),
         ..limits
@@ -116,9 +123,13 @@ fn prepare_blocking(
     decoder_limits.max_image_height = Some(height);
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8));
     reader.limits(decoder_limits);
-    let decoded = reader
-        .decode()
-        .map_err(|_| Error::bad_input(field, "the picture cannot be read"))?;
+    let unreadable = |_| Error::bad_input(field, "the picture cannot be read");
+    // Upright as the camera meant it: the orientation a phone records in EXIF is applied to the
+    // pixels, since re-encoding drops the metadata that carried it.
+    let mut decoder = reader.into_decoder().map_err(unreadable)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut decoded = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    decoded.apply_orientation(orientation);
     let scaled = if decoded.width() > max_side || decoded.height() > max_side {
         decoded.thumbnail(max_side, max_side)
     } else {

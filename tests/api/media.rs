@@ -11,6 +11,7 @@ use crate::on_every_backend;
 
 on_every_backend!(
     an_avatar_is_reencoded_without_metadata_and_served_cacheable,
+    a_phone_photo_is_taken_and_stored_upright,
     a_new_avatar_replaces_the_old_one,
     non_pictures_and_oversized_uploads_are_refused,
     uploads_are_rate_limited_per_user,
@@ -56,6 +57,63 @@ fn jpeg_with_exif(width: u32, height: u32) -> Vec<u8> {
     out.extend_from_slice(payload);
     out.extend_from_slice(&jpeg[2..]);
     out
+}
+
+/// `jpeg` with an EXIF segment (big-endian TIFF, one IFD entry) recording `orientation`, as a
+/// phone writes it; built here byte by byte, not by the code under test.
+fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec();
+    exif.extend_from_slice(&1u16.to_be_bytes());
+    // Tag 0x0112 (Orientation), type 3 (SHORT), count 1, the value left-aligned in 4 bytes.
+    exif.extend_from_slice(&[0x01, 0x12, 0x00, 0x03, 0, 0, 0, 1]);
+    exif.extend_from_slice(&orientation.to_be_bytes());
+    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&u16::try_from(exif.len() + 2).expect("short").to_be_bytes());
+    out.extend_from_slice(&exif);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// A phone's default photo (24 megapixels, 5712 x 4284 as the sensor reads it) of a portrait
+/// scene, with EXIF orientation 6 (turn 90 degrees clockwise to show it): it is taken as an avatar,
+/// and stored upright, 384 x 512, with the sensor's top-left corner (painted red) at the top right.
+async fn a_phone_photo_is_taken_and_stored_upright(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let mut sensor = image::RgbImage::new(5712, 4284);
+    for y in 0..1000 {
+        for x in 0..1000 {
+            sensor.put_pixel(x, y, image::Rgb([255, 0, 0]));
+        }
+    }
+    let mut encoded = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(sensor)
+        .write_to(&mut encoded, ImageFormat::Jpeg)
+        .expect("encode");
+    let photo = with_orientation(&encoded.into_inner(), 6);
+    let (status, body) = upload(&app, &ann, photo, "IMG_0001.jpg").await;
+    assert_eq!(status, 200, "{body}");
+    let url = body["data"]["uploadAvatar"]["avatarUrl"]
+        .as_str()
+        .unwrap_or_else(|| panic!("taken: {body}"))
+        .to_owned();
+    let served = app.http.get(app.url(&url)).send().await.expect("sent");
+    let bytes = served.bytes().await.expect("bytes");
+    let stored = image::load_from_memory(&bytes)
+        .expect("a picture")
+        .to_rgb8();
+    assert_eq!((stored.width(), stored.height()), (384, 512), "upright");
+    let red = |x: u32, y: u32| {
+        let [r, g, b] = stored.get_pixel(x, y).0;
+        r > 200 && g < 60 && b < 60
+    };
+    assert!(
+        red(stored.width() - 10, 10),
+        "the sensor's top-left is at the top right"
+    );
+    assert!(!red(10, 10), "and not at the top left");
 }
 
 async fn an_avatar_is_reencoded_without_metadata_and_served_cacheable(backend: Backend) {
@@ -234,7 +292,8 @@ async fn uploads_are_rate_limited_per_user(backend: Backend) {
 async fn an_avatar_original_may_have_fewer_pixels_than_an_event_picture(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let ann = app.signup("ann").await;
-    let big = black_png(4200);
+    // More pixels than any phone photo (26 million), fewer than the configured limit (40 million).
+    let big = black_png(5100);
     assert!(big.len() < 200_000, "compressed small: {}", big.len());
     let (_, refused) = upload(&app, &ann, big.clone(), "big.png").await;
     assert_eq!(
