@@ -468,7 +468,8 @@ pub struct Guess {
 
 /// A player guesses who is in the photo. The first right guess solves the round and wins
 /// [`guess_points`]; exactly one wins under any concurrency (a conditional update), and a right
-/// guess after that is CONFLICT. Wrong guesses score nothing. A guess is recorded and judged at the
+/// guess after that is CONFLICT. Wrong guesses score nothing; the person in the photo may guess,
+/// and is always wrong. A guess is recorded and judged at the
 /// level the round has inside its write transaction, which holds the round's row: a reveal in
 /// progress ends first (or waits), so a guess never counts for a level that has passed.
 #[tracing::instrument(skip(state))]
@@ -484,8 +485,7 @@ pub async fn guess(
         .one(&state.db)
         .await?
         .is_some();
-    // The same answer for a stranger and for the person in the photo: it must not tell who that is.
-    if !is_player || actor.user_id == round.answer_id {
+    if !is_player {
         return Err(Error::Forbidden("you cannot guess in this round"));
     }
     not_finished(&game)?;
@@ -496,7 +496,10 @@ pub async fn guess(
         Ok(handle) => accounts::service::find_by_handle(state, &handle).await?,
         Err(_) => None,
     };
-    let correct = guessed.is_some_and(|u| u.id == round.answer_id);
+    // The person in the photo guesses as anyone else, and is always wrong (even naming
+    // themselves): a refusal, or a win, would tell them who is pictured.
+    let correct =
+        actor.user_id != round.answer_id && guessed.is_some_and(|u| u.id == round.answer_id);
     let mut txn = state.begin_write().await?;
     let round = txn
         .locking(blur_round::Entity::find_by_id(round_id))
