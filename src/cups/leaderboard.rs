@@ -26,8 +26,7 @@ use super::model::{CupSessionState, SCORES};
 use super::service;
 use crate::entity::{event, user};
 use crate::error::Result;
-use crate::events::model::ChangeKind;
-use crate::live::{self, Signal, Versioned};
+use crate::live::{self, Versioned};
 use crate::state::AppState;
 use crate::{accounts, events};
 
@@ -189,17 +188,15 @@ async fn run(boards: Leaderboards, state: AppState, event_id: Uuid, feed: Feed) 
         return;
     }
     let window = boards.inner.window;
-    let computing = boards.clone();
+    let (computing, computing_state) = (boards.clone(), state.clone());
     let mut computed = Box::pin(live::follow_throttled(changes, window, move || {
-        let (boards, state) = (computing.clone(), state.clone());
+        let (boards, state) = (computing.clone(), computing_state.clone());
         async move { boards.compute(&state, event_id).await }
     }));
     loop {
         tokio::select! {
             Some(signal) = event_changes.next() => {
-                if let Signal::Message(change) = &signal
-                    && change.kind == ChangeKind::Deleted
-                {
+                if events::service::gone(&state, event_id, &signal).await {
                     // The feed's channel closes with it, and every subscriber's stream ends.
                     boards.forget(event_id, &feed);
                     break;

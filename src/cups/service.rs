@@ -547,9 +547,7 @@ pub async fn follow_sessions(
             tokio::select! {
                 biased;
                 Some(signal) = event_changes.next() => {
-                    if let Signal::Message(change) = &signal
-                        && change.kind == events::model::ChangeKind::Deleted
-                    {
+                    if events::service::gone(&state, event_id, &signal).await {
                         break;
                     }
                     match events::service::is_crew(&state, actor, &event, &[]).await {

@@ -711,16 +711,21 @@ pub fn deleted(state: &AppState, id: Uuid) -> impl Future<Output = ()> + Send + 
     let state = state.clone();
     async move {
         while let Some(signal) = changes.next().await {
-            let gone = match signal {
-                Signal::Message(change) => change.kind == ChangeKind::Deleted,
-                // The deletion may have been missed: ask.
-                Signal::Resync => matches!(find(&state, id).await, Ok(None)),
-            };
-            if gone {
+            if gone(&state, id, &signal).await {
                 return;
             }
         }
         std::future::pending::<()>().await;
+    }
+}
+
+/// Whether `signal`, heard on the event's changes ([`CHANGES`]), means the event is gone: its
+/// deletion, or a resync after which it cannot be found (the deletion may be among the messages
+/// missed). A resync whose lookup fails says nothing.
+pub async fn gone(state: &AppState, id: Uuid, signal: &Signal<EventChanged>) -> bool {
+    match signal {
+        Signal::Message(change) => change.kind == ChangeKind::Deleted,
+        Signal::Resync => matches!(find(state, id).await, Ok(None)),
     }
 }
 
