@@ -495,7 +495,8 @@ pub async fn close(state: &AppState, actor: Identity, id: Uuid) -> Result<cup_se
             cup_session::Column::Version,
             Expr::col(cup_session::Column::Version).add(1),
         );
-    update_open(state, id, closing, false).await
+    // The board shows each entry's session (its status and close time): it is computed anew.
+    update_open(state, id, closing, true).await
 }
 
 /// Adds game points to the player's OPEN session at the event inside the caller's transaction,

@@ -948,6 +948,81 @@ async fn an_alert_lost_on_its_way_out_of_one_instance_still_reaches_its_owner_on
     database.drop_blocking();
 }
 
+/// Redis goes away from B's side only while the organizer deletes the event on B, so the deletion's
+/// message never leaves B. The board and the staff feed on A do not stay open and silent for ever:
+/// once B is back, the gap in its numbering makes A resynchronise, they look the event up, find it
+/// gone, and end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_on_one_instance_end_with_an_event_deleted_while_its_message_was_lost() {
+    let test = "streams_on_one_instance_end_with_an_event_deleted_while_its_message_was_lost";
+    let Some((_to_a, to_b, database, http, a, b)) =
+        two_instances_behind_their_own_proxies(test).await
+    else {
+        return;
+    };
+    let org = sign_up(&b, &http, &["org"]).await.remove(0);
+    let created = b
+        .gql(
+            &http,
+            Some(&org.access),
+            "mutation { createEvent(input: { title: \"Gone\", startsAt: \"2030-01-01T20:00:00Z\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    let event = created["createEvent"]["id"].clone();
+    let mut screen = a.ws().await;
+    screen
+        .init(json!({ "authorization": format!("Bearer {}", org.access) }))
+        .await;
+    screen
+        .subscribe(
+            "b",
+            "subscription($e: ID!) { leaderboard(eventId: $e) { entries { score } } }",
+            json!({ "e": event }),
+        )
+        .await;
+    assert_eq!(
+        screen.next_data("b").await["leaderboard"]["entries"],
+        json!([])
+    );
+    screen
+        .subscribe(
+            "s",
+            "subscription($e: ID!) { cupSessionUpdated(eventId: $e) { id } }",
+            json!({ "e": event }),
+        )
+        .await;
+    wait_for_subscriptions(&a, &http, "cupSessionUpdated", 1.0).await;
+
+    to_b.cut().await;
+    b.wait_for_broker(&http, "reconnecting").await;
+    b.gql(
+        &http,
+        Some(&org.access),
+        "mutation($id: ID!) { deleteEvent(id: $id) }",
+        json!({ "id": event }),
+    )
+    .await;
+    screen.assert_quiet(Duration::from_millis(500)).await;
+
+    to_b.restore();
+    b.wait_for_broker(&http, "connected").await;
+    // B's publisher reconnects within its backoff, and beats within 5 s of that.
+    let mut ended = Vec::new();
+    while ended.len() < 2 {
+        let frame = screen
+            .next_frame_within(Duration::from_secs(20))
+            .await
+            .expect("open");
+        assert_eq!(frame["type"], "complete", "{frame}");
+        ended.push(frame["id"].as_str().expect("id").to_owned());
+    }
+    ended.sort();
+    assert_eq!(ended, ["b", "s"], "both streams ended");
+    drop((screen, a, b));
+    database.drop_blocking();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_finish_each_event_once_at_the_finish_time() {
     use sea_orm::{ConnectionTrait, Statement};
