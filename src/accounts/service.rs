@@ -233,6 +233,9 @@ pub async fn login(
 /// revokes its whole family: either the client or a thief replayed it, and we cannot tell which.
 #[tracing::instrument(skip_all)]
 pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
+    // A token that is not live is refused on a read, before the write turn: anyone may send
+    // garbage, and on SQLite every write of the server waits its turn behind the transaction.
+    live_token(&state.db, presented).await?;
     let txn = state.begin_write().await?;
     let token = live_token(&*txn, presented).await?;
     let now = Utc::now();
@@ -272,6 +275,8 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
 /// Ends the session the refresh token belongs to (its whole family).
 #[tracing::instrument(skip_all)]
 pub async fn logout(state: &AppState, presented: &str) -> Result<()> {
+    // As in `refresh`: garbage is refused before the write turn.
+    live_token(&state.db, presented).await?;
     let txn = state.begin_write().await?;
     let token = live_token(&*txn, presented).await?;
     end_session(state, txn, token.family_id).await?;

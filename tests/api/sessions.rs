@@ -11,6 +11,7 @@ crate::on_every_backend!(
     logout_ends_the_access_tokens_and_sockets_of_that_session_only,
     a_replayed_refresh_token_ends_every_token_of_its_session,
     a_restarted_instance_still_refuses_an_ended_sessions_tokens,
+    refresh_tokens_that_are_not_live_are_refused_without_the_write_turn,
 );
 
 const ME: &str = "{ me { handle } }";
@@ -96,4 +97,34 @@ async fn a_restarted_instance_still_refuses_an_ended_sessions_tokens(backend: Ba
         .gql_as(&ann, ME, json!({}))
         .await
         .assert_error("UNAUTHENTICATED", None);
+}
+
+/// Anyone may send a refresh or a logout with a garbage token. It is refused on a read, without
+/// waiting for the write turn: while another write holds it (on SQLite, where every write of the
+/// server waits for it, such requests used to queue in front of real writes), garbage is answered
+/// at once; a live token's refresh waits its turn, then succeeds.
+async fn refresh_tokens_that_are_not_live_are_refused_without_the_write_turn(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let held = app.state.begin_write().await.expect("a write transaction");
+    for operation in [
+        "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken } }",
+        "mutation($t: String!) { logout(refreshToken: $t) }",
+    ] {
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            app.gql(operation, json!({ "t": "not-a-refresh-token" })),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{operation}: answered while a write is held"));
+        refused.assert_error("UNAUTHENTICATED", None);
+    }
+    drop(held);
+    let refreshed = app
+        .gql(
+            "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken } }",
+            json!({ "t": ann.refresh }),
+        )
+        .await;
+    assert!(refreshed.data()["refreshSession"]["accessToken"].is_string());
 }
