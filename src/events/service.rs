@@ -222,7 +222,13 @@ pub async fn update(
         Some(end) => end.map(to_second),
         None => current.ends_at,
     };
-    check_times(starts_at, ends_at, "input.endsAt")?;
+    // The field the client moved: the end, or (when only the start moved past the end) the start.
+    let moved = if changes.ends_at.is_some() {
+        "input.endsAt"
+    } else {
+        "input.startsAt"
+    };
+    check_times(starts_at, ends_at, moved)?;
     let mut status_changed = false;
     if let Some(status) = changes.status {
         if !can_move(current.status, status) {
@@ -495,17 +501,13 @@ pub async fn list(
     if let Some(status) = query.status {
         select = select.filter(event::Column::Status.eq(status));
     }
+    // Starts are whole seconds: each bound becomes the first whole second not before it (an event
+    // at 19:00:00 starts before `from` 19:00:00.5, and before `to` 19:00:00.5).
     if let Some(from) = query.from {
-        select = select.filter(event::Column::StartsAt.gte(to_second(from)));
+        select = select.filter(event::Column::StartsAt.gte(second_not_before(from)));
     }
     if let Some(to) = query.to {
-        // Exclusive bound, in whole seconds: the first second not before `to`.
-        let bound = if to == to_second(to) {
-            to
-        } else {
-            to_second(to) + chrono::Duration::seconds(1)
-        };
-        select = select.filter(event::Column::StartsAt.lt(bound));
+        select = select.filter(event::Column::StartsAt.lt(second_not_before(to)));
     }
     if let Some(handle) = &query.organizer {
         match accounts::service::find_by_handle(state, handle).await? {
@@ -806,4 +808,14 @@ pub async fn delete_template(state: &AppState, id: Uuid) -> Result<()> {
         return Err(Error::NotFound("no such event template"));
     }
     Ok(())
+}
+
+/// The first whole second not before `time`.
+fn second_not_before(time: DateTime<Utc>) -> DateTime<Utc> {
+    let second = to_second(time);
+    if second == time {
+        second
+    } else {
+        second + chrono::Duration::seconds(1)
+    }
 }

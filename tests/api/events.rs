@@ -165,6 +165,15 @@ async fn only_the_organizer_or_an_admin_changes_an_event(backend: Backend) {
     )
     .await
     .assert_error("BAD_USER_INPUT", Some("input.endsAt"));
+    // Only the start moves, past the end: the start is named, the field the client sent.
+    update(
+        &app,
+        &quentin,
+        id,
+        json!({ "startsAt": "2030-02-01T23:00:00Z" }),
+    )
+    .await
+    .assert_error("BAD_USER_INPUT", Some("input.startsAt"));
     let by_admin = update(&app, &admin, id, json!({ "endsAt": null })).await;
     assert_eq!(by_admin.data()["updateEvent"]["endsAt"], Value::Null);
     app.gql_as(
@@ -474,6 +483,14 @@ async fn events_are_filtered_and_paginated(backend: Backend) {
         )
         .await;
     assert_eq!(titles(&window), ["Board games", "Salsa class"]);
+    // Starts are whole seconds: half a second after one, it has started before `from`.
+    let later = app
+        .gql(
+            query,
+            json!({ "f": { "from": "2030-01-02T19:00:00.5Z", "to": "2030-01-04T19:00:00.5Z" } }),
+        )
+        .await;
+    assert_eq!(titles(&later), ["Salsa class", "100% pure fun"]);
     let scheduled = app.gql(query, json!({ "f": { "status": "LIVE" } })).await;
     assert!(titles(&scheduled).is_empty());
 
