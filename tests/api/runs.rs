@@ -403,6 +403,25 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
         .collect();
     statuses_now.sort();
     assert_eq!(statuses_now, ["CONSUMED", "EXPIRED"]);
+    // As stored, not only as shown: the finisher expired the unused ticket's row itself (the
+    // query shows an ACTIVE ticket of a finished event as EXPIRED whatever the row says).
+    let event_id = Uuid::parse_str(&event).expect("uuid");
+    let mut stored: Vec<rally::entity::ticket::Status> = rally::entity::ticket::Entity::find()
+        .filter(rally::entity::ticket::Column::EventId.eq(event_id))
+        .all(&app.state.db)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|ticket| ticket.status)
+        .collect();
+    stored.sort_by_key(|status| format!("{status:?}"));
+    assert_eq!(
+        stored,
+        [
+            rally::entity::ticket::Status::Consumed,
+            rally::entity::ticket::Status::Expired
+        ]
+    );
     let late = start_run(&app, &ann, tickets[1]["id"].as_str().expect("id")).await;
     late.assert_error("CONFLICT", None);
 }
