@@ -288,6 +288,12 @@ pub async fn open(
         .derive(CODE_PURPOSE, &code.message(event_id, guest.id))?;
     let now = Utc::now();
     let mut txn = state.begin_write().await?;
+    // Still LIVE, and kept so until the cup is in (a finish or a deletion waits, or came first).
+    if events::service::hold(&txn, event_id).await?.status != EventStatus::Live {
+        return Err(Error::state_conflict(
+            "cups are handed out only while the event is LIVE",
+        ));
+    }
     let spent = cup_code::Entity::update_many()
         .col_expr(cup_code::Column::UsedAt, Expr::value(now))
         .filter(cup_code::Column::UserId.eq(guest.id))

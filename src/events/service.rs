@@ -706,6 +706,19 @@ pub async fn follow(
     .await
 }
 
+/// The event, read in `txn` and kept from change and deletion until it ends
+/// ([`db::WriteTxn::sharing`]); NOT_FOUND when it is gone. A transaction that writes rows the event's
+/// deletion cascades to (cup codes and sessions, games and their players, rounds and guesses)
+/// reads it first: the deletion then waits for it, or it for the deletion (and finds no event),
+/// instead of each holding a row the other waits for (on PostgreSQL a deadlock, which one of them
+/// would get as an error).
+pub async fn hold(txn: &db::WriteTxn, id: Uuid) -> Result<event::Model> {
+    txn.sharing(event::Entity::find_by_id(id))
+        .one(&**txn)
+        .await?
+        .ok_or(Error::NotFound("no such event"))
+}
+
 /// Resolves once the event is deleted (announced after this call; a deletion before it is the
 /// caller's to check after calling): streams about what the event holds end with it.
 pub fn deleted(state: &AppState, id: Uuid) -> impl Future<Output = ()> + Send + 'static {

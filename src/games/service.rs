@@ -267,6 +267,7 @@ pub async fn award(
         .await?
         .ok_or_else(|| Error::bad_input("handle", "not a player of this game"))?;
     let mut txn = state.begin_write().await?;
+    events::service::hold(&txn, game.event_id).await?;
     credit(&mut txn, &game, player.id, points).await?;
     let game = bump(&*txn, id, true).await?;
     announce(&mut txn, &game);
@@ -501,6 +502,7 @@ pub async fn guess(
     let correct =
         actor.user_id != round.answer_id && guessed.is_some_and(|u| u.id == round.answer_id);
     let mut txn = state.begin_write().await?;
+    events::service::hold(&txn, game.event_id).await?;
     let round = txn
         .locking(blur_round::Entity::find_by_id(round_id))
         .one(&*txn)

@@ -26,6 +26,7 @@ on_every_backend!(
     removed_staff_stop_receiving_bills,
     concurrent_cheers_reach_staff_once_each,
     a_thousand_subscribers_share_one_leaderboard_computation,
+    cups_opened_while_the_event_is_deleted_are_refused_cleanly,
 );
 
 async fn a_guest_has_one_open_cup_per_live_event(backend: Backend) {
@@ -748,4 +749,68 @@ async fn a_staff_feed_that_falls_behind_gets_every_session_as_it_is_now(backend:
         .expect("the feed goes on")
         .expect("a session");
     assert_eq!(next.cheers, 151);
+}
+
+/// Cups opened at the gateway while the organizer deletes the event: each opening lands (and goes
+/// with the event) or is refused cleanly (NOT_FOUND, CONFLICT, or FORBIDDEN for a code the deletion
+/// took with it), never INTERNAL. An opening reads the event first and keeps it until its cup is
+/// in, so the deletion's cascade never waits on a spent code while the opening waits on the event
+/// (on PostgreSQL, a deadlock that aborted one of them).
+async fn cups_opened_while_the_event_is_deleted_are_refused_cleanly(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.cup_code_attempts_per_minute = 1_000).await;
+    let bar = open_bar(&app).await;
+    let mut guests = Vec::new();
+    for n in 0..10 {
+        guests.push(app.signup(&format!("guest{n}")).await);
+    }
+    let (mut opened, mut refused) = (0, 0);
+    for round in 0..10_u64 {
+        let event =
+            create_event(&app, &bar.organizer, "Last call", "2030-01-01T20:00:00Z").await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned();
+        for step in [
+            "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"tender\", role: BARTENDER) { id } }",
+            "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
+        ] {
+            app.gql_as(&bar.organizer, step, json!({ "id": event }))
+                .await
+                .data();
+        }
+        let mut codes = Vec::new();
+        for guest in &guests {
+            codes.push(cup_code(&app, guest, &event).await);
+        }
+        let openings = guests.iter().zip(&codes).map(|(guest, code)| {
+            let (app, event, bartender) = (&app, &event, &bar.bartender);
+            async move { open_cup_with(app, bartender, event, &guest.handle, code).await }
+        });
+        let delete = async {
+            // From at once to after most cups are open, so the deletion meets every step.
+            tokio::time::sleep(Duration::from_millis(
+                [0, 0, 2, 5, 10, 15, 25, 40, 3, 8][round as usize],
+            ))
+            .await;
+            delete_event(&app, &bar.organizer, &event).await;
+        };
+        // The deletion is sent first: at no delay it is in the queue before the openings.
+        let ((), answers) = futures_util::join!(delete, futures_util::future::join_all(openings));
+        for answer in answers {
+            if answer.body["errors"].is_null() {
+                opened += 1;
+            } else {
+                assert!(
+                    ["NOT_FOUND", "CONFLICT", "FORBIDDEN"].contains(&answer.code()),
+                    "round {round}: {}",
+                    answer.body
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        opened > 0 && refused > 0,
+        "the deletion never met openings at work: {opened} opened, {refused} refused"
+    );
 }
