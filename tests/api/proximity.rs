@@ -450,12 +450,7 @@ async fn strangers_learn_nothing(backend: Backend) {
 /// into the rate limit), and the owner sees it.
 async fn a_stored_location_is_answered_as_stored_when_its_alert_check_fails(backend: Backend) {
     use sea_orm::ConnectionTrait;
-    let app = quick(backend).await;
-    let ann = app.signup("ann").await;
-    let bob = app.signup("bob").await;
-    watch(&app, &ann, &bob).await;
-    at(&app, &ann, Some(HOME)).await.data();
-    let running = start(&app, &ann, 100.0).await;
+    let (app, ann, bob, running) = ann_at_home_watching_bob(backend).await;
     app.state
         .db
         .execute_unprepared("DROP TABLE proximity_states")
@@ -950,12 +945,7 @@ async fn an_alert_fires_once_on_entry_and_again_only_after_leaving(backend: Back
 async fn an_owner_that_fell_behind_gets_the_entries_it_missed(backend: Backend) {
     use futures_util::StreamExt;
     use rally::proximity::model::{ALERTS, ProximityAlert};
-    let app = quick(backend).await;
-    let ann = app.signup("ann").await;
-    let bob = app.signup("bob").await;
-    watch(&app, &ann, &bob).await;
-    at(&app, &ann, Some(HOME)).await.data();
-    let running = start(&app, &ann, 100.0).await;
+    let (app, ann, bob, running) = ann_at_home_watching_bob(backend).await;
     let mut alerts = Box::pin(rally::proximity::service::alerts(
         &app.state,
         identity(&ann),
@@ -998,15 +988,22 @@ async fn an_owner_that_fell_behind_gets_the_entries_it_missed(backend: Backend) 
     );
 }
 
-/// Ann, at home, runs an activity with a 100 m radius that watches Bob (who has not reported yet),
-/// and listens for its alerts (registered).
-async fn ann_at_home_alerted_of_bob(backend: Backend) -> (TestApp, Session, Session, WsClient) {
+/// Ann, at home, runs an activity with a 100 m radius that watches Bob (who has not reported yet):
+/// the app, Ann, Bob and the activity.
+async fn ann_at_home_watching_bob(backend: Backend) -> (TestApp, Session, Session, Value) {
     let app = quick(backend).await;
     let ann = app.signup("ann").await;
     let bob = app.signup("bob").await;
     watch(&app, &ann, &bob).await;
     at(&app, &ann, Some(HOME)).await.data();
-    start(&app, &ann, 100.0).await;
+    let running = start(&app, &ann, 100.0).await;
+    (app, ann, bob, running)
+}
+
+/// Ann, at home, runs an activity with a 100 m radius that watches Bob (who has not reported yet),
+/// and listens for its alerts (registered).
+async fn ann_at_home_alerted_of_bob(backend: Backend) -> (TestApp, Session, Session, WsClient) {
+    let (app, ann, bob, _) = ann_at_home_watching_bob(backend).await;
     let alerts = subscribe(
         &app,
         &ann,

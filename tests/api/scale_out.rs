@@ -426,6 +426,23 @@ async fn two_instances_behind_their_own_proxies(
     Some((to_a, to_b, database, http, a, b))
 }
 
+/// Cuts B off from Redis (through its own proxy `to_b`) and waits until B knows: what B publishes
+/// now never leaves it.
+async fn cut_off(http: &reqwest::Client, b: &Instance, to_b: &Proxy) {
+    to_b.cut().await;
+    b.wait_for_broker(http, "reconnecting").await;
+}
+
+/// Brings B back and waits until it is connected. Its publisher reconnects within its backoff and
+/// beats within 5 s of that: the gap in B's numbering then makes A resynchronise.
+async fn bring_back(http: &reqwest::Client, b: &Instance, to_b: &Proxy) {
+    to_b.restore();
+    b.wait_for_broker(http, "connected").await;
+}
+
+/// How long A's resynchronisation after [`bring_back`] may take to reach a client.
+const AFTER_THE_RESYNC: Duration = Duration::from_secs(20);
+
 /// The test Redis's address; `None` (a printed skip) without PostgreSQL and Redis.
 fn redis_address_or_skip(test: &str) -> Option<SocketAddr> {
     let redis_url = crate::common::redis_url_or_skip(test)?;
@@ -852,8 +869,7 @@ async fn a_stop_lost_on_its_way_out_of_one_instance_still_reaches_a_phone_on_ano
     let (ann, _bob, mut phone) = bobs_phone_watched_by_ann(&http, &b, &b, &a).await;
     let activity = ann_starts_and_the_phone_hears(&http, &b, &ann, &mut phone).await;
 
-    to_b.cut().await;
-    b.wait_for_broker(&http, "reconnecting").await;
+    cut_off(&http, &b, &to_b).await;
     b.gql(
         &http,
         Some(&ann.access),
@@ -863,11 +879,9 @@ async fn a_stop_lost_on_its_way_out_of_one_instance_still_reaches_a_phone_on_ano
     .await;
     phone.assert_quiet(Duration::from_millis(500)).await;
 
-    to_b.restore();
-    b.wait_for_broker(&http, "connected").await;
-    // B's publisher reconnects within its backoff, and beats within 5 s of that.
+    bring_back(&http, &b, &to_b).await;
     let frame = phone
-        .next_frame_within(Duration::from_secs(20))
+        .next_frame_within(AFTER_THE_RESYNC)
         .await
         .expect("open");
     assert_eq!(
@@ -916,16 +930,13 @@ async fn an_alert_lost_on_its_way_out_of_one_instance_still_reaches_its_owner_on
         .await;
     wait_for_subscriptions(&a, &http, "proximityAlerts", 1.0).await;
 
-    to_b.cut().await;
-    b.wait_for_broker(&http, "reconnecting").await;
+    cut_off(&http, &b, &to_b).await;
     locate(&http, &b, &bob, near).await;
     alerts.assert_quiet(Duration::from_millis(500)).await;
 
-    to_b.restore();
-    b.wait_for_broker(&http, "connected").await;
-    // B's publisher reconnects within its backoff, and beats within 5 s of that.
+    bring_back(&http, &b, &to_b).await;
     let frame = alerts
-        .next_frame_within(Duration::from_secs(20))
+        .next_frame_within(AFTER_THE_RESYNC)
         .await
         .expect("open");
     assert_eq!(
@@ -994,8 +1005,7 @@ async fn streams_on_one_instance_end_with_an_event_deleted_while_its_message_was
         .await;
     wait_for_subscriptions(&a, &http, "cupSessionUpdated", 1.0).await;
 
-    to_b.cut().await;
-    b.wait_for_broker(&http, "reconnecting").await;
+    cut_off(&http, &b, &to_b).await;
     b.gql(
         &http,
         Some(&org.access),
@@ -1005,13 +1015,11 @@ async fn streams_on_one_instance_end_with_an_event_deleted_while_its_message_was
     .await;
     screen.assert_quiet(Duration::from_millis(500)).await;
 
-    to_b.restore();
-    b.wait_for_broker(&http, "connected").await;
-    // B's publisher reconnects within its backoff, and beats within 5 s of that.
+    bring_back(&http, &b, &to_b).await;
     let mut ended = Vec::new();
     while ended.len() < 2 {
         let frame = screen
-            .next_frame_within(Duration::from_secs(20))
+            .next_frame_within(AFTER_THE_RESYNC)
             .await
             .expect("open");
         assert_eq!(frame["type"], "complete", "{frame}");
