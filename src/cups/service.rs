@@ -192,6 +192,7 @@ pub async fn request_code(state: &AppState, guest: Identity, event_id: Uuid) -> 
         .tokens
         .derive(CODE_PURPOSE, &code.message(event_id, guest.user_id))?;
     let txn = state.begin_write().await?;
+    events::service::hold(&txn, event_id).await?;
     // The guest's codes change one request at a time: two requests counting four live codes at
     // once would otherwise both keep them and make six.
     accounts::service::take_turn(&txn, guest.user_id).await?;

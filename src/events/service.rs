@@ -708,8 +708,9 @@ pub async fn follow(
 
 /// The event, read in `txn` and kept from change and deletion until it ends
 /// ([`db::WriteTxn::sharing`]); NOT_FOUND when it is gone. A transaction that writes rows the event's
-/// deletion cascades to (cup codes and sessions, games and their players, rounds and guesses)
-/// reads it first: the deletion then waits for it, or it for the deletion (and finds no event),
+/// deletion cascades to (cup codes and sessions, games and their players, rounds and guesses:
+/// `requestCupCode`, `openCupSession`, `setGamePlayers`, `awardPoints`, `revealBlurRound`,
+/// `guessBlurRound`) reads it first: the deletion then waits for it, or it for the deletion (and finds no event),
 /// instead of each holding a row the other waits for (on PostgreSQL a deadlock, which one of them
 /// would get as an error).
 pub async fn hold(txn: &db::WriteTxn, id: Uuid) -> Result<event::Model> {
@@ -736,11 +737,25 @@ pub fn deleted(state: &AppState, id: Uuid) -> impl Future<Output = ()> + Send + 
 
 /// Whether `signal`, heard on the event's changes ([`CHANGES`]), means the event is gone: its
 /// deletion, or a resync after which it cannot be found (the deletion may be among the messages
-/// missed). A resync whose lookup fails says nothing.
+/// missed, and nothing else would announce it). A lookup that fails is tried again with backoff
+/// (100 ms doubling to 5 s) until it answers: resyncs come in crowds, when the database is
+/// busiest, and a stream that guessed "still there" would stay open and silent for ever.
 pub async fn gone(state: &AppState, id: Uuid, signal: &Signal<EventChanged>) -> bool {
     match signal {
         Signal::Message(change) => change.kind == ChangeKind::Deleted,
-        Signal::Resync => matches!(find(state, id).await, Ok(None)),
+        Signal::Resync => {
+            let mut pause = std::time::Duration::from_millis(100);
+            loop {
+                match find(state, id).await {
+                    Ok(found) => return found.is_none(),
+                    Err(err) => {
+                        err.report();
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -220,6 +220,7 @@ pub async fn set_players(
     let players = resolve_players(state, game.event_id, handles).await?;
     let keep: Vec<Uuid> = players.iter().map(|p| p.id).collect();
     let mut txn = state.begin_write().await?;
+    events::service::hold(&txn, game.event_id).await?;
     game_player::Entity::delete_many()
         .filter(game_player::Column::GameId.eq(id))
         .filter(game_player::Column::UserId.is_not_in(keep))
@@ -433,8 +434,9 @@ pub async fn reveal(
     round_id: Uuid,
 ) -> Result<blur_round::Model> {
     let round = require_round(&state.db, round_id).await?;
-    as_master(state, actor, round.game_id).await?;
+    let game = as_master(state, actor, round.game_id).await?;
     let mut txn = state.begin_write().await?;
+    events::service::hold(&txn, game.event_id).await?;
     let updated = blur_round::Entity::update_many()
         .col_expr(
             blur_round::Column::Level,

@@ -128,13 +128,15 @@ fn prepare_blocking(
     // pixels, since re-encoding drops the metadata that carried it.
     let mut decoder = reader.into_decoder().map_err(unreadable)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut decoded = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
-    decoded.apply_orientation(orientation);
-    let scaled = if decoded.width() > max_side || decoded.height() > max_side {
+    let decoded = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    let mut scaled = if decoded.width() > max_side || decoded.height() > max_side {
         decoded.thumbnail(max_side, max_side)
     } else {
         decoded
     };
+    // Turned after scaling (the box is square, so the result is the same): turning the original
+    // would take a second buffer of its full size.
+    scaled.apply_orientation(orientation);
     encode(scaled)
 }
 

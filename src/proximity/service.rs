@@ -927,7 +927,8 @@ pub fn alerts(
 /// What one `proximityAlerts` stream has sent: each entry (activity, person, when) once.
 type AlertsSent = live::Sent<(Uuid, Uuid, DateTime<Utc>)>;
 
-/// The entries from `since` into the radius of `owner`'s activities, as alerts, oldest first.
+/// The entries from `since` into the radius of `owner`'s activities by people they still watch,
+/// as alerts, oldest first.
 async fn entries_since(
     state: &AppState,
     owner: Uuid,
@@ -944,8 +945,12 @@ async fn entries_since(
         .order_by_asc(proximity_state::Column::EnteredAt)
         .all(&state.db)
         .await?;
+    // Only of people the owner still watches: whoever took their consent back meanwhile is not
+    // reported to them any more.
+    let watched = watched_by(&state.db, owner).await?;
     Ok(entries
         .into_iter()
+        .filter(|entry| watched.contains(&entry.user_id))
         .map(|entry| ProximityAlert {
             activity_id: entry.activity_id,
             user_id: entry.user_id,

@@ -454,8 +454,8 @@ pub async fn territories(state: &AppState, event_id: Uuid) -> Result<Vec<territo
 }
 
 /// Each cell captured at an event, as it is captured (after its save committed). When captures may
-/// have been missed ([`live::Signal::Resync`]: the stream fell behind, or another instance's
-/// messages were lost) it reads the cells captured in the last
+/// have been missed ([`live::Signal::Resync`]: the execution fell behind its topic, or another
+/// instance's messages were lost) it reads the cells captured in the last
 /// [`CATCH_UP_WINDOW`](live::CATCH_UP_WINDOW) and sends each whose holder it has not shown, as it
 /// is now; it never sends a capture older than the one it showed for that cell ([`Shown`]). A
 /// catch-up that cannot read the database is owed and tried again with backoff
