@@ -384,6 +384,64 @@ async fn private_fields_stay_private(backend: Backend) {
         public.data()["event"]["leaderboard"]["entries"],
         json!([{ "score": 0, "user": { "handle": "guest" } }])
     );
+
+    // Another guest with a cup at the same event, the realistic viewer: on the board, every private
+    // field of the guest's cup is there and null (never an omitted key), each refused by name,
+    // while their own cup shows them.
+    let rival = app.signup("rival").await;
+    open_cup(&app, &bar.bartender, &bar.event, &rival).await;
+    let private = [
+        "orders",
+        "alcoholGrams",
+        "estimatedBac",
+        "billCents",
+        "calories",
+        "drinks",
+    ];
+    let board = format!(
+        "query($e: ID!) {{ event(id: $e) {{ leaderboard {{ entries {{ user {{ handle }} score session {{ cheers {} {{ name }} }} }} }} }} }}",
+        private.join(" ")
+    );
+    let seen = app.gql_as(&rival, &board, json!({ "e": bar.event })).await;
+    let entries = seen.body["data"]["event"]["leaderboard"]["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the board: {}", seen.body))
+        .clone();
+    assert_eq!(entries.len(), 2, "{}", seen.body);
+    for entry in &entries {
+        let session = entry["session"].as_object().expect("the session");
+        let own = entry["user"]["handle"] == "rival";
+        assert_eq!(session["cheers"], 0, "public: {entry}");
+        for field in private {
+            assert!(session.contains_key(field), "{field} is there: {entry}");
+            assert_eq!(
+                session[field].is_null(),
+                !own || field == "estimatedBac",
+                "{field} of {}: {entry}",
+                entry["user"]["handle"]
+            );
+        }
+    }
+    let refused: Vec<String> = seen.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .inspect(|error| assert_eq!(error["extensions"]["code"], "FORBIDDEN", "{error}"))
+        .map(|error| {
+            error["path"]
+                .as_array()
+                .expect("path")
+                .last()
+                .expect("field")
+                .to_string()
+        })
+        .collect();
+    for field in private {
+        assert!(
+            refused.contains(&format!("\"{field}\"")),
+            "{field} refused by name: {refused:?}"
+        );
+    }
 }
 
 async fn the_leaderboard_ranks_by_score_then_time(backend: Backend) {
