@@ -488,10 +488,41 @@ async fn refresh_tokens_are_stored_only_as_hashes(backend: Backend) {
         .all(&app.state.db)
         .await
         .expect("rows");
+    // SHA-256 in hex, computed here with the sha2 crate, not by the server's helper.
+    let sha256 = |token: &str| -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
     assert_eq!(stored.len(), 1);
-    assert_ne!(stored[0].token_hash, lea.refresh);
-    assert!(!stored[0].token_hash.contains(&lea.refresh));
-    assert_eq!(stored[0].token_hash.len(), 64);
+    assert_eq!(stored[0].token_hash, sha256(&lea.refresh));
+    // The rotated token is stored the same way, and no row holds a token itself.
+    let refreshed = app
+        .gql(
+            "mutation($t: String!) { refreshSession(refreshToken: $t) { refreshToken } }",
+            json!({ "t": lea.refresh }),
+        )
+        .await;
+    let next = refreshed.data()["refreshSession"]["refreshToken"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let stored = refresh_token::Entity::find()
+        .all(&app.state.db)
+        .await
+        .expect("rows");
+    let mut hashes: Vec<&str> = stored.iter().map(|row| row.token_hash.as_str()).collect();
+    hashes.sort_unstable();
+    let mut expected = [sha256(&lea.refresh), sha256(&next)];
+    expected.sort_unstable();
+    assert_eq!(hashes, expected);
+    assert!(
+        stored
+            .iter()
+            .all(|row| !row.token_hash.contains(&lea.refresh) && !row.token_hash.contains(&next))
+    );
 }
 
 /// A session lives `RALLY_SESSION_MAX_DAYS` (90 by default) however often its refresh token is

@@ -644,7 +644,7 @@ async fn organizers_read_with_their_events_are_each_events_own(backend: Backend)
 async fn staff_is_kept_by_the_organizer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let xena = app.signup("xena").await;
-    app.signup("barkeep").await;
+    let barkeep = app.signup("barkeep").await;
     let stranger = app.signup("stranger").await;
     let id = create_event(&app, &xena, "Cocktails", "2030-08-01T20:00:00Z").await["id"].clone();
     let add = "mutation($id: ID!, $h: String!, $r: StaffRole!) { addEventStaff(eventId: $id, handle: $h, role: $r) { staff { user { handle } role } } }";
@@ -696,6 +696,25 @@ async fn staff_is_kept_by_the_organizer(backend: Backend) {
         .await
         .assert_error("FORBIDDEN", None);
     app.gql_as(&stranger, remove, json!({ "id": id, "h": "not a handle!" }))
+        .await
+        .assert_error("FORBIDDEN", None);
+    // Staff do not keep the staff: a game master can neither add (not even themselves in another
+    // role) nor remove anyone.
+    app.gql_as(
+        &barkeep,
+        add,
+        json!({ "id": id, "h": "stranger", "r": "BARTENDER" }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+    app.gql_as(
+        &barkeep,
+        add,
+        json!({ "id": id, "h": "barkeep", "r": "BARTENDER" }),
+    )
+    .await
+    .assert_error("FORBIDDEN", None);
+    app.gql_as(&barkeep, remove, json!({ "id": id, "h": "barkeep" }))
         .await
         .assert_error("FORBIDDEN", None);
     let removed = app
