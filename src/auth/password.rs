@@ -112,4 +112,32 @@ mod tests {
         );
         assert!(!passwords.verify("anything".into(), None).await.unwrap());
     }
+
+    /// A login that names nobody is verified against the decoy: a real argon2id hash with the same
+    /// algorithm and cost (memory, passes, lanes) as a stored password's, so it takes the same
+    /// work as a wrong password, which answers alike.
+    #[tokio::test]
+    async fn the_decoy_costs_what_a_stored_hash_costs() {
+        let passwords = Passwords::new(2048, 2, 1).unwrap();
+        let stored = passwords.hash("correct horse".into()).await.unwrap();
+        let stored = PasswordHash::new(&stored).unwrap();
+        let decoy = PasswordHash::new(&passwords.decoy).unwrap();
+        assert_eq!(decoy.algorithm, stored.algorithm);
+        assert_eq!(decoy.version, stored.version);
+        let cost = |hash: &PasswordHash| Params::try_from(hash).unwrap();
+        let (decoy_cost, stored_cost) = (cost(&decoy), cost(&stored));
+        assert_eq!(
+            (
+                decoy_cost.m_cost(),
+                decoy_cost.t_cost(),
+                decoy_cost.p_cost()
+            ),
+            (
+                stored_cost.m_cost(),
+                stored_cost.t_cost(),
+                stored_cost.p_cost()
+            )
+        );
+        assert_eq!((stored_cost.m_cost(), stored_cost.t_cost()), (2048, 2));
+    }
 }
