@@ -195,6 +195,14 @@ impl WriteTxn {
         self.lock_on_postgres(select, LockType::Share)
     }
 
+    /// `select`, keeping the rows it reads from deletion (and from changes to their keys) until
+    /// this transaction ends: on PostgreSQL with `FOR KEY SHARE`, which other writers of the rows'
+    /// other columns pass. For a transaction that only needs the rows to stay (it writes rows their
+    /// deletion would cascade to) and not what they say. SQLite needs nothing.
+    pub fn keeping<S: QuerySelect>(&self, select: S) -> S {
+        self.lock_on_postgres(select, LockType::KeyShare)
+    }
+
     /// `select` with the row lock `lock` on PostgreSQL; as it is on SQLite, whose write
     /// transactions already take turns.
     fn lock_on_postgres<S: QuerySelect>(&self, select: S, lock: LockType) -> S {

@@ -290,7 +290,7 @@ pub async fn open(
     let now = Utc::now();
     let mut txn = state.begin_write().await?;
     // Still LIVE, and kept so until the cup is in (a finish or a deletion waits, or came first).
-    if events::service::hold(&txn, event_id).await?.status != EventStatus::Live {
+    if events::service::hold_as_is(&txn, event_id).await?.status != EventStatus::Live {
         return Err(Error::state_conflict(
             "cups are handed out only while the event is LIVE",
         ));

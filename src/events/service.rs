@@ -706,14 +706,23 @@ pub async fn follow(
     .await
 }
 
-/// The event, read in `txn` and kept from change and deletion until it ends
-/// ([`db::WriteTxn::sharing`]); NOT_FOUND when it is gone. A transaction that writes rows the event's
-/// deletion cascades to (cup codes and sessions, games and their players, rounds and guesses:
-/// `requestCupCode`, `openCupSession`, `setGamePlayers`, `awardPoints`, `revealBlurRound`,
-/// `guessBlurRound`) reads it first: the deletion then waits for it, or it for the deletion (and finds no event),
-/// instead of each holding a row the other waits for (on PostgreSQL a deadlock, which one of them
-/// would get as an error).
+/// The event, read in `txn` and kept from deletion until it ends ([`db::WriteTxn::keeping`]: its
+/// details may still change, likes and all); NOT_FOUND when it is gone. A transaction that writes
+/// rows the event's deletion cascades to (cup codes and sessions, games and their players, rounds
+/// and guesses: `requestCupCode`, `setGamePlayers`, `awardPoints`, `revealBlurRound`,
+/// `guessBlurRound`) reads it first: the deletion then waits for it, or it for the deletion (and
+/// finds no event), instead of each holding a row the other waits for (on PostgreSQL a deadlock,
+/// which one of them would get as an error). [`hold_as_is`] also keeps what it says.
 pub async fn hold(txn: &db::WriteTxn, id: Uuid) -> Result<event::Model> {
+    txn.keeping(event::Entity::find_by_id(id))
+        .one(&**txn)
+        .await?
+        .ok_or(Error::NotFound("no such event"))
+}
+
+/// [`hold`], also keeping the event from any change until `txn` ends ([`db::WriteTxn::sharing`]),
+/// for a decision on what it says: `openCupSession` opens a cup only while the event is LIVE.
+pub async fn hold_as_is(txn: &db::WriteTxn, id: Uuid) -> Result<event::Model> {
     txn.sharing(event::Entity::find_by_id(id))
         .one(&**txn)
         .await?
