@@ -25,6 +25,7 @@ on_every_backend!(
     a_guess_that_waits_for_a_reveal_counts_for_the_level_after_it,
     game_updated_sends_a_snapshot_then_changes,
     a_scripted_bar_night_ends_with_every_phone_in_the_same_state,
+    points_awarded_while_the_event_is_deleted_are_refused_cleanly,
 );
 
 const GAME_FIELDS: &str =
@@ -832,7 +833,11 @@ async fn a_guess_that_waits_for_a_reveal_counts_for_the_level_after_it(backend: 
 }
 
 async fn concurrent_right_guesses_have_exactly_one_winner(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.auth_attempts_per_address = 100).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.auth_attempts_per_address = 100;
+        c.cup_code_attempts_per_minute = 1_000;
+    })
+    .await;
     let bar = open_bar(&app).await;
     let handles: Vec<String> = (0..8).map(|n| format!("player{n}")).collect();
     let mut players = Vec::new();
@@ -1015,4 +1020,75 @@ async fn a_scripted_bar_night_ends_with_every_phone_in_the_same_state(backend: B
             );
         }
     }
+}
+
+/// Points awarded to every player while the organizer deletes the event: each award lands (and goes
+/// with the event) or is refused cleanly (NOT_FOUND or CONFLICT), never INTERNAL. An award reads the
+/// event first and keeps it from deletion, so the deletion's cascade (cup sessions, games, players)
+/// never waits on a player's row while the award waits on a row the cascade holds.
+async fn points_awarded_while_the_event_is_deleted_are_refused_cleanly(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.auth_attempts_per_address = 100;
+        c.cup_code_attempts_per_minute = 1_000;
+    })
+    .await;
+    let bar = open_bar(&app).await;
+    let handles: Vec<String> = (0..8).map(|n| format!("player{n}")).collect();
+    let mut players = Vec::new();
+    for handle in &handles {
+        players.push(app.signup(handle).await);
+    }
+    let (mut landed, mut refused) = (0, 0);
+    for round in 0..8_u64 {
+        let event = if round == 0 {
+            bar.event.clone()
+        } else {
+            let event =
+                create_event(&app, &bar.organizer, "Quiz", "2030-01-01T20:00:00Z").await["id"]
+                    .as_str()
+                    .expect("id")
+                    .to_owned();
+            for step in [
+                "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"tender\", role: BARTENDER) { id } }",
+                "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
+            ] {
+                app.gql_as(&bar.organizer, step, json!({ "id": event }))
+                    .await
+                    .data();
+            }
+            event
+        };
+        for player in &players {
+            open_cup(&app, &bar.bartender, &event, player).await;
+        }
+        let names: Vec<&str> = handles.iter().map(String::as_str).collect();
+        let game = created_id(&create_game(&app, &bar.organizer, &event, "SCORE", &names).await);
+        let awards = handles.iter().map(|handle| {
+            let (app, game, organizer) = (&app, &game, &bar.organizer);
+            async move { award(app, organizer, game, handle, 3).await }
+        });
+        let delete = async {
+            let delay = [0, 0, 2, 5, 10, 15, 25, 40][usize::try_from(round).expect("round")];
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            delete_event(&app, &bar.organizer, &event).await;
+        };
+        // The deletion is sent first: at no delay it is in the queue before the awards.
+        let ((), answers) = futures_util::join!(delete, futures_util::future::join_all(awards));
+        for answer in answers {
+            if answer.body["errors"].is_null() {
+                landed += 1;
+            } else {
+                assert!(
+                    ["NOT_FOUND", "CONFLICT"].contains(&answer.code()),
+                    "round {round}: {}",
+                    answer.body
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        landed > 0 && refused > 0,
+        "the deletion never met awards at work: {landed} landed, {refused} refused"
+    );
 }
