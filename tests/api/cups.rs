@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::fixtures::{
-    SESSION_FIELDS, cheers, create_event, cup_code, delete_event, open_bar, open_cup, open_cup_with,
+    SESSION_FIELDS, cheers, create_event, cup_code, delete_event, live_event_tended, open_bar,
+    open_cup, open_cup_with,
 };
 use crate::common::{Backend, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
@@ -828,19 +829,7 @@ async fn cups_opened_while_the_event_is_deleted_are_refused_cleanly(backend: Bac
     }
     let (mut opened, mut refused) = (0, 0);
     for round in 0..10_u64 {
-        let event =
-            create_event(&app, &bar.organizer, "Last call", "2030-01-01T20:00:00Z").await["id"]
-                .as_str()
-                .expect("id")
-                .to_owned();
-        for step in [
-            "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"tender\", role: BARTENDER) { id } }",
-            "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
-        ] {
-            app.gql_as(&bar.organizer, step, json!({ "id": event }))
-                .await
-                .data();
-        }
+        let event = live_event_tended(&app, &bar.organizer, "Last call").await;
         let mut codes = Vec::new();
         for guest in &guests {
             codes.push(cup_code(&app, guest, &event).await);

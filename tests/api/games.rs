@@ -8,7 +8,9 @@ use reqwest::multipart::{Form, Part};
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
-use crate::common::fixtures::{cheers, create_event, delete_event, open_bar, open_cup};
+use crate::common::fixtures::{
+    cheers, create_event, delete_event, live_event_tended, open_bar, open_cup,
+};
 use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
 
@@ -1043,20 +1045,7 @@ async fn points_awarded_while_the_event_is_deleted_are_refused_cleanly(backend: 
         let event = if round == 0 {
             bar.event.clone()
         } else {
-            let event =
-                create_event(&app, &bar.organizer, "Quiz", "2030-01-01T20:00:00Z").await["id"]
-                    .as_str()
-                    .expect("id")
-                    .to_owned();
-            for step in [
-                "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"tender\", role: BARTENDER) { id } }",
-                "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
-            ] {
-                app.gql_as(&bar.organizer, step, json!({ "id": event }))
-                    .await
-                    .data();
-            }
-            event
+            live_event_tended(&app, &bar.organizer, "Quiz").await
         };
         for player in &players {
             open_cup(&app, &bar.bartender, &event, player).await;

@@ -42,29 +42,30 @@ pub struct Bar {
 pub async fn open_bar(app: &TestApp) -> Bar {
     let organizer = app.signup("boss").await;
     let bartender = app.signup("tender").await;
-    let event = create_event(app, &organizer, "Bar night", "2030-01-01T20:00:00Z").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    app.gql_as(
-        &organizer,
-        "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"tender\", role: BARTENDER) { id } }",
-        json!({ "id": event }),
-    )
-    .await
-    .data();
-    app.gql_as(
-        &organizer,
-        "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
-        json!({ "id": event }),
-    )
-    .await
-    .data();
+    let event = live_event_tended(app, &organizer, "Bar night").await;
     Bar {
         organizer,
         bartender,
         event,
     }
+}
+
+/// A new LIVE event of `organizer` called `title`, with `tender` (signed up by [`open_bar`]) as its
+/// bartender; its id.
+pub async fn live_event_tended(app: &TestApp, organizer: &Session, title: &str) -> String {
+    let event = create_event(app, organizer, title, "2030-01-01T20:00:00Z").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for step in [
+        "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"tender\", role: BARTENDER) { id } }",
+        "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { id } }",
+    ] {
+        app.gql_as(organizer, step, json!({ "id": event }))
+            .await
+            .data();
+    }
+    event
 }
 
 /// Every field of a cup session the tests read.
