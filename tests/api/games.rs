@@ -9,7 +9,7 @@ use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 use crate::common::fixtures::{
-    cheers, create_event, delete_event, live_event_tended, open_bar, open_cup,
+    Bar, cheers, create_event, delete_event, live_event_tended, open_bar, open_cup,
 };
 use crate::common::{Backend, Session, TRANSPORT_WS, TestApp};
 use crate::on_every_backend;
@@ -834,7 +834,9 @@ async fn a_guess_that_waits_for_a_reveal_counts_for_the_level_after_it(backend: 
     );
 }
 
-async fn concurrent_right_guesses_have_exactly_one_winner(backend: Backend) {
+/// An app whose bar has eight players (`player0` to `player7`), each with a cup at the bar's event
+/// (limits raised for the many sign-ups and codes): the app, the bar, their handles and sessions.
+async fn eight_players(backend: Backend) -> (TestApp, Bar, Vec<String>, Vec<Session>) {
     let app = TestApp::spawn_with(backend, |c| {
         c.auth_attempts_per_address = 100;
         c.cup_code_attempts_per_minute = 1_000;
@@ -848,6 +850,11 @@ async fn concurrent_right_guesses_have_exactly_one_winner(backend: Backend) {
         open_cup(&app, &bar.bartender, &bar.event, &player).await;
         players.push(player);
     }
+    (app, bar, handles, players)
+}
+
+async fn concurrent_right_guesses_have_exactly_one_winner(backend: Backend) {
+    let (app, bar, handles, players) = eight_players(backend).await;
     let names: Vec<&str> = handles.iter().map(String::as_str).collect();
     let game = create_game(&app, &bar.organizer, &bar.event, "BLUR", &names).await;
     let game_id = created_id(&game);
@@ -1029,17 +1036,7 @@ async fn a_scripted_bar_night_ends_with_every_phone_in_the_same_state(backend: B
 /// event first and keeps it from deletion, so the deletion's cascade (cup sessions, games, players)
 /// never waits on a player's row while the award waits on a row the cascade holds.
 async fn points_awarded_while_the_event_is_deleted_are_refused_cleanly(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| {
-        c.auth_attempts_per_address = 100;
-        c.cup_code_attempts_per_minute = 1_000;
-    })
-    .await;
-    let bar = open_bar(&app).await;
-    let handles: Vec<String> = (0..8).map(|n| format!("player{n}")).collect();
-    let mut players = Vec::new();
-    for handle in &handles {
-        players.push(app.signup(handle).await);
-    }
+    let (app, bar, handles, players) = eight_players(backend).await;
     let (mut landed, mut refused) = (0, 0);
     for round in 0..8_u64 {
         let event = if round == 0 {
