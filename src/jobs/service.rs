@@ -22,7 +22,8 @@ const TICK: StdDuration = StdDuration::from_secs(5);
 /// What a job does at each of its moments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Work {
-    /// Finishes LIVE events that started before the moment and expires their tickets.
+    /// Finishes LIVE events that started before the moment, and expires the tickets of every
+    /// ended event (those ended by hand since the last finish too).
     FinishEvents,
     /// Adds the held cells' tokens to every holder's claimable tokens.
     AccrueTokens,
@@ -166,7 +167,7 @@ pub async fn run_due(
         Work::FinishEvents => {
             let finished = events::service::finish_started_before(&mut txn, moment).await?;
             let ids: Vec<Uuid> = finished.iter().map(|event| event.id).collect();
-            let expired = runs::service::expire_tickets(&txn, &ids).await?;
+            let expired = runs::service::expire_tickets(&txn).await?;
             tracing::info!(%moment, events = ids.len(), tickets = expired, "events finished");
             u64::try_from(ids.len()).unwrap_or(u64::MAX)
         }

@@ -1,7 +1,8 @@
 //! A streaming reader for the track points of a GPX file.
 //!
 //! [`read_track`] reads the `<trkpt>` elements of every `<trkseg>` of every
-//! `<trk>`, in file order, and keeps only their latitude, longitude and time.
+//! `<trk>`, in file order, and keeps only their latitude, longitude and time,
+//! and where a new segment begins (the recording was paused there).
 //! It reads XML events one at a time from a [`BufRead`] and never builds a tree
 //! of the document: everything else (`<metadata>`, `<wpt>`, `<rte>`,
 //! `<extensions>` such as Garmin's heart rate and cadence or Strava's power,
@@ -48,6 +49,9 @@ pub struct GpxPoint {
     pub longitude: f64,
     /// When the point was recorded.
     pub at: DateTime<Utc>,
+    /// Whether the recording resumed here: the point begins a `<trkseg>` (or a
+    /// `<trk>`) after an earlier point. False for the file's first point.
+    pub resumes: bool,
 }
 
 /// Most points a file may hold.
@@ -249,6 +253,8 @@ struct TrackReader<R> {
     depth: usize,
     /// The track points read so far.
     points: Vec<GpxPoint>,
+    /// Whether the next point is the first of its segment.
+    segment_begins: bool,
 }
 
 impl<R: BufRead> TrackReader<R> {
@@ -263,6 +269,7 @@ impl<R: BufRead> TrackReader<R> {
             buf: Vec::new(),
             depth: 0,
             points: Vec::new(),
+            segment_begins: true,
         }
     }
 
@@ -316,6 +323,7 @@ impl<R: BufRead> TrackReader<R> {
 
     /// Reads the content of a `<trkseg>` up to its end tag, keeping its `<trkpt>`s.
     fn read_trkseg(&mut self) -> Result<(), String> {
+        self.segment_begins = true;
         self.read_children(|this, child| match child.tag {
             Tag::Trkpt(position) => this.read_point(position, child.empty),
             _ => this.skip(child),
@@ -342,7 +350,9 @@ impl<R: BufRead> TrackReader<R> {
             latitude: position.latitude,
             longitude: position.longitude,
             at,
+            resumes: self.segment_begins && number > 1,
         });
+        self.segment_begins = false;
         Ok(())
     }
 
@@ -603,12 +613,14 @@ mod tests {
                 GpxPoint {
                     latitude: 48.856_623,
                     longitude: 2.352_219,
-                    at: at(8, 0, 0, 0)
+                    at: at(8, 0, 0, 0),
+                    resumes: false,
                 },
                 GpxPoint {
                     latitude: 48.856_65,
                     longitude: 2.352_26,
-                    at: at(8, 0, 2, 0)
+                    at: at(8, 0, 2, 0),
+                    resumes: false,
                 },
             ])
         );
@@ -656,7 +668,7 @@ mod tests {
     }
 
     #[test]
-    fn concatenates_segments_and_tracks_in_order() {
+    fn concatenates_segments_and_tracks_in_order_marking_where_each_resumes() {
         let xml = gpx11(&format!(
             "<trk><trkseg>{}{}</trkseg></trk><trk><trkseg>{}</trkseg><trkseg/><trkseg>{}</trkseg></trk>",
             trkpt("48.1", "2.1", "2024-05-01T08:00:00Z"),
@@ -670,6 +682,10 @@ mod tests {
         let latitudes: Vec<f64> = points.iter().map(|point| point.latitude).collect();
         assert_eq!(latitudes, [48.1, 48.2, 48.3, 48.4]);
         assert_eq!(points[3].at, at(8, 5, 0, 0));
+        // The second track and the third segment resume the recording; the empty segment
+        // between them is no point.
+        let resumes: Vec<bool> = points.iter().map(|point| point.resumes).collect();
+        assert_eq!(resumes, [false, false, true, true]);
     }
 
     #[test]

@@ -120,17 +120,20 @@ impl Run {
         self.0.finished_at
     }
 
-    /// Geodesic length of the track (WGS84), single wild GPS fixes left out; 0 until saved.
+    /// Geodesic length of the track (WGS84), single wild GPS fixes left out and nothing counted
+    /// across a pause (between GPX segments); 0 until saved.
     async fn distance_meters(&self) -> f64 {
         self.0.distance_meters
     }
 
-    /// From the track's first point to its last.
+    /// From the track's first point to its last, pauses included.
     async fn duration_seconds(&self) -> i32 {
         self.0.duration_seconds
     }
 
-    /// Territory cells this run captured (H3 cells at the configured resolution).
+    /// Territory cells this run captured (H3 cells at the configured resolution): the cell of
+    /// every fix, and those along the line between two consecutive fixes unless the recording
+    /// paused between them or they are more than a minute apart.
     async fn cells_captured(&self) -> i32 {
         self.0.cells_captured
     }
@@ -365,6 +368,7 @@ impl RunsMutation {
                     latitude: point.latitude,
                     longitude: point.longitude,
                     at: point.at,
+                    resumes: false,
                 })
                 .collect(),
             "track",
@@ -372,8 +376,9 @@ impl RunsMutation {
         Ok(Run(service::save_run(ctx.state()?, me, id, track).await?))
     }
 
-    /// Same as saveRun, from a GPX 1.0 or 1.1 file (tracks and segments in order); a file that is
-    /// not GPX is BAD_USER_INPUT and the run stays RUNNING.
+    /// Same as saveRun, from a GPX 1.0 or 1.1 file (tracks and segments in order; a new segment or
+    /// track is a pause, across which no distance or cells are counted); a file that is not GPX is
+    /// BAD_USER_INPUT and the run stays RUNNING.
     #[graphql(guard = "SignedIn")]
     async fn import_run_gpx(&self, ctx: &Context<'_>, run_id: ID, file: Upload) -> Result<Run> {
         let me = ctx.identity()?;

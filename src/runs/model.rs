@@ -1,5 +1,6 @@
 //! Run rules without IO: a track checked point by point, judged for plausibility (anti-cheat),
-//! measured (geodesic distance, duration) and turned into the H3 cells it passes through; the live
+//! measured (geodesic distance, duration) and turned into the H3 cells it passes through (not across
+//! a pause or a long gap between fixes); the live
 //! payload of captured cells with its topic; the wallet's arithmetic.
 
 use std::collections::HashMap;
@@ -94,6 +95,11 @@ pub const MAX_GLITCH_POINTS: usize = 3;
 /// How far a device's clock may differ from the server's before points fall outside the run.
 pub const CLOCK_SKEW_SECONDS: i64 = 60;
 
+/// Longest time between two fixes across which the line joining them captures cells. Past it the
+/// runner was not seen in between (the signal was lost, or the device stopped recording), so only
+/// the fixes' own cells are captured; the distance still counts the straight line.
+pub const MAX_GAP_SECONDS: i64 = 60;
+
 /// One GPS fix of a track.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrackPoint {
@@ -103,6 +109,11 @@ pub struct TrackPoint {
     pub longitude: f64,
     /// When the fix was taken.
     pub at: DateTime<Utc>,
+    /// Whether the recording resumed here after a pause (a GPX file's next segment): the fix is
+    /// not joined to the one before it, so the way between them counts neither distance nor
+    /// cells. Speed is still judged across it (a pause is no licence to teleport).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumes: bool,
 }
 
 impl TrackPoint {
@@ -113,6 +124,12 @@ impl TrackPoint {
     /// Geodesic distance in meters (WGS84): what a run's distance is made of.
     pub fn distance_to(self, other: Self) -> f64 {
         Geodesic.distance(self.point(), other.point())
+    }
+
+    /// Whether the line from `self` to the next fix, `next`, captures the cells it crosses: the
+    /// recording did not pause between them and they are at most [`MAX_GAP_SECONDS`] apart.
+    fn drawn_to(self, next: Self) -> bool {
+        !next.resumes && next.at - self.at <= Duration::seconds(MAX_GAP_SECONDS)
     }
 
     /// Great-circle distance in meters: the cheap one the speed checks screen with (within 0.5% of
@@ -182,11 +199,12 @@ impl Limits {
 /// A plausible track, measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Measured {
-    /// Geodesic length over the points kept, meters.
+    /// Geodesic length over the points kept, meters, not across pauses.
     pub distance_meters: f64,
-    /// From the first point to the last.
+    /// From the first point to the last (pauses included, as a watch's elapsed time).
     pub duration_seconds: i32,
-    /// Every cell the track passes through, in the order first reached, each once.
+    /// Every cell the track passes through, in the order first reached, each once (see
+    /// [`cells`]).
     pub cells: Vec<CellIndex>,
     /// Wild fixes left out (a few in a row that jumped away and came back).
     pub glitches: usize,
@@ -209,13 +227,13 @@ fn too_fast(a: TrackPoint, b: TrackPoint, max_speed: f64) -> bool {
     meters > 0.0 && (seconds <= 0.0 || meters / seconds > max_speed)
 }
 
-/// The points of `track` without glitches: up to [`MAX_GLITCH_POINTS`] consecutive fixes too far
+/// The indices of the points of `track` without glitches: up to [`MAX_GLITCH_POINTS`] consecutive fixes too far
 /// from the last good point, followed by one that agrees with it again (fixes that jumped away and
 /// came back). The first point is a glitch when it is too far from the next two, which agree; the
 /// last few are when all of them are too far from the last good point.
 /// Fixes that jump away and stay are kept: that is a movement, judged by [`sustained_speed`].
-fn without_glitches(track: &[TrackPoint], max_speed: f64) -> Vec<TrackPoint> {
-    let mut kept: Vec<TrackPoint> = Vec::with_capacity(track.len());
+fn without_glitches(track: &[TrackPoint], max_speed: f64) -> Vec<usize> {
+    let mut kept: Vec<usize> = Vec::with_capacity(track.len());
     let first_is_glitch = track.len() >= 3
         && too_fast(track[0], track[1], max_speed)
         && too_fast(track[0], track[2], max_speed)
@@ -223,7 +241,8 @@ fn without_glitches(track: &[TrackPoint], max_speed: f64) -> Vec<TrackPoint> {
     let mut i = usize::from(first_is_glitch);
     while i < track.len() {
         let point = track[i];
-        if let Some(&good) = kept.last()
+        let good = kept.last().map(|&k| track[k]);
+        if let Some(good) = good
             && too_fast(good, point, max_speed)
             && let Some(back) = (i + 1..track.len().min(i + 1 + MAX_GLITCH_POINTS))
                 .find(|&k| !too_fast(good, track[k], max_speed))
@@ -232,7 +251,7 @@ fn without_glitches(track: &[TrackPoint], max_speed: f64) -> Vec<TrackPoint> {
             i = back;
             continue;
         }
-        if let Some(&good) = kept.last()
+        if let Some(good) = good
             && track.len() - i <= MAX_GLITCH_POINTS
             && track[i..]
                 .iter()
@@ -242,16 +261,33 @@ fn without_glitches(track: &[TrackPoint], max_speed: f64) -> Vec<TrackPoint> {
             // like the first point's (a movement that stays is longer than a glitch).
             break;
         }
-        kept.push(point);
+        kept.push(i);
         i += 1;
     }
     kept
 }
 
+/// The points of `track` at the increasing indices `kept`, each resuming the recording when it, or
+/// a point left out since the last one kept, did (a pause is not lost with a glitch).
+fn kept_points(track: &[TrackPoint], kept: &[usize]) -> Vec<TrackPoint> {
+    let mut next = 0;
+    kept.iter()
+        .map(|&k| {
+            let resumes = next > 0 && track[next..=k].iter().any(|point| point.resumes);
+            next = k + 1;
+            TrackPoint {
+                resumes,
+                ..track[k]
+            }
+        })
+        .collect()
+}
+
 /// Judges a track: fewer than 2 points, a point earlier than the one before it, a point outside the
 /// run (before it started or after the save, with [`CLOCK_SKEW_SECONDS`] allowed), or a speed above
-/// the limit sustained over at least [`SUSTAINED_METERS`] and [`SUSTAINED_SECONDS`] rejects it.
-/// Glitches (a few wild fixes that come back) are left out rather than rejecting a real run.
+/// the limit sustained over at least [`SUSTAINED_METERS`] and [`SUSTAINED_SECONDS`] rejects it,
+/// across pauses too. Glitches (a few wild fixes that come back) are left out rather than
+/// rejecting a real run.
 pub fn judge(track: &[TrackPoint], limits: Limits) -> Verdict {
     let [first, .., last] = track else {
         return Verdict::Rejected("a track needs at least 2 points".to_owned());
@@ -277,12 +313,13 @@ pub fn judge(track: &[TrackPoint], limits: Limits) -> Verdict {
             limits.saved_at.to_rfc3339()
         ));
     }
-    let kept = without_glitches(track, limits.max_speed);
+    let kept = kept_points(track, &without_glitches(track, limits.max_speed));
     if let Some(reason) = sustained_speed(&kept, limits.max_speed) {
         return Verdict::Rejected(reason);
     }
     let distance_meters = kept
         .windows(2)
+        .filter(|pair| !pair[1].resumes)
         .map(|pair| pair[0].distance_to(pair[1]))
         .sum();
     let duration = (last.at - first.at).num_seconds();
@@ -424,9 +461,11 @@ fn path(a: Point, b: Point, resolution: Resolution, splits: u32, out: &mut Reach
     }
 }
 
-/// The cells `track` passes through, joining consecutive points along the line between them, each
-/// once, in the order first reached; `None` when that takes more than `most_steps` steps from
-/// cell to cell, revisits counted (drawing stops there).
+/// The cells `track` passes through, each once, in the order first reached: every fix's cell, and
+/// the cells along the line between consecutive fixes unless the recording paused between them or
+/// they are more than [`MAX_GAP_SECONDS`] apart (the runner was not seen in between). `None` when
+/// that takes more than `most_steps` steps from cell to cell, revisits counted (drawing stops
+/// there).
 pub fn cells(
     track: &[TrackPoint],
     resolution: Resolution,
@@ -445,13 +484,18 @@ pub fn cells(
     track
         .windows(2)
         .all(|pair| {
-            path(
-                pair[0].point(),
-                pair[1].point(),
-                resolution,
-                0,
-                &mut reached,
-            )
+            let [from, to] = [pair[0], pair[1]];
+            if from.drawn_to(to) {
+                path(from.point(), to.point(), resolution, 0, &mut reached)
+            } else {
+                match (
+                    cell_of(from.point(), resolution),
+                    cell_of(to.point(), resolution),
+                ) {
+                    (Some(here), Some(there)) if here != there => reached.step(there),
+                    _ => true,
+                }
+            }
         })
         .then_some(reached.line)
 }
@@ -529,6 +573,7 @@ mod tests {
             latitude,
             longitude: 2.3522 + east / (111_195.0 * latitude.to_radians().cos()),
             at: start() + Duration::milliseconds((seconds * 1000.0) as i64),
+            resumes: false,
         }
     }
 
@@ -687,6 +732,7 @@ mod tests {
             latitude: 0.0,
             longitude,
             at: start(),
+            resumes: false,
         };
         let world = [equator(0.0), equator(144.0)];
         assert_eq!(cells(&world, Resolution::Ten, 100), None);
@@ -709,53 +755,125 @@ mod tests {
         saved(judge(&skewed, limits()));
     }
 
+    /// A fix at `latitude`, `longitude`, `seconds` after the start.
+    fn fix(latitude: f64, longitude: f64, seconds: i64) -> TrackPoint {
+        TrackPoint {
+            latitude,
+            longitude,
+            at: start() + Duration::seconds(seconds),
+            resumes: false,
+        }
+    }
+
     #[test]
     fn cells_join_sparse_points_along_the_line() {
-        // Two fixes 2 km apart, 10 minutes apart: every cell between them, each a neighbour of
-        // the last.
-        let track = [at(0.0, 0.0, 0.0), at(0.0, 2000.0, 600.0)];
+        // Two fixes 500 m apart, a minute apart (the longest gap still drawn): every cell
+        // between them, each a neighbour of the last.
+        let track = [at(0.0, 0.0, 0.0), at(0.0, 500.0, 60.0)];
         let measured = saved(judge(&track, limits()));
-        // Neighbouring resolution-10 cells are about 114 m apart, centre to centre.
-        assert!(
-            measured.cells.len() >= 2000 / 120,
-            "{}",
-            measured.cells.len()
-        );
+        // A resolution-10 cell is at most about 152 m across: a 500 m line crosses at least three
+        // borders, where the two fixes' own cells are two.
+        assert!(measured.cells.len() > 500 / 152, "{:?}", measured.cells);
         for pair in measured.cells.windows(2) {
             assert!(pair[0].is_neighbor_with(pair[1]).unwrap(), "{pair:?}");
         }
     }
 
+    /// A fix's own cell at resolution 10, as H3 names it.
+    fn own_cell(point: TrackPoint) -> CellIndex {
+        LatLng::new(point.latitude, point.longitude)
+            .unwrap()
+            .to_cell(Resolution::Ten)
+    }
+
     #[test]
-    fn a_long_gap_and_a_pentagon_never_fail() {
+    fn pauses_and_long_gaps_capture_no_cells_between() {
+        // A minute east, then (a bus ride while the watch was paused) the next segment 1.2 km on,
+        // five minutes later: the cells between the two segments are not the runner's.
+        let mut track = runner(3.0, 60, 0.0);
+        let resumed: Vec<TrackPoint> = (0..=60)
+            .map(|s| at(0.0, 1380.0 + 3.0 * s as f64, 360.0 + s as f64))
+            .collect();
+        let pause = track.len();
+        track.extend(&resumed);
+        track[pause].resumes = true;
+        let paused = saved(judge(&track, limits()));
+        let before = saved(judge(&track[..pause], limits()));
+        let after = saved(judge(&track[pause..], limits()));
+        let mut expected: Vec<CellIndex> = before.cells.clone();
+        expected.extend(
+            after
+                .cells
+                .iter()
+                .filter(|cell| !before.cells.contains(cell)),
+        );
+        assert_eq!(
+            paused.cells, expected,
+            "the two segments' cells, nothing between"
+        );
+        let middle = own_cell(at(0.0, 800.0, 0.0));
+        assert!(!paused.cells.contains(&middle));
+        assert!(
+            (paused.distance_meters - before.distance_meters - after.distance_meters).abs() < 1.0,
+            "no distance across the pause: {}",
+            paused.distance_meters
+        );
+        assert_eq!(paused.duration_seconds, 420, "elapsed, the pause included");
+
+        // The same without the pause mark: a five-minute gap between fixes (the signal was lost).
+        // The distance counts the straight line; the cells along it are not captured.
+        track[pause].resumes = false;
+        let gap = saved(judge(&track, limits()));
+        assert_eq!(gap.cells, expected);
+        let across = track[pause - 1].distance_to(track[pause]);
+        assert!(
+            (gap.distance_meters - paused.distance_meters - across).abs() < 1.0,
+            "{} vs {} + {across}",
+            gap.distance_meters,
+            paused.distance_meters
+        );
+
+        // A glitch that begins the next segment does not lose the pause: the next fix resumes.
+        let first = runner(3.0, 60, 0.0);
+        let second: Vec<TrackPoint> = (0..=60)
+            .map(|s| at(0.0, 240.0 + 3.0 * s as f64, 80.0 + s as f64))
+            .collect();
+        let mut glitched = first.clone();
+        glitched.extend(&second);
+        glitched[first.len()].resumes = true;
+        glitched[first.len()].latitude += 800.0 / 111_195.0;
+        let mut clean = first.clone();
+        clean.extend(&second[1..]);
+        clean[first.len()].resumes = true;
+        let measured = saved(judge(&glitched, limits()));
+        let expected = saved(judge(&clean, limits()));
+        assert_eq!(measured.glitches, 1);
+        assert_eq!(measured.cells, expected.cells);
+        assert!((measured.distance_meters - expected.distance_meters).abs() < 1e-6);
+        clean[first.len()].resumes = false;
+        let joined = saved(judge(&clean, limits()));
+        assert!(
+            joined.distance_meters > expected.distance_meters + 50.0,
+            "the pause took the 63 m between the segments out"
+        );
+
+        // A pause is judged for speed all the same: 5 km in a minute is a car, not a runner.
+        let mut driven = runner(3.0, 60, 0.0);
+        driven.extend((0..=60).map(|s| TrackPoint {
+            resumes: s == 0,
+            ..at(0.0, 5180.0 + 3.0 * s as f64, 120.0 + s as f64)
+        }));
+        assert!(reason(judge(&driven, limits())).contains("faster than"));
+    }
+
+    #[test]
+    fn a_long_stretch_and_a_pentagon_never_fail() {
         // 3,000 km in one stretch: halved until H3 can draw each piece.
-        let far = [
-            TrackPoint {
-                latitude: 48.0,
-                longitude: 2.0,
-                at: start(),
-            },
-            TrackPoint {
-                latitude: 40.0,
-                longitude: 35.0,
-                at: start() + Duration::hours(2),
-            },
-        ];
+        let far = [fix(48.0, 2.0, 0), fix(40.0, 35.0, 30)];
         let line = cells(&far, Resolution::Five, usize::MAX).unwrap();
         assert!(line.len() > 100);
         // Around the pentagon at resolution 5 near (64.7, 10.5).
-        let pentagon = [
-            TrackPoint {
-                latitude: 64.0,
-                longitude: 9.0,
-                at: start(),
-            },
-            TrackPoint {
-                latitude: 65.5,
-                longitude: 12.0,
-                at: start() + Duration::hours(1),
-            },
-        ];
+        let pentagon = [fix(64.0, 9.0, 0), fix(65.5, 12.0, 30)];
         assert!(
             cells(&pentagon, Resolution::Five, usize::MAX)
                 .unwrap()

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use futures_util::Stream;
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::sea_query::{OnConflict, Query, SelectStatement};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, Set, Statement,
@@ -45,6 +45,9 @@ const ONE_RUN_PER_TICKET_KEY: UniqueKey = UniqueKey {
     table: "runs",
     columns: &["ticket_id"],
 };
+
+/// Why a run left RUNNING at an ended event was rejected when its runner started another.
+pub const FORGOTTEN: &str = "not saved before its event ended, and another run was started";
 
 /// Most handles one `issueTickets` call may name.
 pub const MAX_HANDLES: usize = 100;
@@ -155,7 +158,9 @@ pub async fn my_tickets(
 }
 
 /// Consumes the caller's ACTIVE ticket of a LIVE event and starts a RUNNING run. Another's ticket
-/// is NOT_FOUND; a used or expired ticket, an event not LIVE, or a run already RUNNING is CONFLICT.
+/// is NOT_FOUND; a used or expired ticket, an event not LIVE, or a run already RUNNING at a LIVE
+/// event is CONFLICT. A run left RUNNING at an event that has ended (the app never saved it) can
+/// capture nothing any more: it ends REJECTED with [`FORGOTTEN`] instead of blocking the runner.
 /// Concurrent calls on one ticket make one run: the ticket moves by a conditional update and the
 /// run's unique ticket key backs it.
 #[tracing::instrument(skip(state))]
@@ -186,6 +191,15 @@ pub async fn start_run(state: &AppState, me: Identity, ticket_id: Uuid) -> Resul
         ));
     }
     let now = Utc::now();
+    run::Entity::update_many()
+        .col_expr(run::Column::Status, Expr::value(RunStatus::Rejected))
+        .col_expr(run::Column::FinishedAt, Expr::value(Some(now)))
+        .col_expr(run::Column::RejectionReason, Expr::value(Some(FORGOTTEN)))
+        .filter(run::Column::UserId.eq(me.user_id))
+        .filter(run::Column::Status.eq(RunStatus::Running))
+        .filter(run::Column::EventId.in_subquery(ended_events()))
+        .exec(&*txn)
+        .await?;
     let consumed = ticket::Entity::update_many()
         .col_expr(ticket::Column::Status, Expr::value(TicketStatus::Consumed))
         .col_expr(ticket::Column::ConsumedAt, Expr::value(Some(now)))
@@ -258,7 +272,7 @@ pub async fn my_runs(
 async fn running(state: &AppState, me: Identity, id: Uuid) -> Result<run::Model> {
     let found = run(state, me, id).await?;
     if found.status != RunStatus::Running {
-        return Err(Error::state_conflict("this run was already saved"));
+        return Err(Error::state_conflict("this run has already ended"));
     }
     Ok(found)
 }
@@ -342,7 +356,7 @@ pub async fn save_run(
         }
     };
     if finish.exec(&*txn).await?.rows_affected != 1 {
-        return Err(Error::state_conflict("this run was already saved"));
+        return Err(Error::state_conflict("this run has already ended"));
     }
     run_track::Entity::insert(run_track::ActiveModel {
         run_id: Set(id),
@@ -439,6 +453,7 @@ pub async fn import_gpx(
             latitude: point.latitude,
             longitude: point.longitude,
             at: point.at,
+            resumes: point.resumes,
         })
         .collect();
     save_run(state, me, id, Ok(track)).await
@@ -561,15 +576,23 @@ pub async fn claim_tokens(state: &AppState, me: Identity) -> Result<(wallet::Mod
     wallet(state, me.user_id).await
 }
 
-/// Expires, inside `txn`, the ACTIVE tickets of `events` (the finisher's part for runs).
-pub async fn expire_tickets(txn: &WriteTxn, events: &[Uuid]) -> Result<u64> {
-    if events.is_empty() {
-        return Ok(0);
-    }
+/// The ids of the events that have ended (FINISHED or CANCELLED: neither ever changes again).
+fn ended_events() -> SelectStatement {
+    Query::select()
+        .column(event::Column::Id)
+        .from(event::Entity)
+        .and_where(event::Column::Status.is_in([EventStatus::Finished, EventStatus::Cancelled]))
+        .to_owned()
+}
+
+/// Expires, inside `txn`, the ACTIVE tickets of every event that has ended (the finisher's part
+/// for runs): those it has just finished, and those finished or cancelled by hand since it last
+/// ran (which `myTickets` already shows EXPIRED).
+pub async fn expire_tickets(txn: &WriteTxn) -> Result<u64> {
     Ok(ticket::Entity::update_many()
         .col_expr(ticket::Column::Status, Expr::value(TicketStatus::Expired))
-        .filter(ticket::Column::EventId.is_in(events.iter().copied()))
         .filter(ticket::Column::Status.eq(TicketStatus::Active))
+        .filter(ticket::Column::EventId.in_subquery(ended_events()))
         .exec(&**txn)
         .await?
         .rows_affected)

@@ -3,6 +3,7 @@
 //! point-in-polygon and a haversine written here, and each fix's H3 cell by `h3o`), tokens mined up
 //! to the cap and claimed once, and the nightly finisher at its configured time and zone.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as Span, SecondsFormat, Utc};
@@ -22,8 +23,10 @@ crate::on_every_backend!(
     one_ticket_starts_one_run_under_a_race,
     tickets_and_runs_refuse_strangers,
     a_run_saved_after_its_event_finished_captures_nothing,
+    a_run_forgotten_at_an_ended_event_does_not_block_the_next,
     implausible_tracks_are_rejected_and_real_ones_pass,
     gpx_exports_of_real_shapes_are_imported,
+    pauses_and_gaps_capture_no_cells_between,
     the_last_runner_holds_a_cell_and_each_capture_is_pushed,
     a_territory_stream_that_fell_behind_shows_each_cell_as_it_is_now,
     ten_concurrent_claims_move_the_tokens_once,
@@ -370,6 +373,41 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
         "{claimed}"
     );
 
+    // Events ended by hand: their tickets show EXPIRED at once; the finisher marks the rows.
+    let cancelled = create_event(
+        &app,
+        &org,
+        "Rained off",
+        &rfc3339(Utc::now() + Span::days(1)),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let ended = live_event(&app, &org, Utc::now() - Span::hours(2)).await;
+    for (id, status) in [(&cancelled, "CANCELLED"), (&ended, "FINISHED")] {
+        issue(&app, &org, id, &["ann"]).await.data();
+        app.gql_as(
+            &org,
+            "mutation($id: ID!, $s: EventStatus!) { updateEvent(id: $id, input: { status: $s }) { status } }",
+            json!({ "id": id, "s": status }),
+        )
+        .await
+        .data();
+    }
+    let shown = app
+        .gql_as(
+            &ann,
+            "{ myTickets(activeOnly: false) { status event { id } } }",
+            json!({}),
+        )
+        .await;
+    for ticket in shown.data()["myTickets"].as_array().expect("list") {
+        if ticket["event"]["id"] != event.as_str() {
+            assert_eq!(ticket["status"], "EXPIRED", "{ticket}");
+        }
+    }
+
     // A deploy sets the finish time ten seconds ahead: then the event finishes, on its own.
     let finish = Utc::now() + Span::seconds(10);
     let app = app
@@ -402,7 +440,11 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
         .map(|t| t["status"].as_str().expect("status").to_owned())
         .collect();
     statuses_now.sort();
-    assert_eq!(statuses_now, ["CONSUMED", "EXPIRED"]);
+    assert_eq!(
+        statuses_now,
+        ["CONSUMED", "EXPIRED", "EXPIRED", "EXPIRED"],
+        "the run's, the unused one's and the two of the events ended by hand"
+    );
     // As stored, not only as shown: the finisher expired the unused ticket's row itself (the
     // query shows an ACTIVE ticket of a finished event as EXPIRED whatever the row says).
     let event_id = Uuid::parse_str(&event).expect("uuid");
@@ -424,6 +466,21 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
     );
     let late = start_run(&app, &ann, tickets[1]["id"].as_str().expect("id")).await;
     late.assert_error("CONFLICT", None);
+    for id in [&cancelled, &ended] {
+        let by_hand: Vec<rally::entity::ticket::Status> = rally::entity::ticket::Entity::find()
+            .filter(rally::entity::ticket::Column::EventId.eq(Uuid::parse_str(id).expect("uuid")))
+            .all(&app.state.db)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|ticket| ticket.status)
+            .collect();
+        assert_eq!(
+            by_hand,
+            [rally::entity::ticket::Status::Expired],
+            "the finisher expired the ticket of an event ended by hand"
+        );
+    }
 }
 
 async fn one_ticket_starts_one_run_under_a_race(backend: Backend) {
@@ -604,6 +661,63 @@ async fn a_run_saved_after_its_event_finished_captures_nothing(backend: Backend)
     let held = territories(&app, &event).await;
     assert_eq!(held.len() as i64, bobs, "the map as it was at the finish");
     assert!(held.iter().all(|cell| cell["owner"]["handle"] == "bob"));
+}
+
+/// `runner`'s run `id` as `run(id)` shows it.
+async fn run_of(app: &TestApp, runner: &Session, id: &str) -> Value {
+    app.gql_as(
+        runner,
+        "query($id: ID!) { run(id: $id) { status finishedAt rejectionReason cellsCaptured } }",
+        json!({ "id": id }),
+    )
+    .await
+    .data()["run"]
+        .clone()
+}
+
+/// The app never saved Ann's run at last night's event. While that event was LIVE she had to save
+/// it first; once it ended, her next run starts and the forgotten one ends REJECTED, for good.
+async fn a_run_forgotten_at_an_ended_event_does_not_block_the_next(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let ann = app.signup("ann").await;
+    let bob = app.signup("bob").await;
+    let last_night = live_event(&app, &org, Utc::now() - Span::hours(3)).await;
+    let tonight = live_event(&app, &org, Utc::now() - Span::hours(1)).await;
+    let forgotten = started_run(&app, &org, &last_night, &ann, Utc::now() - Span::hours(2)).await;
+    // Bob's run at last night's event was forgotten too; it is his, and stays as it is.
+    let bobs = started_run(&app, &org, &last_night, &bob, Utc::now() - Span::hours(2)).await;
+    let next = ticket(&app, &org, &tonight, &ann).await;
+    start_run(&app, &ann, &next)
+        .await
+        .assert_error("CONFLICT", None);
+
+    app.gql_as(
+        &org,
+        "mutation($id: ID!) { updateEvent(id: $id, input: { status: FINISHED }) { status } }",
+        json!({ "id": last_night }),
+    )
+    .await
+    .data();
+    let started = start_run(&app, &ann, &next).await;
+    assert_eq!(started.data()["startRun"]["status"], "RUNNING");
+    let ended = run_of(&app, &ann, &forgotten).await;
+    assert_eq!(ended["status"], "REJECTED", "{ended}");
+    assert!(ended["finishedAt"].is_string(), "{ended}");
+    assert!(
+        ended["rejectionReason"]
+            .as_str()
+            .is_some_and(|why| why.contains("another run was started")),
+        "{ended}"
+    );
+    assert_eq!(ended["cellsCaptured"], 0);
+    assert_eq!(run_of(&app, &bob, &bobs).await["status"], "RUNNING");
+    let path = track(PARIS, Utc::now() - Span::minutes(90), 3.0, 60, 2, 0.0);
+    save(&app, &ann, &forgotten, &path)
+        .await
+        .assert_error("CONFLICT", None);
+    let held = territories(&app, &last_night).await;
+    assert!(held.is_empty(), "{held:?}");
 }
 
 async fn implausible_tracks_are_rejected_and_real_ones_pass(backend: Backend) {
@@ -810,6 +924,119 @@ async fn gpx_exports_of_real_shapes_are_imported(backend: Backend) {
         )
         .await;
     assert_eq!(still.data()["run"]["status"], "RUNNING");
+}
+
+/// A GPX file of `segments`, each a `<trkseg>` of one `<trk>`.
+fn gpx(segments: &[&[Value]]) -> Vec<u8> {
+    let mut xml = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?><gpx version="1.1" creator="test" xmlns="http://www.topografix.com/GPX/1/1"><trk>"#,
+    );
+    for segment in segments {
+        xml.push_str("<trkseg>");
+        for fix in *segment {
+            let (latitude, longitude) = point(fix);
+            xml.push_str(&format!(
+                r#"<trkpt lat="{latitude:.7}" lon="{longitude:.7}"><time>{}</time></trkpt>"#,
+                fix["at"].as_str().expect("at")
+            ));
+        }
+        xml.push_str("</trkseg>");
+    }
+    xml.push_str("</trk></gpx>");
+    xml.into_bytes()
+}
+
+/// The H3 cells (by `h3o`) of every fix of each segment and of the grid path between each two
+/// consecutive fixes of a segment.
+fn cells_within(segments: &[&[Value]], resolution: h3o::Resolution) -> BTreeSet<String> {
+    let cell = |fix: &Value| {
+        let (latitude, longitude) = point(fix);
+        h3o::LatLng::new(latitude, longitude)
+            .expect("a position")
+            .to_cell(resolution)
+    };
+    let mut cells = BTreeSet::new();
+    for segment in segments {
+        for pair in segment.windows(2) {
+            for between in cell(&pair[0])
+                .grid_path_cells(cell(&pair[1]))
+                .expect("a path")
+            {
+                cells.insert(between.expect("a cell").to_string());
+            }
+        }
+        cells.extend(segment.iter().map(|fix| cell(fix).to_string()));
+    }
+    cells
+}
+
+/// A runner stops their watch, rides a bus for four minutes and starts it again: the GPX file's
+/// two segments capture their own cells and distance, and nothing between them. The same fixes
+/// sent as one track (the signal lost for four minutes) count the distance across, but capture no
+/// cells along it either.
+async fn pauses_and_gaps_capture_no_cells_between(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = app.signup("org").await;
+    let lea = app.signup("lea").await;
+    let start = Utc::now() - Span::minutes(30);
+    let east = |meters: f64| {
+        (
+            PARIS.0,
+            PARIS.1 + meters / (111_195.0 * PARIS.0.to_radians().cos()),
+        )
+    };
+    let before = track(PARIS, start + Span::minutes(1), 3.0, 120, 2, 0.0);
+    let after = track(east(1200.0), start + Span::minutes(7), 3.0, 120, 2, 0.0);
+    let segments: [&[Value]; 2] = [&before, &after];
+    let resolution =
+        h3o::Resolution::try_from(app.state.config.h3_resolution).expect("a resolution");
+    let expected = cells_within(&segments, resolution);
+    let between = h3o::LatLng::new(east(780.0).0, east(780.0).1)
+        .expect("a position")
+        .to_cell(resolution)
+        .to_string();
+    assert!(!expected.contains(&between), "the segments are apart");
+    let apart = length(&before) + length(&after);
+
+    let (paused_at, run) = running(&app, &org, &lea, start).await;
+    let body = import(&app, &lea, &run, gpx(&segments)).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let paused = &body["data"]["importRunGpx"];
+    assert_eq!(paused["status"], "SAVED", "{paused}");
+    assert_eq!(
+        paused["durationSeconds"], 480,
+        "elapsed, the pause included"
+    );
+    let distance = paused["distanceMeters"].as_f64().expect("distance");
+    assert!(
+        (distance - apart).abs() <= apart * 0.01,
+        "{distance} m vs the segments' {apart} m"
+    );
+    let held: BTreeSet<String> = territories(&app, &paused_at)
+        .await
+        .iter()
+        .map(|cell| cell["cell"].as_str().expect("cell").to_owned())
+        .collect();
+    assert_eq!(held, expected);
+    assert_eq!(paused["cellsCaptured"], expected.len());
+
+    let (gap_at, run) = running(&app, &org, &lea, start).await;
+    let whole: Vec<Value> = before.iter().chain(&after).cloned().collect();
+    let gap = save(&app, &lea, &run, &whole).await;
+    let gap = &gap.data()["saveRun"];
+    assert_eq!(gap["status"], "SAVED", "{gap}");
+    let distance = gap["distanceMeters"].as_f64().expect("distance");
+    let across = length(&whole);
+    assert!(
+        (distance - across).abs() <= across * 0.01 && across > apart + 800.0,
+        "{distance} m vs {across} m"
+    );
+    let held: BTreeSet<String> = territories(&app, &gap_at)
+        .await
+        .iter()
+        .map(|cell| cell["cell"].as_str().expect("cell").to_owned())
+        .collect();
+    assert_eq!(held, expected);
 }
 
 async fn the_last_runner_holds_a_cell_and_each_capture_is_pushed(backend: Backend) {
