@@ -584,6 +584,17 @@ pub async fn update_profile(
     Ok(row.update(&*state.one_write().await).await?)
 }
 
+/// Which of the stored pictures `keys` (a few hundred at most) are accounts' avatars.
+pub async fn avatars_among(state: &AppState, keys: &[String]) -> Result<Vec<String>> {
+    Ok(user::Entity::find()
+        .select_only()
+        .column(user::Column::AvatarKey)
+        .filter(user::Column::AvatarKey.is_in(keys.iter().cloned()))
+        .into_tuple::<String>()
+        .all(&state.db)
+        .await?)
+}
+
 /// Checks, re-encodes and stores a new avatar; the old picture is deleted afterwards.
 #[tracing::instrument(skip(state, bytes), fields(bytes = bytes.len()))]
 pub async fn set_avatar(state: &AppState, user_id: Uuid, bytes: Vec<u8>) -> Result<user::Model> {

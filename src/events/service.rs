@@ -346,6 +346,17 @@ pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Which of the stored pictures `keys` (a few hundred at most) are events' images.
+pub async fn images_among(state: &AppState, keys: &[String]) -> Result<Vec<String>> {
+    Ok(event::Entity::find()
+        .select_only()
+        .column(event::Column::ImageKey)
+        .filter(event::Column::ImageKey.is_in(keys.iter().cloned()))
+        .into_tuple::<String>()
+        .all(&state.db)
+        .await?)
+}
+
 /// Puts the stored picture `key` on the event; the event as it is now and the key it replaced.
 /// The old key is read under the row's lock in the write that replaces it, so of two uploads at
 /// once each deletes the picture it replaced (no picture is left that nothing shows), and an upload

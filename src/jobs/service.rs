@@ -1,5 +1,6 @@
 //! Running the jobs: the lease, the ledger, the loop every instance runs, and what each job does.
 
+use std::collections::HashSet;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
@@ -14,7 +15,7 @@ use crate::error::Result;
 use crate::runs;
 use crate::runs::model::Mining;
 use crate::state::AppState;
-use crate::{events, games};
+use crate::{accounts, events, games};
 
 /// How often an instance looks at its jobs when none is due sooner.
 const TICK: StdDuration = StdDuration::from_secs(5);
@@ -27,8 +28,9 @@ pub enum Work {
     FinishEvents,
     /// Adds the held cells' tokens to every holder's claimable tokens.
     AccrueTokens,
-    /// Deletes stored photos of blur rounds that are gone (after the moment is recorded: store
-    /// I/O, no rows, so it holds no write transaction).
+    /// Deletes stored photos of blur rounds that are gone, and public pictures no account or
+    /// event shows (after the moment is recorded: store I/O, no rows, so it holds no write
+    /// transaction).
     SweepPhotos,
 }
 
@@ -43,8 +45,8 @@ pub struct Job {
     pub work: Work,
 }
 
-/// How old an unreferenced photo must be to be swept: a round's photo is written just before the
-/// transaction that refers to it.
+/// How old an unreferenced photo or picture must be to be swept: a round's photo, an avatar and an
+/// event's image are written just before the transaction that refers to them.
 const PHOTO_GRACE: Duration = Duration::hours(1);
 
 /// The jobs this configuration runs.
@@ -200,11 +202,37 @@ pub async fn run_due(
     txn.commit().await?;
     if job.work == Work::SweepPhotos {
         // Idempotent: what a failed sweep leaves, the next one takes.
-        return Ok(Some(
-            games::service::sweep_photos(state, moment - PHOTO_GRACE).await?,
-        ));
+        let before = moment - PHOTO_GRACE;
+        let rounds = games::service::sweep_photos(state, before).await?;
+        return Ok(Some(rounds + sweep_pictures(state, before).await?));
     }
     Ok(Some(changed))
+}
+
+/// Public pictures checked against the accounts and events per query.
+const PICTURES_PER_QUERY: usize = 500;
+
+/// Deletes the public pictures that no account or event shows, among those written before
+/// `before`: one whose upload stopped between storing it and the write that puts it on its row
+/// (the instance died), or a replaced one whose deletion failed. Returns how many went.
+async fn sweep_pictures(state: &AppState, before: DateTime<Utc>) -> Result<u64> {
+    let keys = state.media.pictures_written_before(before).await?;
+    let mut swept = 0;
+    for chunk in keys.chunks(PICTURES_PER_QUERY) {
+        let mut shown: HashSet<String> = accounts::service::avatars_among(state, chunk)
+            .await?
+            .into_iter()
+            .collect();
+        shown.extend(events::service::images_among(state, chunk).await?);
+        for key in chunk.iter().filter(|key| !shown.contains(*key)) {
+            state.media.delete(key).await;
+            swept += 1;
+        }
+    }
+    if swept > 0 {
+        tracing::info!(swept, "pictures nothing shows swept");
+    }
+    Ok(swept)
 }
 
 /// A name for this instance as a lease holder, unique among instances.

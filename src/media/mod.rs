@@ -311,6 +311,26 @@ impl MediaStore {
         Ok(keys)
     }
 
+    /// The public pictures (`<uuid>.<png|jpg>`, at the top of the store, where pictures are put)
+    /// last written before `before`.
+    pub async fn pictures_written_before(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>> {
+        let listed = self
+            .store
+            .list_with_delimiter(None)
+            .await
+            .map_err(Error::internal)?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter(|object| object.last_modified < before)
+            .map(|object| object.location.to_string())
+            .filter(|key| parse_key(key).is_some())
+            .collect())
+    }
+
     /// The URL clients fetch `key` from.
     pub fn url(&self, key: &str) -> String {
         format!("{}/media/{key}", self.public_base)

@@ -18,6 +18,7 @@ on_every_backend!(
     an_avatar_original_may_have_fewer_pixels_than_an_event_picture,
     media_answers_byte_ranges,
     racing_uploads_leave_only_the_pictures_shown,
+    pictures_nothing_shows_are_swept_after_an_hour,
 );
 
 const UPLOAD: &str = r#"{"query":"mutation($f: Upload!) { uploadAvatar(file: $f) { avatarUrl } }","variables":{"f":null}}"#;
@@ -507,4 +508,72 @@ async fn media_answers_byte_ranges(backend: Backend) {
         .await
         .expect("sent");
     assert_eq!(absent.status(), 404);
+}
+
+/// The hourly sweep job run for `moment`, under its own ledger name; how many objects it deleted.
+async fn sweep(app: &TestApp, name: &'static str, moment: chrono::DateTime<chrono::Utc>) -> u64 {
+    use rally::jobs::schedule::Schedule;
+    use rally::jobs::service::{Job, Work, run_due};
+    let job = Job {
+        name,
+        schedule: Schedule::Every(chrono::Duration::hours(1)),
+        work: Work::SweepPhotos,
+    };
+    run_due(&app.state, &job, "test", moment)
+        .await
+        .expect("the sweep runs")
+        .expect("the moment was due")
+}
+
+/// A picture stored by an upload whose instance died before the write that puts it on its row is
+/// shown by nothing: the hourly sweep deletes it once it is an hour old, and keeps every picture an
+/// account or an event shows, and whatever in the store is not a picture.
+async fn pictures_nothing_shows_are_swept_after_an_hour(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let (_, body) = upload(&app, &ann, jpeg_with_exif(64, 64), "a.jpg").await;
+    let avatar = key_of(&body["data"]["uploadAvatar"]["avatarUrl"]);
+    let event =
+        crate::common::fixtures::create_event(&app, &ann, "Gallery", "2030-01-01T20:00:00Z").await;
+    let body = upload_event_image(&app, &ann, &event["id"], black_png(64)).await;
+    let image = key_of(&body["data"]["uploadEventImage"]["imageUrl"]);
+    let stray = format!("{}.jpg", uuid::Uuid::now_v7());
+    app.state
+        .media
+        .put_raw(&stray, jpeg_with_exif(16, 16))
+        .await
+        .expect("stored");
+    app.state
+        .media
+        .put_raw("README.txt", b"kept by whoever runs the store".to_vec())
+        .await
+        .expect("stored");
+    let mut all = vec![avatar.clone(), image.clone(), stray.clone()];
+    all.sort();
+    assert_eq!(
+        stored_pictures(&app).await,
+        [all, vec!["README.txt".to_owned()]].concat()
+    );
+
+    // Now, the stray is under an hour old: it may be an upload on its way to its row.
+    assert_eq!(sweep(&app, "sweep-now", chrono::Utc::now()).await, 0);
+    assert!(stored_pictures(&app).await.contains(&stray));
+
+    let later = chrono::Utc::now() + chrono::Duration::hours(2);
+    assert_eq!(sweep(&app, "sweep-later", later).await, 1, "the stray only");
+    let mut shown = vec![avatar, image];
+    shown.sort();
+    assert_eq!(
+        stored_pictures(&app).await,
+        [shown.clone(), vec!["README.txt".to_owned()]].concat()
+    );
+    for key in shown {
+        let served = app
+            .http
+            .get(app.url(&format!("/media/{key}")))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(served.status(), 200, "{key}");
+    }
 }
