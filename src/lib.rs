@@ -15,7 +15,7 @@ pub mod events; // events, likes, staff, the template catalogue
 pub mod games; // score games and the photo blur game
 pub mod graphql; // the toolkit resolvers use; the schema assembly and its HTTP and websocket transports
 pub mod http; // axum router, layers, request ids, health, metrics, GraphiQL
-pub mod jobs; // scheduled jobs done once across instances: the event finisher, token accrual
+pub mod jobs; // jobs done once across instances: the event finisher, token accrual, media sweep
 pub mod live; // typed topics, the one publisher, the hub, brokers, the state-stream helper
 pub mod media; // object store, upload checks, blur renderings, the /media routes
 pub mod meetings; // availabilities, bookings, weekly slots, the calendar feed

@@ -585,6 +585,7 @@ pub async fn update_profile(
 }
 
 /// Which of the stored pictures `keys` (a few hundred at most) are accounts' avatars.
+#[tracing::instrument(skip_all, fields(keys = keys.len()))]
 pub async fn avatars_among(state: &AppState, keys: &[String]) -> Result<Vec<String>> {
     Ok(user::Entity::find()
         .select_only()

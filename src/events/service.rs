@@ -347,6 +347,7 @@ pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
 }
 
 /// Which of the stored pictures `keys` (a few hundred at most) are events' images.
+#[tracing::instrument(skip_all, fields(keys = keys.len()))]
 pub async fn images_among(state: &AppState, keys: &[String]) -> Result<Vec<String>> {
     Ok(event::Entity::find()
         .select_only()

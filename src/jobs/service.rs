@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
+use futures_util::TryStreamExt;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set, TryInsertResult};
@@ -212,27 +213,47 @@ pub async fn run_due(
 /// Public pictures checked against the accounts and events per query.
 const PICTURES_PER_QUERY: usize = 500;
 
+/// More pictures than this shown by nothing, and more than half of those listed, is not what
+/// crashes leave: the store is more likely shared with another database (a staging set-up pointed
+/// at production's bucket), whose pictures this one does not know. Nothing is swept then.
+const MOST_UNSHOWN: usize = 20;
+
 /// Deletes the public pictures that no account or event shows, among those written before
 /// `before`: one whose upload stopped between storing it and the write that puts it on its row
 /// (the instance died), or a replaced one whose deletion failed. Returns how many went.
+#[tracing::instrument(skip(state))]
 async fn sweep_pictures(state: &AppState, before: DateTime<Utc>) -> Result<u64> {
-    let keys = state.media.pictures_written_before(before).await?;
-    let mut swept = 0;
-    for chunk in keys.chunks(PICTURES_PER_QUERY) {
-        let mut shown: HashSet<String> = accounts::service::avatars_among(state, chunk)
+    let mut listed = 0;
+    let mut unshown = Vec::new();
+    let mut pictures = state
+        .media
+        .pictures_written_before(before)
+        .try_chunks(PICTURES_PER_QUERY);
+    while let Some(chunk) = pictures.try_next().await.map_err(|partial| partial.1)? {
+        listed += chunk.len();
+        let mut shown: HashSet<String> = accounts::service::avatars_among(state, &chunk)
             .await?
             .into_iter()
             .collect();
-        shown.extend(events::service::images_among(state, chunk).await?);
-        for key in chunk.iter().filter(|key| !shown.contains(*key)) {
-            state.media.delete(key).await;
-            swept += 1;
-        }
+        shown.extend(events::service::images_among(state, &chunk).await?);
+        unshown.extend(chunk.into_iter().filter(|key| !shown.contains(key)));
     }
-    if swept > 0 {
-        tracing::info!(swept, "pictures nothing shows swept");
+    if unshown.len() > MOST_UNSHOWN && unshown.len() * 2 > listed {
+        tracing::warn!(
+            listed,
+            unshown = unshown.len(),
+            "most pictures in the media store are shown by nothing here: is the store shared \
+             with another database? none swept"
+        );
+        return Ok(0);
     }
-    Ok(swept)
+    for key in &unshown {
+        state.media.delete(key).await;
+    }
+    if !unshown.is_empty() {
+        tracing::info!(swept = unshown.len(), "pictures nothing shows swept");
+    }
+    Ok(u64::try_from(unshown.len()).unwrap_or(u64::MAX))
 }
 
 /// A name for this instance as a lease holder, unique among instances.

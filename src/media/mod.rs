@@ -312,23 +312,20 @@ impl MediaStore {
     }
 
     /// The public pictures (`<uuid>.<png|jpg>`, at the top of the store, where pictures are put)
-    /// last written before `before`.
-    pub async fn pictures_written_before(
+    /// last written before `before`, as the store lists them (page by page: a store of millions
+    /// is never held at once).
+    pub fn pictures_written_before(
         &self,
         before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<String>> {
-        let listed = self
-            .store
-            .list_with_delimiter(None)
-            .await
-            .map_err(Error::internal)?;
-        Ok(listed
-            .objects
-            .into_iter()
-            .filter(|object| object.last_modified < before)
-            .map(|object| object.location.to_string())
-            .filter(|key| parse_key(key).is_some())
-            .collect())
+    ) -> BoxStream<'static, Result<String>> {
+        self.store
+            .list(None)
+            .map_err(Error::internal)
+            .try_filter_map(move |object| async move {
+                let key = object.location.to_string();
+                Ok((object.last_modified < before && parse_key(&key).is_some()).then_some(key))
+            })
+            .boxed()
     }
 
     /// The URL clients fetch `key` from.

@@ -132,7 +132,7 @@ impl Run {
     }
 
     /// Territory cells this run captured (H3 cells at the configured resolution): the cell of
-    /// every fix, and those along the line between two consecutive fixes unless the recording
+    /// every fix kept (wild ones are left out), and those along the line between two consecutive fixes unless the recording
     /// paused between them or they are more than a minute apart.
     async fn cells_captured(&self) -> i32 {
         self.0.cells_captured
@@ -343,6 +343,8 @@ impl RunsMutation {
     }
 
     /// Consumes my ACTIVE ticket (exactly once) and starts a RUNNING run; the event must be LIVE.
+    /// My run left RUNNING at an event that has ended ends REJECTED (it can capture nothing any
+    /// more); one still RUNNING at a LIVE event must be saved first (CONFLICT).
     #[graphql(guard = "SignedIn")]
     async fn start_run(&self, ctx: &Context<'_>, ticket_id: ID) -> Result<Run> {
         let me = ctx.identity()?;

@@ -1,7 +1,7 @@
 //! Run rules without IO: a track checked point by point, judged for plausibility (anti-cheat),
-//! measured (geodesic distance, duration) and turned into the H3 cells it passes through (not across
-//! a pause or a long gap between fixes); the live
-//! payload of captured cells with its topic; the wallet's arithmetic.
+//! measured (geodesic distance, duration) and turned into the H3 cells it passes through (not
+//! across a pause or a long gap between fixes); the live payload of captured cells with its topic;
+//! the wallet's arithmetic.
 
 use std::collections::HashMap;
 
@@ -227,11 +227,11 @@ fn too_fast(a: TrackPoint, b: TrackPoint, max_speed: f64) -> bool {
     meters > 0.0 && (seconds <= 0.0 || meters / seconds > max_speed)
 }
 
-/// The indices of the points of `track` without glitches: up to [`MAX_GLITCH_POINTS`] consecutive fixes too far
-/// from the last good point, followed by one that agrees with it again (fixes that jumped away and
-/// came back). The first point is a glitch when it is too far from the next two, which agree; the
-/// last few are when all of them are too far from the last good point.
-/// Fixes that jump away and stay are kept: that is a movement, judged by [`sustained_speed`].
+/// The indices of the points of `track` without glitches: up to [`MAX_GLITCH_POINTS`] consecutive
+/// fixes too far from the last good point, followed by one that agrees with it again (fixes that
+/// jumped away and came back). The first point is a glitch when it is too far from the next two,
+/// which agree; the last few are when all of them are too far from the last good point. Fixes
+/// that jump away and stay are kept: that is a movement, judged by [`sustained_speed`].
 fn without_glitches(track: &[TrackPoint], max_speed: f64) -> Vec<usize> {
     let mut kept: Vec<usize> = Vec::with_capacity(track.len());
     let first_is_glitch = track.len() >= 3
@@ -420,13 +420,23 @@ struct Reached {
     seen: std::collections::HashSet<CellIndex>,
     steps: usize,
     most_steps: usize,
+    /// Whether the way being stepped through captures its cells (else it only counts steps).
+    drawing: bool,
 }
 
 impl Reached {
-    /// A step into `cell`; false once there have been more than `most_steps`.
-    fn step(&mut self, cell: CellIndex) -> bool {
+    /// `cell` as reached.
+    fn reach(&mut self, cell: CellIndex) {
         if self.seen.insert(cell) {
             self.line.push(cell);
+        }
+    }
+
+    /// A step into `cell`, reached if the way is drawn; false once there have been more than
+    /// `most_steps`.
+    fn step(&mut self, cell: CellIndex) -> bool {
+        if self.drawing {
+            self.reach(cell);
         }
         self.steps += 1;
         self.steps <= self.most_steps
@@ -464,8 +474,8 @@ fn path(a: Point, b: Point, resolution: Resolution, splits: u32, out: &mut Reach
 /// The cells `track` passes through, each once, in the order first reached: every fix's cell, and
 /// the cells along the line between consecutive fixes unless the recording paused between them or
 /// they are more than [`MAX_GAP_SECONDS`] apart (the runner was not seen in between). `None` when
-/// that takes more than `most_steps` steps from cell to cell, revisits counted (drawing stops
-/// there).
+/// that takes more than `most_steps` steps from cell to cell, revisits counted, the steps of the
+/// ways not drawn too (a pause is no way around the allowance); drawing stops there.
 pub fn cells(
     track: &[TrackPoint],
     resolution: Resolution,
@@ -476,26 +486,21 @@ pub fn cells(
         seen: std::collections::HashSet::new(),
         steps: 0,
         most_steps,
+        drawing: true,
     };
     if let Some(first) = track.first().and_then(|p| cell_of(p.point(), resolution)) {
-        reached.seen.insert(first);
-        reached.line.push(first);
+        reached.reach(first);
     }
     track
         .windows(2)
         .all(|pair| {
             let [from, to] = [pair[0], pair[1]];
-            if from.drawn_to(to) {
-                path(from.point(), to.point(), resolution, 0, &mut reached)
-            } else {
-                match (
-                    cell_of(from.point(), resolution),
-                    cell_of(to.point(), resolution),
-                ) {
-                    (Some(here), Some(there)) if here != there => reached.step(there),
-                    _ => true,
-                }
+            reached.drawing = from.drawn_to(to);
+            let within = path(from.point(), to.point(), resolution, 0, &mut reached);
+            if let Some(cell) = cell_of(to.point(), resolution) {
+                reached.reach(cell);
             }
+            within
         })
         .then_some(reached.line)
 }
@@ -710,6 +715,13 @@ mod tests {
     fn hops_back_and_forth_stop_being_drawn_past_what_the_speed_allows() {
         let zigzag = pentagram(600);
         let why = reason(judge(&zigzag, limits()));
+        assert!(why.contains("steps from cell to cell"), "{why}");
+        // A pause before every hop changes nothing: the ways not drawn count their steps.
+        let mut paused = pentagram(600);
+        for point in &mut paused[1..] {
+            point.resumes = true;
+        }
+        let why = reason(judge(&paused, limits()));
         assert!(why.contains("steps from cell to cell"), "{why}");
         // The same steps over an hour of laps of a 400 m track at 4 m/s, with GPS noise, pass:
         // revisits count as steps, and a real runner's are well inside the allowance.

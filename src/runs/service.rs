@@ -143,7 +143,7 @@ pub async fn my_tickets(
     let over: HashSet<Uuid> = events::service::find_many(state, &events)
         .await?
         .into_iter()
-        .filter(|event| matches!(event.status, EventStatus::Finished | EventStatus::Cancelled))
+        .filter(|event| ENDED.contains(&event.status))
         .map(|event| event.id)
         .collect();
     for ticket in &mut tickets {
@@ -576,12 +576,16 @@ pub async fn claim_tokens(state: &AppState, me: Identity) -> Result<(wallet::Mod
     wallet(state, me.user_id).await
 }
 
-/// The ids of the events that have ended (FINISHED or CANCELLED: neither ever changes again).
+/// The statuses of an event that has ended: neither ever changes again, and its tickets and runs
+/// are over.
+const ENDED: [EventStatus; 2] = [EventStatus::Finished, EventStatus::Cancelled];
+
+/// The ids of the events that have ended.
 fn ended_events() -> SelectStatement {
     Query::select()
         .column(event::Column::Id)
         .from(event::Entity)
-        .and_where(event::Column::Status.is_in([EventStatus::Finished, EventStatus::Cancelled]))
+        .and_where(event::Column::Status.is_in(ENDED))
         .to_owned()
 }
 

@@ -527,7 +527,8 @@ async fn sweep(app: &TestApp, name: &'static str, moment: chrono::DateTime<chron
 
 /// A picture stored by an upload whose instance died before the write that puts it on its row is
 /// shown by nothing: the hourly sweep deletes it once it is an hour old, and keeps every picture an
-/// account or an event shows, and whatever in the store is not a picture.
+/// account or an event shows, and whatever in the store is not a top-level picture. A store where
+/// most pictures are shown by nothing is likely another database's too: nothing is swept then.
 async fn pictures_nothing_shows_are_swept_after_an_hour(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let ann = app.signup("ann").await;
@@ -537,22 +538,29 @@ async fn pictures_nothing_shows_are_swept_after_an_hour(backend: Backend) {
         crate::common::fixtures::create_event(&app, &ann, "Gallery", "2030-01-01T20:00:00Z").await;
     let body = upload_event_image(&app, &ann, &event["id"], black_png(64)).await;
     let image = key_of(&body["data"]["uploadEventImage"]["imageUrl"]);
-    let stray = format!("{}.jpg", uuid::Uuid::now_v7());
-    app.state
-        .media
-        .put_raw(&stray, jpeg_with_exif(16, 16))
-        .await
-        .expect("stored");
-    app.state
-        .media
-        .put_raw("README.txt", b"kept by whoever runs the store".to_vec())
-        .await
-        .expect("stored");
-    let mut all = vec![avatar.clone(), image.clone(), stray.clone()];
-    all.sort();
+    let put = |key: String| {
+        let media = app.state.media.clone();
+        async move {
+            media
+                .put_raw(&key, jpeg_with_exif(16, 16))
+                .await
+                .expect("stored");
+            key
+        }
+    };
+    let stray = put(format!("{}.jpg", uuid::Uuid::now_v7())).await;
+    let others = vec![
+        put(format!("archive/{}.jpg", uuid::Uuid::now_v7())).await,
+        put("README.txt".to_owned()).await,
+    ];
+    let sorted = |mut keys: Vec<String>| {
+        keys.sort();
+        keys
+    };
+    let kept = sorted([vec![avatar.clone(), image.clone()], others].concat());
     assert_eq!(
         stored_pictures(&app).await,
-        [all, vec!["README.txt".to_owned()]].concat()
+        sorted([kept.clone(), vec![stray.clone()]].concat())
     );
 
     // Now, the stray is under an hour old: it may be an upload on its way to its row.
@@ -561,13 +569,8 @@ async fn pictures_nothing_shows_are_swept_after_an_hour(backend: Backend) {
 
     let later = chrono::Utc::now() + chrono::Duration::hours(2);
     assert_eq!(sweep(&app, "sweep-later", later).await, 1, "the stray only");
-    let mut shown = vec![avatar, image];
-    shown.sort();
-    assert_eq!(
-        stored_pictures(&app).await,
-        [shown.clone(), vec!["README.txt".to_owned()]].concat()
-    );
-    for key in shown {
+    assert_eq!(stored_pictures(&app).await, kept);
+    for key in [&avatar, &image] {
         let served = app
             .http
             .get(app.url(&format!("/media/{key}")))
@@ -576,4 +579,17 @@ async fn pictures_nothing_shows_are_swept_after_an_hour(backend: Backend) {
             .expect("sent");
         assert_eq!(served.status(), 200, "{key}");
     }
+
+    // 21 pictures this database knows nothing of, against its 2: another database's.
+    let mut foreign = Vec::new();
+    for _ in 0..21 {
+        foreign.push(put(format!("{}.jpg", uuid::Uuid::now_v7())).await);
+    }
+    let later = chrono::Utc::now() + chrono::Duration::hours(3);
+    assert_eq!(sweep(&app, "sweep-shared", later).await, 0);
+    assert_eq!(
+        stored_pictures(&app).await,
+        sorted([kept, foreign].concat()),
+        "nothing swept"
+    );
 }

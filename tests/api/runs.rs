@@ -699,6 +699,17 @@ async fn a_run_forgotten_at_an_ended_event_does_not_block_the_next(backend: Back
     )
     .await
     .data();
+    // A start refused for its own reason (its event is not LIVE yet) leaves the forgotten run be.
+    let tomorrow = create_event(&app, &org, "Tomorrow", &rfc3339(Utc::now() + Span::days(1))).await
+        ["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let early = ticket(&app, &org, &tomorrow, &ann).await;
+    start_run(&app, &ann, &early)
+        .await
+        .assert_error("CONFLICT", None);
+    assert_eq!(run_of(&app, &ann, &forgotten).await["status"], "RUNNING");
     let started = start_run(&app, &ann, &next).await;
     assert_eq!(started.data()["startRun"]["status"], "RUNNING");
     let ended = run_of(&app, &ann, &forgotten).await;
