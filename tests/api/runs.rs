@@ -116,14 +116,19 @@ async fn live_event(app: &TestApp, organizer: &Session, starts_at: DateTime<Utc>
         .as_str()
         .expect("id")
         .to_owned();
+    set_status(app, organizer, &id, "LIVE").await;
+    id
+}
+
+/// `organizer` moves `event` to `status` (LIVE, FINISHED or CANCELLED).
+async fn set_status(app: &TestApp, organizer: &Session, event: &str, status: &str) {
     app.gql_as(
         organizer,
-        "mutation($id: ID!) { updateEvent(id: $id, input: { status: LIVE }) { status } }",
-        json!({ "id": id }),
+        "mutation($id: ID!, $s: EventStatus!) { updateEvent(id: $id, input: { status: $s }) { status } }",
+        json!({ "id": event, "s": status }),
     )
     .await
     .data();
-    id
 }
 
 async fn issue(app: &TestApp, organizer: &Session, event: &str, handles: &[&str]) -> Gql {
@@ -387,13 +392,7 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
     let ended = live_event(&app, &org, Utc::now() - Span::hours(2)).await;
     for (id, status) in [(&cancelled, "CANCELLED"), (&ended, "FINISHED")] {
         issue(&app, &org, id, &["ann"]).await.data();
-        app.gql_as(
-            &org,
-            "mutation($id: ID!, $s: EventStatus!) { updateEvent(id: $id, input: { status: $s }) { status } }",
-            json!({ "id": id, "s": status }),
-        )
-        .await
-        .data();
+        set_status(&app, &org, id, status).await;
     }
     let shown = app
         .gql_as(
@@ -600,13 +599,7 @@ async fn tickets_and_runs_refuse_strangers(backend: Backend) {
         .assert_error("UNAUTHENTICATED", None);
 
     // A finished event takes no more tickets.
-    app.gql_as(
-        &org,
-        "mutation($id: ID!) { updateEvent(id: $id, input: { status: FINISHED }) { status } }",
-        json!({ "id": event }),
-    )
-    .await
-    .data();
+    set_status(&app, &org, &event, "FINISHED").await;
     issue(&app, &org, &event, &["bob"])
         .await
         .assert_error("CONFLICT", None);
@@ -636,13 +629,7 @@ async fn a_run_saved_after_its_event_finished_captures_nothing(backend: Backend)
         .as_i64()
         .expect("cells");
     assert!(bobs > 0, "{before:?}");
-    app.gql_as(
-        &org,
-        "mutation($id: ID!) { updateEvent(id: $id, input: { status: FINISHED }) { status } }",
-        json!({ "id": event }),
-    )
-    .await
-    .data();
+    set_status(&app, &org, &event, "FINISHED").await;
 
     // Ann ran elsewhere, a kilometre north, but saves once the event has finished.
     let north = (PARIS.0 + 0.01, PARIS.1);
@@ -692,13 +679,7 @@ async fn a_run_forgotten_at_an_ended_event_does_not_block_the_next(backend: Back
         .await
         .assert_error("CONFLICT", None);
 
-    app.gql_as(
-        &org,
-        "mutation($id: ID!) { updateEvent(id: $id, input: { status: FINISHED }) { status } }",
-        json!({ "id": last_night }),
-    )
-    .await
-    .data();
+    set_status(&app, &org, &last_night, "FINISHED").await;
     // A start refused for its own reason (its event is not LIVE yet) leaves the forgotten run be.
     let tomorrow = create_event(&app, &org, "Tomorrow", &rfc3339(Utc::now() + Span::days(1))).await
         ["id"]
