@@ -962,6 +962,15 @@ fn cells_within(segments: &[&[Value]], resolution: h3o::Resolution) -> BTreeSet<
     cells
 }
 
+/// The cells held at `event`, as `territories` names them.
+async fn held_cells(app: &TestApp, event: &str) -> BTreeSet<String> {
+    territories(app, event)
+        .await
+        .iter()
+        .map(|cell| cell["cell"].as_str().expect("cell").to_owned())
+        .collect()
+}
+
 /// A runner stops their watch, rides a bus for four minutes and starts it again: the GPX file's
 /// two segments capture their own cells and distance, and nothing between them. The same fixes
 /// sent as one track (the signal lost for four minutes) count the distance across, but capture no
@@ -1004,12 +1013,7 @@ async fn pauses_and_gaps_capture_no_cells_between(backend: Backend) {
         (distance - apart).abs() <= apart * 0.01,
         "{distance} m vs the segments' {apart} m"
     );
-    let held: BTreeSet<String> = territories(&app, &paused_at)
-        .await
-        .iter()
-        .map(|cell| cell["cell"].as_str().expect("cell").to_owned())
-        .collect();
-    assert_eq!(held, expected);
+    assert_eq!(held_cells(&app, &paused_at).await, expected);
     assert_eq!(paused["cellsCaptured"], expected.len());
 
     let (gap_at, run) = running(&app, &org, &lea, start).await;
@@ -1023,12 +1027,7 @@ async fn pauses_and_gaps_capture_no_cells_between(backend: Backend) {
         (distance - across).abs() <= across * 0.01 && across > apart + 800.0,
         "{distance} m vs {across} m"
     );
-    let held: BTreeSet<String> = territories(&app, &gap_at)
-        .await
-        .iter()
-        .map(|cell| cell["cell"].as_str().expect("cell").to_owned())
-        .collect();
-    assert_eq!(held, expected);
+    assert_eq!(held_cells(&app, &gap_at).await, expected);
 }
 
 async fn the_last_runner_holds_a_cell_and_each_capture_is_pushed(backend: Backend) {
