@@ -682,8 +682,10 @@ async fn view_of(
 
 /// The owner follows an activity: its status now, then again after every change that touches it
 /// (a watched person's report, a link accepted or removed, the activity ending) and whenever a
-/// watched person goes stale with no update (a timer). A position change re-reads positions only;
-/// a change of the activity or its links (or a resync) reloads those too. Ends after the activity
+/// watched person goes stale with no update (a timer). A position change re-reads the positions
+/// and who is watched (a removal's own message may come after it: messages of two instances are
+/// not ordered, and a person who took their consent back must be off the next status); a change
+/// of the activity or its links (or a resync) reloads the activity too. Ends after the activity
 /// ended.
 pub async fn follow_activity(
     state: &AppState,
@@ -730,7 +732,13 @@ pub async fn follow_activity(
                     now
                 })
             } else {
-                view_of(&state, found.clone(), &watched).await
+                match watched_by(&state.db, found.owner_id).await {
+                    Ok(links) => {
+                        watched = links;
+                        view_of(&state, found.clone(), &watched).await
+                    }
+                    Err(err) => Err(err),
+                }
             };
             // A reload that failed is owed until one succeeds.
             reload_owed = reloading && now.is_err();
@@ -927,8 +935,8 @@ pub fn alerts(
 /// What one `proximityAlerts` stream has sent: each entry (activity, person, when) once.
 type AlertsSent = live::Sent<(Uuid, Uuid, DateTime<Utc>)>;
 
-/// The entries from `since` into the radius of `owner`'s activities by people they still watch,
-/// as alerts, oldest first.
+/// The entries from `since` into the radius of `owner`'s running activity by people they still
+/// watch, as alerts, oldest first (an ended activity's entries are moot).
 async fn entries_since(
     state: &AppState,
     owner: Uuid,
@@ -938,6 +946,7 @@ async fn entries_since(
         .column(activity::Column::Id)
         .from(activity::Entity)
         .and_where(activity::Column::OwnerId.eq(owner))
+        .and_where(activity::Column::Status.eq(ActivityStatus::Active))
         .to_owned();
     let entries = proximity_state::Entity::find()
         .filter(proximity_state::Column::ActivityId.in_subquery(owned))

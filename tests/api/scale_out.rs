@@ -959,6 +959,77 @@ async fn an_alert_lost_on_its_way_out_of_one_instance_still_reaches_its_owner_on
     database.drop_blocking();
 }
 
+/// Redis goes away from B's side only while Bob takes his consent back on B, so the removal's
+/// message never leaves B. Cat's next report, on A, brings Ann's screen on A a new status: Bob is
+/// off it, though A never heard of the removal (a status reads who is watched afresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_taken_back_on_one_instance_is_off_a_screen_on_another_at_once() {
+    let test = "a_consent_taken_back_on_one_instance_is_off_a_screen_on_another_at_once";
+    let Some(redis) = redis_address_or_skip(test) else {
+        return;
+    };
+    let (to_a, to_b) = (Proxy::start(redis).await, Proxy::start(redis).await);
+    let (database, http, a, b) =
+        two_instances_on(&to_a, &to_b, &[("RALLY_LOCATION_MIN_INTERVAL_MS", "0")]).await;
+    let (ann, bob, mut phone) = bobs_phone_watched_by_ann(&http, &a, &b, &b).await;
+    let cat = sign_up(&b, &http, &["cat"]).await.pop().expect("cat");
+    a.gql(
+        &http,
+        Some(&ann.access),
+        "mutation { requestMonitor(handle: \"cat\") { status } }",
+        json!({}),
+    )
+    .await;
+    b.gql(
+        &http,
+        Some(&cat.access),
+        "mutation { acceptMonitor(watcher: \"ann\") { status } }",
+        json!({}),
+    )
+    .await;
+    let home = (52.52, 13.405);
+    let north = |meters: f64| (home.0 + meters / 111_195.0, home.1);
+    locate(&http, &a, &ann, home).await;
+    locate(&http, &a, &bob, north(200.0)).await;
+    locate(&http, &a, &cat, north(900.0)).await;
+    let activity = ann_starts_and_the_phone_hears(&http, &a, &ann, &mut phone).await;
+    let mut screen = a.ws().await;
+    screen
+        .init(json!({ "authorization": format!("Bearer {}", ann.access) }))
+        .await;
+    screen
+        .subscribe(
+            "s",
+            "subscription($id: ID!) { activityUpdated(activityId: $id) { nearest { user { handle } } stale { handle } gpsOff { handle } } }",
+            json!({ "id": activity }),
+        )
+        .await;
+    let first = screen.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(first["nearest"]["user"]["handle"], "bob", "{first}");
+
+    cut_off(&http, &b, &to_b).await;
+    let removed = b
+        .gql(
+            &http,
+            Some(&bob.access),
+            "mutation { removeMonitor(watcher: \"ann\", watched: \"bob\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(removed["removeMonitor"], true, "{removed}");
+    locate(&http, &a, &cat, north(800.0)).await;
+    let after = screen.next_data("s").await["activityUpdated"].clone();
+    assert_eq!(after["nearest"]["user"]["handle"], "cat", "{after}");
+    assert!(
+        !after.to_string().contains("bob"),
+        "Bob took his consent back: {after}"
+    );
+
+    bring_back(&http, &b, &to_b).await;
+    drop((phone, screen, a, b));
+    database.drop_blocking();
+}
+
 /// Redis goes away from B's side only while the organizer deletes the event on B, so the deletion's
 /// message never leaves B. The board and the staff feed on A do not stay open and silent for ever:
 /// once B is back, the gap in its numbering makes A resynchronise, they look the event up, find it
