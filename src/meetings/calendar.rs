@@ -2,8 +2,10 @@
 //! Google Calendar, Apple Calendar and Outlook subscribe to without a token of ours.
 //!
 //! The URL is the secret: its token is derived from a random nonce with the server's secret, only
-//! its hash is stored, and rotating the feed replaces both (the old URL answers 404 at once). Each
-//! token is rate limited (`RALLY_CALENDAR_FEED_PER_MINUTE`); responses carry an ETag of their
+//! its hash is stored, and rotating the feed replaces both (the old URL answers 404 at once), as
+//! rotating the server's secret does for every feed. Each feed is rate limited
+//! (`RALLY_CALENDAR_FEED_PER_MINUTE`), once its token is known to open one (unknown tokens take no
+//! limiter memory); responses carry an ETag of their
 //! content, so polling calendar apps mostly get 304. The iCalendar text (escaping) is the
 //! `icalendar` crate's; its lines are folded again here (see `fold`).
 
@@ -19,6 +21,7 @@ use axum::routing::get;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use icalendar::{Calendar, Component, EventLike, EventStatus};
+use uuid::Uuid;
 
 use super::service::{self, FeedEntry};
 use crate::auth::token_hash;
@@ -97,7 +100,7 @@ fn fold(text: &str) -> String {
 #[derive(Clone)]
 struct Feeds {
     app: AppState,
-    limits: Arc<DefaultKeyedRateLimiter<String>>,
+    limits: Arc<DefaultKeyedRateLimiter<Uuid>>,
 }
 
 /// The `/calendar/{token}.ics` route.
@@ -112,7 +115,7 @@ pub fn routes(app: AppState) -> Router {
 }
 
 /// Keeps the limiter's memory bounded; ends with the router.
-async fn forget_full_buckets(limits: Weak<DefaultKeyedRateLimiter<String>>) {
+async fn forget_full_buckets(limits: Weak<DefaultKeyedRateLimiter<Uuid>>) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         every.tick().await;
@@ -132,8 +135,15 @@ async fn feed(
     let Some(token) = file.strip_suffix(".ics") else {
         return not_found();
     };
-    let hash = token_hash(token);
-    if let Err(not_until) = feeds.limits.check_key(&hash) {
+    let owner = match service::feed_owner(&feeds.app, token).await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => return not_found(),
+        Err(err) => {
+            err.report();
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    if let Err(not_until) = feeds.limits.check_key(&owner) {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         let seconds = wait.as_secs_f64().ceil().max(1.0).to_string();
         return (
@@ -143,9 +153,8 @@ async fn feed(
         )
             .into_response();
     }
-    let entries = match service::feed(&feeds.app, &hash).await {
-        Ok(Some(entries)) => entries,
-        Ok(None) => return not_found(),
+    let entries = match service::feed(&feeds.app, owner).await {
+        Ok(entries) => entries,
         Err(err) => {
             err.report();
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();

@@ -591,7 +591,8 @@ async fn make_feed_token(state: AppState, user: Uuid) -> Result<String> {
         if token_hash(&token) == feed.token_hash {
             return Ok(token);
         }
-        // The server's secret changed since the feed was made: its old URL is dead anyway.
+        // The server's secret changed since the feed was made: its old URL opens nothing any more
+        // (see `feed_owner`).
         return store_feed(state, user, true).await;
     }
     store_feed(state, user, false).await?;
@@ -653,19 +654,24 @@ pub struct FeedEntry {
     pub with: String,
 }
 
-/// The entries of the feed whose token hashes to `hash`, soonest first: its user's meetings as
-/// owner and participant from the last 90 days on, at most 1000: past the cap, the soonest
-/// upcoming ones first, then the latest past ones (calendars care about what is coming). `None`
-/// for no such feed.
-pub async fn feed(state: &AppState, hash: &str) -> Result<Option<Vec<FeedEntry>>> {
+/// Whose calendar feed `token` opens: `None` for no feed, and for a feed made under another secret
+/// (a rotated server secret kills every URL made with the old one, as a rotated feed's).
+pub async fn feed_owner(state: &AppState, token: &str) -> Result<Option<Uuid>> {
     let Some(feed) = calendar_feed::Entity::find()
-        .filter(calendar_feed::Column::TokenHash.eq(hash))
+        .filter(calendar_feed::Column::TokenHash.eq(token_hash(token)))
         .one(&state.db)
         .await?
     else {
         return Ok(None);
     };
-    let user = feed.user_id;
+    let made_here = token_hash(&derive_token(state, feed.user_id, &feed.nonce)?) == feed.token_hash;
+    Ok(made_here.then_some(feed.user_id))
+}
+
+/// The entries of `user`'s calendar feed, soonest first: their meetings as owner and participant
+/// from the last 90 days on, at most 1000: past the cap, the soonest upcoming ones first, then the
+/// latest past ones (calendars care about what is coming).
+pub async fn feed(state: &AppState, user: Uuid) -> Result<Vec<FeedEntry>> {
     let now = Utc::now();
     let theirs = || {
         meeting::Entity::find().filter(
@@ -709,26 +715,24 @@ pub async fn feed(state: &AppState, hash: &str) -> Result<Option<Vec<FeedEntry>>
         })
         .collect();
     let people = accounts::service::find_many(state, &others).await?;
-    Ok(Some(
-        meetings
-            .into_iter()
-            .filter_map(|meeting| {
-                let slot = slots
-                    .iter()
-                    .find(|s| s.id == meeting.availability_id)?
-                    .clone();
-                let other = if meeting.owner_id == user {
-                    meeting.participant_id
-                } else {
-                    meeting.owner_id
-                };
-                let with = people.iter().find(|p| p.id == other)?.display_name.clone();
-                Some(FeedEntry {
-                    meeting,
-                    slot,
-                    with,
-                })
+    Ok(meetings
+        .into_iter()
+        .filter_map(|meeting| {
+            let slot = slots
+                .iter()
+                .find(|s| s.id == meeting.availability_id)?
+                .clone();
+            let other = if meeting.owner_id == user {
+                meeting.participant_id
+            } else {
+                meeting.owner_id
+            };
+            let with = people.iter().find(|p| p.id == other)?.display_name.clone();
+            Some(FeedEntry {
+                meeting,
+                slot,
+                with,
             })
-            .collect(),
-    ))
+        })
+        .collect())
 }

@@ -52,6 +52,7 @@ on_every_backend!(
     set_weekly_availability_names_each_invalid_field,
     a_weekly_pattern_is_all_or_nothing,
     the_calendar_feed_url_is_stable_until_rotated,
+    a_new_server_secret_retires_every_calendar_feed_url,
     the_calendar_feed_url_is_absolute_under_a_public_url,
     the_calendar_feed_has_one_event_per_meeting,
     the_calendar_feed_is_rate_limited_per_token,
@@ -1705,6 +1706,29 @@ async fn the_calendar_feed_url_is_stable_until_rotated(backend: Backend) {
         get_feed(&app, "/calendar/not-a-token.ics").await.status(),
         404
     );
+}
+
+/// Rotating the server's secret retires every feed URL made under the old one, also for a user
+/// who never asks for their URL again; asking gives a new one, which works.
+async fn a_new_server_secret_retires_every_calendar_feed_url(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let old = feed_url(&app, &ann).await;
+    read_feed(&app, &old).await;
+    let app = app
+        .restart_with(|c| c.jwt_secret = Some("a-new-secret-a-new-secret-a-new-secret-0123".into()))
+        .await;
+    assert_eq!(
+        get_feed(&app, &old).await.status(),
+        404,
+        "made under the old secret"
+    );
+    let again = app.login("ann", "password-ann").await;
+    let ann = crate::common::gql::session_from(&again.data()["login"]);
+    let new = feed_url(&app, &ann).await;
+    assert_ne!(new, old);
+    read_feed(&app, &new).await;
+    assert_eq!(get_feed(&app, &old).await.status(), 404);
 }
 
 /// `myCalendarFeedUrl` is a query that writes (the feed is made on first use). Its write goes on
