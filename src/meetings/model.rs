@@ -168,6 +168,17 @@ impl WeeklyPattern {
                 "name at least one weekday",
             ));
         }
+        // A week has seven days: a longer list only repeats some (and would be read once per day
+        // of the pattern).
+        if weekdays.len() > 7 {
+            return Err(Error::bad_input(
+                "input.weekdays",
+                "name each weekday at most once (7 at most)",
+            ));
+        }
+        let mut weekdays = weekdays;
+        weekdays.sort_by_key(chrono::Weekday::num_days_from_monday);
+        weekdays.dedup();
         Ok(Self {
             zone,
             weekdays,
@@ -563,6 +574,17 @@ mod tests {
         );
         assert_eq!(
             field("UTC", "09:00", 60, "2027-01-01", "2027-01-31", vec![]),
+            "input.weekdays"
+        );
+        assert_eq!(
+            field(
+                "UTC",
+                "09:00",
+                60,
+                "2027-01-01",
+                "2027-01-31",
+                vec![chrono::Weekday::Mon; 8]
+            ),
             "input.weekdays"
         );
     }
