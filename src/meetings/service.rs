@@ -20,7 +20,7 @@ use sea_orm::prelude::Expr;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Set, UpdateMany,
+    QueryFilter, QueryOrder, QuerySelect, Select, Set, UpdateMany,
 };
 use uuid::Uuid;
 
@@ -195,35 +195,32 @@ fn not_open(status: Status) -> Error {
 #[tracing::instrument(skip(state))]
 pub async fn delete(state: &AppState, actor: Identity, id: Uuid) -> Result<()> {
     let txn = state.begin_write().await?;
-    let current = require(&*txn, id).await?;
+    // Locked until the end: a booking or a cancellation of it (which both change the row) waits,
+    // so the status and the history read here are what the withdrawal acts on.
+    let current = txn
+        .locking(availability::Entity::find_by_id(id))
+        .one(&*txn)
+        .await?
+        .ok_or(Error::NotFound("no such availability"))?;
     if current.owner_id != actor.user_id {
         return Err(Error::Forbidden("only its owner deletes an availability"));
     }
-    // Gone only when no meeting ever referred to it, checked in the same statement (a booking
-    // and its cancellation may commit in between), else CANCELLED, keeping that history.
-    let history = meeting::Entity::find()
-        .select_only()
-        .column(meeting::Column::Id)
+    if current.status != Status::Scheduled {
+        return Err(not_open(current.status));
+    }
+    let booked_before = meeting::Entity::find()
         .filter(meeting::Column::AvailabilityId.eq(id))
-        .into_query();
-    let mut gone = availability::Entity::delete_many()
-        .filter(availability::Column::Id.eq(id))
-        .filter(availability::Column::Status.eq(Status::Scheduled))
-        .filter(Expr::exists(history).not())
-        .exec(&*txn)
+        .count(&*txn)
         .await?
-        .rows_affected;
-    if gone == 0 {
-        gone = changed_slots()
+        > 0;
+    if booked_before {
+        changed_slots()
             .col_expr(availability::Column::Status, Expr::value(Status::Cancelled))
             .filter(availability::Column::Id.eq(id))
-            .filter(availability::Column::Status.eq(Status::Scheduled))
             .exec(&*txn)
-            .await?
-            .rows_affected;
-    }
-    if gone == 0 {
-        return Err(not_open(current.status));
+            .await?;
+    } else {
+        availability::Entity::delete_by_id(id).exec(&*txn).await?;
     }
     txn.commit().await?;
     Ok(())

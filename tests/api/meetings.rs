@@ -32,6 +32,7 @@ on_every_backend!(
     own_slots_may_touch_but_not_overlap,
     a_slot_is_updated_by_its_owner_under_the_same_rules,
     a_slot_is_deleted_by_its_owner_unless_booked,
+    a_booking_racing_the_slots_withdrawal_loses_or_wins_whole,
     open_slots_are_listed_in_their_window_soonest_first,
     a_slot_that_has_started_is_not_open,
     paging_through_open_slots_sees_each_once_while_slots_are_added,
@@ -777,6 +778,77 @@ async fn a_slot_is_deleted_by_its_owner_unless_booked(backend: Backend) {
         1,
         "the booked one is still a meeting"
     );
+
+    // A slot whose meeting was cancelled is open again; withdrawn, it stays CANCELLED as the
+    // cancelled meeting's history instead of going (and taking the meeting with it).
+    let once = slot(&app, &ann, &at(7), &at(8), "Once").await;
+    let meeting = id(&booked(&app, &ben, &once).await);
+    cancel(&app, &ben, &meeting, None).await.data();
+    assert_eq!(
+        delete_slot(&app, &ann, &id(&once)).await.data()["deleteAvailability"],
+        true
+    );
+    let withdrawn: Vec<Value> = my_slots(&app, &ann)
+        .await
+        .into_iter()
+        .filter(|slot| slot["id"] == once["id"])
+        .collect();
+    assert_eq!(withdrawn.len(), 1, "kept");
+    assert_eq!(withdrawn[0]["status"], "CANCELLED");
+    let history: Vec<Value> = my_meetings(&app, &ben, "")
+        .await
+        .into_iter()
+        .filter(|m| m["id"] == meeting.as_str())
+        .collect();
+    assert_eq!(history.len(), 1, "the cancelled meeting is still there");
+    assert_eq!(history[0]["status"], "CANCELLED");
+}
+
+/// The owner withdraws a slot while someone books it, round after round: one of them wins. A
+/// booking that won leaves a BOOKED slot (the withdrawal is CONFLICT); a withdrawal that won
+/// leaves no slot and no meeting (the booking is NOT_FOUND or CONFLICT). Never both, never
+/// INTERNAL.
+async fn a_booking_racing_the_slots_withdrawal_loses_or_wins_whole(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = app.signup("ann").await;
+    let ben = app.signup("ben").await;
+    for round in 0..12_i64 {
+        let open = id(&slot(&app, &ann, &at(1 + 2 * round), &at(2 + 2 * round), "Race").await);
+        let delay = Duration::from_millis([0, 1, 3][usize::try_from(round % 3).expect("round")]);
+        let withdraw = async {
+            tokio::time::sleep(delay).await;
+            delete_slot(&app, &ann, &open).await
+        };
+        let (booking, withdrawal) = tokio::join!(book(&app, &ben, &open), withdraw);
+        let mine = my_slots(&app, &ann)
+            .await
+            .into_iter()
+            .find(|slot| slot["id"] == open.as_str());
+        let meetings: Vec<Value> = my_meetings(&app, &ben, "")
+            .await
+            .into_iter()
+            .filter(|m| m["availability"]["id"] == open.as_str())
+            .collect();
+        if is_success(&booking) {
+            withdrawal.assert_error("CONFLICT", None);
+            assert_eq!(mine.expect("kept")["status"], "BOOKED", "round {round}");
+            assert_eq!(meetings.len(), 1, "round {round}");
+        } else {
+            assert_eq!(
+                withdrawal.data()["deleteAvailability"],
+                true,
+                "round {round}: {:?}",
+                booking.body
+            );
+            assert!(
+                ["NOT_FOUND", "CONFLICT"].contains(&booking.code()),
+                "round {round}: {:?}",
+                booking.body
+            );
+            assert!(mine.is_none(), "round {round}: gone");
+            assert!(meetings.is_empty(), "round {round}");
+        }
+    }
 }
 
 async fn open_slots_are_listed_in_their_window_soonest_first(backend: Backend) {
