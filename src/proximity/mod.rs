@@ -5,7 +5,8 @@
 //! Owns `monitor_links`, `locations`, `activities` and `proximity_states`. Uses `accounts` (its
 //! service, for handles), `auth` (the caller), `live` (`user:{id}:tracking` for devices,
 //! `activity:{id}` for status streams, `user:{id}:alerts` for alerts) and `db`. A watcher never
-//! receives another person's coordinates, only distances; a person's own `updateLocation` answer is
+//! receives another person's coordinates, only distances (exact ones, from which an owner who
+//! moves could work out a position: consent covers that); a person's own `updateLocation` answer is
 //! the only place their coordinates appear. The GraphQL part names `User`.
 
 pub mod graphql;

@@ -303,7 +303,35 @@ mod tests {
         assert_eq!(exit_distance(1000.0), 1100.0, "10% beats 20 m");
         assert_eq!(crossing(100.0, 100.0), Crossing::Inside);
         assert_eq!(crossing(110.0, 100.0), Crossing::Edge);
+        assert_eq!(crossing(120.0, 100.0), Crossing::Edge, "beyond, not at");
         assert_eq!(crossing(120.5, 100.0), Crossing::Outside);
+    }
+
+    #[test]
+    fn a_report_is_fresh_up_to_the_threshold_itself() {
+        let now = Utc::now();
+        let person = Uuid::now_v7();
+        let here = Position {
+            latitude: 48.8566,
+            longitude: 2.3522,
+        };
+        let aged = |seconds| {
+            vec![(
+                person,
+                Some(Report {
+                    user_id: person,
+                    position: Some(here),
+                    at: now - Duration::seconds(seconds),
+                }),
+            )]
+        };
+        let threshold = Duration::seconds(300);
+        let at_threshold = status(Some(here), &aged(300), now, threshold);
+        assert!(at_threshold.stale.is_empty());
+        assert_eq!(at_threshold.nearest.map(|n| n.user_id), Some(person));
+        let past = status(Some(here), &aged(301), now, threshold);
+        assert_eq!(past.stale, vec![person]);
+        assert!(past.nearest.is_none());
     }
 
     #[test]
