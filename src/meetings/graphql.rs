@@ -526,8 +526,8 @@ impl MeetingsMutation {
         Ok(service::book(ctx.state()?, me, id).await?.into())
     }
 
-    /// Owner or participant. The slot goes back to SCHEDULED if it still lies in the future, else
-    /// CANCELLED.
+    /// Owner or participant, until the meeting ends (then CONFLICT). The slot goes back to
+    /// SCHEDULED if it still lies in the future, else CANCELLED.
     #[graphql(guard = "SignedIn")]
     async fn cancel_meeting(
         &self,

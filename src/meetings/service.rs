@@ -421,6 +421,10 @@ pub async fn cancel(
     let current = visible_meeting(&*txn, actor.user_id, id).await?;
     let reason = parse_reason(reason)?;
     let now = Utc::now();
+    // What is over stays as it happened (a booked slot cannot move, so the end is fixed).
+    if current.status == MeetingStatus::Confirmed && current.end_time <= now {
+        return Err(Error::state_conflict("this meeting has ended"));
+    }
     let cancelled = meeting::Entity::update_many()
         .col_expr(
             meeting::Column::Status,

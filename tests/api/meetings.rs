@@ -935,7 +935,8 @@ async fn start_ten_minutes_ago(app: &TestApp, slot: &str) {
 }
 
 /// A slot that has started is not open: no search lists it, whatever `from` says, and booking it
-/// is CONFLICT. A meeting cancelled once it has started leaves its slot CANCELLED, not open.
+/// is CONFLICT. A meeting cancelled once it has started leaves its slot CANCELLED, not open; one
+/// that has ended cannot be cancelled.
 async fn a_slot_that_has_started_is_not_open(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let ann = app.signup("ann").await;
@@ -971,6 +972,31 @@ async fn a_slot_that_has_started_is_not_open(backend: Backend) {
         1,
         "still only the slot ahead"
     );
+
+    // A meeting that has ended stays as it happened.
+    let past = slot(&app, &ann, &at(7), &at(8), "Done").await;
+    let done = id(&booked(&app, &ben, &past).await);
+    let (start, end) = (
+        (Utc::now() - TimeDelta::hours(2)).trunc_subsecs(0),
+        (Utc::now() - TimeDelta::hours(1)).trunc_subsecs(0),
+    );
+    meeting::Entity::update_many()
+        .col_expr(meeting::Column::StartTime, Expr::value(start))
+        .col_expr(meeting::Column::EndTime, Expr::value(end))
+        .filter(meeting::Column::Id.eq(uuid::Uuid::parse_str(&done).expect("uuid")))
+        .exec(&app.state.db)
+        .await
+        .expect("move the meeting back");
+    cancel(&app, &ann, &done, Some("too late"))
+        .await
+        .assert_error("CONFLICT", None);
+    let kept: Vec<Value> = my_meetings(&app, &ben, "")
+        .await
+        .into_iter()
+        .filter(|m| m["id"] == done.as_str())
+        .collect();
+    assert_eq!(kept[0]["status"], "CONFIRMED");
+    assert_eq!(kept[0]["cancellationReason"], Value::Null);
 }
 
 async fn paging_through_open_slots_sees_each_once_while_slots_are_added(backend: Backend) {
