@@ -260,7 +260,7 @@ impl AvailabilityInput {
 pub struct WeeklyAvailabilityInput {
     /// IANA time zone name, e.g. Europe/Paris.
     time_zone: String,
-    /// The days of the week with a slot.
+    /// The days of the week with a slot, each at most once.
     weekdays: Vec<Weekday>,
     /// Local wall-clock start, HH:MM.
     start_local: String,

@@ -168,17 +168,20 @@ impl WeeklyPattern {
                 "name at least one weekday",
             ));
         }
-        // A week has seven days: a longer list only repeats some (and would be read once per day
-        // of the pattern).
-        if weekdays.len() > 7 {
+        // A week has seven days: a longer list repeats some (and a list is read once per day of
+        // the pattern).
+        let named = weekdays.len();
+        let mut weekdays = weekdays;
+        if named <= 7 {
+            weekdays.sort_by_key(chrono::Weekday::num_days_from_monday);
+            weekdays.dedup();
+        }
+        if named > 7 || weekdays.len() != named {
             return Err(Error::bad_input(
                 "input.weekdays",
-                "name each weekday at most once (7 at most)",
+                "name each weekday at most once",
             ));
         }
-        let mut weekdays = weekdays;
-        weekdays.sort_by_key(chrono::Weekday::num_days_from_monday);
-        weekdays.dedup();
         Ok(Self {
             zone,
             weekdays,
@@ -584,6 +587,18 @@ mod tests {
                 "2027-01-01",
                 "2027-01-31",
                 vec![chrono::Weekday::Mon; 8]
+            ),
+            "input.weekdays"
+        );
+        use chrono::Weekday::{Mon, Tue};
+        assert_eq!(
+            field(
+                "UTC",
+                "09:00",
+                60,
+                "2027-01-01",
+                "2027-01-31",
+                vec![Mon, Tue, Mon]
             ),
             "input.weekdays"
         );

@@ -657,6 +657,7 @@ pub struct FeedEntry {
 
 /// Whose calendar feed `token` opens: `None` for no feed, and for a feed made under another secret
 /// (a rotated server secret kills every URL made with the old one, as a rotated feed's).
+#[tracing::instrument(skip_all)]
 pub async fn feed_owner(state: &AppState, token: &str) -> Result<Option<Uuid>> {
     let Some(feed) = calendar_feed::Entity::find()
         .filter(calendar_feed::Column::TokenHash.eq(token_hash(token)))
@@ -672,6 +673,7 @@ pub async fn feed_owner(state: &AppState, token: &str) -> Result<Option<Uuid>> {
 /// The entries of `user`'s calendar feed, soonest first: their meetings as owner and participant
 /// from the last 90 days on, at most 1000: past the cap, the soonest upcoming ones first, then the
 /// latest past ones (calendars care about what is coming).
+#[tracing::instrument(skip(state))]
 pub async fn feed(state: &AppState, user: Uuid) -> Result<Vec<FeedEntry>> {
     let now = Utc::now();
     let theirs = || {

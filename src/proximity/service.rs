@@ -935,8 +935,8 @@ pub fn alerts(
 /// What one `proximityAlerts` stream has sent: each entry (activity, person, when) once.
 type AlertsSent = live::Sent<(Uuid, Uuid, DateTime<Utc>)>;
 
-/// The entries from `since` into the radius of `owner`'s running activity by people they still
-/// watch, as alerts, oldest first (an ended activity's entries are moot).
+/// The entries from `since` into the radius of `owner`'s activities by people they still watch,
+/// as alerts, oldest first.
 async fn entries_since(
     state: &AppState,
     owner: Uuid,
@@ -946,7 +946,6 @@ async fn entries_since(
         .column(activity::Column::Id)
         .from(activity::Entity)
         .and_where(activity::Column::OwnerId.eq(owner))
-        .and_where(activity::Column::Status.eq(ActivityStatus::Active))
         .to_owned();
     let entries = proximity_state::Entity::find()
         .filter(proximity_state::Column::ActivityId.in_subquery(owned))
