@@ -111,11 +111,16 @@ fn inside(spot: (f64, f64), corners: &[Value]) -> bool {
     crossings
 }
 
-async fn live_event(app: &TestApp, organizer: &Session, starts_at: DateTime<Utc>) -> String {
-    let id = create_event(app, organizer, "Night run", &rfc3339(starts_at)).await["id"]
+/// A SCHEDULED event of `organizer` starting at `starts_at`; its id.
+async fn scheduled_event(app: &TestApp, organizer: &Session, starts_at: DateTime<Utc>) -> String {
+    create_event(app, organizer, "Night run", &rfc3339(starts_at)).await["id"]
         .as_str()
         .expect("id")
-        .to_owned();
+        .to_owned()
+}
+
+async fn live_event(app: &TestApp, organizer: &Session, starts_at: DateTime<Utc>) -> String {
+    let id = scheduled_event(app, organizer, starts_at).await;
     set_status(app, organizer, &id, "LIVE").await;
     id
 }
@@ -379,16 +384,7 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
     );
 
     // Events ended by hand: their tickets show EXPIRED at once; the finisher marks the rows.
-    let cancelled = create_event(
-        &app,
-        &org,
-        "Rained off",
-        &rfc3339(Utc::now() + Span::days(1)),
-    )
-    .await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let cancelled = scheduled_event(&app, &org, Utc::now() + Span::days(1)).await;
     let ended = live_event(&app, &org, Utc::now() - Span::hours(2)).await;
     for (id, status) in [(&cancelled, "CANCELLED"), (&ended, "FINISHED")] {
         issue(&app, &org, id, &["ann"]).await.data();
@@ -541,10 +537,7 @@ async fn tickets_and_runs_refuse_strangers(backend: Backend) {
         .await
         .assert_error("UNAUTHENTICATED", None);
 
-    let scheduled = create_event(&app, &org, "Later", "2030-01-01T10:00:00Z").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let scheduled = scheduled_event(&app, &org, Utc::now() + Span::days(30)).await;
     let early = ticket(&app, &org, &scheduled, &bob).await;
     start_run(&app, &bob, &early)
         .await
@@ -681,11 +674,7 @@ async fn a_run_forgotten_at_an_ended_event_does_not_block_the_next(backend: Back
 
     set_status(&app, &org, &last_night, "FINISHED").await;
     // A start refused for its own reason (its event is not LIVE yet) leaves the forgotten run be.
-    let tomorrow = create_event(&app, &org, "Tomorrow", &rfc3339(Utc::now() + Span::days(1))).await
-        ["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let tomorrow = scheduled_event(&app, &org, Utc::now() + Span::days(1)).await;
     let early = ticket(&app, &org, &tomorrow, &ann).await;
     start_run(&app, &ann, &early)
         .await
