@@ -466,6 +466,25 @@ pub struct Config {
     )]
     pub max_slot_minutes: u64,
 
+    /// Most upcoming meetings one person may hold as the booker (meetings): one account cannot
+    /// hoard every open slot.
+    #[arg(
+        long,
+        env = "RALLY_MAX_UPCOMING_BOOKINGS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub max_upcoming_bookings: u64,
+
+    /// Most availabilities ahead (open or booked) one owner may hold (meetings).
+    #[arg(
+        long,
+        env = "RALLY_MAX_UPCOMING_SLOTS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_upcoming_slots: u64,
+
     /// Requests per minute one calendar feed URL answers (calendar apps poll a few times an hour).
     #[arg(
         long,
@@ -574,7 +593,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 37] = [
+        let bounds: [(&str, u64, u64, u64); 39] = [
             ("RALLY_JOB_LEASE_SECONDS", self.job_lease_seconds, 1, 3600),
             ("RALLY_H3_RESOLUTION", self.h3_resolution.into(), 0, 15),
             (
@@ -722,6 +741,18 @@ impl Config {
                 self.max_slot_minutes,
                 1,
                 LONGEST_SLOT_MINUTES,
+            ),
+            (
+                "RALLY_MAX_UPCOMING_BOOKINGS",
+                self.max_upcoming_bookings,
+                1,
+                100_000,
+            ),
+            (
+                "RALLY_MAX_UPCOMING_SLOTS",
+                self.max_upcoming_slots,
+                1,
+                1_000_000,
             ),
             (
                 "RALLY_MAX_RUNNING_MUTATIONS",

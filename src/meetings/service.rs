@@ -116,6 +116,19 @@ pub async fn publish(
     let txn = state.begin_write().await?;
     accounts::service::take_turn(&txn, owner.user_id).await?;
     let now = Utc::now();
+    // Counted in the owner's turn: two publications at once cannot both pass.
+    let ahead = availability::Entity::find()
+        .filter(availability::Column::OwnerId.eq(owner.user_id))
+        .filter(availability::Column::Status.is_in([Status::Scheduled, Status::Booked]))
+        .filter(availability::Column::EndTime.gt(now))
+        .count(&*txn)
+        .await?;
+    let most = state.config.max_upcoming_slots;
+    if ahead + slots.len() as u64 > most {
+        return Err(Error::state_conflict(format!(
+            "you have {ahead} availabilities ahead; one person may have {most}"
+        )));
+    }
     let mut created = Vec::with_capacity(slots.len());
     for slot in slots {
         if overlaps(&*txn, owner.user_id, &slot, None).await? {
@@ -344,6 +357,20 @@ pub async fn book(state: &AppState, actor: Identity, id: Uuid) -> Result<meeting
         return Err(Error::Forbidden("you cannot book your own availability"));
     }
     let now = Utc::now();
+    // Counted in the booker's turn: two bookings at once cannot both pass.
+    accounts::service::take_turn(&txn, actor.user_id).await?;
+    let upcoming = meeting::Entity::find()
+        .filter(meeting::Column::ParticipantId.eq(actor.user_id))
+        .filter(meeting::Column::Status.eq(MeetingStatus::Confirmed))
+        .filter(meeting::Column::EndTime.gt(now))
+        .count(&*txn)
+        .await?;
+    let most = state.config.max_upcoming_bookings;
+    if upcoming >= most {
+        return Err(Error::state_conflict(format!(
+            "you hold {upcoming} upcoming meetings; one person may hold {most}: cancel one first"
+        )));
+    }
     let taken = changed_slots()
         .col_expr(availability::Column::Status, Expr::value(Status::Booked))
         .filter(availability::Column::Id.eq(id))

@@ -40,6 +40,7 @@ on_every_backend!(
     booking_turns_a_slot_into_a_confirmed_meeting,
     booking_refuses_ones_own_unknown_and_taken_slots,
     exactly_one_of_fifty_concurrent_bookers_wins,
+    one_person_holds_at_most_the_capped_bookings_and_slots,
     one_of_ten_concurrent_overlapping_slots_is_kept,
     either_side_cancels_and_the_slot_opens_again,
     a_meeting_is_seen_by_its_owner_and_participant_only,
@@ -1216,6 +1217,68 @@ async fn exactly_one_of_fifty_concurrent_bookers_wins(backend: Backend) {
         assert_eq!(meetings[0]["participant"]["handle"], winner);
         assert_eq!(meetings[0]["status"], "CONFIRMED");
     }
+}
+
+/// With caps of three upcoming bookings and five slots ahead: a person booking eight slots at once
+/// gets exactly three (cancelling one frees a place), and an owner gets five slots, a sixth or a
+/// weekly pattern past the cap being refused whole.
+async fn one_person_holds_at_most_the_capped_bookings_and_slots(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.max_upcoming_bookings = 3;
+        c.max_upcoming_slots = 5;
+    })
+    .await;
+    let owners = [app.signup("ann").await, app.signup("amy").await];
+    let ben = app.signup("ben").await;
+    let mut open = Vec::new();
+    for (n, owner) in owners.iter().enumerate() {
+        for hour in 0..4_i64 {
+            let start = 1 + 2 * hour + 10 * i64::try_from(n).expect("small");
+            open.push(id(
+                &slot(&app, owner, &at(start), &at(start + 1), "Open").await
+            ));
+        }
+    }
+    let results = join_all(open.iter().map(|slot| book(&app, &ben, slot))).await;
+    let won: Vec<&Gql> = results.iter().filter(|r| is_success(r)).collect();
+    assert_eq!(won.len(), 3, "exactly the cap");
+    for refused in results.iter().filter(|r| !is_success(r)) {
+        refused.assert_error("CONFLICT", None);
+    }
+    assert_eq!(my_meetings(&app, &ben, "").await.len(), 3);
+    let first = won[0].data()["bookAvailability"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    cancel(&app, &ben, &first, None).await.data();
+    let free: Vec<&String> = open
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| !is_success(result))
+        .map(|(slot, _)| slot)
+        .collect();
+    assert!(
+        is_success(&book(&app, &ben, free[0]).await),
+        "a place freed"
+    );
+    book(&app, &ben, free[1])
+        .await
+        .assert_error("CONFLICT", None);
+
+    // Ann has four slots ahead: a fifth is taken, a sixth is not, nor a pattern of two.
+    let ann = &owners[0];
+    slot(&app, ann, &at(30), &at(31), "Fifth").await;
+    set_slot(
+        &app,
+        ann,
+        json!({ "startTime": at(32), "endTime": at(33), "title": "Sixth" }),
+    )
+    .await
+    .assert_error("CONFLICT", None);
+    weekly(&app, ann, weekly_input(json!({ "weekdays": ["MONDAY", "TUESDAY"], "fromDate": "2055-06-07", "untilDate": "2055-06-08" })))
+        .await
+        .assert_error("CONFLICT", None);
+    assert_eq!(my_slots(&app, ann).await.len(), 5, "nothing more was made");
 }
 
 async fn one_of_ten_concurrent_overlapping_slots_is_kept(backend: Backend) {
