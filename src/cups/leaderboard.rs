@@ -203,7 +203,11 @@ async fn run(boards: Leaderboards, state: AppState, event_id: Uuid, feed: Feed) 
                 }
             }
             board = computed.next() => {
-                let Some(board) = board else { break };
+                let Some(board) = board else {
+                    // The broker's stream ended: a new subscriber must start a new feed.
+                    boards.forget(event_id, &feed);
+                    break;
+                };
                 feed.send_replace(Some(Arc::new(board)));
             }
             () = feed.closed() => {

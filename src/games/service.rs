@@ -123,6 +123,25 @@ async fn resolve_players(
     Ok(players)
 }
 
+/// The game's row, locked until `txn` ends. Every transaction that changes a game (its players,
+/// rounds, guesses or points) takes it first, after its event's hold: they take turns in one
+/// order (never one waiting on a player's row another holds while that one waits on the game), and
+/// whether someone is a player, read after it, still holds at commit.
+async fn lock(txn: &WriteTxn, id: Uuid) -> Result<game::Model> {
+    txn.locking(game::Entity::find_by_id(id))
+        .one(&**txn)
+        .await?
+        .ok_or(Error::NotFound("no such game"))
+}
+
+/// Whether `user` plays `game`.
+async fn is_player(db: &impl ConnectionTrait, game: Uuid, user: Uuid) -> Result<bool> {
+    Ok(game_player::Entity::find_by_id((game, user))
+        .one(db)
+        .await?
+        .is_some())
+}
+
 async fn add_players(db: &impl ConnectionTrait, game: Uuid, players: &[user::Model]) -> Result<()> {
     if players.is_empty() {
         return Ok(());
@@ -221,6 +240,7 @@ pub async fn set_players(
     let keep: Vec<Uuid> = players.iter().map(|p| p.id).collect();
     let mut txn = state.begin_write().await?;
     events::service::hold(&txn, game.event_id).await?;
+    lock(&txn, id).await?;
     game_player::Entity::delete_many()
         .filter(game_player::Column::GameId.eq(id))
         .filter(game_player::Column::UserId.is_not_in(keep))
@@ -269,6 +289,7 @@ pub async fn award(
         .ok_or_else(|| Error::bad_input("handle", "not a player of this game"))?;
     let mut txn = state.begin_write().await?;
     events::service::hold(&txn, game.event_id).await?;
+    lock(&txn, id).await?;
     credit(&mut txn, &game, player.id, points).await?;
     let game = bump(&*txn, id, true).await?;
     announce(&mut txn, &game);
@@ -385,21 +406,21 @@ pub async fn start_round(
     let answer = accounts::service::find_by_handle(state, &answer)
         .await?
         .ok_or_else(|| Error::bad_input("answer", "the answer must be a player of this game"))?;
-    let is_player = game_player::Entity::find_by_id((game_id, answer.id))
-        .one(&state.db)
-        .await?
-        .is_some();
-    if !is_player {
-        return Err(Error::bad_input(
-            "answer",
-            "the answer must be a player of this game",
-        ));
+    let not_a_player = || Error::bad_input("answer", "the answer must be a player of this game");
+    // Checked before the photo is stored, and again in the round's turn (a player removed meanwhile).
+    if !is_player(&state.db, game_id, answer.id).await? {
+        return Err(not_a_player());
     }
     state.uploads.check(actor.user_id).await?;
     let picture = prepare_picture(photo, state.image_limits(), PHOTO_SIDE, "photo").await?;
     let photo_key = state.media.put_private(picture).await?;
     let stored = async {
         let mut txn = state.begin_write().await?;
+        events::service::hold(&txn, game.event_id).await?;
+        lock(&txn, game_id).await?;
+        if !is_player(&*txn, game_id, answer.id).await? {
+            return Err(not_a_player());
+        }
         let round = blur_round::ActiveModel {
             id: Set(Uuid::now_v7()),
             game_id: Set(game_id),
@@ -437,6 +458,7 @@ pub async fn reveal(
     let game = as_master(state, actor, round.game_id).await?;
     let mut txn = state.begin_write().await?;
     events::service::hold(&txn, game.event_id).await?;
+    lock(&txn, round.game_id).await?;
     let updated = blur_round::Entity::update_many()
         .col_expr(
             blur_round::Column::Level,
@@ -484,12 +506,10 @@ pub async fn guess(
 ) -> Result<Guess> {
     let round = require_round(&state.db, round_id).await?;
     let game = require(&state.db, round.game_id).await?;
-    let is_player = game_player::Entity::find_by_id((game.id, actor.user_id))
-        .one(&state.db)
-        .await?
-        .is_some();
-    if !is_player {
-        return Err(Error::Forbidden("you cannot guess in this round"));
+    let not_a_player = || Error::Forbidden("you cannot guess in this round");
+    // Checked before the write's turn, and again in it (a player removed meanwhile).
+    if !is_player(&state.db, game.id, actor.user_id).await? {
+        return Err(not_a_player());
     }
     not_finished(&game)?;
     if round.solved_by.is_some() {
@@ -505,6 +525,10 @@ pub async fn guess(
         actor.user_id != round.answer_id && guessed.is_some_and(|u| u.id == round.answer_id);
     let mut txn = state.begin_write().await?;
     events::service::hold(&txn, game.event_id).await?;
+    lock(&txn, game.id).await?;
+    if !is_player(&*txn, game.id, actor.user_id).await? {
+        return Err(not_a_player());
+    }
     let round = txn
         .locking(blur_round::Entity::find_by_id(round_id))
         .one(&*txn)

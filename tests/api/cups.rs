@@ -397,6 +397,7 @@ async fn private_fields_stay_private(backend: Backend) {
         "estimatedBac",
         "billCents",
         "calories",
+        "version",
         "drinks",
     ];
     let board = format!(

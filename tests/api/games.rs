@@ -20,6 +20,7 @@ on_every_backend!(
     games_are_run_by_game_masters_and_organizers,
     a_blur_round_gets_sharper_and_the_first_right_guess_wins,
     concurrent_right_guesses_have_exactly_one_winner,
+    racing_player_lists_leave_one_of_them_whole,
     points_racing_the_finish_land_before_it_or_not_at_all,
     a_refused_round_leaves_no_photo_behind,
     photos_of_deleted_rounds_are_swept,
@@ -618,16 +619,18 @@ async fn a_blur_round_gets_sharper_and_the_first_right_guess_wins(backend: Backe
     assert_eq!(blurry.headers()["content-type"], "image/jpeg");
     let blurry = blurry.bytes().await.expect("bytes");
     let peek = blurry_url.replace("/10.jpg", "/0.jpg");
-    assert_eq!(
-        app.http
-            .get(app.url(&peek))
-            .send()
-            .await
-            .expect("sent")
-            .status(),
-        404,
-        "no peeking at sharper levels"
-    );
+    for sharper in [peek.clone(), blurry_url.replace("/10.jpg", "/9.jpg")] {
+        assert_eq!(
+            app.http
+                .get(app.url(&sharper))
+                .send()
+                .await
+                .expect("sent")
+                .status(),
+            404,
+            "no peeking at sharper levels: {sharper}"
+        );
+    }
 
     let reveal = "mutation($r: ID!) { revealBlurRound(roundId: $r) { level imageUrl } }";
     app.gql_as(&stranger, reveal, json!({ "r": round_id }))
@@ -886,6 +889,65 @@ async fn concurrent_right_guesses_have_exactly_one_winner(backend: Backend) {
             .iter()
             .sum();
     assert_eq!(total, 11, "one award of level 10 + 1");
+}
+
+/// Eight game masters' lists of players sent at once (with points awarded meanwhile): the game
+/// ends with one of the lists, whole (a removal that ran beside another list's insert once left the
+/// union of both on PostgreSQL), and every request is answered or cleanly refused.
+async fn racing_player_lists_leave_one_of_them_whole(backend: Backend) {
+    let (app, bar, handles, _) = eight_players(backend).await;
+    let names: Vec<&str> = handles.iter().map(String::as_str).collect();
+    let game = created_id(&create_game(&app, &bar.organizer, &bar.event, "SCORE", &names).await);
+    let lists: Vec<Vec<&str>> = (0..8).map(|k| vec![names[k], names[(k + 3) % 8]]).collect();
+    let set =
+        "mutation($g: ID!, $p: [String!]!) { setGamePlayers(gameId: $g, players: $p) { id } }";
+    for round in 0..8 {
+        let sets = lists
+            .iter()
+            .map(|list| app.gql_as(&bar.organizer, set, json!({ "g": game, "p": list })));
+        let awards = names
+            .iter()
+            .map(|name| award(&app, &bar.organizer, &game, name, 1));
+        let (sets, awards) = futures_util::future::join(
+            futures_util::future::join_all(sets),
+            futures_util::future::join_all(awards),
+        )
+        .await;
+        for answer in &sets {
+            answer.data();
+        }
+        for answer in &awards {
+            if answer.body.get("errors").is_some() {
+                assert_eq!(
+                    answer.code(),
+                    "BAD_USER_INPUT",
+                    "round {round}: {}",
+                    answer.body
+                );
+            }
+        }
+        let now = app
+            .gql(
+                "query($g: ID!) { game(id: $g) { players { user { handle } } } }",
+                json!({ "g": game }),
+            )
+            .await;
+        let mut players: Vec<&str> = now.data()["game"]["players"]
+            .as_array()
+            .expect("players")
+            .iter()
+            .map(|p| p["user"]["handle"].as_str().expect("handle"))
+            .collect();
+        players.sort_unstable();
+        assert!(
+            lists.iter().any(|list| {
+                let mut list = list.clone();
+                list.sort_unstable();
+                list == players
+            }),
+            "round {round}: {players:?} is none of the lists sent"
+        );
+    }
 }
 
 async fn game_updated_sends_a_snapshot_then_changes(backend: Backend) {

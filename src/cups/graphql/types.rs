@@ -206,9 +206,10 @@ impl CupSession {
         ))
     }
 
-    /// Grows with each committed change.
-    async fn version(&self) -> i64 {
-        self.session.version
+    /// Grows with each committed change, drinks too (so it would count them). Private.
+    async fn version(&self, ctx: &Context<'_>) -> Result<Option<i64>> {
+        self.check_private(ctx).await?;
+        Ok(Some(self.session.version))
     }
 }
 
