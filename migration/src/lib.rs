@@ -20,6 +20,7 @@ mod m20261204_000012_foreign_key_indexes;
 mod m20261204_000013_proximity_entries;
 mod m20261204_000014_territory_versions;
 mod m20261204_000015_picture_key_indexes;
+mod m20261204_000016_meeting_titles;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000013_proximity_entries::Migration),
             Box::new(m20261204_000014_territory_versions::Migration),
             Box::new(m20261204_000015_picture_key_indexes::Migration),
+            Box::new(m20261204_000016_meeting_titles::Migration),
         ]
     }
 }

@@ -100,7 +100,8 @@ by_position! {
     game::Model { id, event_id, kind, title, status, version, created_at }
     meeting::Model {
         id, availability_id, owner_id, participant_id, start_time, end_time, status, sequence,
-        created_at, updated_at, cancelled_at, cancelled_by, cancellation_reason,
+        created_at, updated_at, cancelled_at, cancelled_by, cancellation_reason, title,
+        description,
     }
     user::Model {
         id, handle, email, password_hash, display_name, bio, avatar_key, role, body_weight_kg,

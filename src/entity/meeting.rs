@@ -45,6 +45,10 @@ pub struct Model {
     pub cancelled_by: Option<Uuid>,
     /// Why, if they said.
     pub cancellation_reason: Option<String>,
+    /// The slot's title at booking.
+    pub title: String,
+    /// The slot's description at booking.
+    pub description: Option<String>,
 }
 
 /// `meetings` has no relations it navigates.

@@ -37,18 +37,13 @@ pub fn feed_path(token: &str) -> String {
 pub fn render(entries: &[FeedEntry]) -> String {
     let mut calendar = Calendar::new();
     calendar.name("Rally meetings");
-    for FeedEntry {
-        meeting,
-        slot,
-        with,
-    } in entries
-    {
+    for FeedEntry { meeting, with } in entries {
         let status = match meeting.status {
             Status::Confirmed => EventStatus::Confirmed,
             Status::Cancelled => EventStatus::Cancelled,
         };
         let mut description = format!("With {with}");
-        if let Some(more) = &slot.description {
+        if let Some(more) = &meeting.description {
             description.push_str("\n\n");
             description.push_str(more);
         }
@@ -58,7 +53,7 @@ pub fn render(entries: &[FeedEntry]) -> String {
                 .timestamp(meeting.updated_at)
                 .starts(meeting.start_time)
                 .ends(meeting.end_time)
-                .summary(&slot.title)
+                .summary(&meeting.title)
                 .description(&description)
                 .status(status)
                 .add_property("SEQUENCE", meeting.sequence.to_string())

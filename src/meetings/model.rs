@@ -383,6 +383,8 @@ mod tests {
             cancelled_at: cancelled,
             cancelled_by: cancelled.map(|_| owner),
             cancellation_reason: None,
+            title: "Coaching".to_owned(),
+            description: None,
         }
     }
 

@@ -402,6 +402,8 @@ pub async fn book(state: &AppState, actor: Identity, id: Uuid) -> Result<meeting
         cancelled_at: Set(None),
         cancelled_by: Set(None),
         cancellation_reason: Set(None),
+        title: Set(slot.title),
+        description: Set(slot.description),
     }
     .insert(&*txn)
     .await
@@ -672,12 +674,11 @@ fn derive_token(state: &AppState, user: Uuid, nonce: &str) -> Result<String> {
         .derive(FEED_PURPOSE, &format!("{user}:{nonce}"))
 }
 
-/// One entry of a calendar feed: a meeting, its slot, and the other person.
+/// One entry of a calendar feed: a meeting (with its title and description at booking) and the
+/// other person.
 pub struct FeedEntry {
     /// The meeting.
     pub meeting: meeting::Model,
-    /// Its slot (for the title).
-    pub slot: availability::Model,
     /// The other person's display name.
     pub with: String,
 }
@@ -732,8 +733,6 @@ pub async fn feed(state: &AppState, user: Uuid) -> Result<Vec<FeedEntry>> {
     };
     meetings.extend(upcoming);
     meetings.sort_by_key(|meeting| (meeting.start_time, meeting.id));
-    let slot_ids: Vec<Uuid> = meetings.iter().map(|m| m.availability_id).collect();
-    let slots = find_many(state, &slot_ids).await?;
     let others: Vec<Uuid> = meetings
         .iter()
         .map(|m| {
@@ -748,21 +747,13 @@ pub async fn feed(state: &AppState, user: Uuid) -> Result<Vec<FeedEntry>> {
     Ok(meetings
         .into_iter()
         .filter_map(|meeting| {
-            let slot = slots
-                .iter()
-                .find(|s| s.id == meeting.availability_id)?
-                .clone();
             let other = if meeting.owner_id == user {
                 meeting.participant_id
             } else {
                 meeting.owner_id
             };
             let with = people.iter().find(|p| p.id == other)?.display_name.clone();
-            Some(FeedEntry {
-                meeting,
-                slot,
-                with,
-            })
+            Some(FeedEntry { meeting, with })
         })
         .collect())
 }

@@ -57,6 +57,7 @@ on_every_backend!(
     a_new_server_secret_retires_every_calendar_feed_url,
     the_calendar_feed_url_is_absolute_under_a_public_url,
     the_calendar_feed_has_one_event_per_meeting,
+    meetings_booked_before_titles_were_kept_take_their_slots,
     the_calendar_feed_is_rate_limited_per_feed,
     the_calendar_feeds_first_write_outlives_its_request_among_shutdowns_tasks,
     every_meetings_operation_needs_sign_in,
@@ -2133,6 +2134,72 @@ async fn the_calendar_feed_has_one_event_per_meeting(backend: Backend) {
     let still = event_starting(&after.events, &visiting["startTime"]);
     assert_eq!(prop(still, "UID"), visiting_uid);
     assert_eq!(prop(still, "STATUS"), "CONFIRMED");
+
+    // The cancellation reopened the slot; its owner renames it. The cancelled meeting stays in the
+    // feed as it was booked.
+    let reopened = id(&hosted["availability"]);
+    update_slot(
+        &app,
+        &olive,
+        &reopened,
+        json!({
+            "startTime": hosted["startTime"],
+            "endTime": hosted["endTime"],
+            "title": "Yoga, renamed",
+            "description": "Bring a mat",
+        }),
+    )
+    .await
+    .data();
+    let renamed = read_feed(&app, &url).await;
+    let cancelled = event_starting(&renamed.events, &hosted["startTime"]);
+    assert_eq!(prop(cancelled, "STATUS"), "CANCELLED");
+    assert_eq!(
+        unescape(prop(cancelled, "SUMMARY")),
+        title,
+        "the title it was booked under"
+    );
+    assert!(
+        !unescape(prop(cancelled, "DESCRIPTION")).contains("Bring a mat"),
+        "{cancelled:?}"
+    );
+}
+
+/// Meetings booked before a meeting kept its slot's title and description take them from their
+/// slot when that migration runs (undone here, then run again, on a database with a meeting).
+async fn meetings_booked_before_titles_were_kept_take_their_slots(backend: Backend) {
+    use migration::{Migrator, MigratorTrait};
+    let app = TestApp::spawn(backend).await;
+    let olive = app.signup("olive").await;
+    let percy = app.signup("percy").await;
+    let pottery = set_slot(
+        &app,
+        &olive,
+        json!({ "startTime": at(5), "endTime": at(6), "title": "Pottery", "description": "Clay provided" }),
+    )
+    .await
+    .data()["setAvailability"]
+        .clone();
+    let meeting = booked(&app, &percy, &pottery).await;
+    let migrations = Migrator::migrations();
+    let titles = migrations
+        .iter()
+        .position(|m| m.name() == "m20261204_000016_meeting_titles")
+        .expect("the titles' migration");
+    let since = u32::try_from(migrations.len() - titles).expect("a few");
+    Migrator::down(&app.state.db, Some(since))
+        .await
+        .expect("the titles' migration (and any later) undone");
+    Migrator::up(&app.state.db, None)
+        .await
+        .expect("and run again");
+    let feed = read_feed(&app, &feed_url(&app, &olive).await).await;
+    let event = event_starting(&feed.events, &meeting["startTime"]);
+    assert_eq!(unescape(prop(event, "SUMMARY")), "Pottery");
+    assert!(
+        unescape(prop(event, "DESCRIPTION")).contains("Clay provided"),
+        "{event:?}"
+    );
 }
 
 async fn the_calendar_feed_is_rate_limited_per_feed(backend: Backend) {
