@@ -404,6 +404,17 @@ pub struct Config {
     )]
     pub location_stale_seconds: u64,
 
+    /// Hours after its last update a position is forgotten (proximity): the hourly sweep deletes
+    /// older positions, and the alert states of activities that ended that long ago. At least the
+    /// stale threshold, so a position is stale before it goes.
+    #[arg(
+        long,
+        env = "RALLY_LOCATION_RETENTION_HOURS",
+        default_value_t = 24,
+        global = true
+    )]
+    pub location_retention_hours: u64,
+
     /// IANA time zone of scheduled jobs (the event finisher), e.g. `Europe/Paris`.
     #[arg(long, env = "RALLY_TIME_ZONE", default_value = "UTC", value_parser = parse_time_zone, global = true)]
     pub time_zone: chrono_tz::Tz,
@@ -593,7 +604,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 39] = [
+        let bounds: [(&str, u64, u64, u64); 40] = [
             ("RALLY_JOB_LEASE_SECONDS", self.job_lease_seconds, 1, 3600),
             ("RALLY_H3_RESOLUTION", self.h3_resolution.into(), 0, 15),
             (
@@ -797,6 +808,12 @@ impl Config {
                 DAY,
             ),
             (
+                "RALLY_LOCATION_RETENTION_HOURS",
+                self.location_retention_hours,
+                1,
+                24 * 366,
+            ),
+            (
                 "RALLY_CALENDAR_FEED_PER_MINUTE",
                 self.calendar_feed_per_minute.into(),
                 1,
@@ -813,6 +830,14 @@ impl Config {
             if !(min..=max).contains(&value) {
                 bail!("{name} is {value}; it must be between {min} and {max}");
             }
+        }
+        if self.location_retention_hours.saturating_mul(3600) < self.location_stale_seconds {
+            bail!(
+                "RALLY_LOCATION_RETENTION_HOURS is {} hours, shorter than RALLY_LOCATION_STALE_SECONDS \
+                 ({} s): a position must go stale before it is forgotten",
+                self.location_retention_hours,
+                self.location_stale_seconds
+            );
         }
         let speed = self.run_max_speed_kmh;
         if !(speed.is_finite() && (1.0..=1000.0).contains(&speed)) {
@@ -1003,7 +1028,7 @@ mod tests {
     #[test]
     fn settings_out_of_bounds_are_named_at_start_up() {
         type Tweak = fn(&mut Config);
-        let cases: [(Tweak, &str); 6] = [
+        let cases: [(Tweak, &str); 7] = [
             (
                 |c| c.refresh_token_ttl_days = u64::MAX,
                 "RALLY_REFRESH_TOKEN_TTL_DAYS",
@@ -1021,6 +1046,13 @@ mod tests {
             (
                 |c| c.bac_warning_threshold = f64::NAN,
                 "RALLY_BAC_WARNING_THRESHOLD",
+            ),
+            (
+                |c| {
+                    c.location_stale_seconds = 7200;
+                    c.location_retention_hours = 1;
+                },
+                "RALLY_LOCATION_RETENTION_HOURS",
             ),
         ];
         for (tweak, name) in cases {

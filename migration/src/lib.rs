@@ -21,6 +21,8 @@ mod m20261204_000013_proximity_entries;
 mod m20261204_000014_territory_versions;
 mod m20261204_000015_picture_key_indexes;
 mod m20261204_000016_meeting_titles;
+mod m20261204_000017_retention_indexes;
+mod plain_indexes;
 
 /// The ordered list of Rally's migrations.
 pub struct Migrator;
@@ -45,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000014_territory_versions::Migration),
             Box::new(m20261204_000015_picture_key_indexes::Migration),
             Box::new(m20261204_000016_meeting_titles::Migration),
+            Box::new(m20261204_000017_retention_indexes::Migration),
         ]
     }
 }

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::runs;
 use crate::runs::model::Mining;
 use crate::state::AppState;
-use crate::{accounts, events, games};
+use crate::{accounts, events, games, proximity};
 
 /// How often an instance looks at its jobs when none is due sooner.
 const TICK: StdDuration = StdDuration::from_secs(5);
@@ -33,6 +33,9 @@ pub enum Work {
     /// event shows (after the moment is recorded: store I/O, no rows, so it holds no write
     /// transaction).
     SweepPhotos,
+    /// Forgets positions not updated for the retention period, and the alert states of activities
+    /// that ended that long ago.
+    ForgetPositions,
 }
 
 /// A named job with its schedule.
@@ -51,7 +54,7 @@ pub struct Job {
 const PHOTO_GRACE: Duration = Duration::hours(1);
 
 /// The jobs this configuration runs.
-pub fn jobs(state: &AppState) -> [Job; 3] {
+pub fn jobs(state: &AppState) -> [Job; 4] {
     let config = &state.config;
     [
         Job {
@@ -73,6 +76,11 @@ pub fn jobs(state: &AppState) -> [Job; 3] {
             name: "sweep-photos",
             schedule: Schedule::Every(Duration::hours(1)),
             work: Work::SweepPhotos,
+        },
+        Job {
+            name: "forget-positions",
+            schedule: Schedule::Every(Duration::hours(1)),
+            work: Work::ForgetPositions,
         },
     ]
 }
@@ -190,6 +198,15 @@ pub async fn run_due(
             runs::service::accrue(&txn, mining, accruals, moment).await?
         }
         Work::SweepPhotos => 0,
+        Work::ForgetPositions => {
+            let forgotten = proximity::service::forget_before(
+                &txn,
+                moment - proximity::service::retention(state),
+            )
+            .await?;
+            tracing::info!(%moment, rows = forgotten, "old positions forgotten");
+            forgotten
+        }
     };
     job_run::Entity::update_many()
         .col_expr(

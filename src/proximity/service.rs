@@ -322,6 +322,35 @@ fn report(location: &location::Model) -> Report {
     }
 }
 
+/// Forgets, inside `txn`, what proximity keeps of the past: positions last updated before
+/// `before`, and the alert states (entry times and distances) of activities that ended before it.
+/// A position that old is long stale (the retention is at least the stale threshold), so no
+/// status changes; an owner whose own position goes has no `nearest` until they report again.
+/// Returns how many rows went.
+pub async fn forget_before(txn: &WriteTxn, before: DateTime<Utc>) -> Result<u64> {
+    let positions = location::Entity::delete_many()
+        .filter(location::Column::UpdatedAt.lt(before))
+        .exec(&**txn)
+        .await?
+        .rows_affected;
+    let ended = Query::select()
+        .column(activity::Column::Id)
+        .from(activity::Entity)
+        .and_where(activity::Column::EndedAt.lt(before))
+        .to_owned();
+    let states = proximity_state::Entity::delete_many()
+        .filter(proximity_state::Column::ActivityId.in_subquery(ended))
+        .exec(&**txn)
+        .await?
+        .rows_affected;
+    Ok(positions + states)
+}
+
+/// How long positions and ended activities' alert states are kept.
+pub fn retention(state: &AppState) -> Duration {
+    Duration::hours(i64::try_from(state.config.location_retention_hours).unwrap_or(24))
+}
+
 fn stale_after(state: &AppState) -> Duration {
     Duration::seconds(i64::try_from(state.config.location_stale_seconds).unwrap_or(300))
 }

@@ -31,6 +31,7 @@ crate::on_every_backend!(
     an_entry_alerts_once_while_the_owner_reports_too,
     an_ended_activity_shows_nobody,
     the_whole_workflow_with_three_users_over_websockets,
+    old_positions_and_ended_alert_states_are_forgotten,
 );
 
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -1231,4 +1232,94 @@ async fn the_whole_workflow_with_three_users_over_websockets(backend: Backend) {
         .await;
     assert_eq!(stopped.data()["stopActivity"]["status"], "STOPPED");
     told(&mut [&mut bob_phone, &mut cat_phone], "STOP", &again["id"]).await;
+}
+
+/// The hourly `forget-positions` job run for `moment` under its own ledger name; rows it deleted.
+async fn forget(app: &TestApp, name: &'static str, moment: chrono::DateTime<chrono::Utc>) -> u64 {
+    use rally::jobs::schedule::Schedule;
+    use rally::jobs::service::{Job, Work, run_due};
+    let job = Job {
+        name,
+        schedule: Schedule::Every(chrono::Duration::hours(1)),
+        work: Work::ForgetPositions,
+    };
+    run_due(&app.state, &job, "test", moment)
+        .await
+        .expect("the job runs")
+        .expect("the moment was due")
+}
+
+/// How many positions, and alert states of `activity`, are stored.
+async fn stored(app: &TestApp, activity: &Value) -> (u64, u64) {
+    use rally::entity::{location, proximity_state};
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let id: Uuid = activity["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("a uuid");
+    let positions = location::Entity::find()
+        .count(&app.state.db)
+        .await
+        .expect("counted");
+    let states = proximity_state::Entity::find()
+        .filter(proximity_state::Column::ActivityId.eq(id))
+        .count(&app.state.db)
+        .await
+        .expect("counted");
+    (positions, states)
+}
+
+/// Positions are kept for the retention period (24 hours) after their last update, and the alert
+/// states of an activity for as long after it ended: the hourly job deletes them then, and keeps
+/// those of a running activity (whose hysteresis still needs them). A forgotten position was long
+/// stale: the person shows as stale as before; an owner whose own position went has no nearest.
+async fn old_positions_and_ended_alert_states_are_forgotten(backend: Backend) {
+    let app = quick(backend).await;
+    let (ann, bob, cat) = ann_and_cat_watching_bob(&app).await;
+    at(&app, &ann, Some(HOME)).await.data();
+    at(&app, &cat, Some(HOME)).await.data();
+    let ended = start(&app, &ann, 100.0).await;
+    let running = start(&app, &cat, 100.0).await;
+    at(&app, &bob, Some(north(50.0))).await.data();
+    stop_activity(&app, &ann, &ended["id"]).await.data();
+    assert_eq!(
+        stored(&app, &ended).await,
+        (3, 1),
+        "Bob entered Ann's radius"
+    );
+    assert_eq!(stored(&app, &running).await, (3, 1), "and Cat's");
+
+    let now = chrono::Utc::now();
+    assert_eq!(
+        forget(&app, "forget-now", now).await,
+        0,
+        "nothing is a day old"
+    );
+    assert_eq!(stored(&app, &ended).await, (3, 1));
+
+    let in_a_day = now + chrono::Duration::hours(26);
+    assert_eq!(forget(&app, "forget-later", in_a_day).await, 4);
+    assert_eq!(
+        stored(&app, &ended).await,
+        (0, 0),
+        "the ended activity's state went"
+    );
+    assert_eq!(
+        stored(&app, &running).await,
+        (0, 1),
+        "the running one's stays"
+    );
+    let seen = activity(&app, &cat, &running["id"]).await;
+    assert_eq!(seen["nearest"], Value::Null, "{seen}");
+    assert_eq!(handles(&seen["stale"]), ["bob"], "{seen}");
+
+    at(&app, &cat, Some(HOME)).await.data();
+    at(&app, &bob, Some(north(60.0))).await.data();
+    let seen = activity(&app, &cat, &running["id"]).await;
+    assert_eq!(
+        seen["nearest"]["user"]["handle"], "bob",
+        "reporting again: {seen}"
+    );
+    assert_eq!(seen["stale"], json!([]), "{seen}");
 }

@@ -1,0 +1,31 @@
+//! Indexes for the hourly sweep that forgets old positions: `locations.updated_at` (positions not
+//! updated for the retention period) and `activities.ended_at` (activities ended that long ago,
+//! whose alert states go), so the sweep reads ranges rather than whole tables.
+
+use sea_orm_migration::prelude::*;
+
+use crate::plain_indexes::{self, PlainIndex};
+
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261204_000017_retention_indexes"
+    }
+}
+
+const INDEXES: [PlainIndex; 2] = [
+    ("locations_updated_at_idx", "locations", "updated_at"),
+    ("activities_ended_at_idx", "activities", "ended_at"),
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        plain_indexes::create(manager, &INDEXES).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        plain_indexes::drop(manager, &INDEXES).await
+    }
+}
