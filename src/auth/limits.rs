@@ -11,7 +11,7 @@
 
 use std::fmt::Display;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -229,6 +229,19 @@ impl<K: Hash + Eq + Clone> Clone for Bucket<K> {
     }
 }
 
+/// The network one client holds, which its per-address bucket counts: an IPv4 address itself
+/// (an IPv4-mapped IPv6 one too), and an IPv6 address's /64, as one home or phone connection is
+/// given a whole /64 and could try from a new address of it each time.
+pub fn network(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 /// The login and address buckets.
 #[derive(Clone)]
 pub struct AuthLimits {
@@ -245,9 +258,13 @@ impl AuthLimits {
         }
     }
 
-    /// Counts one attempt from `address`; RATE_LIMITED once its bucket is empty.
+    /// Counts one attempt from `address`'s network ([`network`]); RATE_LIMITED once its bucket
+    /// is empty.
     pub async fn check_address(&self, address: IpAddr) -> Result<()> {
-        self.per_address.check(&address).await.map_err(limited)
+        self.per_address
+            .check(&network(address))
+            .await
+            .map_err(limited)
     }
 
     /// Counts one attempt on the login name `login` (already canonical).
@@ -341,6 +358,24 @@ mod tests {
             other => panic!("expected RATE_LIMITED, got {other:?}"),
         }
         limits.check_login("bob").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn addresses_of_one_ipv6_network_share_a_bucket() {
+        let limits = AuthLimits::new(100, 2, Duration::from_secs(60), &LimitStore::local());
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        limits.check_address(ip("2001:db8:1:2::1")).await.unwrap();
+        limits
+            .check_address(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            limits.check_address(ip("2001:db8:1:2:abcd::9")).await,
+            Err(Error::RateLimited { .. })
+        ));
+        limits.check_address(ip("2001:db8:1:3::1")).await.unwrap();
+        assert_eq!(network(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(network(ip("10.1.2.3")), ip("10.1.2.3"));
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 
 use uuid::Uuid;
 
@@ -63,6 +63,16 @@ impl Viewer {
         }
     }
 
+    /// Reads an `Authorization` header as [`Viewer::from_credentials`] does; one that is not
+    /// visible ASCII (no token is) was sent and is not valid.
+    pub fn from_header(header: Option<&HeaderValue>, keys: &TokenKeys) -> Self {
+        match header.map(HeaderValue::to_str) {
+            None => Self::Anonymous,
+            Some(Ok(value)) => Self::from_credentials(Some(value), keys),
+            Some(Err(_)) => Self::Invalid,
+        }
+    }
+
     /// The caller if signed in; `None` if anonymous; UNAUTHENTICATED for a bad token.
     pub fn identity(&self) -> Result<Option<Identity>> {
         match self {
@@ -96,13 +106,21 @@ impl ClientAddr {
                 .next_back()
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit(',').next())
-                .and_then(|hop| hop.trim().parse().ok());
+                .and_then(|hop| hop_address(hop.trim()));
             if let Some(address) = forwarded {
                 return Self(address);
             }
         }
         Self(peer.ip())
     }
+}
+
+/// The address of one `X-Forwarded-For` hop: an address, or an address and port as some proxies
+/// write it (`1.2.3.4:5678`, `[2001:db8::1]:5678`).
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    hop.parse()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
 }
 
 #[cfg(test)]
@@ -136,5 +154,20 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let client = ClientAddr::from_request(&headers, peer, true);
         assert_eq!(client.0.to_string(), "10.0.0.9");
+    }
+
+    #[test]
+    fn a_hop_written_with_its_port_names_its_address() {
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for (hop, address) in [
+            ("10.0.0.9:5678", "10.0.0.9"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("2001:db8::7", "2001:db8::7"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_static(hop));
+            let client = ClientAddr::from_request(&headers, peer, true);
+            assert_eq!(client.0.to_string(), address, "{hop}");
+        }
     }
 }

@@ -214,12 +214,7 @@ async fn graphql(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let viewer = Viewer::from_credentials(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-        &http.app.tokens,
-    );
+    let viewer = Viewer::from_header(headers.get(header::AUTHORIZATION), &http.app.tokens);
     let addr = ClientAddr::from_request(&headers, peer, http.app.config.trust_proxy_headers);
     let caller = Caller {
         viewer,
@@ -248,6 +243,16 @@ async fn read_request(
     let config = &app.config;
     if matches!(*method, Method::GET | Method::HEAD) {
         let query = request.uri().query().unwrap_or("");
+        if query.len() > config.max_body_bytes {
+            return Err(Rejection::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "query",
+                format!(
+                    "the query string is larger than {} bytes",
+                    config.max_body_bytes
+                ),
+            ));
+        }
         return async_graphql::http::parse_query_string(query).map_err(|err| {
             Rejection::new(
                 StatusCode::BAD_REQUEST,

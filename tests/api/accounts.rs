@@ -60,16 +60,23 @@ async fn email_and_body_data_are_visible_to_the_user_themself_only(backend: Back
     )
     .await
     .data();
-    let query = "{ user(handle: \"nina\") { handle email bodyWeightKg bodyType } }";
+    let query = "{ user(handle: \"nina\") { handle email bodyWeightKg bodyType wallet { tokens claimable } } }";
     let own = app.gql_as(&nina, query, json!({})).await;
     assert_eq!(
         own.data()["user"],
-        json!({ "handle": "nina", "email": "nina@example.com", "bodyWeightKg": 61.5, "bodyType": "FEMALE" })
+        json!({ "handle": "nina", "email": "nina@example.com", "bodyWeightKg": 61.5, "bodyType": "FEMALE", "wallet": { "tokens": 0, "claimable": 0 } })
     );
     let other = app.gql_as(&omar, query, json!({})).await;
     assert_eq!(
         other.data()["user"],
-        json!({ "handle": "nina", "email": null, "bodyWeightKg": null, "bodyType": null })
+        json!({ "handle": "nina", "email": null, "bodyWeightKg": null, "bodyType": null, "wallet": null })
+    );
+    // An admin reads emails (below), never a wallet or body data.
+    let admin = app.signup("root_admin").await;
+    let seen = app.gql_as(&admin, query, json!({})).await;
+    assert_eq!(
+        seen.data()["user"],
+        json!({ "handle": "nina", "email": "nina@example.com", "bodyWeightKg": null, "bodyType": null, "wallet": null })
     );
     let listed = app
         .gql_as(

@@ -24,6 +24,7 @@ on_every_backend!(
     garbage_refresh_tokens_are_unauthenticated,
     logout_ends_the_session,
     tampered_access_tokens_are_refused,
+    an_unreadable_authorization_header_is_refused,
     an_expired_access_token_is_refused,
     refresh_tokens_are_stored_only_as_hashes,
     listed_handles_are_admins,
@@ -266,6 +267,39 @@ async fn behind_a_trusted_proxy_the_limit_follows_the_address_the_proxy_saw(back
         "UNAUTHENTICATED",
         "another hop"
     );
+    // A home's IPv6 /64 is one client, whichever of its addresses it tries from; a proxy that
+    // writes the hop with its port names the same address.
+    for n in 0..3 {
+        let hop = [
+            "2001:db8:1:2::1",
+            "[2001:db8:1:2::2]:4000",
+            "2001:db8:1:2:ffff::3",
+        ][n];
+        let answer = attempt(10 + n, "6.6.6.6".to_owned(), hop)
+            .await
+            .expect("sent");
+        assert_eq!(
+            code(answer.json().await.expect("json")),
+            "UNAUTHENTICATED",
+            "{hop}"
+        );
+    }
+    let answer = attempt(13, "6.6.6.6".to_owned(), "2001:db8:1:2:abcd:ef01:2345:6789")
+        .await
+        .expect("sent");
+    assert_eq!(
+        code(answer.json().await.expect("json")),
+        "RATE_LIMITED",
+        "the same /64"
+    );
+    let answer = attempt(14, "6.6.6.6".to_owned(), "2001:db8:1:3::1")
+        .await
+        .expect("sent");
+    assert_eq!(
+        code(answer.json().await.expect("json")),
+        "UNAUTHENTICATED",
+        "the next /64"
+    );
 }
 
 async fn refresh_rotates_the_token(backend: Backend) {
@@ -455,6 +489,27 @@ async fn tampered_access_tokens_are_refused(backend: Backend) {
             response.body
         );
     }
+}
+
+/// An `Authorization` header that is not even text was sent: refused, never read as no header.
+async fn an_unreadable_authorization_header_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let header = reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").expect("obs-text");
+    let answer: serde_json::Value = app
+        .http
+        .post(app.url("/graphql"))
+        .header("authorization", header)
+        .json(&json!({ "query": ME }))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{answer}"
+    );
 }
 
 fn base64_url(text: &str) -> String {

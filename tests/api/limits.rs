@@ -110,6 +110,17 @@ async fn oversized_bodies_are_refused(backend: Backend) {
     assert_eq!(response.status(), 413);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    // A GET's query string is its body: the same limit.
+    let response = app
+        .http
+        .get(app.url("/graphql"))
+        .query(&[("query", format!("{{ __typename }} # {padding}"))])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
     assert_still_serving(&app).await;
 }
 
