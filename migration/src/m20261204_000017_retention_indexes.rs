@@ -1,6 +1,7 @@
-//! Indexes for the hourly sweep that forgets old positions: `locations.updated_at` (positions not
-//! updated for the retention period) and `activities.ended_at` (activities ended that long ago,
-//! whose alert states go), so the sweep reads ranges rather than whole tables.
+//! Indexes for the hourly job that forgets old rows: `locations.updated_at` (positions not updated
+//! for the retention period), `activities.ended_at` (activities ended that long ago, whose alert
+//! states go) and `refresh_tokens.expires_at` (expired tokens), so it reads ranges rather than
+//! whole tables.
 
 use sea_orm_migration::prelude::*;
 
@@ -14,9 +15,10 @@ impl MigrationName for Migration {
     }
 }
 
-const INDEXES: [PlainIndex; 2] = [
+const INDEXES: [PlainIndex; 3] = [
     ("locations_updated_at_idx", "locations", "updated_at"),
     ("activities_ended_at_idx", "activities", "ended_at"),
+    ("refresh_tokens_expires_idx", "refresh_tokens", "expires_at"),
 ];
 
 #[async_trait::async_trait]

@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -386,13 +386,21 @@ async fn load_ended_sessions(state: &AppState) {
     }
 }
 
-/// Sessions revoked within a token's lifetime, with when (an index on `revoked_at` serves it).
+/// How long after its revocation a session's access tokens may still be presented.
+fn revocation_horizon(state: &AppState) -> Result<Duration> {
+    Duration::from_std(state.tokens.revocation_horizon()).map_err(Error::internal)
+}
+
+/// Sessions revoked within a token's lifetime, with when (an index on `revoked_at` serves it):
+/// one row per session and revocation time, not one per token (a long session that refreshed
+/// every few minutes has thousands, all revoked by one update, so all with one time).
 async fn recently_ended(state: &AppState) -> Result<Vec<(Uuid, chrono::DateTime<Utc>)>> {
-    let horizon = Duration::from_std(state.tokens.revocation_horizon()).map_err(Error::internal)?;
+    let horizon = revocation_horizon(state)?;
     let rows: Vec<(Uuid, Option<chrono::DateTime<Utc>>)> = refresh_token::Entity::find()
         .select_only()
         .column(refresh_token::Column::FamilyId)
         .column(refresh_token::Column::RevokedAt)
+        .distinct()
         .filter(refresh_token::Column::RevokedAt.gt(Utc::now() - horizon))
         .into_tuple()
         .all(&state.db)
@@ -401,6 +409,29 @@ async fn recently_ended(state: &AppState) -> Result<Vec<(Uuid, chrono::DateTime<
         .into_iter()
         .filter_map(|(family, revoked_at)| Some((family, revoked_at?)))
         .collect())
+}
+
+/// Deletes, inside `txn`, the refresh tokens that expired a token's lifetime before `moment`,
+/// unless their session ended within it (its ending is read from them, see `recently_ended`).
+/// Nothing is lost: an expired token is refused before its family or its use is looked at, so a
+/// deleted one is refused as before, and a session whose tokens all expired can make no access
+/// token. Returns how many went.
+pub async fn forget_expired_tokens(
+    state: &AppState,
+    txn: &WriteTxn,
+    moment: DateTime<Utc>,
+) -> Result<u64> {
+    let before = moment - revocation_horizon(state)?;
+    Ok(refresh_token::Entity::delete_many()
+        .filter(refresh_token::Column::ExpiresAt.lt(before))
+        .filter(
+            Condition::any()
+                .add(refresh_token::Column::RevokedAt.is_null())
+                .add(refresh_token::Column::RevokedAt.lt(before)),
+        )
+        .exec(&**txn)
+        .await?
+        .rows_affected)
 }
 
 /// Signs `user` in: a new session (refresh-token family, whose UUID v7 id says when it began).

@@ -33,9 +33,9 @@ pub enum Work {
     /// event shows (after the moment is recorded: store I/O, no rows, so it holds no write
     /// transaction).
     SweepPhotos,
-    /// Forgets positions not updated for the retention period, and the alert states of activities
-    /// that ended that long ago.
-    ForgetPositions,
+    /// Forgets what is kept only for a while: positions not updated for the retention period, the
+    /// alert states of activities that ended that long ago, and expired refresh tokens.
+    ForgetOldRows,
 }
 
 /// A named job with its schedule.
@@ -78,9 +78,9 @@ pub fn jobs(state: &AppState) -> [Job; 4] {
             work: Work::SweepPhotos,
         },
         Job {
-            name: "forget-positions",
+            name: "forget-old-rows",
             schedule: Schedule::Every(Duration::hours(1)),
-            work: Work::ForgetPositions,
+            work: Work::ForgetOldRows,
         },
     ]
 }
@@ -198,14 +198,12 @@ pub async fn run_due(
             runs::service::accrue(&txn, mining, accruals, moment).await?
         }
         Work::SweepPhotos => 0,
-        Work::ForgetPositions => {
-            let forgotten = proximity::service::forget_before(
-                &txn,
-                moment - proximity::service::retention(state),
-            )
-            .await?;
-            tracing::info!(%moment, rows = forgotten, "old positions forgotten");
-            forgotten
+        Work::ForgetOldRows => {
+            let retention = proximity::service::retention(state);
+            let positions = proximity::service::forget_before(&txn, moment - retention).await?;
+            let tokens = accounts::service::forget_expired_tokens(state, &txn, moment).await?;
+            tracing::info!(%moment, positions, tokens, "old rows forgotten");
+            positions + tokens
         }
     };
     job_run::Entity::update_many()

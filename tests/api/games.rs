@@ -487,8 +487,7 @@ fn private_files(app: &TestApp) -> Vec<String> {
 /// Deleting an event cascades to its games' rounds in the database; the hourly sweep job then
 /// deletes their photos and cached renderings from the store, and keeps every other round's.
 async fn photos_of_deleted_rounds_are_swept(backend: Backend) {
-    use rally::jobs::schedule::Schedule;
-    use rally::jobs::service::{Job, Work, run_due};
+    use rally::jobs::service::Work;
     let app = TestApp::spawn(backend).await;
     let bar = open_bar(&app).await;
     let ann = app.signup("ann").await;
@@ -530,20 +529,14 @@ async fn photos_of_deleted_rounds_are_swept(backend: Backend) {
     );
 
     // The sweep's moment two hours on, so the files are past its hour of grace.
-    let job = Job {
-        name: "sweep-photos-test",
-        schedule: Schedule::Every(chrono::Duration::hours(1)),
-        work: Work::SweepPhotos,
-    };
-    let swept = run_due(
-        &app.state,
-        &job,
-        "test",
-        chrono::Utc::now() + chrono::Duration::hours(2),
-    )
-    .await
-    .expect("the sweep runs");
-    assert_eq!(swept, Some(2), "the deleted round's photo and rendering");
+    let swept = app
+        .run_hourly(
+            "sweep-photos-test",
+            Work::SweepPhotos,
+            chrono::Utc::now() + chrono::Duration::hours(2),
+        )
+        .await;
+    assert_eq!(swept, 2, "the deleted round's photo and rendering");
     let after = private_files(&app);
     assert_eq!(after.len(), 2, "{after:?}");
     assert_eq!(before.iter().filter(|f| !after.contains(f)).count(), 2);

@@ -512,17 +512,8 @@ async fn media_answers_byte_ranges(backend: Backend) {
 
 /// The hourly sweep job run for `moment`, under its own ledger name; how many objects it deleted.
 async fn sweep(app: &TestApp, name: &'static str, moment: chrono::DateTime<chrono::Utc>) -> u64 {
-    use rally::jobs::schedule::Schedule;
-    use rally::jobs::service::{Job, Work, run_due};
-    let job = Job {
-        name,
-        schedule: Schedule::Every(chrono::Duration::hours(1)),
-        work: Work::SweepPhotos,
-    };
-    run_due(&app.state, &job, "test", moment)
+    app.run_hourly(name, rally::jobs::service::Work::SweepPhotos, moment)
         .await
-        .expect("the sweep runs")
-        .expect("the moment was due")
 }
 
 /// A picture stored by an upload whose instance died before the write that puts it on its row is

@@ -1234,19 +1234,10 @@ async fn the_whole_workflow_with_three_users_over_websockets(backend: Backend) {
     told(&mut [&mut bob_phone, &mut cat_phone], "STOP", &again["id"]).await;
 }
 
-/// The hourly `forget-positions` job run for `moment` under its own ledger name; rows it deleted.
+/// The hourly `forget-old-rows` job run for `moment` under its own ledger name; rows it deleted.
 async fn forget(app: &TestApp, name: &'static str, moment: chrono::DateTime<chrono::Utc>) -> u64 {
-    use rally::jobs::schedule::Schedule;
-    use rally::jobs::service::{Job, Work, run_due};
-    let job = Job {
-        name,
-        schedule: Schedule::Every(chrono::Duration::hours(1)),
-        work: Work::ForgetPositions,
-    };
-    run_due(&app.state, &job, "test", moment)
+    app.run_hourly(name, rally::jobs::service::Work::ForgetOldRows, moment)
         .await
-        .expect("the job runs")
-        .expect("the moment was due")
 }
 
 /// How many positions, and alert states of `activity`, are stored.

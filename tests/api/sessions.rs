@@ -12,6 +12,7 @@ crate::on_every_backend!(
     a_replayed_refresh_token_ends_every_token_of_its_session,
     a_restarted_instance_still_refuses_an_ended_sessions_tokens,
     refresh_tokens_that_are_not_live_are_refused_without_the_write_turn,
+    expired_refresh_tokens_are_forgotten_and_ended_sessions_stay_ended,
 );
 
 const ME: &str = "{ me { handle } }";
@@ -126,5 +127,112 @@ async fn refresh_tokens_that_are_not_live_are_refused_without_the_write_turn(bac
             json!({ "t": ann.refresh }),
         )
         .await;
+    assert!(refreshed.data()["refreshSession"]["accessToken"].is_string());
+}
+
+/// The session (refresh-token family) a refresh token belongs to.
+async fn family_of(app: &TestApp, refresh: &str) -> uuid::Uuid {
+    use rally::entity::refresh_token;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(rally::auth::RefreshToken::hash(refresh)))
+        .one(&app.state.db)
+        .await
+        .expect("read")
+        .expect("stored")
+        .family_id
+}
+
+/// How many refresh tokens of `family` are stored.
+async fn tokens_of(app: &TestApp, family: uuid::Uuid) -> u64 {
+    use rally::entity::refresh_token;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    refresh_token::Entity::find()
+        .filter(refresh_token::Column::FamilyId.eq(family))
+        .count(&app.state.db)
+        .await
+        .expect("counted")
+}
+
+/// Makes every refresh token of `family` expire two hours ago.
+async fn expire(app: &TestApp, family: uuid::Uuid) {
+    use rally::entity::refresh_token;
+    use sea_orm::prelude::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    refresh_token::Entity::update_many()
+        .col_expr(
+            refresh_token::Column::ExpiresAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::hours(2)),
+        )
+        .filter(refresh_token::Column::FamilyId.eq(family))
+        .exec(&app.state.db)
+        .await
+        .expect("expired");
+}
+
+/// Every login and refresh stores a token; the hourly `forget-old-rows` job deletes those that
+/// expired more than an access token's lifetime ago, except a session's that ended within it (an
+/// instance learns ended sessions from them, after a restart too). An expired token is refused
+/// before and after, and live sessions go on.
+async fn expired_refresh_tokens_are_forgotten_and_ended_sessions_stay_ended(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let old = app.signup("ann").await;
+    let mut latest = old.refresh.clone();
+    for _ in 0..2 {
+        latest = app.refresh(&latest).await.data()["refreshSession"]["refreshToken"]
+            .as_str()
+            .expect("a refresh token")
+            .to_owned();
+    }
+    let login = || async {
+        crate::common::gql::session_from(&app.login("ann", "password-ann").await.data()["login"])
+    };
+    let (ended, live) = (login().await, login().await);
+    logout(&app, &ended).await;
+    let (old_family, ended_family) = (
+        family_of(&app, &latest).await,
+        family_of(&app, &ended.refresh).await,
+    );
+    // The server's own run of the job at start-up must not be the one that deletes them.
+    app.scheduled_hourly_done("forget-old-rows").await;
+    expire(&app, old_family).await;
+    expire(&app, ended_family).await;
+    assert_eq!(
+        tokens_of(&app, old_family).await,
+        3,
+        "a login and two refreshes"
+    );
+    app.refresh(&latest)
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+
+    let forgotten = app
+        .run_hourly(
+            "forget-test",
+            rally::jobs::service::Work::ForgetOldRows,
+            chrono::Utc::now(),
+        )
+        .await;
+    assert_eq!(forgotten, 3, "the expired session's tokens");
+    assert_eq!(tokens_of(&app, old_family).await, 0);
+    assert_eq!(
+        tokens_of(&app, ended_family).await,
+        1,
+        "a session ended just now stays"
+    );
+    app.refresh(&latest)
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+
+    let restarted = app.restart().await;
+    restarted
+        .gql_as(&ended, ME, json!({}))
+        .await
+        .assert_error("UNAUTHENTICATED", None);
+    assert_eq!(
+        restarted.gql_as(&live, ME, json!({})).await.data()["me"]["handle"],
+        "ann"
+    );
+    let refreshed = restarted.refresh(&live.refresh).await;
     assert!(refreshed.data()["refreshSession"]["accessToken"].is_string());
 }
