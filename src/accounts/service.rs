@@ -108,8 +108,11 @@ pub async fn signup(
         created_at: Set(now),
         updated_at: Set(now),
     };
-    // The check above gives a friendly answer; the unique indexes settle races.
-    let created = row.insert(&*state.one_write().await).await.map_err(|err| {
+    // The check above gives a friendly answer; the unique indexes settle races. The account and
+    // its first session commit together: a sign-up that fails leaves no account behind (whose
+    // handle a retry would find taken).
+    let txn = state.begin_write().await?;
+    let created = row.insert(&*txn).await.map_err(|err| {
         Error::on_constraint(
             err,
             &[
@@ -118,7 +121,9 @@ pub async fn signup(
             ],
         )
     })?;
-    start_session(state, created).await
+    let session = issue_session(state, &*txn, created, Family::new()).await?;
+    txn.commit().await?;
+    Ok(session)
 }
 
 /// `users_handle_key` (see the accounts migration).
@@ -436,11 +441,7 @@ pub async fn forget_expired_tokens(
 
 /// Signs `user` in: a new session (refresh-token family, whose UUID v7 id says when it began).
 async fn start_session(state: &AppState, user: user::Model) -> Result<Session> {
-    let family = Family {
-        id: Uuid::now_v7(),
-        began: Utc::now(),
-    };
-    issue_session(state, &*state.one_write().await, user, family).await
+    issue_session(state, &*state.one_write().await, user, Family::new()).await
 }
 
 /// A session: the refresh-token family of one sign-in, and when it began.
@@ -450,6 +451,14 @@ struct Family {
 }
 
 impl Family {
+    /// A new session, beginning now.
+    fn new() -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            began: Utc::now(),
+        }
+    }
+
     /// The family of `token`. Its id is the UUID v7 made at sign-in ([`start_session`]), so the id
     /// tells when the session began, with no query (a family id of another version, which Rally
     /// does not make, counts from this token's issue).

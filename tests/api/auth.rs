@@ -25,6 +25,7 @@ on_every_backend!(
     logout_ends_the_session,
     tampered_access_tokens_are_refused,
     an_unreadable_authorization_header_is_refused,
+    a_sign_up_whose_session_cannot_be_stored_leaves_no_account,
     an_expired_access_token_is_refused,
     refresh_tokens_are_stored_only_as_hashes,
     listed_handles_are_admins,
@@ -510,6 +511,30 @@ async fn an_unreadable_authorization_header_is_refused(backend: Backend) {
         answer["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
         "{answer}"
     );
+}
+
+/// The account and its first session commit together: when the session cannot be stored (its
+/// table is gone here), the sign-up fails whole, and the handle is still free once it can.
+async fn a_sign_up_whose_session_cannot_be_stored_leaves_no_account(backend: Backend) {
+    use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
+    let app = TestApp::spawn(backend).await;
+    let db = &app.state.db;
+    db.execute_unprepared("ALTER TABLE refresh_tokens RENAME TO refresh_tokens_away")
+        .await
+        .expect("renamed");
+    let signup = "mutation { signup(input: { handle: \"ann\", email: \"ann@example.com\", password: \"password-ann\" }) { accessToken } }";
+    app.gql(signup, json!({}))
+        .await
+        .assert_error("INTERNAL", None);
+    let accounts = rally::entity::user::Entity::find()
+        .count(db)
+        .await
+        .expect("counted");
+    assert_eq!(accounts, 0, "no account without its session");
+    db.execute_unprepared("ALTER TABLE refresh_tokens_away RENAME TO refresh_tokens")
+        .await
+        .expect("renamed back");
+    assert!(app.gql(signup, json!({})).await.data()["signup"]["accessToken"].is_string());
 }
 
 fn base64_url(text: &str) -> String {
