@@ -487,6 +487,16 @@ pub struct Config {
     )]
     pub max_upcoming_bookings: u64,
 
+    /// Most staff members one event may have (events): each is in every read and live message of
+    /// the event's staff.
+    #[arg(
+        long,
+        env = "RALLY_MAX_STAFF_PER_EVENT",
+        default_value_t = 100,
+        global = true
+    )]
+    pub max_staff_per_event: u64,
+
     /// Most availabilities ahead (open or booked) one owner may hold (meetings).
     #[arg(
         long,
@@ -604,7 +614,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 40] = [
+        let bounds: [(&str, u64, u64, u64); 41] = [
             ("RALLY_JOB_LEASE_SECONDS", self.job_lease_seconds, 1, 3600),
             ("RALLY_H3_RESOLUTION", self.h3_resolution.into(), 0, 15),
             (
@@ -758,6 +768,12 @@ impl Config {
                 self.max_upcoming_bookings,
                 1,
                 100_000,
+            ),
+            (
+                "RALLY_MAX_STAFF_PER_EVENT",
+                self.max_staff_per_event,
+                1,
+                10_000,
             ),
             (
                 "RALLY_MAX_UPCOMING_SLOTS",

@@ -8,8 +8,8 @@ use futures_util::{Stream, StreamExt};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
-    QueryOrder, QuerySelect, RelationTrait, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait, Set,
 };
 use uuid::Uuid;
 
@@ -623,7 +623,8 @@ pub async fn require(state: &AppState, id: Uuid) -> Result<event::Model> {
 }
 
 /// Adds (or re-roles) a staff member by handle; organizer (or admin) only. `handle` as parsed: its
-/// error reaches the organizer only.
+/// error reaches the organizer only. An event has at most `RALLY_MAX_STAFF_PER_EVENT` staff
+/// members (then CONFLICT), counted with the event's row locked, so additions at once take turns.
 #[tracing::instrument(skip(state))]
 pub async fn add_staff(
     state: &AppState,
@@ -637,6 +638,25 @@ pub async fn add_staff(
     let member = accounts::service::find_by_handle(state, &handle?)
         .await?
         .ok_or(Error::NotFound("no user with this handle"))?;
+    let txn = state.begin_write().await?;
+    txn.locking(event::Entity::find_by_id(id))
+        .one(&*txn)
+        .await?
+        .ok_or(Error::NotFound("no such event"))?;
+    let staff = event_staff::Entity::find().filter(event_staff::Column::EventId.eq(id));
+    let already = staff
+        .clone()
+        .filter(event_staff::Column::UserId.eq(member.id))
+        .one(&*txn)
+        .await?
+        .is_some();
+    let most = state.config.max_staff_per_event;
+    if !already && staff.count(&*txn).await? >= most {
+        return Err(Error::conflict(
+            "handle",
+            format!("an event has at most {most} staff members"),
+        ));
+    }
     event_staff::Entity::insert(event_staff::ActiveModel {
         event_id: Set(id),
         user_id: Set(member.id),
@@ -648,8 +668,9 @@ pub async fn add_staff(
             .update_column(event_staff::Column::Role)
             .to_owned(),
     )
-    .exec_without_returning(&*state.one_write().await)
+    .exec_without_returning(&*txn)
     .await?;
+    txn.commit().await?;
     touch(state, actor, id).await
 }
 

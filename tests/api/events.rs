@@ -11,6 +11,7 @@ use crate::on_every_backend;
 
 on_every_backend!(
     an_event_is_created_and_found_by_anyone,
+    racing_staff_additions_stop_at_the_cap,
     create_event_names_each_invalid_field,
     only_the_organizer_or_an_admin_changes_an_event,
     status_follows_the_life_cycle,
@@ -1006,4 +1007,68 @@ async fn changes_racing_a_delete_are_refused_cleanly(backend: Backend) {
             .await;
         assert_eq!(gone.body["data"]["event"], Value::Null, "{}", gone.body);
     }
+}
+
+/// An event has at most `RALLY_MAX_STAFF_PER_EVENT` staff members: eight additions at once against
+/// a cap of three make three (the rest CONFLICT on `handle`); changing a member's role still works
+/// at the cap.
+async fn racing_staff_additions_stop_at_the_cap(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.max_staff_per_event = 3;
+        c.auth_attempts_per_address = 100;
+    })
+    .await;
+    let xena = app.signup("xena").await;
+    let id = create_event(&app, &xena, "Cocktails", "2030-08-01T20:00:00Z").await["id"].clone();
+    let handles: Vec<String> = (0..8).map(|n| format!("keep{n}")).collect();
+    for handle in &handles {
+        app.signup(handle).await;
+    }
+    let add = "mutation($id: ID!, $h: String!, $r: StaffRole!) { addEventStaff(eventId: $id, handle: $h, role: $r) { staff { user { handle } role } } }";
+    let answers = futures_util::future::join_all(handles.iter().map(|handle| {
+        app.gql_as(
+            &xena,
+            add,
+            json!({ "id": id, "h": handle, "r": "BARTENDER" }),
+        )
+    }))
+    .await;
+    let mut added = Vec::new();
+    for (handle, answer) in handles.iter().zip(&answers) {
+        if answer.body.get("errors").is_some() {
+            answer.assert_error("CONFLICT", Some("handle"));
+        } else {
+            added.push(handle.as_str());
+        }
+    }
+    assert_eq!(added.len(), 3, "{added:?}");
+    let staff = app
+        .gql_as(
+            &xena,
+            "query($id: ID!) { event(id: $id) { staff { user { handle } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let mut listed: Vec<&str> = staff.data()["event"]["staff"]
+        .as_array()
+        .expect("staff")
+        .iter()
+        .map(|member| member["user"]["handle"].as_str().expect("handle"))
+        .collect();
+    listed.sort_unstable();
+    added.sort_unstable();
+    assert_eq!(listed, added);
+    let rerole = app
+        .gql_as(
+            &xena,
+            add,
+            json!({ "id": id, "h": added[0], "r": "GAME_MASTER" }),
+        )
+        .await;
+    assert_eq!(
+        rerole.data()["addEventStaff"]["staff"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
 }
