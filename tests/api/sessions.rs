@@ -13,6 +13,7 @@ crate::on_every_backend!(
     a_restarted_instance_still_refuses_an_ended_sessions_tokens,
     refresh_tokens_that_are_not_live_are_refused_without_the_write_turn,
     expired_refresh_tokens_are_forgotten_and_ended_sessions_stay_ended,
+    a_socket_extended_with_another_sessions_token_ends_with_either,
 );
 
 const ME: &str = "{ me { handle } }";
@@ -235,4 +236,38 @@ async fn expired_refresh_tokens_are_forgotten_and_ended_sessions_stay_ended(back
     );
     let refreshed = restarted.refresh(&live.refresh).await;
     assert!(refreshed.data()["refreshSession"]["accessToken"].is_string());
+}
+
+/// A socket opened with one session's token and kept alive with a fresh token of another session
+/// (a ping's payload) belongs to both: the end of either closes it with 4403.
+async fn a_socket_extended_with_another_sessions_token_ends_with_either(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let first = app.signup("ann").await;
+    for ended_first in [false, true] {
+        let opened = crate::common::gql::session_from(
+            &app.login("ann", "password-ann").await.data()["login"],
+        );
+        let fresh = crate::common::gql::session_from(
+            &app.login("ann", "password-ann").await.data()["login"],
+        );
+        let mut socket = app.ws(TRANSPORT_WS).await;
+        socket
+            .init(json!({ "authorization": format!("Bearer {}", opened.access) }))
+            .await;
+        socket
+            .send(json!({ "type": "ping", "payload": { "authorization": format!("Bearer {}", fresh.access) } }))
+            .await;
+        // Frames are handled in order: once this answers, the ping's token was taken.
+        socket.subscribe("me", ME, json!({})).await;
+        assert_eq!(socket.next_data("me").await["me"]["handle"], "ann");
+        socket.until_complete("me").await;
+        logout(&app, if ended_first { &opened } else { &fresh }).await;
+        let closed = socket.closed().await;
+        assert_eq!(closed.code, 4403, "ended first: {ended_first}, {closed:?}");
+    }
+    assert_eq!(
+        app.gql_as(&first, ME, json!({})).await.data()["me"]["handle"],
+        "ann",
+        "the first session lives on"
+    );
 }
