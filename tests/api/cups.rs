@@ -444,6 +444,25 @@ async fn private_fields_stay_private(backend: Backend) {
             "{field} refused by name: {refused:?}"
         );
     }
+
+    // Staff of another event are strangers here: the bartender of a second bar reads no bill.
+    let other = app.signup("other_boss").await;
+    let elsewhere = app.signup("elsewhere").await;
+    let second =
+        create_event(&app, &other, "Other bar", "2030-01-01T20:00:00Z").await["id"].clone();
+    app.gql_as(
+        &other,
+        "mutation($id: ID!) { addEventStaff(eventId: $id, handle: \"elsewhere\", role: BARTENDER) { id } }",
+        json!({ "id": second }),
+    )
+    .await
+    .data();
+    assert_eq!(
+        app.gql_as(&elsewhere, query, json!({ "s": id }))
+            .await
+            .data()["cupSession"],
+        Value::Null
+    );
 }
 
 async fn the_leaderboard_ranks_by_score_then_time(backend: Backend) {
