@@ -368,6 +368,16 @@ pub struct Config {
     )]
     pub uploads_per_minute: u32,
 
+    /// `refreshSession` calls per user per minute: each stores a token row, kept until it
+    /// expires, so a client looping on refreshes cannot grow the table without bound.
+    #[arg(
+        long,
+        env = "RALLY_REFRESHES_PER_MINUTE",
+        default_value_t = 30,
+        global = true
+    )]
+    pub refreshes_per_minute: u32,
+
     /// Seconds a cup code (`requestCupCode`) stays valid.
     #[arg(
         long,
@@ -614,7 +624,7 @@ impl Config {
     fn check_bounds(&self) -> anyhow::Result<()> {
         const DAY: u64 = 86_400;
         const GIB: u64 = 1 << 30;
-        let bounds: [(&str, u64, u64, u64); 41] = [
+        let bounds: [(&str, u64, u64, u64); 42] = [
             ("RALLY_JOB_LEASE_SECONDS", self.job_lease_seconds, 1, 3600),
             ("RALLY_H3_RESOLUTION", self.h3_resolution.into(), 0, 15),
             (
@@ -796,6 +806,12 @@ impl Config {
             (
                 "RALLY_UPLOADS_PER_MINUTE",
                 self.uploads_per_minute.into(),
+                1,
+                10_000,
+            ),
+            (
+                "RALLY_REFRESHES_PER_MINUTE",
+                self.refreshes_per_minute.into(),
                 1,
                 10_000,
             ),

@@ -79,6 +79,12 @@ impl App {
             "too many uploads",
             &limit_store,
         );
+        let refreshes = PerUserLimit::per_minute(
+            "refreshes",
+            config.refreshes_per_minute,
+            "too many session refreshes",
+            &limit_store,
+        );
         let cup_code_attempts = PerUserLimit::per_minute(
             "cup-codes",
             config.cup_code_attempts_per_minute,
@@ -106,6 +112,7 @@ impl App {
             auth_limits,
             writes,
             uploads,
+            refreshes,
             cup_code_attempts,
             to_end: TaskTracker::new(),
         });

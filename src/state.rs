@@ -43,6 +43,8 @@ pub struct Inner {
     pub writes: Writes,
     /// Uploads per user per minute.
     pub uploads: PerUserLimit,
+    /// Session refreshes per user per minute.
+    pub refreshes: PerUserLimit,
     /// Cup-code attempts (`openCupSession`) per staff member per minute.
     pub cup_code_attempts: PerUserLimit,
     /// Work that goes on to its end whoever still waits for it: mutations whose clients left, and

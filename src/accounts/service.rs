@@ -240,7 +240,9 @@ pub async fn login(
 pub async fn refresh(state: &AppState, presented: &str) -> Result<Session> {
     // A token that is not live is refused on a read, before the write turn: anyone may send
     // garbage, and on SQLite every write of the server waits its turn behind the transaction.
-    live_token(&state.db, presented).await?;
+    let live = live_token(&state.db, presented).await?;
+    // Counted per user before anything changes: a refused refresh leaves its token live.
+    state.refreshes.check(live.user_id).await?;
     let txn = state.begin_write().await?;
     let token = live_token(&*txn, presented).await?;
     let now = Utc::now();

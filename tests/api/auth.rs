@@ -26,6 +26,7 @@ on_every_backend!(
     tampered_access_tokens_are_refused,
     an_unreadable_authorization_header_is_refused,
     a_sign_up_whose_session_cannot_be_stored_leaves_no_account,
+    refreshes_are_rate_limited_per_user,
     an_expired_access_token_is_refused,
     refresh_tokens_are_stored_only_as_hashes,
     listed_handles_are_admins,
@@ -314,6 +315,37 @@ async fn refresh_rotates_the_token(backend: Backend) {
     // The new token rotates again.
     let again = session_from(&app.refresh(&rotated.refresh).await.data()["refreshSession"]);
     assert_ne!(again.refresh, rotated.refresh);
+}
+
+/// Each refresh stores a token row: a user gets `RALLY_REFRESHES_PER_MINUTE` of them a minute. The
+/// refused one changes nothing (the session and its tokens live on); other users are not counted.
+async fn refreshes_are_rate_limited_per_user(backend: Backend) {
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let app = TestApp::spawn_with(backend, |c| c.refreshes_per_minute = 2).await;
+    let lena = app.signup("lena").await;
+    let mut current = lena.clone();
+    for _ in 0..2 {
+        current = session_from(&app.refresh(&current.refresh).await.data()["refreshSession"]);
+    }
+    let refused = app.refresh(&current.refresh).await;
+    refused.assert_error("RATE_LIMITED", None);
+    assert!(
+        refused.body["errors"][0]["extensions"]["retryAfterSeconds"].as_i64() > Some(0),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        app.gql_as(&current, ME, json!({})).await.data()["me"]["handle"],
+        "lena",
+        "the session lives on"
+    );
+    let stored = rally::entity::refresh_token::Entity::find()
+        .count(&app.state.db)
+        .await
+        .expect("counted");
+    assert_eq!(stored, 3, "a sign-up and two refreshes");
+    let mona = app.signup("mona").await;
+    app.refresh(&mona.refresh).await.data();
 }
 
 async fn reusing_a_refresh_token_revokes_the_whole_session(backend: Backend) {
