@@ -1,7 +1,6 @@
 //! Indexes for the hourly job that forgets old rows: `locations.updated_at` (positions not updated
-//! for the retention period), `activities.ended_at` (activities ended that long ago, whose alert
-//! states go) and `refresh_tokens.expires_at` (expired tokens), so it reads ranges rather than
-//! whole tables.
+//! for the retention period) and `refresh_tokens.expires_at` (expired tokens), so it reads ranges
+//! rather than whole tables. (Alert states go by their activity, read by its key.)
 
 use sea_orm_migration::prelude::*;
 
@@ -15,9 +14,8 @@ impl MigrationName for Migration {
     }
 }
 
-const INDEXES: [PlainIndex; 3] = [
+const INDEXES: [PlainIndex; 2] = [
     ("locations_updated_at_idx", "locations", "updated_at"),
-    ("activities_ended_at_idx", "activities", "ended_at"),
     ("refresh_tokens_expires_idx", "refresh_tokens", "expires_at"),
 ];
 

@@ -1,4 +1,5 @@
-//! Plain one-column indexes, made and dropped together: what the index-only migrations share.
+//! Plain one-column indexes, made and dropped together: what index-only migrations share (from
+//! `m20261204_000017` on; earlier ones, released, keep their own loops).
 
 use sea_orm_migration::prelude::*;
 

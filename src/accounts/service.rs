@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::{Func, LikeExpr};
+use sea_orm::sea_query::{Alias, Func, LikeExpr, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Set,
@@ -418,27 +418,66 @@ async fn recently_ended(state: &AppState) -> Result<Vec<(Uuid, chrono::DateTime<
         .collect())
 }
 
-/// Deletes, inside `txn`, the refresh tokens that expired a token's lifetime before `moment`,
-/// unless their session ended within it (its ending is read from them, see `recently_ended`).
-/// Nothing is lost: an expired token is refused before its family or its use is looked at, so a
-/// deleted one is refused as before, and a session whose tokens all expired can make no access
-/// token. Returns how many went.
-pub async fn forget_expired_tokens(
-    state: &AppState,
-    txn: &WriteTxn,
-    moment: DateTime<Utc>,
-) -> Result<u64> {
+/// Sessions whose refresh tokens are forgotten per write transaction.
+const FORGET_SESSIONS: u64 = 100;
+
+/// Deletes, a batch of sessions per write transaction, the refresh tokens of sessions that are
+/// over: every token of the session expired, and none was revoked, a token's lifetime before
+/// `moment`. A whole session or nothing: a session's revoked tokens are what refuses a token its
+/// refresh made while a logout ran, for as long as that one lives, and an ending within an access
+/// token's lifetime is read from them (see `recently_ended`). A session whose tokens all expired
+/// can be neither refreshed nor ended, so nothing is lost. Returns how many tokens went.
+pub async fn forget_expired_tokens(state: &AppState, moment: DateTime<Utc>) -> Result<u64> {
     let before = moment - revocation_horizon(state)?;
-    Ok(refresh_token::Entity::delete_many()
-        .filter(refresh_token::Column::ExpiresAt.lt(before))
-        .filter(
-            Condition::any()
-                .add(refresh_token::Column::RevokedAt.is_null())
-                .add(refresh_token::Column::RevokedAt.lt(before)),
+    let others = Alias::new("others");
+    let over = || {
+        Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from_as(refresh_token::Entity, others.clone())
+                .and_where(
+                    Expr::col((others.clone(), refresh_token::Column::FamilyId))
+                        .equals((refresh_token::Entity, refresh_token::Column::FamilyId)),
+                )
+                .cond_where(
+                    Condition::any()
+                        .add(
+                            Expr::col((others.clone(), refresh_token::Column::ExpiresAt))
+                                .gte(before),
+                        )
+                        .add(
+                            Expr::col((others.clone(), refresh_token::Column::RevokedAt))
+                                .gte(before),
+                        ),
+                )
+                .to_owned(),
         )
-        .exec(&**txn)
-        .await?
-        .rows_affected)
+        .not()
+    };
+    let mut forgotten = 0;
+    loop {
+        let txn = state.begin_write().await?;
+        let sessions: Vec<Uuid> = refresh_token::Entity::find()
+            .select_only()
+            .column(refresh_token::Column::FamilyId)
+            .distinct()
+            .filter(refresh_token::Column::ExpiresAt.lt(before))
+            .filter(over())
+            .limit(FORGET_SESSIONS)
+            .into_tuple()
+            .all(&*txn)
+            .await?;
+        if sessions.is_empty() {
+            return Ok(forgotten);
+        }
+        forgotten += refresh_token::Entity::delete_many()
+            .filter(refresh_token::Column::FamilyId.is_in(sessions))
+            .filter(over())
+            .exec(&*txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+    }
 }
 
 /// Signs `user` in: a new session (refresh-token family, whose UUID v7 id says when it began).

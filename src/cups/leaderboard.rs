@@ -155,7 +155,8 @@ impl Leaderboards {
         Ok(board.map(|board| Board { sequence, ..board }))
     }
 
-    /// Removes the feed (its event is gone): once its task ends, its channel closes.
+    /// Removes the feed (its event is gone, or the broker's stream ended): once its task ends, its
+    /// channel closes.
     fn forget(&self, event_id: Uuid, feed: &Feed) {
         let mut feeds = self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner());
         remove(&mut feeds, event_id, feed);

@@ -639,10 +639,7 @@ pub async fn add_staff(
         .await?
         .ok_or(Error::NotFound("no user with this handle"))?;
     let txn = state.begin_write().await?;
-    txn.locking(event::Entity::find_by_id(id))
-        .one(&*txn)
-        .await?
-        .ok_or(Error::NotFound("no such event"))?;
+    lock_or_404(&txn, id).await?;
     let staff = event_staff::Entity::find().filter(event_staff::Column::EventId.eq(id));
     let already = staff
         .clone()
@@ -742,8 +739,8 @@ pub async fn follow(
 /// The event, read in `txn` and kept from deletion until it ends ([`db::WriteTxn::keeping`]: its
 /// details may still change, likes and all); NOT_FOUND when it is gone. A transaction that writes
 /// rows the event's deletion cascades to (cup codes and sessions, games and their players, rounds
-/// and guesses: `requestCupCode`, `setGamePlayers`, `awardPoints`, `revealBlurRound`,
-/// `guessBlurRound`) reads it first: the deletion then waits for it, or it for the deletion (and
+/// and guesses: `requestCupCode`, `setGamePlayers`, `awardPoints`, `startBlurRound`,
+/// `revealBlurRound`, `guessBlurRound`) reads it first: the deletion then waits for it, or it for the deletion (and
 /// finds no event), instead of each holding a row the other waits for (on PostgreSQL a deadlock,
 /// which one of them would get as an error). [`hold_as_is`] also keeps what it says.
 pub async fn hold(txn: &db::WriteTxn, id: Uuid) -> Result<event::Model> {

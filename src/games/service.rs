@@ -123,8 +123,9 @@ async fn resolve_players(
     Ok(players)
 }
 
-/// The game's row, locked until `txn` ends. Every transaction that changes a game (its players,
-/// rounds, guesses or points) takes it first, after its event's hold: they take turns in one
+/// The game's row, locked until `txn` ends. Every transaction that changes a game's players,
+/// rounds, guesses or points takes it first, after its event's hold (`create` writes a game no one
+/// else sees yet, and `finish` is one conditional update of the row itself): they take turns in one
 /// order (never one waiting on a player's row another holds while that one waits on the game), and
 /// whether someone is a player, read after it, still holds at commit.
 async fn lock(txn: &WriteTxn, id: Uuid) -> Result<game::Model> {

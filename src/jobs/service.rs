@@ -34,7 +34,8 @@ pub enum Work {
     /// transaction).
     SweepPhotos,
     /// Forgets what is kept only for a while: positions not updated for the retention period, the
-    /// alert states of activities that ended that long ago, and expired refresh tokens.
+    /// alert states of activities that ended that long ago, and the refresh tokens of sessions
+    /// that are over (after the moment is recorded, in batches of their own write transactions).
     ForgetOldRows,
 }
 
@@ -197,14 +198,7 @@ pub async fn run_due(
             };
             runs::service::accrue(&txn, mining, accruals, moment).await?
         }
-        Work::SweepPhotos => 0,
-        Work::ForgetOldRows => {
-            let retention = proximity::service::retention(state);
-            let positions = proximity::service::forget_before(&txn, moment - retention).await?;
-            let tokens = accounts::service::forget_expired_tokens(state, &txn, moment).await?;
-            tracing::info!(%moment, positions, tokens, "old rows forgotten");
-            positions + tokens
-        }
+        Work::SweepPhotos | Work::ForgetOldRows => 0,
     };
     job_run::Entity::update_many()
         .col_expr(
@@ -221,6 +215,15 @@ pub async fn run_due(
         let before = moment - PHOTO_GRACE;
         let rounds = games::service::sweep_photos(state, before).await?;
         return Ok(Some(rounds + sweep_pictures(state, before).await?));
+    }
+    if job.work == Work::ForgetOldRows {
+        // In batches of their own (a first run may meet a long history), after the moment is
+        // recorded; idempotent, so what a failed run leaves goes at the next one.
+        let retention = proximity::service::retention(state);
+        let positions = proximity::service::forget_before(state, moment - retention).await?;
+        let tokens = accounts::service::forget_expired_tokens(state, moment).await?;
+        tracing::info!(%moment, positions, tokens, "old rows forgotten");
+        return Ok(Some(positions + tokens));
     }
     Ok(Some(changed))
 }

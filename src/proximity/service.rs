@@ -10,8 +10,8 @@ use futures_util::Stream;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select, Set, TryInsertResult,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Select, Set, TryInsertResult,
 };
 use uuid::Uuid;
 
@@ -322,28 +322,78 @@ fn report(location: &location::Model) -> Report {
     }
 }
 
-/// Forgets, inside `txn`, what proximity keeps of the past: positions last updated before
-/// `before`, and the alert states (entry times and distances) of activities that ended before it.
-/// A position that old is long stale (the retention is at least the stale threshold), so no
-/// status changes; an owner whose own position goes has no `nearest` until they report again.
-/// Returns how many rows went.
-pub async fn forget_before(txn: &WriteTxn, before: DateTime<Utc>) -> Result<u64> {
-    let positions = location::Entity::delete_many()
-        .filter(location::Column::UpdatedAt.lt(before))
-        .exec(&**txn)
-        .await?
-        .rows_affected;
-    let ended = Query::select()
-        .column(activity::Column::Id)
+/// Rows (positions, or activities' alert states) forgotten per write transaction: a first run
+/// over a long history never holds the write turn for long.
+const FORGET_BATCH: u64 = 500;
+
+/// Forgets what proximity keeps of the past, a batch per write transaction: positions last
+/// updated before `before`, except those of owners of an ACTIVE activity (an owner standing still
+/// stops reporting, and their last position still places them: alerts and `nearest` need it),
+/// and the alert states (entry times and distances) of activities that ended before it. A watched
+/// person's position that old was stale, and reads as none, which is stale too. Returns how many
+/// rows went.
+pub async fn forget_before(state: &AppState, before: DateTime<Utc>) -> Result<u64> {
+    let running_owners = Query::select()
+        .column(activity::Column::OwnerId)
         .from(activity::Entity)
-        .and_where(activity::Column::EndedAt.lt(before))
+        .and_where(activity::Column::Status.eq(ActivityStatus::Active))
         .to_owned();
-    let states = proximity_state::Entity::delete_many()
-        .filter(proximity_state::Column::ActivityId.in_subquery(ended))
-        .exec(&**txn)
-        .await?
-        .rows_affected;
-    Ok(positions + states)
+    let old = || {
+        Condition::all()
+            .add(location::Column::UpdatedAt.lt(before))
+            .add(location::Column::UserId.not_in_subquery(running_owners.clone()))
+    };
+    let ended = || {
+        Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(activity::Entity)
+                .and_where(
+                    Expr::col((activity::Entity, activity::Column::Id))
+                        .equals((proximity_state::Entity, proximity_state::Column::ActivityId)),
+                )
+                .and_where(activity::Column::EndedAt.lt(before))
+                .to_owned(),
+        )
+    };
+    let mut forgotten = 0;
+    loop {
+        let txn = state.begin_write().await?;
+        let users: Vec<Uuid> = location::Entity::find()
+            .select_only()
+            .column(location::Column::UserId)
+            .filter(old())
+            .limit(FORGET_BATCH)
+            .into_tuple()
+            .all(&*txn)
+            .await?;
+        let activities: Vec<Uuid> = proximity_state::Entity::find()
+            .select_only()
+            .column(proximity_state::Column::ActivityId)
+            .distinct()
+            .filter(ended())
+            .limit(FORGET_BATCH)
+            .into_tuple()
+            .all(&*txn)
+            .await?;
+        if users.is_empty() && activities.is_empty() {
+            return Ok(forgotten);
+        }
+        // Each condition again: a position updated since the read stays.
+        forgotten += location::Entity::delete_many()
+            .filter(location::Column::UserId.is_in(users))
+            .filter(old())
+            .exec(&*txn)
+            .await?
+            .rows_affected;
+        forgotten += proximity_state::Entity::delete_many()
+            .filter(proximity_state::Column::ActivityId.is_in(activities))
+            .filter(ended())
+            .exec(&*txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+    }
 }
 
 /// How long positions and ended activities' alert states are kept.

@@ -208,27 +208,6 @@ impl TestApp {
             .expect("the moment was due")
     }
 
-    /// Waits until this server's own scheduler has done the current moment of the hourly job
-    /// `name` (every job's latest moment is caught up at start), so it does not run beside a test's
-    /// own run of the same work.
-    pub async fn scheduled_hourly_done(&self, name: &str) {
-        use rally::entity::job_run;
-        use rally::jobs::schedule::Schedule;
-        use sea_orm::EntityTrait;
-        let moment = Schedule::Every(chrono::Duration::hours(1)).latest(chrono::Utc::now());
-        for _ in 0..1000 {
-            let done = job_run::Entity::find_by_id((name.to_owned(), moment))
-                .one(&self.state.db)
-                .await
-                .expect("the ledger");
-            if done.is_some() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("the scheduler did not run {name} in time");
-    }
-
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.http
