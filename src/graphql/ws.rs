@@ -69,6 +69,9 @@ pub const CLOSE_DUPLICATE_ID: u16 = 4409;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Largest frame a client may send.
 const MAX_FRAME: usize = 256 * 1024;
+/// Longest operation id (clients use counters or UUIDs): each running operation keeps its id in
+/// the frames it sends, so a long one would multiply a socket's memory.
+const MAX_ID_BYTES: usize = 128;
 /// Close code: a second `connection_init`.
 pub const CLOSE_TOO_MANY_INITS: u16 = 4429;
 /// Close code: the client answered no ping for `RALLY_WS_SILENT_PERIODS` keep-alive periods (RFC
@@ -495,6 +498,12 @@ impl Connection<'_> {
                 let Some(viewer) = &self.viewer else {
                     return Step::Close(CLOSE_UNAUTHORIZED, "Unauthorized".into());
                 };
+                if id.len() > MAX_ID_BYTES {
+                    return Step::Close(
+                        CLOSE_INVALID,
+                        format!("An operation id is at most {MAX_ID_BYTES} bytes"),
+                    );
+                }
                 let restarted = self.running.contains_key(&id);
                 if restarted {
                     if !self.legacy {
@@ -513,13 +522,12 @@ impl Connection<'_> {
                         what: "too many subscriptions and operations running on this connection",
                         retry_after_seconds: 1,
                     });
-                    let frames = [
-                        (self.frame_prefix(&id) + &refused.json + "}", false),
-                        (complete_frame(&id), true),
-                    ];
-                    self.running
-                        .insert(id, futures_util::stream::iter(frames).boxed());
-                    return Step::Continue;
+                    // Written at once, never queued: a client flooding refused operations is
+                    // answered as fast as it sends, and holds nothing.
+                    return match send(sink, self.frame_prefix(&id) + &refused.json + "}").await {
+                        Step::Continue => send(sink, complete_frame(&id)).await,
+                        stop => stop,
+                    };
                 };
                 let kind = payload.kind();
                 let tracked = kind.field().and_then(Tracked::start);

@@ -321,6 +321,26 @@ async fn subscriptions_per_connection_are_capped(backend: Backend) {
         .subscribe("4", EVENT_UPDATED, json!({ "id": id }))
         .await;
     client.next_data("4").await;
+    // Refusals hold nothing: a flood of them is answered, and the two running go on.
+    for n in 0..200 {
+        client
+            .subscribe(&format!("r{n}"), EVENT_UPDATED, json!({ "id": id }))
+            .await;
+    }
+    for n in 0..200 {
+        let refused = client.next_of(&format!("r{n}")).await;
+        assert_eq!(
+            refused["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+            "{refused}"
+        );
+        assert_eq!(client.next_of(&format!("r{n}")).await["type"], "complete");
+    }
+    // An operation id is a counter or a UUID, not a payload of its own.
+    client
+        .subscribe(&"x".repeat(129), EVENT_UPDATED, json!({ "id": id }))
+        .await;
+    let closed = client.closed().await;
+    assert_eq!(closed.code, 4400, "{closed:?}");
 }
 
 async fn queries_and_mutations_also_run_over_the_websocket(backend: Backend) {
