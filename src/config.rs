@@ -315,9 +315,10 @@ pub struct Config {
     )]
     pub ws_max_subscriptions: usize,
 
-    /// Most mutations running at once over HTTP. A mutation runs to its end even when its request
-    /// times out or its client leaves, so without a bound an overloaded server would pile them up
-    /// as clients retry; past it a mutation is refused at once (429, `RATE_LIMITED`).
+    /// Most mutations running at once, over HTTP and websockets. A mutation runs to its end even
+    /// when its request times out or its client leaves, so without a bound an overloaded server
+    /// would pile them up as clients retry; past it a mutation is refused at once (`RATE_LIMITED`,
+    /// 429 over HTTP).
     #[arg(
         long,
         env = "RALLY_MAX_RUNNING_MUTATIONS",

@@ -34,7 +34,7 @@ use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Opera
 use async_graphql::{Request, Response, Variables};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use super::context::Caller;
@@ -172,12 +172,7 @@ impl Executor {
     /// returned future is dropped (see the module docs). [`NotRun`] when as many are running as
     /// the limits allow, or the server is stopping.
     pub async fn run_to_end(&self, prepared: Prepared, caller: Caller) -> Result<Response, NotRun> {
-        let place = self
-            .0
-            .places
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| NotRun::Busy)?;
+        let place = self.mutation_place()?;
         let executor = self.clone();
         let run = async move {
             let _place = place;
@@ -186,6 +181,16 @@ impl Executor {
         join_to_end(&self.0.running, run)
             .await
             .map_err(|Stopping| NotRun::Stopping)
+    }
+
+    /// A place among the mutations running to their end (`RALLY_MAX_RUNNING_MUTATIONS`), over HTTP
+    /// or a websocket, held until the mutation ends; [`NotRun::Busy`] when none is free.
+    pub fn mutation_place(&self) -> Result<OwnedSemaphorePermit, NotRun> {
+        self.0
+            .places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| NotRun::Busy)
     }
 
     /// Spawns `work` among the operations shutdown waits for ([`Executor::finish_running`]);

@@ -322,9 +322,27 @@ impl Fanout {
         // operation or leaves first (only the result is dropped then), and shutdown waits for it.
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let executor = &self.inner.executor;
-        let mut responses = executor.execute_stream(executor.prepare(request));
+        let prepared = executor.prepare(request);
+        // A mutation takes a place among those running to their end, as over HTTP.
+        let place = if prepared.is_mutation() {
+            match executor.mutation_place() {
+                Ok(place) => Some(place),
+                Err(_) => {
+                    return Box::pin(futures_util::stream::iter([Payload::error(
+                        Error::RateLimited {
+                            what: "too many mutations are running",
+                            retry_after_seconds: 1,
+                        },
+                    )]));
+                }
+            }
+        } else {
+            None
+        };
+        let mut responses = executor.execute_stream(prepared);
         let work = async move {
             let _permit = permit;
+            let _place = place;
             loop {
                 let response = tokio::select! {
                     response = responses.next() => response,

@@ -789,10 +789,10 @@ async fn a_mutation_arriving_after_shutdown_stopped_waiting_is_refused(backend: 
     assert_eq!(now["title"], "Before", "{now}");
 }
 
-/// At most `RALLY_MAX_RUNNING_MUTATIONS` mutations run over HTTP at once (they outlive their
-/// requests, so an overloaded server must not pile them up): past it a mutation is refused at once
-/// with 429, `Retry-After` and `RATE_LIMITED`, and changes nothing; once the running one ends, the
-/// next goes through.
+/// At most `RALLY_MAX_RUNNING_MUTATIONS` mutations run at once (they outlive their requests, so an
+/// overloaded server must not pile them up): past it a mutation is refused at once, over HTTP with
+/// 429, `Retry-After` and `RATE_LIMITED`, over a websocket with `RATE_LIMITED`, and changes
+/// nothing; once the running one ends, the next goes through.
 async fn mutations_beyond_the_running_limit_are_refused_at_once(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.max_running_mutations = 1).await;
     let fay = app.signup("fay").await;
@@ -815,6 +815,19 @@ async fn mutations_beyond_the_running_limit_are_refused_at_once(backend: Backend
         let status = response.status();
         let retry_after = response.headers().get("retry-after").cloned();
         let body: Value = response.json().await.expect("json");
+        // The same place counts a mutation sent over a websocket.
+        let mut socket = app.ws(TRANSPORT_WS).await;
+        socket
+            .init(json!({ "authorization": format!("Bearer {}", fay.access) }))
+            .await;
+        socket
+            .subscribe("m", RENAME, json!({ "id": id, "t": "Over the socket" }))
+            .await;
+        let over_the_socket = socket.next_of("m").await;
+        assert_eq!(
+            over_the_socket["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+            "{over_the_socket}"
+        );
         held.commit().await.expect("release the row");
         (status, retry_after, body)
     };
