@@ -83,12 +83,18 @@ pub const EVENT_SUBSCRIPTIONS: &[&str] = &[
 
 /// Subscriptions never shared between subscribers: those that begin with what is owed to this
 /// subscriber alone (trackingCommands replays the START of every running activity to each device
-/// that subscribes, so a second device of the same person gets its own replay), and personal event
-/// streams that catch up on what their subscriber missed (myMeetings, proximityAlerts). Run alone,
-/// a stream waits for its client, so a client that falls behind makes the stream itself fall
-/// behind its topic, which it notices and catches up on; a member of a shared execution that falls
-/// behind loses the oldest events, which no catch-up sees.
-pub const UNSHARED_SUBSCRIPTIONS: &[&str] = &["trackingCommands", "myMeetings", "proximityAlerts"];
+/// that subscribes, so a second device of the same person gets its own replay), and event streams
+/// that catch up on what their subscriber missed (myMeetings, proximityAlerts, and
+/// cupSessionUpdated, whose staff feed sends every session as it is now). Run alone, a stream
+/// waits for its client, so a client that falls behind makes the stream itself fall behind its
+/// topic, which it notices and catches up on; a member of a shared execution that falls behind
+/// loses the oldest events, which no catch-up sees.
+pub const UNSHARED_SUBSCRIPTIONS: &[&str] = &[
+    "trackingCommands",
+    "myMeetings",
+    "proximityAlerts",
+    "cupSessionUpdated",
+];
 
 /// Rally's schema type.
 pub type RallySchema = Schema<Query, Mutation, Subscription>;

@@ -19,6 +19,7 @@ on_every_backend!(
     a_late_joiner_starts_from_the_current_state,
     the_last_subscriber_out_stops_the_execution,
     protocol_violations_close_with_the_protocol_codes,
+    streams_that_catch_up_on_what_their_subscriber_missed_run_alone,
 );
 
 const PUBLIC: &str =
@@ -287,4 +288,33 @@ async fn protocol_violations_close_with_the_protocol_codes(backend: Backend) {
     garbage.init(json!({})).await;
     garbage.send(json!({ "type": "subscribe", "id": 7 })).await;
     assert_eq!(garbage.closed().await.code, 4400, "an unreadable frame");
+}
+
+/// A staff feed (`cupSessionUpdated`) catches up on what its subscriber missed, which only works
+/// when its execution waits for its own client: two tablets of the same organizer run two
+/// executions, never a shared one, and each gets every change.
+async fn streams_that_catch_up_on_what_their_subscriber_missed_run_alone(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let bar = crate::common::fixtures::open_bar(&app).await;
+    let guest = app.signup("guest").await;
+    let cup =
+        crate::common::fixtures::open_cup(&app, &bar.bartender, &bar.event, &guest).await["id"]
+            .clone();
+    let query = "subscription($id: ID!) { cupSessionUpdated(eventId: $id) { cheers } }";
+    let mut tablets = Vec::new();
+    for _ in 0..2 {
+        tablets.push(subscribed(&app, Some(&bar.organizer.access), query, &json!(bar.event)).await);
+    }
+    app.listening(&format!("event:{}:sessions", bar.event), 2)
+        .await;
+    assert_eq!(app.fanout.executions(), 0, "no shared execution");
+    crate::common::fixtures::cheers(&app, &bar.bartender, cup.as_str().expect("id"), 2)
+        .await
+        .data();
+    for tablet in &mut tablets {
+        assert_eq!(
+            tablet.next_data("s").await["cupSessionUpdated"]["cheers"],
+            2
+        );
+    }
 }
