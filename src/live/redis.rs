@@ -13,7 +13,10 @@
 //!   its side only): each instance numbers what it sends (`seq`, one sequence per origin, in the
 //!   order it sends) and skips a number for every loss, and says its last number in a beat on
 //!   `{prefix}:_beat` every [`PING_EVERY`]. A receiver that finds a number missing resynchronises
-//!   every local subscriber, within a beat of the sender's next connection.
+//!   every local subscriber, within a beat of the sender's next connection. Every envelope and
+//!   beat also says when its sender last lost messages (`lost`, its wall clock): a sender first
+//!   heard just after this connection opened (whose earlier numbers the opening's resync covers)
+//!   that lost messages since about then makes the receivers resynchronise too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +52,9 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 const GAP_RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// The widest window between resynchronisations for gaps that keep coming.
 const LONGEST_GAP_WINDOW: Duration = Duration::from_secs(30);
+/// How far two instances' clocks may disagree when a receiver compares a sender's last loss with
+/// when its own connection opened, in microseconds.
+const CLOCK_SKEW_US: i64 = 2_000_000;
 
 /// Redis pub/sub between instances.
 pub struct RedisBroker {
@@ -76,29 +82,41 @@ struct Beat {
 }
 
 /// This instance's sequence numbers: one for every message sent, in the order sent, and one
-/// skipped for every message lost, so the receivers see the gap.
+/// skipped for every message lost, so the receivers see the gap; and when it last lost any.
 #[derive(Default)]
 struct Numbers {
     last: u64,
+    /// Wall-clock microseconds of the last loss (0: none yet).
+    lost_at: i64,
 }
 
 impl Numbers {
-    /// A message was lost.
+    /// A message was lost before it had a number.
     fn skip(&mut self) {
         self.last += 1;
+        self.lost();
+    }
+
+    /// Messages were lost (numbered ones too: a pipeline that failed spent its numbers).
+    fn lost(&mut self) {
+        self.lost_at = super::hub::now_micros();
     }
 
     /// The envelope of the next message: its number, then `rest`.
     fn envelope(&mut self, rest: &str) -> String {
         self.last += 1;
-        format!(r#"{{"v":{WIRE_VERSION},"seq":{},{rest}"#, self.last)
+        format!(
+            r#"{{"v":{WIRE_VERSION},"seq":{},"lost":{},{rest}"#,
+            self.last, self.lost_at
+        )
     }
 
     /// A beat: the last number, on no subscriber's topic.
     fn beat(&self, origin: Uuid) -> String {
         format!(
-            r#"{{"v":{WIRE_VERSION},"seq":{},"origin":"{origin}","topic":"{BEAT_TOPIC}","at":{},"payload":null}}"#,
+            r#"{{"v":{WIRE_VERSION},"seq":{},"lost":{},"origin":"{origin}","topic":"{BEAT_TOPIC}","at":{},"payload":null}}"#,
             self.last,
+            self.lost_at,
             super::hub::now_micros(),
         )
     }
@@ -110,6 +128,8 @@ struct Heard {
     origins: HashMap<Uuid, (u64, Instant)>,
     /// When the connection opened (and resynchronised everyone).
     opened: Instant,
+    /// The same, on the wall clock (microseconds), to compare with a sender's last loss.
+    opened_us: i64,
     /// The last resynchronisation for a gap, the window after it, and whether another is owed.
     resynced: Instant,
     window: Duration,
@@ -123,23 +143,27 @@ impl Heard {
         Self {
             origins: HashMap::new(),
             opened: now,
+            opened_us: super::hub::now_micros(),
             resynced: now,
             window: GAP_RESYNC_EVERY,
             owed: false,
         }
     }
 
-    /// Records `seq` from `origin` (a beat repeats the last number sent); whether numbers are
-    /// missing before it. Every running instance beats within [`PING_EVERY`], so an origin first
-    /// heard soon after the connection opened is one it resynchronised for; one first heard later
-    /// started since (its numbers begin at 1, its beats at 0) or had lost Redis (or was forgotten)
-    /// and must show no gap from its beginning either.
-    fn missing(&mut self, origin: Uuid, seq: u64, beat: bool) -> bool {
+    /// Records `seq` from `origin` (a beat repeats the last number sent), which last lost messages
+    /// at `lost_at` (its wall clock, microseconds; 0 for never); whether numbers are missing before
+    /// it. Every running instance beats within [`PING_EVERY`], so an origin first heard soon after
+    /// the connection opened is one it resynchronised for, unless it lost messages since about then
+    /// (between the opening and its first message here); one first heard later started since (its
+    /// numbers begin at 1, its beats at 0) or had lost Redis (or was forgotten) and must show no gap
+    /// from its beginning either.
+    fn missing(&mut self, origin: Uuid, seq: u64, beat: bool, lost_at: i64) -> bool {
         let expected = u64::from(!beat);
         let now = Instant::now();
         let missing = match self.origins.get(&origin) {
             Some(&(last, _)) => seq > last + expected,
-            None => now - self.opened > 3 * PING_EVERY && seq > expected,
+            None if now - self.opened > 3 * PING_EVERY => seq > expected,
+            None => seq > expected && lost_at > self.opened_us - CLOCK_SKEW_US,
         };
         let last = self
             .origins
@@ -182,6 +206,10 @@ struct Envelope<'a> {
     v: u8,
     /// The sender's sequence number (absent from instances older than the numbering).
     seq: Option<u64>,
+    /// When the sender last lost messages, its wall clock in microseconds (0, or absent from older
+    /// instances: never, as far as it says).
+    #[serde(default)]
+    lost: i64,
     origin: Uuid,
     topic: String,
     at: i64,
@@ -318,6 +346,7 @@ async fn publisher(
             let sent: redis::RedisResult<()> = pipeline.query_async(&mut connection).await;
             if let Err(err) = sent {
                 // The batch's numbers are spent, so the receivers see the gap.
+                numbers.lost();
                 tracing::warn!(error = %err, "redis publish failed; reconnecting");
                 metrics::counter!("rally_live_dropped_total").increment(batch.len() as u64);
                 batch.clear();
@@ -426,7 +455,7 @@ fn receive(hub: &Hub, origin: Uuid, heard: &mut Heard, bytes: &[u8]) {
     let beat = envelope.topic == BEAT_TOPIC;
     let gap = envelope
         .seq
-        .is_some_and(|seq| heard.missing(envelope.origin, seq, beat));
+        .is_some_and(|seq| heard.missing(envelope.origin, seq, beat, envelope.lost));
     if gap {
         metrics::counter!("rally_live_gaps_total").increment(1);
     }
@@ -467,7 +496,7 @@ mod tests {
         let mut gaps = Vec::new();
         let mut hear = |wire: String| {
             let (seq, beat) = read(&wire);
-            gaps.push(heard.missing(sender, seq, beat));
+            gaps.push(heard.missing(sender, seq, beat, 0));
         };
         hear(numbers.envelope(&rest)); // first heard: nothing missing
         hear(numbers.envelope(&rest));
@@ -486,25 +515,28 @@ mod tests {
         let mut heard = Heard::new();
         let (running, started, cut_off) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         assert!(
-            !heard.missing(running, 500, true),
+            !heard.missing(running, 500, true, 0),
             "running when the connection opened, which resynchronised for it"
         );
         tokio::time::advance(4 * PING_EVERY).await;
         assert!(
-            !heard.missing(started, 0, true),
+            !heard.missing(started, 0, true, 0),
             "started since: its first beat"
         );
-        assert!(!heard.missing(started, 1, false), "and its first message");
         assert!(
-            heard.missing(cut_off, 7, true),
+            !heard.missing(started, 1, false, 0),
+            "and its first message"
+        );
+        assert!(
+            heard.missing(cut_off, 7, true, 0),
             "numbers this connection never heard"
         );
         assert!(
-            !heard.missing(cut_off, 6, false),
+            !heard.missing(cut_off, 6, false, 0),
             "one that crossed a later one"
         );
         assert!(
-            !heard.missing(cut_off, 8, false),
+            !heard.missing(cut_off, 8, false, 0),
             "the order goes on from the highest"
         );
     }
@@ -546,6 +578,39 @@ mod tests {
             "and the window is 1 s again"
         );
         assert!(!heard.resync_due(false), "nothing owed");
+    }
+
+    #[test]
+    fn a_sender_first_heard_just_after_opening_that_lost_messages_since_shows_a_gap() {
+        let sender = Uuid::new_v4();
+        let rest = format!(r#""origin":"{sender}","topic":"event:1","at":1,"payload":{{}}}}"#);
+        let mut numbers = Numbers::default();
+        for _ in 0..40 {
+            numbers.envelope(&rest);
+        }
+        let beat = numbers.beat(sender);
+        let before_any_loss: Envelope<'_> = serde_json::from_str(&beat).expect("a beat");
+        assert_eq!(before_any_loss.lost, 0);
+        // The receiver's connection opens (and resynchronises); then the sender's pipeline fails.
+        let mut heard = Heard::new();
+        numbers.lost();
+        let wire = numbers.envelope(&rest);
+        let after: Envelope<'_> = serde_json::from_str(&wire).expect("an envelope");
+        assert!(after.lost >= heard.opened_us, "the loss is stamped: {wire}");
+        assert!(
+            heard.missing(sender, after.seq.expect("numbered"), false, after.lost),
+            "first heard after a loss since the opening"
+        );
+        let quiet = Uuid::new_v4();
+        assert!(
+            !heard.missing(quiet, 500, false, 0),
+            "running, no loss: the opening's resync covered it"
+        );
+        let long_ago = heard.opened_us - 60_000_000;
+        assert!(
+            !heard.missing(Uuid::new_v4(), 500, false, long_ago),
+            "a loss a minute before the opening: covered too"
+        );
     }
 
     #[test]
