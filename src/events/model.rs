@@ -4,6 +4,8 @@
 //! Event times are kept to the second: that is all an event needs, and it keeps stored timestamps in
 //! one fixed-width form, so SQLite compares and orders them correctly as text.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -198,6 +200,37 @@ impl Versioned for EventState {
     }
 }
 
+/// The newest version of each event a status stream has sent, so it never sends an older one after
+/// it: messages of two instances are not ordered (an instance hears its own change at once and
+/// another's earlier one through Redis later). It forgets everything when it would hold more than
+/// [`Newest::MOST`] events (a stream of every event's changes must not grow without bound); an old
+/// change of a forgotten event may pass then.
+#[derive(Debug, Default)]
+pub struct Newest {
+    sent: HashMap<Uuid, i64>,
+}
+
+impl Newest {
+    /// Events remembered at most.
+    pub const MOST: usize = 10_000;
+
+    /// Whether `event` is newer than any version of it sent so far; if so it is the newest now.
+    pub fn admits(&mut self, event: &EventState) -> bool {
+        if self
+            .sent
+            .get(&event.id)
+            .is_some_and(|&sent| sent >= event.version)
+        {
+            return false;
+        }
+        if self.sent.len() >= Self::MOST && !self.sent.contains_key(&event.id) {
+            self.sent.clear();
+        }
+        self.sent.insert(event.id, event.version);
+        true
+    }
+}
+
 /// Kinds of event change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeKind {
@@ -214,6 +247,41 @@ pub enum ChangeKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_stream_never_sends_an_older_change_after_a_newer_one() {
+        let at = Utc::now();
+        let state = |id: Uuid, version: i64| EventState {
+            id,
+            title: "Night".into(),
+            description: None,
+            venue: None,
+            starts_at: at,
+            ends_at: None,
+            status: Status::Live,
+            image_key: None,
+            organizer_id: id,
+            template_id: None,
+            like_count: 0,
+            version,
+            created_at: at,
+            updated_at: at,
+        };
+        let (one, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut newest = Newest::default();
+        assert!(newest.admits(&state(one, 3)), "FINISHED, heard first here");
+        assert!(
+            !newest.admits(&state(one, 2)),
+            "LIVE, from another instance, later"
+        );
+        assert!(!newest.admits(&state(one, 3)), "nor the same change twice");
+        assert!(newest.admits(&state(other, 1)), "other events go on");
+        assert!(newest.admits(&state(one, 4)));
+        for _ in 0..Newest::MOST {
+            newest.admits(&state(Uuid::now_v7(), 1));
+        }
+        assert!(newest.sent.len() <= Newest::MOST, "bounded");
+    }
 
     #[test]
     fn status_moves_forward_only() {

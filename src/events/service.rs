@@ -14,7 +14,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::model::{
-    self as rules, CHANGES, ChangeKind, EventChanged, EventState, TemplateSpec, can_move,
+    self as rules, CHANGES, ChangeKind, EventChanged, EventState, Newest, TemplateSpec, can_move,
     check_times, default_end, status_changes, to_second,
 };
 use crate::accounts;
@@ -798,9 +798,14 @@ pub async fn gone(state: &AppState, id: Uuid, signal: &Signal<EventChanged>) -> 
     }
 }
 
-/// Every event status change from now on, each once it is committed.
+/// Every event status change from now on, each once it is committed, and never one older than a
+/// change of the same event already sent ([`Newest`]).
 pub fn follow_status(state: &AppState) -> impl Stream<Item = EventState> + Send + 'static {
-    live::events(state.live.subscribe(&status_changes())).map(|change| change.event.clone())
+    let mut newest = Newest::default();
+    live::events(state.live.subscribe(&status_changes())).filter_map(move |change| {
+        let admitted = newest.admits(&change.event).then(|| change.event.clone());
+        std::future::ready(admitted)
+    })
 }
 
 /// The catalogue, by name.
