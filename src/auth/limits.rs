@@ -258,8 +258,8 @@ impl AuthLimits {
         }
     }
 
-    /// Counts one attempt from `address`'s network ([`network`]); RATE_LIMITED once its bucket
-    /// is empty.
+    /// Counts one attempt from `address`'s network (`network`: an IPv6 address's /64);
+    /// RATE_LIMITED once its bucket is empty.
     pub async fn check_address(&self, address: IpAddr) -> Result<()> {
         self.per_address
             .check(&network(address))
