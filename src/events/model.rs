@@ -204,15 +204,16 @@ impl Versioned for EventState {
 /// it: messages of two instances are not ordered (an instance hears its own change at once and
 /// another's earlier one through Redis later). It forgets everything when it would hold more than
 /// [`Newest::MOST`] events (a stream of every event's changes must not grow without bound); an old
-/// change of a forgotten event may pass then.
+/// change of a forgotten event may pass then (two instances' messages cross within moments, while
+/// a thousand other events change status).
 #[derive(Debug, Default)]
 pub struct Newest {
     sent: HashMap<Uuid, i64>,
 }
 
 impl Newest {
-    /// Events remembered at most.
-    pub const MOST: usize = 10_000;
+    /// Events remembered at most (each signed-in subscriber's stream keeps its own).
+    pub const MOST: usize = 1_000;
 
     /// Whether `event` is newer than any version of it sent so far; if so it is the newest now.
     pub fn admits(&mut self, event: &EventState) -> bool {

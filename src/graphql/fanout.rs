@@ -323,8 +323,9 @@ impl Fanout {
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let executor = &self.inner.executor;
         let prepared = executor.prepare(request);
-        // A mutation takes a place among those running to their end, as over HTTP.
-        let place = if prepared.is_mutation() {
+        // A mutation takes a place among those running to their end, as over HTTP (`is_mutation`
+        // is true of subscriptions too: they are not `to_the_end`).
+        let place = if to_the_end && prepared.is_mutation() {
             match executor.mutation_place() {
                 Ok(place) => Some(place),
                 Err(_) => {

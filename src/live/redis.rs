@@ -345,8 +345,11 @@ async fn publisher(
             }
             let sent: redis::RedisResult<()> = pipeline.query_async(&mut connection).await;
             if let Err(err) = sent {
-                // The batch's numbers are spent, so the receivers see the gap.
-                numbers.lost();
+                // The batch's numbers are spent, so the receivers see the gap (a beat alone spent
+                // none and lost nothing).
+                if !batch.is_empty() {
+                    numbers.lost();
+                }
                 tracing::warn!(error = %err, "redis publish failed; reconnecting");
                 metrics::counter!("rally_live_dropped_total").increment(batch.len() as u64);
                 batch.clear();

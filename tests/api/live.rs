@@ -321,7 +321,8 @@ async fn subscriptions_per_connection_are_capped(backend: Backend) {
         .subscribe("4", EVENT_UPDATED, json!({ "id": id }))
         .await;
     client.next_data("4").await;
-    // Refusals hold nothing: a flood of them is answered, and the two running go on.
+    // A flood of refused operations is answered, each with its error and its `complete` (they are
+    // written at once now; that they hold nothing is not visible from here).
     for n in 0..200 {
         client
             .subscribe(&format!("r{n}"), EVENT_UPDATED, json!({ "id": id }))
@@ -796,6 +797,19 @@ async fn a_mutation_arriving_after_shutdown_stopped_waiting_is_refused(backend: 
 async fn mutations_beyond_the_running_limit_are_refused_at_once(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.max_running_mutations = 1).await;
     let fay = app.signup("fay").await;
+    // A subscription that runs alone takes no mutation's place (it did, for its whole life).
+    let mut phone = app.ws(TRANSPORT_WS).await;
+    phone
+        .init(json!({ "authorization": format!("Bearer {}", fay.access) }))
+        .await;
+    phone
+        .subscribe(
+            "t",
+            "subscription { trackingCommands { command } }",
+            json!({}),
+        )
+        .await;
+    app.listening(&format!("user:{}:tracking", fay.id), 1).await;
     let id = create_event(&app, &fay, "Held", "2030-01-01T20:00:00Z").await["id"].clone();
     let read = || read_event(&app, &id);
     let first = read().await["version"].as_i64().expect("version");
