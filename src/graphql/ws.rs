@@ -28,6 +28,7 @@
 //! same array, which its clients read as the list of errors), and nothing follows it.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
@@ -42,6 +43,7 @@ use axum::response::Response;
 use axum::routing::get;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, sleep_until};
@@ -72,6 +74,12 @@ const MAX_FRAME: usize = 256 * 1024;
 /// Longest operation id (clients use counters or UUIDs): each running operation keeps its id in
 /// the frames it sends, so a long one would multiply a socket's memory.
 const MAX_ID_BYTES: usize = 128;
+/// Operations a connection may start at once: an app subscribes to a few dozen as it connects.
+const STARTS_BURST: NonZeroU32 = NonZeroU32::new(100).unwrap();
+/// Operations a connection may start per second after its burst: each start parses and plans a
+/// document and may load a snapshot, which starting and completing in a loop would repeat
+/// without end however few run at once.
+const STARTS_PER_SECOND: NonZeroU32 = NonZeroU32::new(20).unwrap();
 /// Close code: a second `connection_init`.
 pub const CLOSE_TOO_MANY_INITS: u16 = 4429;
 /// Close code: the client answered no ping for `RALLY_WS_SILENT_PERIODS` keep-alive periods (RFC
@@ -158,6 +166,9 @@ impl Sockets {
                     identity: None,
                     running: StreamMap::new(),
                     permits: Arc::new(Semaphore::new(sockets.settings.max_subscriptions)),
+                    starts: RateLimiter::direct(
+                        Quota::per_second(STARTS_PER_SECOND).allow_burst(STARTS_BURST),
+                    ),
                 };
                 let code = connection.serve(socket).await;
                 metrics::counter!("rally_websocket_closes_total", "code" => code.to_string())
@@ -318,6 +329,8 @@ struct Connection<'a> {
     /// One permit per operation whose work runs, including queries and mutations the client
     /// completed that are still finishing.
     permits: Arc<Semaphore>,
+    /// Operations started ([`STARTS_BURST`], then [`STARTS_PER_SECOND`]).
+    starts: DefaultDirectRateLimiter,
 }
 
 /// What handling one client frame leads to.
@@ -440,6 +453,20 @@ impl Connection<'_> {
         code
     }
 
+    /// Refuses operation `id` with RATE_LIMITED (`what`), then `complete`: written at once, never
+    /// queued, so a client flooding refused operations is answered as fast as it sends, and holds
+    /// nothing.
+    async fn refuse(&mut self, sink: &mut Sink, id: &str, what: &'static str) -> Step {
+        let refused = Payload::error(Error::RateLimited {
+            what,
+            retry_after_seconds: 1,
+        });
+        match send(sink, self.frame_prefix(id) + &refused.json + "}").await {
+            Step::Continue => send(sink, complete_frame(id)).await,
+            stop => stop,
+        }
+    }
+
     /// Whether the session the socket was opened with, or the one of the fresh token that extended
     /// it, has ended (logout, or a replayed refresh token).
     fn session_ended(&self) -> bool {
@@ -504,6 +531,11 @@ impl Connection<'_> {
                         format!("An operation id is at most {MAX_ID_BYTES} bytes"),
                     );
                 }
+                if self.starts.check().is_err() {
+                    return self
+                        .refuse(sink, &id, "too many operations started on this connection")
+                        .await;
+                }
                 let restarted = self.running.contains_key(&id);
                 if restarted {
                     if !self.legacy {
@@ -518,16 +550,13 @@ impl Connection<'_> {
                     self.running.remove(&id);
                 }
                 let Some(permit) = permit(self.permits.clone(), restarted).await else {
-                    let refused = Payload::error(Error::RateLimited {
-                        what: "too many subscriptions and operations running on this connection",
-                        retry_after_seconds: 1,
-                    });
-                    // Written at once, never queued: a client flooding refused operations is
-                    // answered as fast as it sends, and holds nothing.
-                    return match send(sink, self.frame_prefix(&id) + &refused.json + "}").await {
-                        Step::Continue => send(sink, complete_frame(&id)).await,
-                        stop => stop,
-                    };
+                    return self
+                        .refuse(
+                            sink,
+                            &id,
+                            "too many subscriptions and operations running on this connection",
+                        )
+                        .await;
                 };
                 let kind = payload.kind();
                 let tracked = kind.field().and_then(Tracked::start);

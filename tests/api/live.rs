@@ -22,6 +22,7 @@ on_every_backend!(
     every_spelling_of_the_token_is_accepted,
     an_expired_token_closes_the_socket_unless_refreshed_in_a_ping,
     subscriptions_per_connection_are_capped,
+    operations_started_in_a_loop_are_rate_limited,
     queries_and_mutations_also_run_over_the_websocket,
     shutdown_closes_sockets_with_a_reconnect_hint,
     metrics_show_live_publishing_and_operations,
@@ -342,6 +343,54 @@ async fn subscriptions_per_connection_are_capped(backend: Backend) {
         .await;
     let closed = client.closed().await;
     assert_eq!(closed.code, 4400, "{closed:?}");
+}
+
+/// However few run at once, a connection starts at most 100 operations in a burst, then 20 a
+/// second: each start parses a document and may load a snapshot. Past that, an operation is
+/// refused with RATE_LIMITED and `complete`, and the connection goes on.
+async fn operations_started_in_a_loop_are_rate_limited(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut client = app.ws(TRANSPORT_WS).await;
+    client.init(json!({})).await;
+    // Ten at a time (far below the running cap), each ten answered before the next: far faster
+    // than 20 a second, however loaded the machine.
+    let mut answered = 0;
+    let mut refused = false;
+    'rounds: for round in 0..50 {
+        for n in 0..10 {
+            client
+                .subscribe(&format!("q{round}-{n}"), "{ __typename }", json!({}))
+                .await;
+        }
+        let mut completed = 0;
+        while completed < 10 {
+            let frame = client.next_frame().await.expect("open");
+            match frame["type"].as_str() {
+                Some("complete") => completed += 1,
+                Some("next") if frame["payload"]["data"]["__typename"] == "Query" => answered += 1,
+                Some("next") => {
+                    assert_eq!(
+                        frame["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+                        "{frame}"
+                    );
+                    refused = true;
+                }
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+        if refused {
+            break 'rounds;
+        }
+    }
+    assert!(refused, "never refused: {answered} answered");
+    assert!(answered >= 100, "the burst: {answered} answered");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.subscribe("later", "{ __typename }", json!({})).await;
+    assert_eq!(
+        client.next_data("later").await["__typename"],
+        "Query",
+        "refilled"
+    );
 }
 
 async fn queries_and_mutations_also_run_over_the_websocket(backend: Backend) {
