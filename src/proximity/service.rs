@@ -10,8 +10,8 @@ use futures_util::Stream;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select, Set, TryInsertResult,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select, Set, TryInsertResult,
 };
 use uuid::Uuid;
 
@@ -45,7 +45,13 @@ async fn user_by_handle(state: &AppState, handle: &Handle) -> Result<Uuid> {
         .id)
 }
 
-/// The caller asks to watch `handle`: a PENDING link (or the existing one, unchanged).
+/// Requests one person may have waiting for an answer: asking everyone, or one person's
+/// `monitoredBy` filling with strangers' requests, is not what watching friends needs.
+pub const MAX_PENDING_REQUESTS: u64 = 50;
+
+/// The caller asks to watch `handle`: a PENDING link (or the existing one, unchanged). At most
+/// [`MAX_PENDING_REQUESTS`] of the caller's wait for an answer (then CONFLICT), counted in the
+/// caller's turn, so requests at once cannot pass it.
 #[tracing::instrument(skip(state))]
 pub async fn request_monitor(
     state: &AppState,
@@ -56,6 +62,23 @@ pub async fn request_monitor(
     if watched == me.user_id {
         return Err(Error::bad_input("handle", "you cannot watch yourself"));
     }
+    let txn = watcher_turn(state, me.user_id).await?;
+    if let Some(existing) = link(&*txn, me.user_id, watched).await? {
+        return Ok(existing);
+    }
+    let waiting = monitor_link::Entity::find()
+        .filter(monitor_link::Column::WatcherId.eq(me.user_id))
+        .filter(monitor_link::Column::Status.eq(LinkStatus::Pending))
+        .count(&*txn)
+        .await?;
+    if waiting >= MAX_PENDING_REQUESTS {
+        return Err(Error::conflict(
+            "handle",
+            format!(
+                "{waiting} of your requests wait for an answer; withdraw one (removeMonitor) first"
+            ),
+        ));
+    }
     monitor_link::Entity::insert(monitor_link::ActiveModel {
         watcher_id: Set(me.user_id),
         watched_id: Set(watched),
@@ -64,11 +87,13 @@ pub async fn request_monitor(
     })
     .on_conflict(OnConflict::new().do_nothing().to_owned())
     .do_nothing()
-    .exec(&*state.one_write().await)
+    .exec(&*txn)
     .await?;
-    link(&state.db, me.user_id, watched)
+    let requested = link(&*txn, me.user_id, watched)
         .await?
-        .ok_or_else(|| Error::state_conflict("the link changed; try again"))
+        .ok_or_else(|| Error::state_conflict("the link changed; try again"))?;
+    txn.commit().await?;
+    Ok(requested)
 }
 
 async fn link(

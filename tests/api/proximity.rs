@@ -32,6 +32,7 @@ crate::on_every_backend!(
     an_ended_activity_shows_nobody,
     the_whole_workflow_with_three_users_over_websockets,
     old_positions_and_ended_alert_states_are_forgotten,
+    pending_requests_are_capped_under_a_race,
 );
 
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -1317,4 +1318,60 @@ async fn old_positions_and_ended_alert_states_are_forgotten(backend: Backend) {
         "reporting again: {seen}"
     );
     assert_eq!(seen["stale"], json!([]), "{seen}");
+}
+
+/// One person has at most `MAX_PENDING_REQUESTS` (50) requests waiting for an answer: with 49
+/// waiting, eight requests at once make one more (the rest CONFLICT on `handle`); asking again
+/// for one that waits returns it; withdrawing one makes room.
+async fn pending_requests_are_capped_under_a_race(backend: Backend) {
+    use rally::proximity::service::MAX_PENDING_REQUESTS;
+    let app = TestApp::spawn_with(backend, |c| c.auth_attempts_per_address = 1_000).await;
+    let ann = app.signup("ann").await;
+    let request = "mutation($h: String!) { requestMonitor(handle: $h) { status } }";
+    let most = usize::try_from(MAX_PENDING_REQUESTS).expect("small");
+    let mut asked = Vec::new();
+    for n in 0..most - 1 {
+        let handle = format!("friend{n}");
+        app.signup(&handle).await;
+        app.gql_as(&ann, request, json!({ "h": handle }))
+            .await
+            .data();
+        asked.push(handle);
+    }
+    let racing: Vec<String> = (0..8).map(|n| format!("racer{n}")).collect();
+    for handle in &racing {
+        app.signup(handle).await;
+    }
+    let answers = futures_util::future::join_all(
+        racing
+            .iter()
+            .map(|handle| app.gql_as(&ann, request, json!({ "h": handle }))),
+    )
+    .await;
+    let mut landed = 0;
+    for answer in &answers {
+        if answer.body.get("errors").is_some() {
+            answer.assert_error("CONFLICT", Some("handle"));
+        } else {
+            landed += 1;
+        }
+    }
+    assert_eq!(landed, 1, "one place left");
+    let again = app.gql_as(&ann, request, json!({ "h": asked[0] })).await;
+    assert_eq!(again.data()["requestMonitor"]["status"], "PENDING");
+    app.gql_as(
+        &ann,
+        "mutation($w: String!, $d: String!) { removeMonitor(watcher: $w, watched: $d) }",
+        json!({ "w": "ann", "d": asked[0] }),
+    )
+    .await
+    .data();
+    let refused = racing
+        .iter()
+        .zip(&answers)
+        .find(|(_, answer)| answer.body.get("errors").is_some())
+        .map(|(handle, _)| handle)
+        .expect("a refused one");
+    let room = app.gql_as(&ann, request, json!({ "h": refused })).await;
+    assert_eq!(room.data()["requestMonitor"]["status"], "PENDING");
 }
