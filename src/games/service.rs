@@ -128,10 +128,11 @@ async fn resolve_players(
 /// else sees yet, and `finish` is one conditional update of the row itself): they take turns in one
 /// order (never one waiting on a player's row another holds while that one waits on the game), and
 /// whether someone is a player, read after it, still holds at commit.
-async fn lock(txn: &WriteTxn, id: Uuid) -> Result<game::Model> {
+async fn lock(txn: &WriteTxn, id: Uuid) -> Result<()> {
     txn.locking(game::Entity::find_by_id(id))
         .one(&**txn)
         .await?
+        .map(drop)
         .ok_or(Error::NotFound("no such game"))
 }
 

@@ -442,15 +442,7 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
     );
     // As stored, not only as shown: the finisher expired the unused ticket's row itself (the
     // query shows an ACTIVE ticket of a finished event as EXPIRED whatever the row says).
-    let event_id = Uuid::parse_str(&event).expect("uuid");
-    let mut stored: Vec<rally::entity::ticket::Status> = rally::entity::ticket::Entity::find()
-        .filter(rally::entity::ticket::Column::EventId.eq(event_id))
-        .all(&app.state.db)
-        .await
-        .expect("read")
-        .into_iter()
-        .map(|ticket| ticket.status)
-        .collect();
+    let mut stored = stored_tickets(&app, &event).await;
     stored.sort_by_key(|status| format!("{status:?}"));
     assert_eq!(
         stored,
@@ -462,20 +454,24 @@ async fn the_whole_game_from_ticket_to_finished_event(backend: Backend) {
     let late = start_run(&app, &ann, tickets[1]["id"].as_str().expect("id")).await;
     late.assert_error("CONFLICT", None);
     for id in [&cancelled, &ended] {
-        let by_hand: Vec<rally::entity::ticket::Status> = rally::entity::ticket::Entity::find()
-            .filter(rally::entity::ticket::Column::EventId.eq(Uuid::parse_str(id).expect("uuid")))
-            .all(&app.state.db)
-            .await
-            .expect("read")
-            .into_iter()
-            .map(|ticket| ticket.status)
-            .collect();
         assert_eq!(
-            by_hand,
+            stored_tickets(&app, id).await,
             [rally::entity::ticket::Status::Expired],
             "the finisher expired the ticket of an event ended by hand"
         );
     }
+}
+
+/// The statuses of `event`'s tickets as their rows hold them (not as the API shows them).
+async fn stored_tickets(app: &TestApp, event: &str) -> Vec<rally::entity::ticket::Status> {
+    rally::entity::ticket::Entity::find()
+        .filter(rally::entity::ticket::Column::EventId.eq(Uuid::parse_str(event).expect("uuid")))
+        .all(&app.state.db)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|ticket| ticket.status)
+        .collect()
 }
 
 async fn one_ticket_starts_one_run_under_a_race(backend: Backend) {
