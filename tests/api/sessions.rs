@@ -219,6 +219,12 @@ async fn expired_refresh_tokens_are_forgotten_and_ended_sessions_stay_ended(back
         family_of(&app, &ended.refresh).await,
         family_of(&app, &raced.refresh).await,
     );
+    assert_eq!(
+        tokens_of(&app, old_family).await,
+        3,
+        "a login and two refreshes"
+    );
+    // From here the server's own run of the job may come first (it leaves the same).
     expire(&app, old_family).await;
     expire(&app, ended_family).await;
     // The raced session: its first token revoked and expired hours ago, its refresh's still valid
@@ -227,11 +233,6 @@ async fn expired_refresh_tokens_are_forgotten_and_ended_sessions_stay_ended(back
         &app.refresh(&raced.refresh).await.data()["refreshSession"],
     );
     revoke_long_ago(&app, &raced.refresh).await;
-    assert_eq!(
-        tokens_of(&app, old_family).await,
-        3,
-        "a login and two refreshes"
-    );
     // Refused before the job and after it.
     let both_refused = || async {
         for dead in [&latest, &made_in_the_race.refresh] {
@@ -242,7 +243,6 @@ async fn expired_refresh_tokens_are_forgotten_and_ended_sessions_stay_ended(back
     };
     both_refused().await;
 
-    // (The server's own run of the job may come first: it leaves the same.)
     app.run_hourly(
         "forget-test",
         rally::jobs::service::Work::ForgetOldRows,
