@@ -22,6 +22,7 @@ mod m20261204_000014_territory_versions;
 mod m20261204_000015_picture_key_indexes;
 mod m20261204_000016_meeting_titles;
 mod m20261204_000017_retention_indexes;
+mod m20261204_000018_event_status_times;
 mod plain_indexes;
 
 /// The ordered list of Rally's migrations.
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000015_picture_key_indexes::Migration),
             Box::new(m20261204_000016_meeting_titles::Migration),
             Box::new(m20261204_000017_retention_indexes::Migration),
+            Box::new(m20261204_000018_event_status_times::Migration),
         ]
     }
 }

@@ -23,6 +23,11 @@ pub enum Status {
 
 /// One row of `events` (live messages carry `events::model::EventState`, not this; serde stays
 /// so tests can show the previous release still decodes those).
+///
+/// The table has one more column, `status_changed_at` (nullable): `events::service` writes it with
+/// each status move and reads it only to catch `eventStatusChanged` streams up. It is left out of
+/// the model, so the reads of events (the hottest) decode nothing more for it: a NULL column costs
+/// SeaORM an error string per row.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "events")]
 pub struct Model {

@@ -208,7 +208,8 @@ impl Versioned for EventState {
 /// a thousand other events change status).
 #[derive(Debug, Default)]
 pub struct Newest {
-    sent: HashMap<Uuid, i64>,
+    /// Each event's newest version sent, and its status then.
+    sent: HashMap<Uuid, (i64, Status)>,
 }
 
 impl Newest {
@@ -220,15 +221,29 @@ impl Newest {
         if self
             .sent
             .get(&event.id)
-            .is_some_and(|&sent| sent >= event.version)
+            .is_some_and(|&(sent, _)| sent >= event.version)
         {
             return false;
         }
         if self.sent.len() >= Self::MOST && !self.sent.contains_key(&event.id) {
             self.sent.clear();
         }
-        self.sent.insert(event.id, event.version);
+        self.sent.insert(event.id, (event.version, event.status));
         true
+    }
+
+    /// Whether `event`, as a catch-up found it, tells of a status change not sent yet: its status
+    /// differs from the one last sent (an event never enters a status twice, see [`can_move`]) and
+    /// [`admits`](Self::admits) it. A newer version in the status sent (liked or edited since) is
+    /// remembered as the newest, not sent.
+    pub fn admits_found(&mut self, event: &EventState) -> bool {
+        if let Some(sent) = self.sent.get_mut(&event.id)
+            && sent.1 == event.status
+        {
+            sent.0 = sent.0.max(event.version);
+            return false;
+        }
+        self.admits(event)
     }
 }
 
@@ -282,6 +297,50 @@ mod tests {
             newest.admits(&state(Uuid::now_v7(), 1));
         }
         assert!(newest.sent.len() <= Newest::MOST, "bounded");
+    }
+
+    #[test]
+    fn a_catch_up_sends_only_statuses_not_sent_yet() {
+        let at = Utc::now();
+        let state = |id: Uuid, version: i64, status: Status| EventState {
+            id,
+            title: "Night".into(),
+            description: None,
+            venue: None,
+            starts_at: at,
+            ends_at: None,
+            status,
+            image_key: None,
+            organizer_id: id,
+            template_id: None,
+            like_count: 0,
+            version,
+            created_at: at,
+            updated_at: at,
+        };
+        let (one, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut newest = Newest::default();
+        assert!(
+            newest.admits(&state(one, 2, Status::Live)),
+            "LIVE, as a message"
+        );
+        assert!(
+            !newest.admits_found(&state(one, 5, Status::Live)),
+            "liked three times since: still LIVE, not sent again"
+        );
+        assert!(
+            !newest.admits(&state(one, 4, Status::Live)),
+            "and version 5 is the newest now"
+        );
+        assert!(newest.admits_found(&state(one, 6, Status::Finished)));
+        assert!(
+            !newest.admits_found(&state(one, 6, Status::Finished)),
+            "once"
+        );
+        assert!(
+            newest.admits_found(&state(other, 3, Status::Cancelled)),
+            "an event not sent before"
+        );
     }
 
     #[test]

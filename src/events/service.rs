@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Func, LikeExpr, OnConflict};
 use sea_orm::{
@@ -262,6 +262,9 @@ pub async fn update(
     row.version = Set(version + 1);
     row.updated_at = Set(Utc::now());
     let updated = row.update(&*txn).await?;
+    if status_changed {
+        stamp_status_change(&*txn, id, updated.updated_at).await?;
+    }
     txn.commit().await?;
     announce(
         state,
@@ -296,13 +299,15 @@ pub async fn finish_started_before(
         .await?;
     let mut finished = Vec::with_capacity(due.len());
     for id in due {
+        let now = Utc::now();
         let moved = event::Entity::update_many()
             .col_expr(event::Column::Status, Expr::value(Status::Finished))
             .col_expr(
                 event::Column::Version,
                 Expr::col(event::Column::Version).add(1),
             )
-            .col_expr(event::Column::UpdatedAt, Expr::value(Utc::now()))
+            .col_expr(event::Column::UpdatedAt, Expr::value(now))
+            .col_expr(StatusChangedAt, Expr::value(now))
             .filter(event::Column::Id.eq(id))
             .filter(event::Column::Status.eq(Status::Live))
             .exec(&**txn)
@@ -798,14 +803,74 @@ pub async fn gone(state: &AppState, id: Uuid, signal: &Signal<EventChanged>) -> 
     }
 }
 
+/// `events.status_changed_at`, which the entity leaves out (see [`event::Model`]).
+#[derive(sea_orm::DeriveIden, Clone, Copy)]
+struct StatusChangedAt;
+
+/// The most events one catch-up of [`follow_status`] sends (the latest changed).
+const MOST_CAUGHT_UP: u64 = Newest::MOST as u64;
+
+/// Records, inside the transaction that moves it, that event `id`'s status changed at `at`.
+async fn stamp_status_change(db: &impl ConnectionTrait, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+    event::Entity::update_many()
+        .col_expr(StatusChangedAt, Expr::value(at))
+        .filter(event::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Every event status change from now on, each once it is committed, and never one older than a
-/// change of the same event already sent ([`Newest`]).
+/// change of the same event already sent ([`Newest`]). When messages may have been missed (a
+/// resync: the stream fell behind, or another instance's messages were lost while Redis was away)
+/// it reads the events whose status changed in the last
+/// [`CATCH_UP_WINDOW`](live::CATCH_UP_WINDOW), not before the stream began (less
+/// [`CLOCK_LEEWAY`](live::CLOCK_LEEWAY)), and sends each, as it is now, whose status it has not
+/// sent ([`Newest::admits_found`]): at most [`MOST_CAUGHT_UP`], the latest. A catch-up that fails
+/// is owed (see [`CatchUp`](live::CatchUp)).
 pub fn follow_status(state: &AppState) -> impl Stream<Item = EventState> + Send + 'static {
-    let mut newest = Newest::default();
-    live::events(state.live.subscribe(&status_changes())).filter_map(move |change| {
-        let admitted = newest.admits(&change.event).then(|| change.event.clone());
-        std::future::ready(admitted)
-    })
+    let mut feed = state.live.subscribe(&status_changes());
+    let state = state.clone();
+    let began = Utc::now() - live::CLOCK_LEEWAY;
+    async_stream::stream! {
+        let mut newest = Newest::default();
+        let mut catch_up = live::CatchUp::default();
+        while let Some(next) = catch_up.next(&mut feed).await {
+            match next {
+                live::Next::Message(change) => {
+                    if newest.admits(&change.event) {
+                        yield change.event.clone();
+                    }
+                }
+                live::Next::CatchUp => {
+                    let since = began.max(Utc::now() - live::CATCH_UP_WINDOW);
+                    if let Some(rows) = catch_up.settle(status_changed_since(&state, since).await) {
+                        for row in rows {
+                            let event = EventState::from(row);
+                            if newest.admits_found(&event) {
+                                yield event;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The events whose status changed from `since`, in the order they changed (the latest
+/// [`MOST_CAUGHT_UP`]).
+async fn status_changed_since(state: &AppState, since: DateTime<Utc>) -> Result<Vec<event::Model>> {
+    let changed_at = || Expr::col((event::Entity, StatusChangedAt));
+    let mut rows = event::Entity::find()
+        .filter(changed_at().gte(since))
+        .order_by_desc(changed_at())
+        .order_by_desc(event::Column::Id)
+        .limit(MOST_CAUGHT_UP)
+        .all(&state.db)
+        .await?;
+    rows.reverse();
+    Ok(rows)
 }
 
 /// The catalogue, by name.

@@ -32,7 +32,7 @@ pub use self::hub::Delivery;
 use self::hub::Hub;
 pub use self::redis::RedisBroker;
 pub use self::stream::{
-    CATCH_UP_WINDOW, CLOCK_LEEWAY, CatchUp, Change, Missing, Next, Sent, Versioned, events, follow,
+    CATCH_UP_WINDOW, CLOCK_LEEWAY, CatchUp, Change, Missing, Next, Sent, Versioned, follow,
     follow_throttled,
 };
 pub use self::topic::{Payload, Topic, TopicName, Topics};

@@ -6,10 +6,11 @@
 //! dropped. When messages may have been missed ([`Signal::Resync`]: a lagging subscriber, a broker
 //! that reconnected) it reloads the snapshot; a reload that fails is logged and retried with
 //! backoff (100 ms doubling to 5 s), so the stream neither ends silently nor skips ahead of the
-//! truth. [`events`] is the plain event stream (each message once). [`follow_throttled`] is the
+//! truth. [`follow_throttled`] is the
 //! variant for states that are recomputed rather than carried by the message (leaderboards): every
 //! message means "reload", at most once per window. An event stream that must catch up after a
-//! resync (`trackingCommands`, `myMeetings`, `proximityAlerts`, `territoryChanged`) reads its feed
+//! resync (`trackingCommands`, `myMeetings`, `proximityAlerts`, `territoryChanged`,
+//! `eventStatusChanged`) reads its feed
 //! through [`CatchUp::next`]: each message, or a [`Next::CatchUp`] after a resync or when a failed
 //! catch-up is due again (with backoff, while messages keep flowing); one that reads missed events
 //! back from the database keeps what it sent ([`Sent`], or the newest capture per cell) so it sends
@@ -105,20 +106,6 @@ where
     run(feed, Missing::Wait, Some(window), None, load, |_: &P| {
         Change::Reload
     })
-}
-
-/// Follows an event stream: every message from now on, each once (a resync means nothing here:
-/// an event stream has no state to reload, and what was missed is gone; a stream that must catch
-/// up after one reads its [`Feed`] through a [`CatchUp`], as `trackingCommands`, `myMeetings`,
-/// `proximityAlerts` and `territoryChanged` do).
-pub fn events<P: Payload>(mut feed: Feed<P>) -> impl Stream<Item = Arc<P>> + Send + 'static {
-    async_stream::stream! {
-        while let Some(signal) = feed.next().await {
-            if let Signal::Message(payload) = signal {
-                yield payload;
-            }
-        }
-    }
 }
 
 /// How an event stream that catches up after a [`Signal::Resync`] (it reads what it missed from

@@ -15,6 +15,7 @@ on_every_backend!(
     create_event_names_each_invalid_field,
     only_the_organizer_or_an_admin_changes_an_event,
     status_follows_the_life_cycle,
+    status_streams_that_fell_behind_catch_up_on_the_changes_they_missed,
     deleting_an_event_removes_it,
     likes_are_idempotent_and_counted_exactly,
     concurrent_likes_are_all_counted,
@@ -214,6 +215,147 @@ async fn status_follows_the_life_cycle(backend: Backend) {
     )
     .await;
     assert_eq!(cancelled.data()["updateEvent"]["status"], "CANCELLED");
+}
+
+/// A status stream that fell behind (more messages queued than a subscriber may fall behind by)
+/// lost the oldest, the status changes among them. It is not left with stale statuses: it gets
+/// each event whose status changed since it began, as it is now (one moved by its organizer, one
+/// by the nightly finisher), in the order they changed, and nothing else: not an event that was
+/// only renamed, not one whose status changed before the stream began, and none of the skipped
+/// messages; nor, at a later catch-up, a status it sent already.
+async fn status_streams_that_fell_behind_catch_up_on_the_changes_they_missed(backend: Backend) {
+    use chrono::{Duration as Span, Utc};
+    use futures_util::StreamExt;
+    use rally::entity::event::{self, Status};
+    use rally::events::model::{ChangeKind, EventChanged, status_changes};
+    use sea_orm::sea_query::{Alias, Expr};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = TestApp::spawn(backend).await;
+    let rosa = app.signup("rosa").await;
+    let mut ids = Vec::new();
+    for (title, starts) in [
+        ("Moved", "2030-04-01T20:00:00Z"),
+        ("Renamed", "2030-03-01T20:00:00Z"),
+        ("Finished", "2030-03-01T20:00:00Z"),
+        ("Long ago", "2030-04-01T20:00:00Z"),
+        ("Just before", "2030-04-01T20:00:00Z"),
+    ] {
+        let created = create_event(&app, &rosa, title, starts).await;
+        ids.push(created["id"].as_str().expect("id").to_owned());
+    }
+    let [moved, renamed, finished, long_ago, just_before] = ids.as_slice() else {
+        unreachable!()
+    };
+    let key = |id: &str| id.parse::<uuid::Uuid>().expect("uuid");
+    let row = |id: uuid::Uuid| {
+        let db = app.state.db.clone();
+        async move {
+            event::Entity::find_by_id(id)
+                .one(&db)
+                .await
+                .expect("read")
+                .expect("the event")
+        }
+    };
+    // Three events went LIVE before the stream began: two of them two hours ago, outside any
+    // catch-up, one five minutes ago, inside the last hour but before the stream.
+    for id in [finished, long_ago, just_before] {
+        update(&app, &rosa, id, json!({ "status": "LIVE" }))
+            .await
+            .data();
+    }
+    for (ids, ago) in [
+        (vec![key(finished), key(long_ago)], Span::hours(2)),
+        (vec![key(just_before)], Span::minutes(5)),
+    ] {
+        event::Entity::update_many()
+            .col_expr(
+                Alias::new("status_changed_at"),
+                Expr::value(Utc::now() - ago),
+            )
+            .filter(event::Column::Id.is_in(ids))
+            .exec(&app.state.db)
+            .await
+            .expect("backdated");
+    }
+    let stale = EventChanged {
+        event: row(key(moved)).await.into(),
+        kind: ChangeKind::Updated,
+        actor: None,
+    };
+    let mut stream = Box::pin(rally::events::service::follow_status(&app.state));
+
+    // Unread: the organizer moves one event and renames another, the finisher ends a third, then
+    // 150 copies of a message the stream has not had (more than the 128 a subscriber may fall
+    // behind by) push the changes out.
+    update(&app, &rosa, moved, json!({ "status": "LIVE" }))
+        .await
+        .data();
+    update(&app, &rosa, renamed, json!({ "title": "Renamed again" }))
+        .await
+        .data();
+    let mut txn = app.state.begin_write().await.expect("a write");
+    let ended = rally::events::service::finish_started_before(
+        &mut txn,
+        "2030-03-05T00:00:00Z".parse().expect("instant"),
+    )
+    .await
+    .expect("the finisher runs");
+    txn.commit().await.expect("committed");
+    assert_eq!(ended.len(), 1, "only the event that started ends");
+    for _ in 0..150 {
+        app.state.live.publish(&status_changes(), &stale);
+    }
+
+    let mut caught_up = Vec::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the catch-up comes")
+            .expect("the stream goes on");
+        caught_up.push((event.id, event.status, event.version));
+    }
+    let now = |id: uuid::Uuid| {
+        let row = row(id);
+        async move {
+            let row = row.await;
+            (row.id, row.status, row.version)
+        }
+    };
+    assert_eq!(
+        caught_up,
+        [now(key(moved)).await, now(key(finished)).await],
+        "each status change missed, as the event is now, in the order they changed"
+    );
+    assert_eq!(
+        (caught_up[0].1, caught_up[1].1),
+        (Status::Live, Status::Finished)
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.next())
+            .await
+            .is_err(),
+        "nothing else follows: no renamed event, no change from before the stream, no skipped message"
+    );
+
+    // A like makes a newer version of an event whose status the stream sent: a second catch-up
+    // does not send that status again.
+    app.gql_as(
+        &rosa,
+        "mutation($id: ID!) { likeEvent(id: $id) { likeCount } }",
+        json!({ "id": moved }),
+    )
+    .await
+    .data();
+    for _ in 0..150 {
+        app.state.live.publish(&status_changes(), &stale);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.next())
+            .await
+            .is_err(),
+        "a status already sent is not sent again"
+    );
 }
 
 async fn deleting_an_event_removes_it(backend: Backend) {

@@ -28,7 +28,9 @@ impl EventsSubscription {
     }
 
     /// Event status changes (LIVE, FINISHED, CANCELLED, including the nightly finisher's), each once
-    /// it is committed. Public.
+    /// it is committed. When the server missed changes (it lost the broker for a while, or the
+    /// shared stream fell behind), subscribers get each event whose status changed meanwhile (in
+    /// the last hour at most), as it is now. Public.
     async fn event_status_changed(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Event>> {
         Ok(service::follow_status(ctx.state()?).map(Event::from))
     }
