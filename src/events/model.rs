@@ -264,17 +264,17 @@ pub enum ChangeKind {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_status_stream_never_sends_an_older_change_after_a_newer_one() {
+    /// Event `id` at `version`, in `status`.
+    fn state_in(id: Uuid, version: i64, status: Status) -> EventState {
         let at = Utc::now();
-        let state = |id: Uuid, version: i64| EventState {
+        EventState {
             id,
             title: "Night".into(),
             description: None,
             venue: None,
             starts_at: at,
             ends_at: None,
-            status: Status::Live,
+            status,
             image_key: None,
             organizer_id: id,
             template_id: None,
@@ -282,7 +282,12 @@ mod tests {
             version,
             created_at: at,
             updated_at: at,
-        };
+        }
+    }
+
+    #[test]
+    fn a_status_stream_never_sends_an_older_change_after_a_newer_one() {
+        let state = |id: Uuid, version: i64| state_in(id, version, Status::Live);
         let (one, other) = (Uuid::now_v7(), Uuid::now_v7());
         let mut newest = Newest::default();
         assert!(newest.admits(&state(one, 3)), "FINISHED, heard first here");
@@ -301,23 +306,7 @@ mod tests {
 
     #[test]
     fn a_catch_up_sends_only_statuses_not_sent_yet() {
-        let at = Utc::now();
-        let state = |id: Uuid, version: i64, status: Status| EventState {
-            id,
-            title: "Night".into(),
-            description: None,
-            venue: None,
-            starts_at: at,
-            ends_at: None,
-            status,
-            image_key: None,
-            organizer_id: id,
-            template_id: None,
-            like_count: 0,
-            version,
-            created_at: at,
-            updated_at: at,
-        };
+        let state = state_in;
         let (one, other) = (Uuid::now_v7(), Uuid::now_v7());
         let mut newest = Newest::default();
         assert!(
