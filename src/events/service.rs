@@ -826,8 +826,8 @@ async fn stamp_status_change(db: &impl ConnectionTrait, id: Uuid, at: DateTime<U
 /// it reads the events whose status changed in the last
 /// [`CATCH_UP_WINDOW`](live::CATCH_UP_WINDOW), not before the stream began (less
 /// [`CLOCK_LEEWAY`](live::CLOCK_LEEWAY)), and sends each, as it is now, whose status it has not
-/// sent ([`Newest::admits_found`]): at most [`MOST_CAUGHT_UP`], the latest. A catch-up that fails
-/// is owed (see [`CatchUp`](live::CatchUp)).
+/// sent ([`Newest::admits_found`]): at most `MOST_CAUGHT_UP` (1,000), the latest. A catch-up that
+/// fails is owed (see [`CatchUp`](live::CatchUp)).
 pub fn follow_status(state: &AppState) -> impl Stream<Item = EventState> + Send + 'static {
     let mut feed = state.live.subscribe(&status_changes());
     let state = state.clone();
