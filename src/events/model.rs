@@ -200,12 +200,13 @@ impl Versioned for EventState {
     }
 }
 
-/// The newest version of each event a status stream has sent, so it never sends an older one after
-/// it: messages of two instances are not ordered (an instance hears its own change at once and
-/// another's earlier one through Redis later). It forgets everything when it would hold more than
-/// [`Newest::MOST`] events (a stream of every event's changes must not grow without bound); an old
-/// change of a forgotten event may pass then (two instances' messages cross within moments, while
-/// a thousand other events change status).
+/// The newest version of each event a status stream has sent (with its status, so a catch-up
+/// sends no status twice), so it never sends an older one after it: messages of two instances are
+/// not ordered (an instance hears its own change at once and another's earlier one through Redis
+/// later). It forgets everything when it would hold more than [`Newest::MOST`] events (a stream of
+/// every event's changes must not grow without bound); an old change of a forgotten event may pass
+/// then (two instances' messages cross within moments, while a thousand other events change
+/// status).
 #[derive(Debug, Default)]
 pub struct Newest {
     /// Each event's newest version sent, and its status then.

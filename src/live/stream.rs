@@ -6,15 +6,14 @@
 //! dropped. When messages may have been missed ([`Signal::Resync`]: a lagging subscriber, a broker
 //! that reconnected) it reloads the snapshot; a reload that fails is logged and retried with
 //! backoff (100 ms doubling to 5 s), so the stream neither ends silently nor skips ahead of the
-//! truth. [`follow_throttled`] is the
-//! variant for states that are recomputed rather than carried by the message (leaderboards): every
-//! message means "reload", at most once per window. An event stream that must catch up after a
-//! resync (`trackingCommands`, `myMeetings`, `proximityAlerts`, `territoryChanged`,
-//! `eventStatusChanged`) reads its feed
-//! through [`CatchUp::next`]: each message, or a [`Next::CatchUp`] after a resync or when a failed
-//! catch-up is due again (with backoff, while messages keep flowing); one that reads missed events
-//! back from the database keeps what it sent ([`Sent`], or the newest capture per cell) so it sends
-//! each once.
+//! truth. [`follow_throttled`] is the variant for states that are recomputed rather than carried
+//! by the message (leaderboards): every message means "reload", at most once per window. An event
+//! stream that must catch up after a resync (`trackingCommands`, `myMeetings`, `proximityAlerts`,
+//! `territoryChanged`, `eventStatusChanged`) reads its feed through [`CatchUp::next`]: each
+//! message, or a [`Next::CatchUp`] after a resync or when a failed catch-up is due again (with
+//! backoff, while messages keep flowing); one that reads missed events back from the database keeps
+//! what it sent ([`Sent`], the newest capture per cell, or the newest version and status per event)
+//! so it sends each once.
 
 use std::collections::HashMap;
 use std::future::Future;
